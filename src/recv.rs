@@ -1,0 +1,782 @@
+//! `shmxfer recv`: serve a channel; write each file to a hidden temporary file in DIR and
+//! rename it into place only once it is whole (and verified).
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::{debug, trace};
+
+use crate::cli::RecvArgs;
+use crate::frame::{
+    self, Channel, ChunkError, Config, FrameError, Op, Outcome, Probe, Request, State, Status,
+};
+use crate::{exit, sysv};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecvError {
+    #[error("cannot create output directory {}: {source}", dir.display())]
+    Dir { dir: PathBuf, source: io::Error },
+    #[error("--basename must be a plain name without `/`")]
+    BadBasename,
+    #[error("--ext must not contain `/`")]
+    BadExt,
+    #[error("the receiver of key {key} (pid {pid}) died; taking the key over")]
+    Takeover { key: sysv::Key, pid: i32 },
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+impl RecvError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RecvError::Dir { .. } => exit::CANTCREAT,
+            RecvError::BadBasename | RecvError::BadExt => exit::USAGE,
+            RecvError::Takeover { .. } => exit::OK,
+            RecvError::Frame(e) => e.exit_code(),
+        }
+    }
+}
+
+/// Why one file did not make it; the receiver reports it and goes on serving.
+#[derive(Debug)]
+enum FileFailure {
+    /// Told the sender already; nothing more to do.
+    Answered(Status, String),
+    /// The channel failed underneath us (sender gone, objects removed, stop requested).
+    Channel(FrameError),
+}
+
+impl From<FrameError> for FileFailure {
+    fn from(e: FrameError) -> Self {
+        FileFailure::Channel(e)
+    }
+}
+
+/// Temporary file of the transfer in flight, for the signal path to remove if the main thread
+/// cannot get there in time.
+static PARTIAL: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+struct Opts {
+    dir: PathBuf,
+    keep_name: bool,
+    preserve: bool,
+    stdout: bool,
+    fsync: bool,
+    quiet: bool,
+}
+
+pub fn run(args: RecvArgs) -> i32 {
+    crate::init_logging(&args.verbosity);
+    if args.legacy {
+        return crate::legacy::recv(&args);
+    }
+    match serve(args) {
+        Ok(code) => code,
+        Err(e) => {
+            if !matches!(e, RecvError::Frame(FrameError::Interrupted)) {
+                crate::error(&e);
+            }
+            e.exit_code()
+        }
+    }
+}
+
+/// Creates DIR and the namer that picks output names in it; shared with `--legacy`.
+pub fn prepare_output(dir: &Path, basename: &str, ext: &str) -> Result<Namer, RecvError> {
+    if basename.is_empty() || basename.contains('/') {
+        return Err(RecvError::BadBasename);
+    }
+    if ext.contains('/') {
+        return Err(RecvError::BadExt);
+    }
+    fs::create_dir_all(dir).map_err(|source| RecvError::Dir {
+        dir: dir.into(),
+        source,
+    })?;
+    let ext = if ext.is_empty() || ext.starts_with('.') {
+        ext.to_string()
+    } else {
+        format!(".{ext}")
+    };
+    Namer::scan(dir, basename, &ext).map_err(|source| RecvError::Dir {
+        dir: dir.into(),
+        source,
+    })
+}
+
+fn serve(args: RecvArgs) -> Result<i32, RecvError> {
+    let key = args.channel.key.unwrap_or(frame::DEFAULT_KEY);
+    let once = args.once || args.stdout;
+    let quiet = args.verbosity.quiet;
+    let mut namer = if args.stdout {
+        None
+    } else {
+        Some(prepare_output(&args.dir, &args.basename, &args.ext)?)
+    };
+    let opts = Opts {
+        dir: args.dir.clone(),
+        keep_name: args.keep_name,
+        preserve: args.preserve,
+        stdout: args.stdout,
+        fsync: args.fsync,
+        quiet,
+    };
+
+    take_key(key, quiet)?;
+    let cfg = Config {
+        mode: args.mode,
+        slot_size: args.slot_size,
+        slot_count: args.slots,
+        require_md5: args.md5,
+    };
+    let ch = Arc::new(Channel::create(key, &cfg)?);
+    let _owned = Owned(ch.clone());
+    install_stop_handler(ch.clone());
+    debug!(key = %key, pid = sysv::getpid(), slots = cfg.slot_count, slot_size = cfg.slot_size, "channel created; serving");
+
+    let mut received = 0u64;
+    let mut failed = false;
+    loop {
+        ch.open_gate().map_err(stopped)?;
+        debug!("gate open; sleeping until a sender arrives");
+        ch.wait_for_sender().map_err(stopped)?;
+        ch.set_state(State::Busy);
+        debug!("a sender took the gate");
+        loop {
+            let req = match ch.next_request() {
+                Ok(r) => r,
+                Err(FrameError::SenderGone) => {
+                    crate::warn(quiet, "the sender went away before its next request");
+                    break;
+                }
+                Err(e) => return Err(stopped(e).into()),
+            };
+            let req = match req {
+                Ok(r) => r,
+                Err(e) => {
+                    crate::warn(quiet, format_args!("malformed request: {e}; refused"));
+                    ch.answer(&refused(Status::BadRequest)).map_err(stopped)?;
+                    continue;
+                }
+            };
+            if req.op == Op::Bye {
+                debug!("sender said goodbye");
+                break;
+            }
+            match receive_one(&ch, &req, &opts, namer.as_mut()) {
+                Ok(line) => {
+                    received += 1;
+                    if !quiet {
+                        if opts.stdout {
+                            eprintln!("{line}");
+                        } else {
+                            crate::out_line(&line);
+                        }
+                    }
+                    if once {
+                        break;
+                    }
+                }
+                Err(FileFailure::Answered(status, why)) => {
+                    failed = true;
+                    crate::warn(
+                        quiet,
+                        format_args!("{}: {why} ({status:?}); discarded", display_name(&req.name)),
+                    );
+                }
+                Err(FileFailure::Channel(FrameError::SenderGone)) => {
+                    failed = true;
+                    crate::warn(
+                        quiet,
+                        format_args!(
+                            "{}: the sender went away mid-transfer; discarded",
+                            display_name(&req.name)
+                        ),
+                    );
+                    break;
+                }
+                Err(FileFailure::Channel(e)) => return Err(stopped(e).into()),
+            }
+            if once && received > 0 {
+                break;
+            }
+        }
+        if once && (received > 0 || (opts.stdout && failed)) {
+            ch.set_state(State::Stopping);
+            return Ok(if received > 0 { exit::OK } else { exit::IOERR });
+        }
+        // Whatever ended the session, the next sender comes in only after this one is gone.
+        ch.wait_sender_gone().map_err(stopped)?;
+    }
+}
+
+/// A wait that failed because we were asked to stop is an interruption, not an error.
+fn stopped(e: FrameError) -> FrameError {
+    if crate::stop_requested() {
+        FrameError::Interrupted
+    } else {
+        e
+    }
+}
+
+/// Removes the channel when the receiver leaves, however it leaves.
+struct Owned(Arc<Channel>);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        self.0.set_state(State::Stopping);
+        self.0.remove();
+    }
+}
+
+/// On SIGINT/SIGTERM: flag the stop and remove the semaphore set, which wakes every wait of
+/// ours and of the sender at once (EIDRM). The main thread then discards any partial file and
+/// removes the rest. If it has not managed within a few seconds (stuck writing to a full
+/// pipe), this thread does that itself and ends the process.
+fn install_stop_handler(ch: Arc<Channel>) {
+    let _ = ctrlc::set_handler(move || {
+        crate::request_stop();
+        ch.set_state(State::Stopping);
+        let _ = ch.sems.remove();
+        std::thread::sleep(Duration::from_secs(3));
+        ch.remove();
+        if let Some(p) = PARTIAL.lock().ok().and_then(|g| g.clone()) {
+            let _ = fs::remove_file(p);
+        }
+        std::process::exit(exit::INTERRUPTED);
+    });
+}
+
+/// Makes sure the key is free for us: absent, or a dead receiver's channel (removed with a
+/// warning). A live receiver, or anything that is not a shmxfer channel, is left alone.
+fn take_key(key: sysv::Key, quiet: bool) -> Result<(), RecvError> {
+    // A receiver that is creating its channel right now has not written its magic yet; give it
+    // a moment before calling the segment foreign.
+    let started = Instant::now();
+    loop {
+        match frame::probe(key)? {
+            Probe::Absent => return Ok(()),
+            Probe::Channel {
+                alive: true, info, ..
+            } => {
+                return Err(FrameError::InUse {
+                    key,
+                    pid: info.receiver_pid,
+                }
+                .into());
+            }
+            Probe::Channel {
+                alive: false,
+                info,
+                shmid,
+            } => {
+                crate::warn(
+                    quiet,
+                    RecvError::Takeover {
+                        key,
+                        pid: info.receiver_pid,
+                    },
+                );
+                remove_dead_channel(key, shmid, &info);
+                return Ok(());
+            }
+            Probe::NoPermission { uid, mode, .. } => {
+                return Err(FrameError::PermissionDenied {
+                    key,
+                    owner: sysv::user_name(uid),
+                    mode,
+                }
+                .into());
+            }
+            Probe::Foreign { why, .. } if started.elapsed() > Duration::from_millis(500) => {
+                return Err(FrameError::Foreign { key, why }.into());
+            }
+            Probe::Foreign { .. } => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Removes a dead receiver's channel: only the objects its header names and that sit at the
+/// channel's keys, so nothing else is ever touched.
+pub fn remove_dead_channel(key: sysv::Key, control_shmid: i32, info: &frame::Info) -> Vec<String> {
+    let mut removed = Vec::new();
+    if sysv::SemSet::open(key).map(|s| s.id()).ok() == Some(info.semid)
+        && sysv::SemSet::from_id(info.semid).remove().is_ok()
+    {
+        removed.push(format!("semaphore set {} (key {key})", info.semid));
+    }
+    if let Some(ck) = key.offset(1) {
+        if sysv::Shm::open(ck).map(|s| s.id()).ok() == Some(info.content_shmid)
+            && sysv::Shm::from_id(info.content_shmid).remove().is_ok()
+        {
+            removed.push(format!(
+                "shared memory {} (key {ck}, content)",
+                info.content_shmid
+            ));
+        }
+    }
+    if sysv::Shm::from_id(control_shmid).remove().is_ok() {
+        removed.push(format!("shared memory {control_shmid} (key {key}, control)"));
+    }
+    removed
+}
+
+fn refused(status: Status) -> Outcome {
+    Outcome {
+        status,
+        errno: 0,
+        name: Vec::new(),
+        md5: [0; 16],
+        bytes: 0,
+    }
+}
+
+fn display_name(name: &[u8]) -> String {
+    if name.is_empty() {
+        "(unnamed)".into()
+    } else {
+        String::from_utf8_lossy(name).escape_debug().to_string()
+    }
+}
+
+/// Where one file's bytes go.
+enum Sink {
+    Temp { file: File, path: PathBuf },
+    Stdout(File),
+}
+
+impl Sink {
+    fn file(&mut self) -> &mut File {
+        match self {
+            Sink::Temp { file, .. } | Sink::Stdout(file) => file,
+        }
+    }
+    fn discard(self) {
+        if let Sink::Temp { path, .. } = self {
+            let _ = fs::remove_file(&path);
+            set_partial(None);
+        }
+    }
+}
+
+fn set_partial(p: Option<PathBuf>) {
+    if let Ok(mut g) = PARTIAL.lock() {
+        *g = p;
+    }
+}
+
+fn open_sink(opts: &Opts) -> io::Result<Sink> {
+    if opts.stdout {
+        return Ok(Sink::Stdout(File::from(
+            io::stdout().as_fd().try_clone_to_owned()?,
+        )));
+    }
+    let mut n = 0u32;
+    loop {
+        let path = opts.dir.join(format!(".shmxfer-{}-{n}.part", sysv::getpid()));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o666)
+            .open(&path)
+        {
+            Ok(file) => {
+                set_partial(Some(path.clone()));
+                return Ok(Sink::Temp { file, path });
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn hex(d: &[u8; 16]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Receives one file. On success returns the line to print.
+fn receive_one(
+    ch: &Channel,
+    req: &Request,
+    opts: &Opts,
+    namer: Option<&mut Namer>,
+) -> Result<String, FileFailure> {
+    let t = Instant::now();
+    let md5 = req.md5 || ch.info.require_md5;
+    debug!(name = %display_name(&req.name), size = req.size, md5, sender = req.sender_pid, "request");
+    let mut sink = match open_sink(opts) {
+        Ok(s) => s,
+        Err(e) => {
+            let at = opts.dir.as_os_str().as_bytes().to_vec();
+            let o = Outcome {
+                status: Status::CannotCreate,
+                errno: e.raw_os_error().unwrap_or(0),
+                name: at,
+                md5: [0; 16],
+                bytes: 0,
+            };
+            ch.answer(&o)?;
+            return Err(FileFailure::Answered(
+                Status::CannotCreate,
+                format!("cannot create a file in {}: {e}", opts.dir.display()),
+            ));
+        }
+    };
+    ch.answer(&refused(Status::Accepted))?;
+    let result = drain(ch, req, &mut sink, md5);
+    let (total, digest) = match result {
+        Ok(v) => v,
+        Err(f) => {
+            sink.discard();
+            return Err(f);
+        }
+    };
+    let fail =
+        |sink: Sink, status: Status, errno: i32, md5: [u8; 16], why: String| -> Result<String, FileFailure> {
+            sink.discard();
+            ch.answer(&Outcome {
+                status,
+                errno,
+                name: Vec::new(),
+                md5,
+                bytes: total,
+            })?;
+            Err(FileFailure::Answered(status, why))
+        };
+    let (their_md5, their_count) = ch.sender_trailer();
+    if req.size.is_some_and(|s| s != total) || their_count != total {
+        return fail(
+            sink,
+            Status::LengthMismatch,
+            0,
+            digest,
+            format!(
+                "received {total} bytes, the sender announced {:?}/{their_count}",
+                req.size
+            ),
+        );
+    }
+    if md5 && digest != their_md5 {
+        return fail(
+            sink,
+            Status::Md5Mismatch,
+            0,
+            digest,
+            format!(
+                "MD5 mismatch: got {}, sender has {}",
+                hex(&digest),
+                hex(&their_md5)
+            ),
+        );
+    }
+    let name = match sink {
+        Sink::Stdout(_) => "-".into(),
+        Sink::Temp { file, path } => match commit(file, &path, req, opts, namer) {
+            Ok(p) => {
+                set_partial(None);
+                p
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                set_partial(None);
+                let errno = e.raw_os_error().unwrap_or(0);
+                ch.answer(&Outcome {
+                    status: Status::WriteFailed,
+                    errno,
+                    name: Vec::new(),
+                    md5: digest,
+                    bytes: total,
+                })?;
+                return Err(FileFailure::Answered(
+                    Status::WriteFailed,
+                    format!("commit failed: {e}"),
+                ));
+            }
+        },
+    };
+    let shown = name.display().to_string();
+    ch.answer(&Outcome {
+        status: Status::Committed,
+        errno: 0,
+        name: name.as_os_str().as_bytes().to_vec(),
+        md5: digest,
+        bytes: total,
+    })?;
+    debug!(path = %shown, bytes = total, elapsed_ms = t.elapsed().as_millis() as u64, "committed");
+    Ok(if md5 {
+        format!("{shown}\t{total}\t{}", hex(&digest))
+    } else {
+        format!("{shown}\t{total}")
+    })
+}
+
+/// Takes chunks until the last one, writing each straight from shared memory to the sink.
+fn drain(ch: &Channel, req: &Request, sink: &mut Sink, md5: bool) -> Result<(u64, [u8; 16]), FileFailure> {
+    let mut ctx = md5.then(md5::Context::new);
+    let mut total = 0u64;
+    let mut index = 0u64;
+    let mut write_error: Option<io::Error> = None;
+    let mut flagged: Option<Status> = None;
+    loop {
+        let (chunk, bytes) = match ch.next_chunk(index)? {
+            Ok(c) => c,
+            Err(ChunkError::Aborted(code)) => {
+                // The sender stopped because we told it to: answer with our own reason.
+                if let Some(e) = write_error.take() {
+                    return Err(answer_write_failure(ch, e, total)?);
+                }
+                if let Some(status) = flagged {
+                    ch.answer(&refused(status))?;
+                    return Err(FileFailure::Answered(
+                        status,
+                        format!("more bytes than the {:?} announced", req.size),
+                    ));
+                }
+                ch.answer(&refused(Status::Aborted))?;
+                let why = match code {
+                    1 => "the sender was interrupted",
+                    2 => "the sender could not read its file",
+                    3 => "the file changed while it was sent",
+                    _ => "the sender aborted",
+                };
+                return Err(FileFailure::Answered(Status::Aborted, why.into()));
+            }
+            Err(ChunkError::Bad(e)) => {
+                ch.answer(&refused(Status::BadRequest))?;
+                return Err(FileFailure::Answered(
+                    Status::BadRequest,
+                    format!("bad chunk: {e}"),
+                ));
+            }
+        };
+        trace!(index, len = chunk.len, last = chunk.last, "chunk");
+        if write_error.is_none() {
+            if let Err(e) = sink.file().write_all(bytes) {
+                // Keep taking chunks so the sender is not left blocked, but tell it to stop.
+                ch.flag_failure(Status::WriteFailed);
+                write_error = Some(e);
+            }
+        }
+        if let Some(c) = ctx.as_mut() {
+            c.consume(bytes);
+        }
+        total += chunk.len as u64;
+        if req.size.is_some_and(|s| total > s) && flagged.is_none() {
+            ch.flag_failure(Status::LengthMismatch);
+            flagged = Some(Status::LengthMismatch);
+        }
+        ch.release_slot(total)?;
+        index += 1;
+        if chunk.last {
+            break;
+        }
+    }
+    if let Some(e) = write_error {
+        return Err(answer_write_failure(ch, e, total)?);
+    }
+    Ok((total, ctx.map(|c| c.finalize().0).unwrap_or([0; 16])))
+}
+
+fn answer_write_failure(ch: &Channel, e: io::Error, total: u64) -> Result<FileFailure, FrameError> {
+    let errno = e.raw_os_error().unwrap_or(libc::EIO);
+    ch.answer(&Outcome {
+        status: Status::WriteFailed,
+        errno,
+        name: Vec::new(),
+        md5: [0; 16],
+        bytes: total,
+    })?;
+    Ok(FileFailure::Answered(
+        Status::WriteFailed,
+        format!("write failed: {e}"),
+    ))
+}
+
+/// Applies metadata, optionally syncs, and renames the temporary file to its final name
+/// without ever replacing an existing file.
+fn commit(
+    file: File,
+    tmp: &Path,
+    req: &Request,
+    opts: &Opts,
+    namer: Option<&mut Namer>,
+) -> io::Result<PathBuf> {
+    if let (true, Some(m)) = (opts.preserve, req.meta) {
+        // Never create set-id files for a peer we do not know: permission bits only.
+        file.set_permissions(fs::Permissions::from_mode(m.mode & 0o777))?;
+        let t = if m.mtime_sec >= 0 {
+            SystemTime::UNIX_EPOCH + Duration::new(m.mtime_sec as u64, m.mtime_nsec)
+        } else {
+            SystemTime::UNIX_EPOCH - Duration::from_secs(m.mtime_sec.unsigned_abs())
+                + Duration::from_nanos(m.mtime_nsec.into())
+        };
+        file.set_modified(t)?;
+    }
+    if opts.fsync {
+        file.sync_all()?;
+    }
+    drop(file);
+    let namer = namer.expect("a file sink always has a namer");
+    let kept = if opts.keep_name {
+        safe_name(&req.name)
+    } else {
+        None
+    };
+    let mut attempt = 0u64;
+    let path = loop {
+        let candidate = match &kept {
+            Some(n) => opts.dir.join(numbered(n, attempt)),
+            None => namer.path(),
+        };
+        match sysv::rename_noreplace(tmp, &candidate) {
+            Ok(()) => {
+                if kept.is_none() {
+                    namer.advance();
+                }
+                break candidate;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if kept.is_none() {
+                    namer.advance();
+                }
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if opts.fsync {
+        File::open(&opts.dir)?.sync_all()?;
+    }
+    Ok(path)
+}
+
+/// The sender's name made safe to create in DIR: its last path component, without NULs, and
+/// never `.`, `..` or empty (then `None`: the counter name is used).
+pub fn safe_name(raw: &[u8]) -> Option<OsString> {
+    let last = raw.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
+    let clean: Vec<u8> = last
+        .iter()
+        .copied()
+        .filter(|&b| b != 0)
+        .take(frame::MAX_NAME)
+        .collect();
+    if clean.is_empty() || clean == b"." || clean == b".." {
+        return None;
+    }
+    Some(OsString::from_vec(clean))
+}
+
+/// `photo.jpg`, then `photo-1.jpg`, `photo-2.jpg`... (a leading dot is not an extension).
+pub fn numbered(name: &OsString, n: u64) -> OsString {
+    if n == 0 {
+        return name.clone();
+    }
+    let b = name.as_bytes();
+    let dot = b.iter().rposition(|&c| c == b'.').filter(|&i| i > 0);
+    let (stem, ext) = match dot {
+        Some(i) => (&b[..i], &b[i..]),
+        None => (b, &b[..0]),
+    };
+    let mut v = stem.to_vec();
+    v.extend_from_slice(format!("-{n}").as_bytes());
+    v.extend_from_slice(ext);
+    if v.len() > frame::MAX_NAME {
+        // Shorten the stem so the suffix survives; a clash still cannot overwrite.
+        let cut = v.len() - frame::MAX_NAME;
+        let mut s = stem[..stem.len().saturating_sub(cut)].to_vec();
+        s.extend_from_slice(format!("-{n}").as_bytes());
+        s.extend_from_slice(ext);
+        v = s;
+    }
+    OsString::from_vec(v)
+}
+
+/// Picks `DIR/<basename><NN><ext>` names, continuing after the highest one already in DIR so a
+/// restarted receiver never overwrites earlier output.
+#[derive(Debug)]
+pub struct Namer {
+    dir: PathBuf,
+    basename: String,
+    ext: String,
+    next: u64,
+}
+
+impl Namer {
+    pub fn scan(dir: &Path, basename: &str, ext: &str) -> io::Result<Namer> {
+        let mut max = 0u64;
+        for entry in fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            if let Some(n) = counter_of(name.as_bytes(), basename.as_bytes(), ext.as_bytes()) {
+                max = max.max(n);
+            }
+        }
+        Ok(Namer {
+            dir: dir.into(),
+            basename: basename.into(),
+            ext: ext.into(),
+            next: max.saturating_add(1),
+        })
+    }
+    pub fn path(&self) -> PathBuf {
+        self.dir
+            .join(format!("{}{:02}{}", self.basename, self.next, self.ext))
+    }
+    pub fn advance(&mut self) {
+        self.next += 1;
+    }
+}
+
+fn counter_of(name: &[u8], base: &[u8], ext: &[u8]) -> Option<u64> {
+    let digits = name.strip_prefix(base)?.strip_suffix(ext)?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_stay_inside_dir() {
+        assert_eq!(safe_name(b"../../etc/passwd"), Some("passwd".into()));
+        assert_eq!(safe_name(b"/abs/path/photo.jpg"), Some("photo.jpg".into()));
+        assert_eq!(safe_name(b".."), None);
+        assert_eq!(safe_name(b"a/.."), None);
+        assert_eq!(safe_name(b"dir/"), None);
+        assert_eq!(safe_name(b""), None);
+        assert_eq!(safe_name(b"a\0b"), Some("ab".into()));
+        assert_eq!(safe_name(b"\0"), None);
+        assert_eq!(
+            safe_name(&[0xff, 0xfe]).map(|s| s.into_vec()),
+            Some(vec![0xff, 0xfe])
+        );
+    }
+
+    #[test]
+    fn clashing_names_get_a_number_before_the_extension() {
+        let n: OsString = "photo.jpg".into();
+        assert_eq!(numbered(&n, 0), "photo.jpg");
+        assert_eq!(numbered(&n, 2), "photo-2.jpg");
+        assert_eq!(numbered(&".bashrc".into(), 1), ".bashrc-1");
+        assert_eq!(numbered(&"README".into(), 1), "README-1");
+        assert!(numbered(&OsString::from("x".repeat(255)), 7).len() <= 255);
+    }
+
+    #[test]
+    fn counter_continues_after_the_highest_existing_file() {
+        assert_eq!(counter_of(b"file07.jpg", b"file", b".jpg"), Some(7));
+        assert_eq!(counter_of(b"file123.jpg", b"file", b".jpg"), Some(123));
+        assert_eq!(counter_of(b"file.jpg", b"file", b".jpg"), None);
+        assert_eq!(counter_of(b"file1a.jpg", b"file", b".jpg"), None);
+        assert_eq!(counter_of(b"other01.jpg", b"file", b".jpg"), None);
+    }
+}

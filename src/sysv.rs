@@ -1,0 +1,694 @@
+//! Thin owned wrappers over System V IPC (and the few other syscalls shmxfer needs), called
+//! through `libc`. This is the only module with `unsafe`; everything above it sees safe types:
+//! a [`Mapping`] detaches on drop and bounds-checks every access, a [`SemSet`] knows its id.
+
+use std::ffi::c_void;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A System V IPC key. Keys are 32-bit; `ipcs` prints them as unsigned hex, `/proc/sysvipc`
+/// as signed decimal, so we keep the unsigned value and convert at the edges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key(pub u32);
+
+impl Key {
+    pub fn raw(self) -> libc::key_t {
+        self.0 as libc::key_t
+    }
+    /// The key `n` above this one, or `None` where it would wrap to `IPC_PRIVATE`.
+    pub fn offset(self, n: u32) -> Option<Key> {
+        self.0.checked_add(n).filter(|&k| k != 0).map(Key)
+    }
+    pub fn from_raw(raw: i64) -> Key {
+        Key(raw as i32 as u32)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{:08x}", self.0)
+    }
+}
+
+/// What a failed call was doing and to which object, with the errno that explains it.
+#[derive(Debug, thiserror::Error)]
+#[error("{call}({target}): {source}")]
+pub struct SysvError {
+    pub call: &'static str,
+    pub target: Target,
+    #[source]
+    pub source: io::Error,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    Key(Key),
+    Id(i32),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Key(k) => write!(f, "key {k}"),
+            Target::Id(id) => write!(f, "id {id}"),
+        }
+    }
+}
+
+impl SysvError {
+    fn last(call: &'static str, target: Target) -> SysvError {
+        SysvError {
+            call,
+            target,
+            source: io::Error::last_os_error(),
+        }
+    }
+    pub fn errno(&self) -> Option<i32> {
+        self.source.raw_os_error()
+    }
+    /// The object is gone (removed by `ipcrm`, a peer, or RemoveIPC) or never existed.
+    pub fn is_gone(&self) -> bool {
+        matches!(
+            self.errno(),
+            Some(libc::EIDRM) | Some(libc::EINVAL) | Some(libc::ENOENT)
+        )
+    }
+    pub fn is_permission(&self) -> bool {
+        matches!(self.errno(), Some(libc::EACCES) | Some(libc::EPERM))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, SysvError>;
+
+/// Owner, mode and times common to every IPC object, as `IPC_STAT` reports them.
+#[derive(Debug, Clone, Copy)]
+pub struct Perm {
+    pub uid: u32,
+    pub gid: u32,
+    pub cuid: u32,
+    pub mode: u32,
+}
+
+/// A shared memory segment by id. Removing it does not unmap existing attachments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shm {
+    id: i32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ShmStat {
+    pub size: usize,
+    pub perm: Perm,
+    pub cpid: i32,
+    pub lpid: i32,
+    pub nattch: u64,
+}
+
+impl Shm {
+    /// Creates a new segment at `key`; fails with EEXIST if one is there already.
+    pub fn create(key: Key, size: usize, mode: u32) -> Result<Shm> {
+        let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as i32;
+        // SAFETY: shmget takes plain integers and touches no memory of ours.
+        let id = unsafe { libc::shmget(key.raw(), size, flags) };
+        if id < 0 {
+            return Err(SysvError::last("shmget", Target::Key(key)));
+        }
+        Ok(Shm { id })
+    }
+
+    /// Looks up the existing segment at `key`.
+    pub fn open(key: Key) -> Result<Shm> {
+        // SAFETY: as in `create`.
+        let id = unsafe { libc::shmget(key.raw(), 0, 0) };
+        if id < 0 {
+            return Err(SysvError::last("shmget", Target::Key(key)));
+        }
+        Ok(Shm { id })
+    }
+
+    pub fn from_id(id: i32) -> Shm {
+        Shm { id }
+    }
+
+    pub fn id(&self) -> i32 {
+        self.id
+    }
+
+    pub fn stat(&self) -> Result<ShmStat> {
+        // SAFETY: shmid_ds is plain old data; zeroed is a valid value for every field.
+        let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+        // SAFETY: IPC_STAT writes one shmid_ds into the buffer we own for the call's duration.
+        if unsafe { libc::shmctl(self.id, libc::IPC_STAT, &mut ds) } < 0 {
+            return Err(SysvError::last("shmctl(IPC_STAT)", Target::Id(self.id)));
+        }
+        Ok(ShmStat {
+            size: ds.shm_segsz,
+            perm: Perm {
+                uid: ds.shm_perm.uid,
+                gid: ds.shm_perm.gid,
+                cuid: ds.shm_perm.cuid,
+                mode: u32::from(ds.shm_perm.mode) & 0o777,
+            },
+            cpid: ds.shm_cpid,
+            lpid: ds.shm_lpid,
+            nattch: ds.shm_nattch,
+        })
+    }
+
+    /// Marks the segment for removal; it disappears once the last process detaches.
+    pub fn remove(&self) -> Result<()> {
+        // SAFETY: IPC_RMID ignores the buffer argument.
+        if unsafe { libc::shmctl(self.id, libc::IPC_RMID, std::ptr::null_mut()) } < 0 {
+            return Err(SysvError::last("shmctl(IPC_RMID)", Target::Id(self.id)));
+        }
+        Ok(())
+    }
+
+    /// Attaches the whole segment. Its length comes from `IPC_STAT`, never from its contents.
+    pub fn attach(&self, writable: bool) -> Result<Mapping> {
+        let size = self.stat()?.size;
+        let flags = if writable { 0 } else { libc::SHM_RDONLY };
+        // SAFETY: a null address lets the kernel choose where to map; nothing of ours is touched.
+        let ptr = unsafe { libc::shmat(self.id, std::ptr::null(), flags) };
+        if ptr as isize == -1 {
+            return Err(SysvError::last("shmat", Target::Id(self.id)));
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).expect("shmat never maps at address 0");
+        Ok(Mapping {
+            ptr,
+            len: size,
+            writable,
+            id: self.id,
+        })
+    }
+}
+
+/// An attached segment. Every access is bounds-checked against the size the kernel reported,
+/// so a peer that writes nonsense into the segment can make us read nonsense but never make us
+/// touch memory outside it.
+pub struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+    writable: bool,
+    id: i32,
+}
+
+// SAFETY: the mapping is plain shared memory; it is valid from every thread until `Drop`.
+// Concurrent access is the protocol's business (semaphores order it), and every typed access
+// below is either atomic or a byte copy, so a racing writer yields odd values, never UB that
+// could escape into our own memory.
+unsafe impl Send for Mapping {}
+// SAFETY: see `Send`; `&Mapping` only exposes reads, atomic stores and byte copies.
+unsafe impl Sync for Mapping {}
+
+impl fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Mapping(shmid {}, {} bytes)", self.id, self.len)
+    }
+}
+
+/// An access that would fall outside the mapping.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("access of {len} bytes at offset {offset} is outside a {size}-byte segment")]
+pub struct OutOfBounds {
+    pub offset: usize,
+    pub len: usize,
+    pub size: usize,
+}
+
+impl Mapping {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn id(&self) -> i32 {
+        self.id
+    }
+
+    fn check(&self, offset: usize, len: usize) -> std::result::Result<(), OutOfBounds> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(OutOfBounds {
+                offset,
+                len,
+                size: self.len,
+            }),
+        }
+    }
+
+    /// Copies bytes out of the segment.
+    pub fn read(&self, offset: usize, out: &mut [u8]) -> std::result::Result<(), OutOfBounds> {
+        self.check(offset, out.len())?;
+        // SAFETY: the range is inside the mapping (checked above) and `out` is ours; the two
+        // cannot overlap because the mapping is not Rust-owned memory.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), out.as_mut_ptr(), out.len()) };
+        Ok(())
+    }
+
+    /// Copies bytes into the segment.
+    pub fn write(&self, offset: usize, data: &[u8]) -> std::result::Result<(), OutOfBounds> {
+        assert!(self.writable, "write to a read-only attachment");
+        self.check(offset, data.len())?;
+        // SAFETY: as in `read`, and the attachment is writable (asserted).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len()) };
+        Ok(())
+    }
+
+    fn atomic_u64(&self, offset: usize) -> std::result::Result<&AtomicU64, OutOfBounds> {
+        self.check(offset, 8)?;
+        assert!(offset % 8 == 0, "unaligned atomic at {offset}");
+        // SAFETY: in bounds and 8-aligned (shmat returns page-aligned memory); AtomicU64 has the
+        // layout of u64 and every bit pattern is valid.
+        Ok(unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU64>() })
+    }
+
+    fn atomic_u32(&self, offset: usize) -> std::result::Result<&AtomicU32, OutOfBounds> {
+        self.check(offset, 4)?;
+        assert!(offset % 4 == 0, "unaligned atomic at {offset}");
+        // SAFETY: as in `atomic_u64`, for 4 bytes.
+        Ok(unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() })
+    }
+
+    /// A single field another process may be updating concurrently (progress, status).
+    pub fn load_u64(&self, offset: usize) -> std::result::Result<u64, OutOfBounds> {
+        Ok(self.atomic_u64(offset)?.load(Ordering::Acquire))
+    }
+    pub fn store_u64(&self, offset: usize, v: u64) -> std::result::Result<(), OutOfBounds> {
+        assert!(self.writable, "write to a read-only attachment");
+        self.atomic_u64(offset)?.store(v, Ordering::Release);
+        Ok(())
+    }
+    pub fn load_u32(&self, offset: usize) -> std::result::Result<u32, OutOfBounds> {
+        Ok(self.atomic_u32(offset)?.load(Ordering::Acquire))
+    }
+    pub fn store_u32(&self, offset: usize, v: u32) -> std::result::Result<(), OutOfBounds> {
+        assert!(self.writable, "write to a read-only attachment");
+        self.atomic_u32(offset)?.store(v, Ordering::Release);
+        Ok(())
+    }
+
+    /// A view of a byte range, for hashing and writing out without a copy. The protocol gives
+    /// one side a slot at a time; a misbehaving peer writing into it meanwhile can only change
+    /// the bytes we see (every value of `u8` is valid), which the MD5 check exists to catch.
+    pub fn bytes(&self, offset: usize, len: usize) -> std::result::Result<&[u8], OutOfBounds> {
+        self.check(offset, len)?;
+        // SAFETY: in bounds; the slice lives no longer than `&self`, so no longer than the
+        // attachment.
+        Ok(unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset), len) })
+    }
+
+    /// Reads from `file` straight into the segment (one copy: page cache to shared memory).
+    pub fn read_from(&self, file: &File, offset: usize, len: usize) -> io::Result<usize> {
+        assert!(self.writable, "write to a read-only attachment");
+        self.check(offset, len).map_err(io::Error::other)?;
+        loop {
+            // SAFETY: the destination range is inside a writable mapping (checked above).
+            let n = unsafe {
+                libc::read(
+                    file.as_raw_fd(),
+                    self.ptr.as_ptr().add(offset).cast::<c_void>(),
+                    len,
+                )
+            };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from shmat and is detached exactly once, here; no borrow of the
+        // mapping can outlive `self`.
+        unsafe { libc::shmdt(self.ptr.as_ptr().cast::<c_void>()) };
+    }
+}
+
+/// One operation of a `semop` call.
+#[derive(Debug, Clone, Copy)]
+pub struct SemOp {
+    pub num: u16,
+    pub op: i16,
+    pub flags: i16,
+}
+
+impl SemOp {
+    /// Take one (blocks while the value is 0).
+    pub fn take(num: u16) -> SemOp {
+        SemOp {
+            num,
+            op: -1,
+            flags: 0,
+        }
+    }
+    /// Give one back.
+    pub fn give(num: u16) -> SemOp {
+        SemOp { num, op: 1, flags: 0 }
+    }
+    /// Block until the value is 0.
+    pub fn zero(num: u16) -> SemOp {
+        SemOp { num, op: 0, flags: 0 }
+    }
+    /// The kernel reverses this operation if the process dies: how liveness is tracked.
+    pub fn undo(mut self) -> SemOp {
+        self.flags |= libc::SEM_UNDO as i16;
+        self
+    }
+    pub fn nowait(mut self) -> SemOp {
+        self.flags |= libc::IPC_NOWAIT as i16;
+        self
+    }
+}
+
+/// Why a semaphore wait ended without the operation taking place.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error("timed out")]
+    TimedOut,
+    #[error("interrupted by a signal")]
+    Interrupted,
+    #[error(transparent)]
+    Sys(#[from] SysvError),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SemStat {
+    pub nsems: u32,
+    pub perm: Perm,
+    pub otime: i64,
+    pub ctime: i64,
+}
+
+/// A semaphore set by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SemSet {
+    id: i32,
+}
+
+impl SemSet {
+    pub fn create(key: Key, nsems: u16, mode: u32) -> Result<SemSet> {
+        let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as i32;
+        // SAFETY: semget takes plain integers.
+        let id = unsafe { libc::semget(key.raw(), i32::from(nsems), flags) };
+        if id < 0 {
+            return Err(SysvError::last("semget", Target::Key(key)));
+        }
+        Ok(SemSet { id })
+    }
+
+    pub fn open(key: Key) -> Result<SemSet> {
+        // SAFETY: semget takes plain integers.
+        let id = unsafe { libc::semget(key.raw(), 0, 0) };
+        if id < 0 {
+            return Err(SysvError::last("semget", Target::Key(key)));
+        }
+        Ok(SemSet { id })
+    }
+
+    pub fn from_id(id: i32) -> SemSet {
+        SemSet { id }
+    }
+
+    pub fn id(&self) -> i32 {
+        self.id
+    }
+
+    pub fn stat(&self) -> Result<SemStat> {
+        // SAFETY: semid_ds is plain old data; zeroed is valid.
+        let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
+        // SAFETY: IPC_STAT takes a `struct semid_ds *` as its fourth (union semun) argument and
+        // writes one struct into our buffer.
+        if unsafe { libc::semctl(self.id, 0, libc::IPC_STAT, &mut ds as *mut libc::semid_ds) } < 0 {
+            return Err(SysvError::last("semctl(IPC_STAT)", Target::Id(self.id)));
+        }
+        Ok(SemStat {
+            nsems: ds.sem_nsems as u32,
+            perm: Perm {
+                uid: ds.sem_perm.uid,
+                gid: ds.sem_perm.gid,
+                cuid: ds.sem_perm.cuid,
+                mode: u32::from(ds.sem_perm.mode) & 0o777,
+            },
+            otime: ds.sem_otime,
+            ctime: ds.sem_ctime,
+        })
+    }
+
+    fn ctl(&self, num: u16, cmd: i32, name: &'static str) -> Result<i32> {
+        // SAFETY: GETVAL/GETNCNT/GETZCNT/GETPID take no fourth argument.
+        let v = unsafe { libc::semctl(self.id, i32::from(num), cmd) };
+        if v < 0 {
+            return Err(SysvError::last(name, Target::Id(self.id)));
+        }
+        Ok(v)
+    }
+
+    pub fn value(&self, num: u16) -> Result<i32> {
+        self.ctl(num, libc::GETVAL, "semctl(GETVAL)")
+    }
+    /// How many processes are blocked taking this semaphore.
+    pub fn waiting(&self, num: u16) -> Result<i32> {
+        self.ctl(num, libc::GETNCNT, "semctl(GETNCNT)")
+    }
+    /// The pid of the last process to operate on this semaphore.
+    pub fn last_pid(&self, num: u16) -> Result<i32> {
+        self.ctl(num, libc::GETPID, "semctl(GETPID)")
+    }
+
+    /// Sets a value outright. This also clears every process's undo adjustment for that
+    /// semaphore, so never use it on one that is taken with SEM_UNDO.
+    pub fn set(&self, num: u16, value: i32) -> Result<()> {
+        // SAFETY: SETVAL takes an int (the `val` member of union semun) as its fourth argument;
+        // on Linux that union is passed like an int.
+        if unsafe { libc::semctl(self.id, i32::from(num), libc::SETVAL, value) } < 0 {
+            return Err(SysvError::last("semctl(SETVAL)", Target::Id(self.id)));
+        }
+        Ok(())
+    }
+
+    /// Performs all `ops` atomically, blocking up to `timeout` (forever with `None`).
+    pub fn op(&self, ops: &[SemOp], timeout: Option<Duration>) -> std::result::Result<(), WaitError> {
+        let mut bufs: Vec<libc::sembuf> = ops
+            .iter()
+            .map(|o| libc::sembuf {
+                sem_num: o.num,
+                sem_op: o.op,
+                sem_flg: o.flags,
+            })
+            .collect();
+        let ts = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+        });
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: semtimedop reads `bufs.len()` sembufs and at most one timespec, all of which
+        // live on our stack or heap for the duration of the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_semtimedop,
+                self.id,
+                bufs.as_mut_ptr(),
+                bufs.len(),
+                ts_ptr,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let err = SysvError::last("semop", Target::Id(self.id));
+        match err.errno() {
+            Some(libc::EAGAIN) => Err(WaitError::TimedOut),
+            Some(libc::EINTR) => Err(WaitError::Interrupted),
+            _ => Err(WaitError::Sys(err)),
+        }
+    }
+
+    pub fn remove(&self) -> Result<()> {
+        // SAFETY: IPC_RMID takes no fourth argument.
+        if unsafe { libc::semctl(self.id, 0, libc::IPC_RMID) } < 0 {
+            return Err(SysvError::last("semctl(IPC_RMID)", Target::Id(self.id)));
+        }
+        Ok(())
+    }
+}
+
+/// Removes a message queue by id (only `clean` ever needs this for foreign-free cleanup tests).
+pub fn remove_queue(id: i32) -> Result<()> {
+    // SAFETY: IPC_RMID ignores the buffer argument.
+    if unsafe { libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()) } < 0 {
+        return Err(SysvError::last("msgctl(IPC_RMID)", Target::Id(id)));
+    }
+    Ok(())
+}
+
+// ---- the few non-IPC syscalls the commands need, kept here so `unsafe` stays in one file ----
+
+/// Whether a process with this pid exists (EPERM means it exists but is not ours).
+pub fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence and permission; nothing is delivered.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Renames `from` to `to` unless `to` exists (then fails with `AlreadyExists`). Falls back to
+/// link + unlink on filesystems without RENAME_NOREPLACE.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_from = std::ffi::CString::new(from.as_os_str().as_bytes())?;
+    let c_to = std::ffi::CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: both paths are NUL-terminated C strings that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            c_from.as_ptr(),
+            libc::AT_FDCWD,
+            c_to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        _ => Err(err),
+    }
+}
+
+/// Tells the kernel we read `file` front to back once, so it reads ahead aggressively.
+pub fn advise_sequential(file: &File) {
+    // SAFETY: posix_fadvise only takes an fd and integers; failure is harmless (advice only).
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+}
+
+pub fn getpid() -> i32 {
+    std::process::id() as i32
+}
+
+pub fn getuid() -> u32 {
+    // SAFETY: getuid cannot fail and touches no memory.
+    unsafe { libc::getuid() }
+}
+
+// ---- the kernel's own tables (/proc/sysvipc), read the way util-linux reads them ----
+
+/// One row of `/proc/sysvipc/{shm,sem,msg}`, by column name.
+#[derive(Debug, Clone)]
+pub struct TableRow {
+    fields: Vec<(String, String)>,
+}
+
+impl TableRow {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn num(&self, name: &str) -> i64 {
+        self.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+    pub fn key(&self) -> Key {
+        Key::from_raw(self.num("key"))
+    }
+}
+
+/// Parses a `/proc/sysvipc` table: a header line of column names, then one row per object.
+pub fn parse_table(text: &str) -> Vec<TableRow> {
+    let mut lines = text.lines();
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let names: Vec<&str> = header.split_whitespace().collect();
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| TableRow {
+            fields: names
+                .iter()
+                .map(|n| n.to_string())
+                .zip(l.split_whitespace().map(String::from))
+                .collect(),
+        })
+        .collect()
+}
+
+/// Which kernel table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Shm,
+    Sem,
+    Msg,
+}
+
+pub fn read_table(kind: Kind) -> io::Result<Vec<TableRow>> {
+    let path = match kind {
+        Kind::Shm => "/proc/sysvipc/shm",
+        Kind::Sem => "/proc/sysvipc/sem",
+        Kind::Msg => "/proc/sysvipc/msg",
+    };
+    Ok(parse_table(&std::fs::read_to_string(path)?))
+}
+
+/// The user name for a uid, from the password database file; the number where there is none.
+pub fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                f.next()?;
+                (f.next()?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_keys_are_read_as_unsigned() {
+        assert_eq!(Key::from_raw(-356559210).to_string(), "0xeabf5696");
+        assert_eq!(Key::from_raw(42).0, 42);
+    }
+
+    #[test]
+    fn key_offset_never_wraps_to_ipc_private() {
+        assert_eq!(Key(0xffff_ffff).offset(1), None);
+        assert_eq!(Key(5).offset(1), Some(Key(6)));
+    }
+
+    #[test]
+    fn table_rows_are_read_by_column_name() {
+        let t = "       key      shmid perms       size\n        42          7   600    5000000\n";
+        let rows = parse_table(t);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].num("shmid"), 7);
+        assert_eq!(rows[0].get("perms"), Some("600"));
+        assert_eq!(rows[0].key(), Key(42));
+    }
+}
