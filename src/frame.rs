@@ -296,6 +296,8 @@ pub enum Status {
     BadRequest,
     /// The received length differs from the size the sender announced.
     LengthMismatch,
+    /// The receiver takes no more files (`--once` and it has its one).
+    Closed,
 }
 
 impl Status {
@@ -314,6 +316,7 @@ impl Status {
             Aborted,
             BadRequest,
             LengthMismatch,
+            Closed,
         ]
         .get(c as usize)
         .copied()
@@ -439,7 +442,9 @@ pub enum FrameError {
         "key {key} is in use by something that is not a shmxfer channel ({why}); leaving it alone: choose another --key"
     )]
     Foreign { key: Key, why: String },
-    #[error("a receiver (pid {pid}) is already serving key {key}; stop it first, or choose another --key")]
+    #[error(
+        "a receiver (pid {pid}) is already serving key {key}; stop it first, or choose another --key"
+    )]
     InUse { key: Key, pid: i32 },
     #[error(
         "the receiver (pid {pid}) on key {key} is gone; start `shmxfer recv` again (it takes the key over)"
@@ -450,7 +455,11 @@ pub enum FrameError {
     #[error("the sender went away mid-transfer")]
     SenderGone,
     #[error("timed out after {secs}s waiting for {what} on key {key}")]
-    TimedOut { key: Key, what: &'static str, secs: f64 },
+    TimedOut {
+        key: Key,
+        what: &'static str,
+        secs: f64,
+    },
     #[error("interrupted")]
     Interrupted,
     #[error("bad header on key {key}: {source}")]
@@ -597,7 +606,8 @@ impl Channel {
             why: "key+1 overflows".into(),
         })?;
         let ring = cfg.slot_size * cfg.slot_count as usize;
-        let control_shm = Shm::create(key, CONTROL_LEN, cfg.mode).map_err(|e| create_error(key, e))?;
+        let control_shm =
+            Shm::create(key, CONTROL_LEN, cfg.mode).map_err(|e| create_error(key, e))?;
         let undo = Cleanup(vec![Box::new(move || {
             let _ = control_shm.remove();
         })]);
@@ -702,8 +712,11 @@ impl Channel {
         let content = content_shm.attach(true).map_err(gone)?;
         // The content segment is found by the id the header names, so confirm it is the one at
         // KEY+1 and big enough for the ring the header describes.
-        let content_key_ok =
-            key.offset(1).and_then(|k| Shm::open(k).ok()).map(|s| s.id()) == Some(content_shm.id());
+        let content_key_ok = key
+            .offset(1)
+            .and_then(|k| Shm::open(k).ok())
+            .map(|s| s.id())
+            == Some(content_shm.id());
         if !content_key_ok || content.len() < info.ring_len() {
             return Err(FrameError::Header {
                 key,
@@ -796,8 +809,12 @@ impl Channel {
                 .set(n, v)
                 .map_err(|e| FrameError::from_wait(self.key, e.into()))?;
         }
-        self.control.store_u32(STATUS_OFF, Status::Pending.code()).ok();
-        self.control.store_u32(SENDER_STATUS_OFF, Abort::None as u32).ok();
+        self.control
+            .store_u32(STATUS_OFF, Status::Pending.code())
+            .ok();
+        self.control
+            .store_u32(SENDER_STATUS_OFF, Abort::None as u32)
+            .ok();
         self.control.store_u64(PROGRESS_OFF, 0).ok();
         self.set_state(State::Idle);
         self.wait(&[SemOp::give(sem::GATE)], None)
@@ -927,8 +944,12 @@ impl Channel {
         self.control
             .write(REQUEST_OFF, &encode_request(r))
             .expect("request in bounds");
-        self.control.store_u32(SENDER_STATUS_OFF, Abort::None as u32).ok();
-        self.control.store_u32(STATUS_OFF, Status::Pending.code()).ok();
+        self.control
+            .store_u32(SENDER_STATUS_OFF, Abort::None as u32)
+            .ok();
+        self.control
+            .store_u32(STATUS_OFF, Status::Pending.code())
+            .ok();
         self.wait(&[SemOp::give(sem::REQ)], None)
     }
 
@@ -946,14 +967,19 @@ impl Channel {
         self.control
             .write(REQUEST_OFF, &encode_request(&bye))
             .expect("request in bounds");
-        self.wait(&[SemOp::take(sem::SENDER).undo(), SemOp::give(sem::REQ)], None)
+        self.wait(
+            &[SemOp::take(sem::SENDER).undo(), SemOp::give(sem::REQ)],
+            None,
+        )
     }
 
     /// Waits for the receiver's answer and decodes it.
     pub fn wait_answer(&self) -> Result<Result<Outcome, HeaderError>, FrameError> {
         self.wait_on_peer(&[SemOp::take(sem::ACK)], sem::RECEIVER)?;
         let mut b = [0u8; RESULT_LEN];
-        self.control.read(RESULT_OFF, &mut b).expect("result in bounds");
+        self.control
+            .read(RESULT_OFF, &mut b)
+            .expect("result in bounds");
         Ok(decode_outcome(
             self.control.load_u32(STATUS_OFF).unwrap_or(u32::MAX),
             &b,
@@ -973,7 +999,12 @@ impl Channel {
 
     /// Reads up to a slot's worth from `file` into slot `slot`, looping over short reads (pipes)
     /// until the slot is full or EOF. Returns the bytes placed.
-    pub fn fill_slot(&self, slot: usize, file: &std::fs::File, limit: usize) -> std::io::Result<usize> {
+    pub fn fill_slot(
+        &self,
+        slot: usize,
+        file: &std::fs::File,
+        limit: usize,
+    ) -> std::io::Result<usize> {
         let base = slot * self.info.slot_size;
         let want = limit.min(self.info.slot_size);
         let mut got = 0;
@@ -1035,7 +1066,9 @@ impl Channel {
     }
     pub fn current_request(&self) -> Result<Request, HeaderError> {
         let mut b = [0u8; REQUEST_LEN];
-        self.control.read(REQUEST_OFF, &mut b).expect("request in bounds");
+        self.control
+            .read(REQUEST_OFF, &mut b)
+            .expect("request in bounds");
         decode_request(&b)
     }
 }
@@ -1052,10 +1085,14 @@ impl View {
         let mut head = [0u8; INFO_LEN];
         control.read(0, &mut head).map_err(|_| FrameError::Header {
             key: Key(0),
-            source: HeaderError::TooSmall { size: control.len() },
+            source: HeaderError::TooSmall {
+                size: control.len(),
+            },
         })?;
-        let info =
-            decode_info(&head, control.len()).map_err(|source| FrameError::Header { key: Key(0), source })?;
+        let info = decode_info(&head, control.len()).map_err(|source| FrameError::Header {
+            key: Key(0),
+            source,
+        })?;
         Ok(View { control, info })
     }
     pub fn state(&self) -> u32 {
@@ -1066,7 +1103,9 @@ impl View {
     }
     pub fn request(&self) -> Result<Request, HeaderError> {
         let mut b = [0u8; REQUEST_LEN];
-        self.control.read(REQUEST_OFF, &mut b).expect("request in bounds");
+        self.control
+            .read(REQUEST_OFF, &mut b)
+            .expect("request in bounds");
         decode_request(&b)
     }
 }
@@ -1092,7 +1131,8 @@ fn create_error(key: Key, e: SysvError) -> FrameError {
     match e.errno() {
         Some(libc::EEXIST) => FrameError::Foreign {
             key,
-            why: "an IPC object already exists at this key and is not part of a shmxfer channel".into(),
+            why: "an IPC object already exists at this key and is not part of a shmxfer channel"
+                .into(),
         },
         _ if e.is_permission() => FrameError::PermissionDenied {
             key,
@@ -1129,7 +1169,10 @@ mod tests {
     #[test]
     fn info_rejects_a_segment_smaller_than_the_header() {
         let b = encode_info(&info());
-        assert_eq!(decode_info(&b, 100), Err(HeaderError::TooSmall { size: 100 }));
+        assert_eq!(
+            decode_info(&b, 100),
+            Err(HeaderError::TooSmall { size: 100 })
+        );
     }
 
     #[test]
@@ -1147,7 +1190,12 @@ mod tests {
 
     #[test]
     fn info_rejects_slot_layouts_out_of_range() {
-        for (off, v) in [(16usize, 0u64), (16, (MAX_SLOT as u64) + 1), (24, 0), (24, 1000)] {
+        for (off, v) in [
+            (16usize, 0u64),
+            (16, (MAX_SLOT as u64) + 1),
+            (24, 0),
+            (24, 1000),
+        ] {
             let mut b = encode_info(&info());
             if off == 16 {
                 b[16..24].copy_from_slice(&v.to_ne_bytes());
@@ -1220,7 +1268,10 @@ mod tests {
             meta: None,
             name: vec![b'x'; 1000],
         };
-        assert_eq!(decode_request(&encode_request(&r)).unwrap().name.len(), MAX_NAME);
+        assert_eq!(
+            decode_request(&encode_request(&r)).unwrap().name.len(),
+            MAX_NAME
+        );
     }
 
     #[test]

@@ -170,6 +170,10 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
                 debug!("sender said goodbye");
                 break;
             }
+            if once && (received > 0 || (opts.stdout && failed)) {
+                ch.answer(&refused(Status::Closed)).map_err(stopped)?;
+                continue;
+            }
             match receive_one(&ch, &req, &opts, namer.as_mut()) {
                 Ok(line) => {
                     received += 1;
@@ -179,9 +183,6 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
                         } else {
                             crate::out_line(&line);
                         }
-                    }
-                    if once {
-                        break;
                     }
                 }
                 Err(FileFailure::Answered(status, why)) => {
@@ -203,9 +204,6 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
                     break;
                 }
                 Err(FileFailure::Channel(e)) => return Err(stopped(e).into()),
-            }
-            if once && received > 0 {
-                break;
             }
         }
         if once && (received > 0 || (opts.stdout && failed)) {
@@ -323,7 +321,9 @@ pub fn remove_dead_channel(key: sysv::Key, control_shmid: i32, info: &frame::Inf
         }
     }
     if sysv::Shm::from_id(control_shmid).remove().is_ok() {
-        removed.push(format!("shared memory {control_shmid} (key {key}, control)"));
+        removed.push(format!(
+            "shared memory {control_shmid} (key {key}, control)"
+        ));
     }
     removed
 }
@@ -380,7 +380,9 @@ fn open_sink(opts: &Opts) -> io::Result<Sink> {
     }
     let mut n = 0u32;
     loop {
-        let path = opts.dir.join(format!(".shmxfer-{}-{n}.part", sysv::getpid()));
+        let path = opts
+            .dir
+            .join(format!(".shmxfer-{}-{n}.part", sysv::getpid()));
         match OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -438,18 +440,22 @@ fn receive_one(
             return Err(f);
         }
     };
-    let fail =
-        |sink: Sink, status: Status, errno: i32, md5: [u8; 16], why: String| -> Result<String, FileFailure> {
-            sink.discard();
-            ch.answer(&Outcome {
-                status,
-                errno,
-                name: Vec::new(),
-                md5,
-                bytes: total,
-            })?;
-            Err(FileFailure::Answered(status, why))
-        };
+    let fail = |sink: Sink,
+                status: Status,
+                errno: i32,
+                md5: [u8; 16],
+                why: String|
+     -> Result<String, FileFailure> {
+        sink.discard();
+        ch.answer(&Outcome {
+            status,
+            errno,
+            name: Vec::new(),
+            md5,
+            bytes: total,
+        })?;
+        Err(FileFailure::Answered(status, why))
+    };
     let (their_md5, their_count) = ch.sender_trailer();
     if req.size.is_some_and(|s| s != total) || their_count != total {
         return fail(
@@ -518,7 +524,12 @@ fn receive_one(
 }
 
 /// Takes chunks until the last one, writing each straight from shared memory to the sink.
-fn drain(ch: &Channel, req: &Request, sink: &mut Sink, md5: bool) -> Result<(u64, [u8; 16]), FileFailure> {
+fn drain(
+    ch: &Channel,
+    req: &Request,
+    sink: &mut Sink,
+    md5: bool,
+) -> Result<(u64, [u8; 16]), FileFailure> {
     let mut ctx = md5.then(md5::Context::new);
     let mut total = 0u64;
     let mut index = 0u64;

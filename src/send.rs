@@ -42,9 +42,15 @@ pub enum SendError {
         theirs: String,
     },
     #[error("{}: the receiver could not create its output file ({}): {}", path.display(), String::from_utf8_lossy(at), io::Error::from_raw_os_error(*errno))]
-    CannotCreate { path: PathBuf, at: Vec<u8>, errno: i32 },
+    CannotCreate {
+        path: PathBuf,
+        at: Vec<u8>,
+        errno: i32,
+    },
     #[error("{}: the receiver failed to write the file: {}; it discarded the partial file", path.display(), io::Error::from_raw_os_error(*errno))]
     WriteFailed { path: PathBuf, errno: i32 },
+    #[error("{}: the receiver takes one file only (--once) and already has it; nothing was sent", .0.display())]
+    Closed(PathBuf),
     #[error("{}: the receiver refused the transfer ({status:?})", path.display())]
     Refused { path: PathBuf, status: Status },
     #[error("{}: the receiver answered with a malformed header: {source}", path.display())]
@@ -66,6 +72,7 @@ impl SendError {
             Read { .. } | WriteFailed { .. } => exit::IOERR,
             Changed { .. } | Md5 { .. } | Refused { .. } | BadAnswer { .. } => exit::DATAERR,
             CannotCreate { .. } => exit::CANTCREAT,
+            Closed(_) => exit::UNAVAILABLE,
             BadName => exit::USAGE,
             Frame(e) => e.exit_code(),
         }
@@ -96,7 +103,9 @@ pub fn run(args: SendArgs) -> i32 {
         return exit::USAGE;
     }
     let key = args.channel.key.unwrap_or(frame::DEFAULT_KEY);
-    let deadline = args.wait.map(|s| Instant::now() + Duration::from_secs_f64(s));
+    let deadline = args
+        .wait
+        .map(|s| Instant::now() + Duration::from_secs_f64(s));
 
     let _ = ctrlc::set_handler(|| {
         if claim_exit() {
@@ -154,9 +163,13 @@ pub fn run(args: SendArgs) -> i32 {
         }
     }
     EXITING.store(true, Ordering::SeqCst);
-    if let Err(e) = ch.send_bye() {
-        crate::error(&e);
-        return e.exit_code();
+    match ch.send_bye() {
+        // Every file is settled already; a receiver that left meanwhile (`--once`) is fine.
+        Ok(()) | Err(FrameError::Removed { .. } | FrameError::ReceiverGone { .. }) => {}
+        Err(e) => {
+            crate::error(&e);
+            return e.exit_code();
+        }
     }
     ADMITTED.store(false, Ordering::SeqCst);
     debug!("said goodbye; released the channel");
@@ -177,7 +190,9 @@ fn connect(key: sysv::Key, deadline: Option<Instant>) -> Result<Channel, FrameEr
     loop {
         match Channel::open(key) {
             Err(
-                FrameError::NoReceiver { .. } | FrameError::ReceiverGone { .. } | FrameError::Removed { .. },
+                FrameError::NoReceiver { .. }
+                | FrameError::ReceiverGone { .. }
+                | FrameError::Removed { .. },
             ) if deadline.is_some_and(|d| Instant::now() < d) => {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -361,7 +376,13 @@ fn send_one(ch: &Channel, path: &Path, stdin_name: &str, md5: bool) -> Result<()
         }
         // Not the last chunk: hand it over first, then hash it while the receiver drains it.
         // The slot is not reused before we ask for a free slot again, after hashing.
-        ch.post_chunk(slot, Chunk { len: n, last: false })?;
+        ch.post_chunk(
+            slot,
+            Chunk {
+                len: n,
+                last: false,
+            },
+        )?;
         if let Some(c) = ctx.as_mut() {
             c.consume(ch.slot_bytes(slot, n));
         }

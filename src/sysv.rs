@@ -249,7 +249,13 @@ impl Mapping {
         self.check(offset, out.len())?;
         // SAFETY: the range is inside the mapping (checked above) and `out` is ours; the two
         // cannot overlap because the mapping is not Rust-owned memory.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), out.as_mut_ptr(), out.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        };
         Ok(())
     }
 
@@ -258,7 +264,9 @@ impl Mapping {
         assert!(self.writable, "write to a read-only attachment");
         self.check(offset, data.len())?;
         // SAFETY: as in `read`, and the attachment is writable (asserted).
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len())
+        };
         Ok(())
     }
 
@@ -356,11 +364,19 @@ impl SemOp {
     }
     /// Give one back.
     pub fn give(num: u16) -> SemOp {
-        SemOp { num, op: 1, flags: 0 }
+        SemOp {
+            num,
+            op: 1,
+            flags: 0,
+        }
     }
     /// Block until the value is 0.
     pub fn zero(num: u16) -> SemOp {
-        SemOp { num, op: 0, flags: 0 }
+        SemOp {
+            num,
+            op: 0,
+            flags: 0,
+        }
     }
     /// The kernel reverses this operation if the process dies: how liveness is tracked.
     pub fn undo(mut self) -> SemOp {
@@ -480,7 +496,11 @@ impl SemSet {
     }
 
     /// Performs all `ops` atomically, blocking up to `timeout` (forever with `None`).
-    pub fn op(&self, ops: &[SemOp], timeout: Option<Duration>) -> std::result::Result<(), WaitError> {
+    pub fn op(
+        &self,
+        ops: &[SemOp],
+        timeout: Option<Duration>,
+    ) -> std::result::Result<(), WaitError> {
         let mut bufs: Vec<libc::sembuf> = ops
             .iter()
             .map(|o| libc::sembuf {

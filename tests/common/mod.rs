@@ -1,0 +1,234 @@
+//! Test helpers: a unique key per test, a receiver child that is always stopped, and a guard
+//! that removes every IPC object at the test's keys, also when the test fails.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use shmxfer::frame::{self, Probe};
+use shmxfer::sysv::{Key, SemSet, Shm};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_shmxfer");
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A key of this test's own: from the process id and a counter, stepping by 4 so KEY+1 (the
+/// content segment) never meets another test's key.
+pub fn unique_key() -> Key {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    Key(0x6000_0000 | ((std::process::id() & 0xffff) << 12) | ((n & 0x3ff) << 2))
+}
+
+/// Removes whatever sits at KEY and KEY+1 when dropped.
+pub struct KeyGuard(pub Key);
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        for k in [self.0, Key(self.0.0 + 1)] {
+            if let Ok(s) = Shm::open(k) {
+                let _ = s.remove();
+            }
+            if let Ok(s) = SemSet::open(k) {
+                let _ = s.remove();
+            }
+        }
+    }
+}
+
+/// A temporary directory plus a key, for one test.
+pub struct Env {
+    pub key: Key,
+    pub dir: tempfile::TempDir,
+    _guard: KeyGuard,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let key = unique_key();
+        Env {
+            key,
+            dir: tempfile::tempdir().unwrap(),
+            _guard: KeyGuard(key),
+        }
+    }
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    pub fn out(&self) -> PathBuf {
+        self.path("out")
+    }
+    pub fn key_arg(&self) -> String {
+        format!("{:#x}", self.key.0)
+    }
+    /// Writes `len` bytes of a repeatable pattern to `name`.
+    pub fn file(&self, name: &str, len: usize) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, pattern(len, name.len() as u8)).unwrap();
+        p
+    }
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg(args[0])
+            .arg("--key")
+            .arg(self.key_arg())
+            .args(&args[1..])
+            .current_dir(self.dir.path());
+        c.env_remove("SHMXFER_KEY");
+        c
+    }
+    /// Starts a receiver with `args` and waits until its channel is up.
+    pub fn recv(&self, args: &[&str]) -> Receiver {
+        let mut c = self.cmd(&["recv", "--dir"]);
+        c.arg(self.out())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = c.spawn().unwrap();
+        let r = Receiver { child: Some(child) };
+        wait_until(Duration::from_secs(10), || {
+            matches!(
+                frame::probe(self.key),
+                Ok(Probe::Channel { alive: true, .. })
+            )
+        });
+        r
+    }
+    /// Runs `shmxfer send ARGS`, bounded so a hang fails the test instead of the suite.
+    pub fn send(&self, args: &[&str]) -> Output {
+        let mut c = self.cmd(&["send"]);
+        c.args(args);
+        run_bounded(c, Duration::from_secs(60))
+    }
+}
+
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9 ^ u32::from(seed);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Runs a command with no stdin, killing it if it outlives `limit`.
+pub fn run_bounded(mut c: Command, limit: Duration) -> Output {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    finish(child, limit)
+}
+
+pub fn finish(mut child: Child, limit: Duration) -> Output {
+    let t = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "command hung for {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A receiver child: stopped with SIGTERM (then SIGKILL) when dropped.
+pub struct Receiver {
+    pub child: Option<Child>,
+}
+
+impl Receiver {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+    }
+    /// Sends SIGTERM and returns its output.
+    pub fn stop(mut self) -> Output {
+        self.signal("TERM");
+        finish(self.child.take().unwrap(), Duration::from_secs(10))
+    }
+    /// Waits for it to exit on its own.
+    pub fn wait(mut self, limit: Duration) -> Output {
+        finish(self.child.take().unwrap(), limit)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            if !wait_until(Duration::from_secs(5), || {
+                c.try_wait().ok().flatten().is_some()
+            }) {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn same(a: &Path, b: &Path) -> bool {
+    std::fs::read(a).unwrap() == std::fs::read(b).unwrap()
+}
+
+/// Files in DIR, sorted, hidden ones included (a leftover temporary file must show).
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Kills a process by pid when dropped (for children whose handle moved to a reader thread).
+pub struct PidGuard(pub i32);
+
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(self.0.to_string())
+            .stderr(Stdio::null())
+            .status();
+    }
+}

@@ -1,0 +1,360 @@
+//! Round trips through the real binary and the real kernel.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+fn round_trip(sizes: &[usize], recv_args: &[&str]) {
+    let env = Env::new();
+    let r = env.recv(recv_args);
+    let files: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| env.file(&format!("in{i}"), n))
+        .collect();
+    let mut args: Vec<&str> = vec![];
+    args.extend(files.iter().map(|p| p.to_str().unwrap()));
+    let o = env.send(&args);
+    assert!(o.status.success(), "send failed: {}", stderr(&o));
+    let out = r.stop();
+    for (i, f) in files.iter().enumerate() {
+        let got = env.out().join(format!("file{:02}.jpg", i + 1));
+        assert!(same(f, &got), "file {i} of {} bytes differs", sizes[i]);
+    }
+    assert_eq!(stdout(&out).lines().count(), sizes.len());
+}
+
+#[test]
+fn empty_and_one_byte_files_arrive_whole() {
+    round_trip(&[0, 1], &[]);
+}
+
+#[test]
+fn files_at_and_just_past_slot_boundaries_arrive_whole() {
+    let s = 64 * 1024;
+    round_trip(
+        &[s - 1, s, s + 1, 2 * s, 8 * s, 8 * s + 1, 9 * s + 7],
+        &["--slot-size", "64K", "--slots", "8"],
+    );
+}
+
+#[test]
+fn tens_of_mib_arrive_whole() {
+    round_trip(&[24 << 20], &[]);
+}
+
+#[test]
+fn a_one_slot_ring_still_streams() {
+    round_trip(&[300_000], &["--slot-size", "4K", "--slots", "1"]);
+}
+
+#[test]
+fn stdin_of_unknown_length_is_sent_and_named() {
+    let env = Env::new();
+    let r = env.recv(&["--keep-name"]);
+    let data = pattern(3 * 1024 * 1024 + 5, 9);
+    let mut c = env.cmd(&["send", "--name", "dump.bin", "-"]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let d = data.clone();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        for piece in d.chunks(100_000) {
+            stdin.write_all(piece).unwrap();
+        }
+    });
+    writer.join().unwrap();
+    let o = finish(child, Duration::from_secs(30));
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(r);
+    assert_eq!(std::fs::read(env.out().join("dump.bin")).unwrap(), data);
+}
+
+#[test]
+fn md5_on_the_sender_only_verifies_the_transfer() {
+    let env = Env::new();
+    let r = env.recv(&[]);
+    let f = env.file("a", 200_000);
+    let o = env.send(&["-m", f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = r.stop();
+    let digest = format!("{:x}", md5::compute(std::fs::read(&f).unwrap()));
+    assert!(
+        stdout(&out).contains(&digest),
+        "receiver line lacks the digest: {}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn md5_on_the_receiver_only_verifies_the_transfer() {
+    let env = Env::new();
+    let r = env.recv(&["-m"]);
+    let f = env.file("a", 100);
+    let o = env.send(&[f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = r.stop();
+    let digest = format!("{:x}", md5::compute(std::fs::read(&f).unwrap()));
+    assert!(stdout(&out).contains(&digest), "{}", stdout(&out));
+}
+
+#[test]
+fn without_md5_the_line_has_name_and_size_only() {
+    let env = Env::new();
+    let r = env.recv(&[]);
+    let f = env.file("a", 10);
+    assert!(env.send(&[f.to_str().unwrap()]).status.success());
+    let out = r.stop();
+    let line = stdout(&out);
+    assert_eq!(line.trim_end().split('\t').collect::<Vec<_>>()[1..], ["10"]);
+}
+
+#[test]
+fn a_restarted_receiver_continues_the_counter_and_never_overwrites() {
+    let env = Env::new();
+    std::fs::create_dir(env.out()).unwrap();
+    std::fs::write(env.out().join("file07.jpg"), b"old").unwrap();
+    std::fs::write(env.out().join("file3.jpg"), b"old").unwrap();
+    let f = env.file("a", 5);
+    let r = env.recv(&[]);
+    assert!(env.send(&[f.to_str().unwrap()]).status.success());
+    drop(r);
+    let r = env.recv(&[]);
+    assert!(env.send(&[f.to_str().unwrap()]).status.success());
+    drop(r);
+    assert_eq!(
+        listing(&env.out()),
+        ["file08.jpg", "file09.jpg", "file07.jpg", "file3.jpg"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(std::fs::read(env.out().join("file07.jpg")).unwrap(), b"old");
+}
+
+#[test]
+fn basename_and_extension_shape_the_output_names() {
+    let env = Env::new();
+    let r = env.recv(&["--basename", "img", "--ext", "png"]);
+    let f = env.file("a", 5);
+    assert!(
+        env.send(&[f.to_str().unwrap(), f.to_str().unwrap()])
+            .status
+            .success()
+    );
+    drop(r);
+    assert_eq!(listing(&env.out()), ["img01.png", "img02.png"]);
+}
+
+#[test]
+fn keep_name_uses_the_last_component_and_never_overwrites() {
+    let env = Env::new();
+    std::fs::create_dir(env.out()).unwrap();
+    std::fs::write(env.out().join("photo.jpg"), b"existing").unwrap();
+    let r = env.recv(&["--keep-name"]);
+    let f = env.file("photo.jpg", 50);
+    assert!(
+        env.send(&[f.to_str().unwrap(), f.to_str().unwrap()])
+            .status
+            .success()
+    );
+    for hostile in ["../../escape", "..", "/etc/passwd", "a/b/c"] {
+        let mut c = env.cmd(&["send", "--name", hostile, "-"]);
+        c.stdin(Stdio::null());
+        let o = run_bounded(c, Duration::from_secs(20));
+        if hostile.contains('/') {
+            assert_eq!(
+                o.status.code(),
+                Some(64),
+                "--name {hostile} must be refused: {}",
+                stderr(&o)
+            );
+        } else {
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+    }
+    drop(r);
+    assert_eq!(
+        std::fs::read(env.out().join("photo.jpg")).unwrap(),
+        b"existing"
+    );
+    let names = listing(&env.out());
+    assert!(
+        names.contains(&"photo-1.jpg".into()) && names.contains(&"photo-2.jpg".into()),
+        "{names:?}"
+    );
+    // `..` is not a usable name: it falls back to the counter name, inside DIR.
+    assert!(names.contains(&"file01.jpg".into()), "{names:?}");
+    assert!(!env.dir.path().join("escape").exists());
+}
+
+#[test]
+fn preserve_applies_mode_and_mtime() {
+    let env = Env::new();
+    let r = env.recv(&["--preserve"]);
+    let f = env.file("a", 5);
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let t = std::time::SystemTime::UNIX_EPOCH + Duration::new(1_000_000_000, 123_456_789);
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    assert!(env.send(&[f.to_str().unwrap()]).status.success());
+    drop(r);
+    let md = std::fs::metadata(env.out().join("file01.jpg")).unwrap();
+    assert_eq!(md.permissions().mode() & 0o777, 0o640);
+    assert_eq!(md.modified().unwrap(), t);
+}
+
+#[test]
+fn recv_stdout_writes_only_the_file_bytes_and_exits() {
+    let env = Env::new();
+    let mut c = env.cmd(&["recv", "--stdout"]);
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let child = c.spawn().unwrap();
+    let _guard = PidGuard(child.id() as i32);
+    let reader = std::thread::spawn(move || child.wait_with_output().unwrap());
+    let f = env.file("a", 1_500_000);
+    let o = env.send(&["--wait", "10", f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = reader.join().unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, std::fs::read(&f).unwrap());
+}
+
+#[test]
+fn once_exits_after_one_file() {
+    let env = Env::new();
+    let r = env.recv(&["--once"]);
+    let f = env.file("a", 5);
+    assert!(env.send(&[f.to_str().unwrap()]).status.success());
+    let out = r.wait(Duration::from_secs(10));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(matches!(
+        shmxfer::frame::probe(env.key),
+        Ok(shmxfer::frame::Probe::Absent)
+    ));
+}
+
+#[test]
+fn several_files_go_in_order_and_a_bad_one_does_not_stop_the_rest() {
+    let env = Env::new();
+    let r = env.recv(&["--keep-name"]);
+    let a = env.file("a", 10);
+    let b = env.file("b", 20);
+    let dir = env.path("adir");
+    std::fs::create_dir(&dir).unwrap();
+    let o = env.send(&[
+        a.to_str().unwrap(),
+        "missing",
+        dir.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("missing: no such file"), "{err}");
+    assert!(err.contains("is a directory"), "{err}");
+    drop(r);
+    assert_eq!(listing(&env.out()), ["a", "b"]);
+}
+
+#[test]
+fn no_receiver_fails_at_once_naming_the_key() {
+    let env = Env::new();
+    let f = env.file("a", 5);
+    let t = std::time::Instant::now();
+    let o = env.send(&[f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(69));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("{:#010x}", env.key.0)) && err.contains("shmxfer recv"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wait_gives_a_late_receiver_time_to_start() {
+    let env = Env::new();
+    let f = env.file("a", 5);
+    let mut c = env.cmd(&["send", "--wait", "20", f.to_str().unwrap()]);
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let sender = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = env.recv(&[]);
+    let o = finish(sender, Duration::from_secs(30));
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(r);
+    assert_eq!(listing(&env.out()), ["file01.jpg"]);
+}
+
+#[test]
+fn wait_runs_out_with_no_receiver() {
+    let env = Env::new();
+    let f = env.file("a", 5);
+    let t = std::time::Instant::now();
+    let o = env.send(&["--wait", "0.5", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(69));
+    assert!(t.elapsed() >= Duration::from_millis(450));
+}
+
+#[test]
+fn sigterm_to_the_receiver_removes_its_objects() {
+    let env = Env::new();
+    let r = env.recv(&[]);
+    let out = r.stop();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(shmxfer::sysv::Shm::open(env.key).is_err());
+    assert!(shmxfer::sysv::Shm::open(shmxfer::sysv::Key(env.key.0 + 1)).is_err());
+    assert!(shmxfer::sysv::SemSet::open(env.key).is_err());
+}
+
+#[test]
+fn sigint_to_an_idle_receiver_removes_its_objects_too() {
+    let env = Env::new();
+    let r = env.recv(&[]);
+    r.signal("INT");
+    let out = r.wait(Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(130));
+    assert!(shmxfer::sysv::Shm::open(env.key).is_err());
+    assert!(shmxfer::sysv::SemSet::open(env.key).is_err());
+}
+
+#[test]
+fn a_second_receiver_on_a_live_key_is_refused_naming_the_pid() {
+    let env = Env::new();
+    let r = env.recv(&[]);
+    let mut c = env.cmd(&["recv", "--dir", "x"]);
+    c.stdin(Stdio::null());
+    let o = run_bounded(c, Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(75));
+    assert!(stderr(&o).contains(&r.pid().to_string()), "{}", stderr(&o));
+}
+
+#[test]
+fn key_comes_from_the_environment_when_no_flag_is_given() {
+    let env = Env::new();
+    let r = env.recv(&[]);
+    let f = env.file("a", 5);
+    let mut c = std::process::Command::new(BIN);
+    c.args(["send", f.to_str().unwrap()])
+        .env("SHMXFER_KEY", env.key_arg());
+    let o = run_bounded(c, Duration::from_secs(20));
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(r);
+}
