@@ -584,6 +584,39 @@ pub fn receiver_alive(info: &Info) -> bool {
     }
 }
 
+/// Removes a channel's objects (or with `dry_run` only lists them): exactly the ones its header
+/// names and that sit at the channel's keys, so nothing else is ever touched. Returns one line
+/// per object.
+pub fn remove_channel(key: Key, control_shmid: i32, info: &Info, dry_run: bool) -> Vec<String> {
+    let mut done = Vec::new();
+    let mut take = |what: String, ok: bool, remove: &dyn Fn() -> sysv::Result<()>| {
+        if ok && (dry_run || remove().is_ok()) {
+            done.push(what);
+        }
+    };
+    let sems = SemSet::from_id(info.semid);
+    take(
+        format!("semaphore set {} (key {key})", info.semid),
+        SemSet::open(key).map(|s| s.id()).ok() == Some(info.semid),
+        &|| sems.remove(),
+    );
+    if let Some(ck) = key.offset(1) {
+        let content = Shm::from_id(info.content_shmid);
+        take(
+            format!("shared memory {} (key {ck}, content)", info.content_shmid),
+            Shm::open(ck).map(|s| s.id()).ok() == Some(info.content_shmid),
+            &|| content.remove(),
+        );
+    }
+    let control = Shm::from_id(control_shmid);
+    take(
+        format!("shared memory {control_shmid} (key {key}, control)"),
+        true,
+        &|| control.remove(),
+    );
+    done
+}
+
 /// An attached channel: its three objects, both mappings and the validated header.
 #[derive(Debug)]
 pub struct Channel {

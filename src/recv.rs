@@ -282,7 +282,7 @@ fn take_key(key: sysv::Key, quiet: bool) -> Result<(), RecvError> {
                         pid: info.receiver_pid,
                     },
                 );
-                remove_dead_channel(key, shmid, &info);
+                frame::remove_channel(key, shmid, &info, false);
                 return Ok(());
             }
             Probe::NoPermission { uid, mode, .. } => {
@@ -299,33 +299,6 @@ fn take_key(key: sysv::Key, quiet: bool) -> Result<(), RecvError> {
             Probe::Foreign { .. } => std::thread::sleep(Duration::from_millis(50)),
         }
     }
-}
-
-/// Removes a dead receiver's channel: only the objects its header names and that sit at the
-/// channel's keys, so nothing else is ever touched.
-pub fn remove_dead_channel(key: sysv::Key, control_shmid: i32, info: &frame::Info) -> Vec<String> {
-    let mut removed = Vec::new();
-    if sysv::SemSet::open(key).map(|s| s.id()).ok() == Some(info.semid)
-        && sysv::SemSet::from_id(info.semid).remove().is_ok()
-    {
-        removed.push(format!("semaphore set {} (key {key})", info.semid));
-    }
-    if let Some(ck) = key.offset(1) {
-        if sysv::Shm::open(ck).map(|s| s.id()).ok() == Some(info.content_shmid)
-            && sysv::Shm::from_id(info.content_shmid).remove().is_ok()
-        {
-            removed.push(format!(
-                "shared memory {} (key {ck}, content)",
-                info.content_shmid
-            ));
-        }
-    }
-    if sysv::Shm::from_id(control_shmid).remove().is_ok() {
-        removed.push(format!(
-            "shared memory {control_shmid} (key {key}, control)"
-        ));
-    }
-    removed
 }
 
 fn refused(status: Status) -> Outcome {

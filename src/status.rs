@@ -1,5 +1,596 @@
-//! `shmxfer status`.
+//! `shmxfer status`: every System V IPC object on the host, read from the kernel's own tables
+//! (`/proc/sysvipc`, as util-linux does), with shmxfer's channels and the original system's
+//! objects marked, and a section on each channel's state.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
 use crate::cli::StatusArgs;
-pub fn run(_args: StatusArgs) -> i32 {
-    0
+use crate::frame::{self, State, View};
+use crate::sysv::{self, Key, Kind, TableRow};
+use crate::{exit, legacy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("cannot read the kernel's IPC tables ({path}): {source}; is /proc mounted?")]
+    Proc {
+        path: &'static str,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShmRow {
+    pub key: u32,
+    pub id: i32,
+    pub owner: String,
+    pub uid: u32,
+    pub perms: String,
+    pub bytes: u64,
+    pub nattch: u64,
+    pub cpid: i32,
+    pub lpid: i32,
+    pub atime: i64,
+    pub dtime: i64,
+    pub ctime: i64,
+    /// "dest" once marked for removal, "locked" with SHM_LOCK.
+    pub status: Vec<&'static str>,
+    /// What the object is to shmxfer: "control", "content", "legacy-content", "legacy-size".
+    pub role: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SemRow {
+    pub key: u32,
+    pub id: i32,
+    pub owner: String,
+    pub uid: u32,
+    pub perms: String,
+    pub nsems: u32,
+    pub otime: i64,
+    pub ctime: i64,
+    pub role: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MsgRow {
+    pub key: u32,
+    pub id: i32,
+    pub owner: String,
+    pub uid: u32,
+    pub perms: String,
+    pub used_bytes: u64,
+    pub messages: u64,
+    pub lspid: i32,
+    pub lrpid: i32,
+    pub stime: i64,
+    pub rtime: i64,
+    pub ctime: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Transfer {
+    pub name: String,
+    pub bytes_done: u64,
+    pub total: Option<u64>,
+    pub sender_pid: i32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChannelRow {
+    pub key: u32,
+    /// idle, busy, stale, starting or stopping.
+    pub state: &'static str,
+    pub receiver_pid: i32,
+    pub mode: String,
+    pub slot_size: u64,
+    pub slot_count: u32,
+    pub require_md5: bool,
+    pub control_id: i32,
+    pub content_id: i32,
+    pub sem_id: i32,
+    pub transfer: Option<Transfer>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    pub shm: Vec<ShmRow>,
+    pub sem: Vec<SemRow>,
+    pub msg: Vec<MsgRow>,
+    pub channels: Vec<ChannelRow>,
+}
+
+fn table(kind: Kind) -> Result<Vec<TableRow>, StatusError> {
+    let path = match kind {
+        Kind::Shm => "/proc/sysvipc/shm",
+        Kind::Sem => "/proc/sysvipc/sem",
+        Kind::Msg => "/proc/sysvipc/msg",
+    };
+    sysv::read_table(kind).map_err(|source| StatusError::Proc { path, source })
+}
+
+fn perms(r: &TableRow) -> u32 {
+    u32::from_str_radix(r.get("perms").unwrap_or("0"), 8).unwrap_or(0)
+}
+
+/// Reads every table and looks at every segment that could be a channel's control segment.
+pub fn snapshot() -> Result<Snapshot, StatusError> {
+    let shm_rows = table(Kind::Shm)?;
+    let sem_rows = table(Kind::Sem)?;
+    let msg_rows = table(Kind::Msg)?;
+
+    let mut channels = Vec::new();
+    for r in &shm_rows {
+        if r.num("size") as usize != frame::CONTROL_LEN {
+            continue;
+        }
+        // Attach read-only and decode with every check; a foreign or corrupt segment is just
+        // not a channel, never a crash.
+        if let Ok(view) = View::open(r.num("shmid") as i32) {
+            channels.push(channel_row(r.key(), r.num("shmid") as i32, &view));
+        }
+    }
+    let control_keys: Vec<(Key, i32, i32)> = channels
+        .iter()
+        .map(|c| (Key(c.key), c.content_id, c.sem_id))
+        .collect();
+    let role_of_shm = |key: Key, id: i32, size: i64| -> Option<&'static str> {
+        if control_keys.iter().any(|(k, _, _)| *k == key) {
+            Some("control")
+        } else if control_keys.iter().any(|(_, c, _)| *c == id) {
+            Some("content")
+        } else {
+            legacy::shm_role(key, size as u64)
+        }
+    };
+    let shm = shm_rows
+        .iter()
+        .map(|r| {
+            let p = perms(r);
+            let mut status = Vec::new();
+            if p & 0o1000 != 0 {
+                status.push("dest");
+            }
+            if p & 0o2000 != 0 {
+                status.push("locked");
+            }
+            let id = r.num("shmid") as i32;
+            ShmRow {
+                key: r.key().0,
+                id,
+                owner: sysv::user_name(r.num("uid") as u32),
+                uid: r.num("uid") as u32,
+                perms: format!("{:o}", p & 0o777),
+                bytes: r.num("size") as u64,
+                nattch: r.num("nattch") as u64,
+                cpid: r.num("cpid") as i32,
+                lpid: r.num("lpid") as i32,
+                atime: r.num("atime"),
+                dtime: r.num("dtime"),
+                ctime: r.num("ctime"),
+                status,
+                role: role_of_shm(r.key(), id, r.num("size")),
+            }
+        })
+        .collect();
+    let sem = sem_rows
+        .iter()
+        .map(|r| {
+            let id = r.num("semid") as i32;
+            let nsems = r.num("nsems") as u32;
+            SemRow {
+                key: r.key().0,
+                id,
+                owner: sysv::user_name(r.num("uid") as u32),
+                uid: r.num("uid") as u32,
+                perms: format!("{:o}", perms(r) & 0o777),
+                nsems,
+                otime: r.num("otime"),
+                ctime: r.num("ctime"),
+                role: if control_keys.iter().any(|(_, _, s)| *s == id) {
+                    Some("semaphores")
+                } else {
+                    legacy::sem_role(r.key(), nsems)
+                },
+            }
+        })
+        .collect();
+    let msg = msg_rows
+        .iter()
+        .map(|r| MsgRow {
+            key: r.key().0,
+            id: r.num("msqid") as i32,
+            owner: sysv::user_name(r.num("uid") as u32),
+            uid: r.num("uid") as u32,
+            perms: format!("{:o}", perms(r) & 0o777),
+            used_bytes: r.num("cbytes") as u64,
+            messages: r.num("qnum") as u64,
+            lspid: r.num("lspid") as i32,
+            lrpid: r.num("lrpid") as i32,
+            stime: r.num("stime"),
+            rtime: r.num("rtime"),
+            ctime: r.num("ctime"),
+        })
+        .collect();
+    Ok(Snapshot {
+        shm,
+        sem,
+        msg,
+        channels,
+    })
+}
+
+fn channel_row(key: Key, control_id: i32, view: &View) -> ChannelRow {
+    let info = &view.info;
+    let alive = frame::receiver_alive(info);
+    let raw_state = view.state();
+    let state = match (alive, raw_state) {
+        (false, _) => "stale",
+        (true, s) if s == State::Busy as u32 => "busy",
+        (true, s) if s == State::Idle as u32 => "idle",
+        (true, s) if s == State::Stopping as u32 => "stopping",
+        (true, _) => "starting",
+    };
+    let transfer = (state == "busy")
+        .then(|| view.request().ok())
+        .flatten()
+        .filter(|r| r.op == frame::Op::File)
+        .map(|r| Transfer {
+            name: String::from_utf8_lossy(&r.name).into_owned(),
+            bytes_done: view.progress(),
+            total: r.size,
+            sender_pid: r.sender_pid,
+        });
+    ChannelRow {
+        key: key.0,
+        state,
+        receiver_pid: info.receiver_pid,
+        mode: format!("{:o}", info.mode),
+        slot_size: info.slot_size as u64,
+        slot_count: info.slot_count,
+        require_md5: info.require_md5,
+        control_id,
+        content_id: info.content_shmid,
+        sem_id: info.semid,
+        transfer,
+    }
+}
+
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
+    if n < 1024 {
+        return n.to_string();
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1}{}", UNITS[u])
+}
+
+/// Unix seconds as a UTC date and time ("not set" for 0, as ipcs says).
+pub fn when(t: i64) -> String {
+    if t == 0 {
+        return "not set".into();
+    }
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+pub fn run(args: StatusArgs) -> i32 {
+    let mut snap = match snapshot() {
+        Ok(s) => s,
+        Err(e) => {
+            crate::error(&e);
+            return exit::OSERR;
+        }
+    };
+    if let Some(k) = args.key {
+        let near = |key: u32| key == k.0 || Some(Key(key)) == k.offset(1);
+        snap.shm.retain(|r| near(r.key));
+        snap.sem.retain(|r| near(r.key));
+        snap.msg.retain(|r| near(r.key));
+        snap.channels.retain(|c| c.key == k.0);
+    }
+    if args.json {
+        let text = match serde_json::to_string_pretty(&snap) {
+            Ok(t) => t,
+            Err(e) => {
+                crate::error(e);
+                return exit::OSERR;
+            }
+        };
+        crate::out_line(&text);
+        return exit::OK;
+    }
+    let all = !(args.shm || args.sem || args.queues);
+    let mut out = String::new();
+    if args.limits {
+        limits(&mut out, all, &args);
+    } else {
+        render(&mut out, &snap, all, &args);
+    }
+    // One write: into a closed pipe it fails once, quietly.
+    let _ = crate::out_line(out.trim_end_matches('\n'));
+    exit::OK
+}
+
+fn size(n: u64, bytes: bool) -> String {
+    if bytes { n.to_string() } else { human(n) }
+}
+
+fn render(out: &mut String, s: &Snapshot, all: bool, a: &StatusArgs) {
+    let mark = |role: Option<&str>| match role {
+        Some(r) if r.starts_with("legacy") => format!("original system ({})", &r[7..]),
+        Some(r) => format!("shmxfer {r}"),
+        None => String::new(),
+    };
+    if all || a.queues {
+        let _ = writeln!(out, "------ Message Queues --------");
+        if a.time {
+            let _ = writeln!(
+                out,
+                "{:<10} {:<10} {:<10} {:<20} {:<20} {:<20}",
+                "msqid", "owner", "perms", "send", "recv", "change"
+            );
+            for r in &s.msg {
+                let _ = writeln!(
+                    out,
+                    "{:<10} {:<10} {:<10} {:<20} {:<20} {:<20}",
+                    r.id,
+                    r.owner,
+                    r.perms,
+                    when(r.stime),
+                    when(r.rtime),
+                    when(r.ctime)
+                );
+            }
+        } else if a.pid {
+            let _ = writeln!(
+                out,
+                "{:<10} {:<10} {:<10} {:<10}",
+                "msqid", "owner", "lspid", "lrpid"
+            );
+            for r in &s.msg {
+                let _ = writeln!(
+                    out,
+                    "{:<10} {:<10} {:<10} {:<10}",
+                    r.id, r.owner, r.lspid, r.lrpid
+                );
+            }
+        } else {
+            let _ = writeln!(
+                out,
+                "{:<10} {:<10} {:<10} {:<10} {:<12} {:<10}",
+                "key", "msqid", "owner", "perms", "used-bytes", "messages"
+            );
+            for r in &s.msg {
+                let _ = writeln!(
+                    out,
+                    "0x{:08x} {:<10} {:<10} {:<10} {:<12} {:<10}",
+                    r.key,
+                    r.id,
+                    r.owner,
+                    r.perms,
+                    size(r.used_bytes, a.bytes),
+                    r.messages
+                );
+            }
+        }
+        let _ = writeln!(out);
+    }
+    if all || a.shm {
+        let _ = writeln!(out, "------ Shared Memory Segments --------");
+        if a.time {
+            let _ = writeln!(
+                out,
+                "{:<10} {:<10} {:<20} {:<20} {:<20}",
+                "shmid", "owner", "attached", "detached", "changed"
+            );
+            for r in &s.shm {
+                let _ = writeln!(
+                    out,
+                    "{:<10} {:<10} {:<20} {:<20} {:<20}",
+                    r.id,
+                    r.owner,
+                    when(r.atime),
+                    when(r.dtime),
+                    when(r.ctime)
+                );
+            }
+        } else if a.pid {
+            let _ = writeln!(
+                out,
+                "{:<10} {:<10} {:<10} {:<10}",
+                "shmid", "owner", "cpid", "lpid"
+            );
+            for r in &s.shm {
+                let _ = writeln!(
+                    out,
+                    "{:<10} {:<10} {:<10} {:<10}",
+                    r.id, r.owner, r.cpid, r.lpid
+                );
+            }
+        } else {
+            let _ = writeln!(
+                out,
+                "{:<10} {:<10} {:<10} {:<10} {:<10} {:<10} {:<12} {}",
+                "key", "shmid", "owner", "perms", "bytes", "nattch", "status", "what"
+            );
+            for r in &s.shm {
+                let _ = writeln!(
+                    out,
+                    "0x{:08x} {:<10} {:<10} {:<10} {:<10} {:<10} {:<12} {}",
+                    r.key,
+                    r.id,
+                    r.owner,
+                    r.perms,
+                    size(r.bytes, a.bytes),
+                    r.nattch,
+                    r.status.join(","),
+                    mark(r.role)
+                )
+                .map(|_| ());
+            }
+        }
+        let _ = writeln!(out);
+    }
+    if (all || a.sem) && !a.pid {
+        let _ = writeln!(out, "------ Semaphore Arrays --------");
+        if a.time {
+            let _ = writeln!(
+                out,
+                "{:<10} {:<10} {:<20} {:<20}",
+                "semid", "owner", "last-op", "last-changed"
+            );
+            for r in &s.sem {
+                let _ = writeln!(
+                    out,
+                    "{:<10} {:<10} {:<20} {:<20}",
+                    r.id,
+                    r.owner,
+                    when(r.otime),
+                    when(r.ctime)
+                );
+            }
+        } else {
+            let _ = writeln!(
+                out,
+                "{:<10} {:<10} {:<10} {:<10} {:<10} {}",
+                "key", "semid", "owner", "perms", "nsems", "what"
+            );
+            for r in &s.sem {
+                let _ = writeln!(
+                    out,
+                    "0x{:08x} {:<10} {:<10} {:<10} {:<10} {}",
+                    r.key,
+                    r.id,
+                    r.owner,
+                    r.perms,
+                    r.nsems,
+                    mark(r.role)
+                );
+            }
+        }
+        let _ = writeln!(out);
+    }
+    if !s.channels.is_empty() && all {
+        let _ = writeln!(out, "------ shmxfer channels --------");
+        let _ = writeln!(
+            out,
+            "{:<10} {:<8} {:<10} {:<6} {:<12} {}",
+            "key", "state", "receiver", "mode", "slots", "transfer"
+        );
+        for c in &s.channels {
+            let detail = match &c.transfer {
+                Some(t) => format!(
+                    "{} {}/{} from pid {}",
+                    t.name,
+                    size(t.bytes_done, a.bytes),
+                    t.total.map_or("?".into(), |n| size(n, a.bytes)),
+                    t.sender_pid
+                ),
+                None => String::new(),
+            };
+            let pid = if c.state == "stale" {
+                format!("{} (dead)", c.receiver_pid)
+            } else {
+                c.receiver_pid.to_string()
+            };
+            let slots = format!("{} x {}", c.slot_count, size(c.slot_size, a.bytes));
+            let _ = writeln!(
+                out,
+                "0x{:08x} {:<8} {:<10} {:<6} {:<12} {}",
+                c.key, c.state, pid, c.mode, slots, detail
+            );
+        }
+        let _ = writeln!(out);
+    }
+}
+
+fn read_limit(name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// What `ipcs -l` shows, from /proc/sys/kernel.
+fn limits(out: &mut String, all: bool, a: &StatusArgs) {
+    let num = |n: &str| read_limit(n).parse::<u64>().ok();
+    let sz = |v: Option<u64>| v.map_or("?".into(), |v| size(v, a.bytes));
+    if all || a.queues {
+        let _ = writeln!(out, "------ Messages Limits --------");
+        let _ = writeln!(out, "max queues system wide = {}", read_limit("msgmni"));
+        let _ = writeln!(
+            out,
+            "max size of message (bytes) = {}",
+            read_limit("msgmax")
+        );
+        let _ = writeln!(
+            out,
+            "default max size of queue (bytes) = {}\n",
+            read_limit("msgmnb")
+        );
+    }
+    if all || a.shm {
+        let page = 4096u64;
+        let _ = writeln!(out, "------ Shared Memory Limits --------");
+        let _ = writeln!(out, "max number of segments = {}", read_limit("shmmni"));
+        let _ = writeln!(out, "max seg size = {}", sz(num("shmmax")));
+        let _ = writeln!(
+            out,
+            "max total shared memory = {}",
+            sz(num("shmall").map(|p| p.saturating_mul(page)))
+        );
+        let _ = writeln!(out, "min seg size (bytes) = 1\n");
+    }
+    if all || a.sem {
+        let sem = read_limit("sem");
+        let f: Vec<&str> = sem.split_whitespace().collect();
+        let g = |i: usize| f.get(i).copied().unwrap_or("?");
+        let _ = writeln!(out, "------ Semaphore Limits --------");
+        let _ = writeln!(out, "max number of arrays = {}", g(3));
+        let _ = writeln!(out, "max semaphores per array = {}", g(0));
+        let _ = writeln!(out, "max semaphores system wide = {}", g(1));
+        let _ = writeln!(out, "max ops per semop call = {}", g(2));
+        let _ = writeln!(out, "semaphore max value = 32767\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_human_unless_asked_for_bytes() {
+        assert_eq!(human(10), "10");
+        assert_eq!(human(8192), "8.0K");
+        assert_eq!(human(5_000_000), "4.8M");
+        assert_eq!(size(5_000_000, true), "5000000");
+    }
+
+    #[test]
+    fn times_render_as_utc_dates() {
+        assert_eq!(when(0), "not set");
+        assert_eq!(when(1_700_000_000), "2023-11-14 22:13:20");
+    }
 }

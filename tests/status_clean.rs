@@ -1,0 +1,277 @@
+//! `status` against ipcs/ipcmk, and `clean`'s refusals and removals.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// An object made by ipcmk, removed by id when dropped.
+struct Made {
+    kind: char,
+    id: i32,
+}
+
+impl Made {
+    fn new(args: &[&str], kind: char) -> Made {
+        let o = Command::new("ipcmk").args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        let id = text.split(':').nth(1).unwrap().trim().parse().unwrap();
+        Made { kind, id }
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        let _ = Command::new("ipcrm")
+            .arg(format!("-{}", self.kind))
+            .arg(self.id.to_string())
+            .status();
+    }
+}
+
+fn status_json(args: &[&str]) -> Value {
+    let o = run_bounded(
+        {
+            let mut c = Command::new(BIN);
+            c.arg("status").arg("--json").args(args);
+            c
+        },
+        Duration::from_secs(20),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// ipcs's row for an id: (key, owner, perms, size-or-count).
+fn ipcs_row(flag: &str, id: i32) -> Vec<String> {
+    let o = Command::new("ipcs").arg(flag).output().unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+        .find(|f| f.len() > 4 && f[0].starts_with("0x") && f[1] == id.to_string())
+        .unwrap_or_else(|| panic!("ipcs {flag} has no id {id}"))
+}
+
+#[test]
+fn ipcmk_objects_appear_with_the_ids_keys_and_sizes_ipcs_reports() {
+    let shm = Made::new(&["-M", "12345", "-p", "0640"], 'm');
+    let sem = Made::new(&["-S", "3"], 's');
+    let msg = Made::new(&["-Q"], 'q');
+    let j = status_json(&[]);
+    let find = |kind: &str, id: i32| -> Value {
+        j[kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{kind} {id} missing"))
+    };
+    let r = find("shm", shm.id);
+    let row = ipcs_row("-m", shm.id);
+    assert_eq!(format!("0x{:08x}", r["key"].as_u64().unwrap()), row[0]);
+    assert_eq!(r["owner"], row[2].as_str());
+    assert_eq!(r["perms"], row[3].as_str());
+    assert_eq!(r["bytes"].as_u64().unwrap().to_string(), row[4]);
+    assert_eq!(r["nattch"].as_u64().unwrap().to_string(), row[5]);
+    let r = find("sem", sem.id);
+    let row = ipcs_row("-s", sem.id);
+    assert_eq!(format!("0x{:08x}", r["key"].as_u64().unwrap()), row[0]);
+    assert_eq!(r["nsems"].as_u64().unwrap().to_string(), row[4]);
+    let r = find("msg", msg.id);
+    let row = ipcs_row("-q", msg.id);
+    assert_eq!(format!("0x{:08x}", r["key"].as_u64().unwrap()), row[0]);
+    assert_eq!(r["used_bytes"].as_u64().unwrap().to_string(), row[4]);
+    assert_eq!(r["messages"].as_u64().unwrap().to_string(), row[5]);
+
+    // The plain listing agrees with lsipc too.
+    let o = Command::new("lsipc")
+        .args(["-m", "--noheadings", "-o", "ID,KEY,SIZE", "--bytes"])
+        .output()
+        .unwrap();
+    let lsipc = String::from_utf8_lossy(&o.stdout);
+    let line = lsipc
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&shm.id.to_string()))
+        .unwrap();
+    assert!(line.contains("12345"), "{line}");
+    let o = run_bounded(
+        {
+            let mut c = Command::new(BIN);
+            c.args(["status", "-m", "-b"]);
+            c
+        },
+        Duration::from_secs(20),
+    );
+    let text = stdout(&o);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&shm.id.to_string()) && l.contains("12345") && l.contains("640")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_live_channel_is_idle_and_marked_in_every_section() {
+    let env = Env::new();
+    let r = env.recv(&[]);
+    let j = status_json(&["--key", &env.key_arg()]);
+    let ch = &j["channels"][0];
+    assert_eq!(ch["state"], "idle");
+    assert_eq!(ch["receiver_pid"], r.pid());
+    assert_eq!(ch["key"], env.key.0);
+    assert_eq!(ch["mode"], "600");
+    let roles: Vec<_> = j["shm"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["role"].clone())
+        .collect();
+    assert!(
+        roles.contains(&Value::from("control")) && roles.contains(&Value::from("content")),
+        "{roles:?}"
+    );
+    assert_eq!(j["sem"][0]["role"], "semaphores");
+}
+
+#[test]
+fn a_busy_channel_shows_the_file_and_progress() {
+    let env = Env::new();
+    let _r = env.recv(&[]);
+    let mut c = env.cmd(&["send", "--name", "slow.bin", "-"]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let _g = PidGuard(child.id() as i32);
+    let mut stdin = child.stdin.take().unwrap();
+    use std::io::Write;
+    // Two slots' worth, then hold the pipe open: the transfer stays in flight.
+    stdin.write_all(&vec![7u8; 3 << 20]).unwrap();
+    let mut seen = Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            seen = status_json(&["--key", &env.key_arg()])["channels"][0].clone();
+            seen["state"] == "busy"
+                && seen["transfer"]["bytes_done"].as_u64().unwrap_or(0) >= 1 << 20
+        }),
+        "{seen}"
+    );
+    assert_eq!(seen["transfer"]["name"], "slow.bin");
+    assert_eq!(seen["transfer"]["sender_pid"], child.id() as i64);
+    assert!(seen["transfer"]["total"].is_null());
+    drop(stdin);
+    let o = finish(child, Duration::from_secs(20));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_killed_receivers_channel_is_stale_and_clean_removes_it() {
+    let env = Env::new();
+    let r = env.recv(&[]);
+    let pid = r.pid();
+    r.signal("KILL");
+    let out = r.wait(Duration::from_secs(10));
+    assert!(!out.status.success());
+    let j = status_json(&["--key", &env.key_arg()]);
+    assert_eq!(j["channels"][0]["state"], "stale");
+    let o = run_bounded(env.cmd(&["clean", "--dry-run"]), Duration::from_secs(10));
+    assert!(stdout(&o).contains("would remove"), "{}", stdout(&o));
+    assert!(
+        shmxfer::sysv::Shm::open(env.key).is_ok(),
+        "dry run removed something"
+    );
+    let o = run_bounded(env.cmd(&["clean"]), Duration::from_secs(10));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o)
+            .lines()
+            .filter(|l| l.starts_with("removed"))
+            .count(),
+        3,
+        "{}",
+        stdout(&o)
+    );
+    assert!(shmxfer::sysv::Shm::open(env.key).is_err());
+    assert!(shmxfer::sysv::SemSet::open(env.key).is_err());
+    let _ = pid;
+}
+
+#[test]
+fn clean_refuses_a_live_channel_unless_forced() {
+    let env = Env::new();
+    let r = env.recv(&[]);
+    let o = run_bounded(env.cmd(&["clean"]), Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(75));
+    assert!(stderr(&o).contains(&r.pid().to_string()), "{}", stderr(&o));
+    assert!(shmxfer::sysv::Shm::open(env.key).is_ok());
+    let o = run_bounded(env.cmd(&["clean", "--force"]), Duration::from_secs(10));
+    assert!(o.status.success());
+    // The receiver notices its channel is gone and ends with an error, not a hang.
+    let out = r.wait(Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+}
+
+#[test]
+fn clean_stale_removes_dead_channels_only_and_never_foreign_objects() {
+    let foreign = Made::new(&["-M", "8192"], 'm');
+    let foreign_sem = Made::new(&["-S", "7"], 's');
+    let live = Env::new();
+    let _r = live.recv(&[]);
+    let dead = Env::new();
+    let d = dead.recv(&[]);
+    d.signal("KILL");
+    d.wait(Duration::from_secs(10));
+    let o = run_bounded(
+        {
+            let mut c = Command::new(BIN);
+            c.args(["clean", "--stale"]);
+            c
+        },
+        Duration::from_secs(10),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(shmxfer::sysv::Shm::open(dead.key).is_err());
+    assert!(shmxfer::sysv::Shm::open(live.key).is_ok());
+    assert!(shmxfer::sysv::Shm::from_id(foreign.id).stat().is_ok());
+    assert!(
+        shmxfer::sysv::SemSet::from_id(foreign_sem.id)
+            .stat()
+            .is_ok()
+    );
+}
+
+#[test]
+fn clean_leaves_a_foreign_segment_at_the_key_alone() {
+    let env = Env::new();
+    let shm = shmxfer::sysv::Shm::create(env.key, 8192, 0o600).unwrap();
+    let o = run_bounded(env.cmd(&["clean", "--force"]), Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(76), "{}", stderr(&o));
+    assert!(shm.stat().is_ok());
+}
+
+#[test]
+fn clean_with_nothing_there_says_so_and_succeeds() {
+    let env = Env::new();
+    let o = run_bounded(env.cmd(&["clean"]), Duration::from_secs(10));
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("nothing to clean"));
+}
+
+#[test]
+fn status_into_a_closed_pipe_ends_quietly() {
+    let _many: Vec<Made> = (0..20).map(|_| Made::new(&["-M", "4096"], 'm')).collect();
+    let script = format!(
+        "{BIN} status | (exec 0<&-; true); a=${{PIPESTATUS[0]}}; {BIN} status --json | head -c 1 >/dev/null; b=${{PIPESTATUS[0]}}; \
+         test $a = 0 && test $b = 0"
+    );
+    let o = Command::new("bash").arg("-c").arg(script).output().unwrap();
+    assert!(
+        o.status.success(),
+        "status exited non-zero into a closed pipe"
+    );
+    assert_eq!(stderr(&o), "", "status wrote to stderr on a closed pipe");
+}
