@@ -927,7 +927,8 @@ impl Channel {
         (md5, self.control.load_u64(SENT_BYTES_OFF).unwrap_or(0))
     }
 
-    /// After a sender vanished: wait until its liveness semaphore is down, bounded by stop.
+    /// After a session: wait until the sender's liveness mark is down (at once after goodbye;
+    /// the moment it exits after an abort). Sliced only so a stop request is seen.
     pub fn wait_sender_gone(&self) -> Result<(), FrameError> {
         loop {
             match self.wait(&[SemOp::zero(sem::SENDER)], Some(LIVENESS_SLICE)) {

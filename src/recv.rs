@@ -49,6 +49,8 @@ impl RecvError {
 enum FileFailure {
     /// Told the sender already; nothing more to do.
     Answered(Status, String),
+    /// The sender aborted because it is exiting (signal): its session is over.
+    Leaving(String),
     /// The channel failed underneath us (sender gone, objects removed, stop requested).
     Channel(FrameError),
 }
@@ -129,6 +131,7 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
         quiet,
     };
 
+    sysv::ignore_file_size_signal();
     take_key(key, quiet)?;
     let cfg = Config {
         mode: args.mode,
@@ -191,6 +194,14 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
                         quiet,
                         format_args!("{}: {why} ({status:?}); discarded", display_name(&req.name)),
                     );
+                }
+                Err(FileFailure::Leaving(why)) => {
+                    failed = true;
+                    crate::warn(
+                        quiet,
+                        format_args!("{}: {why}; discarded", display_name(&req.name)),
+                    );
+                    break;
                 }
                 Err(FileFailure::Channel(FrameError::SenderGone)) => {
                     failed = true;
@@ -524,8 +535,10 @@ fn drain(
                     ));
                 }
                 ch.answer(&refused(Status::Aborted))?;
+                if code == frame::Abort::Interrupted as u32 {
+                    return Err(FileFailure::Leaving("the sender was interrupted".into()));
+                }
                 let why = match code {
-                    1 => "the sender was interrupted",
                     2 => "the sender could not read its file",
                     3 => "the file changed while it was sent",
                     _ => "the sender aborted",

@@ -251,7 +251,9 @@ fn open_input(path: &Path) -> Result<(File, Option<u64>, Option<Meta>), SendErro
         mtime_sec: md.mtime(),
         mtime_nsec: md.mtime_nsec() as u32,
     };
-    let size = md.is_file().then(|| md.len());
+    // /proc and sysfs files say 0 bytes and still have content: a zero size is streamed as
+    // "length unknown", which also sends a truly empty file correctly.
+    let size = (md.is_file() && md.len() > 0).then(|| md.len());
     if size.is_some() {
         sysv::advise_sequential(&f);
     }

@@ -603,6 +603,13 @@ pub fn advise_sequential(file: &File) {
     unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
 }
 
+/// Exceeding RLIMIT_FSIZE raises SIGXFSZ, which kills by default; ignored, write(2) fails
+/// with EFBIG instead and the receiver can report it and go on serving.
+pub fn ignore_file_size_signal() {
+    // SAFETY: setting a standard signal's disposition to SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+}
+
 pub fn getpid() -> i32 {
     std::process::id() as i32
 }

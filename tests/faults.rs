@@ -1,0 +1,320 @@
+//! Faults injected for real: killed peers, racing senders, objects removed underneath, a file
+//! size limit, a file that changes while it is sent. Each asserts a generous bound only to
+//! catch a hang; the measured times are printed (run with --nocapture) for the notes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use shmxfer::status;
+
+const HANG: Duration = Duration::from_secs(10);
+
+fn channel_state(env: &Env) -> Option<serde_json::Value> {
+    let snap = status::snapshot().ok()?;
+    let c = snap.channels.into_iter().find(|c| c.key == env.key.0)?;
+    Some(serde_json::to_value(c).unwrap())
+}
+
+/// Starts a sender reading from a pipe we hold: it stays mid-transfer until we let go.
+fn streaming_sender(env: &Env, first: usize) -> (Child, std::process::ChildStdin) {
+    let mut c = env.cmd(&["send", "--name", "stream.bin", "-"]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&pattern(first, 3)).unwrap();
+    (child, stdin)
+}
+
+fn wait_busy(env: &Env, at_least: u64) {
+    assert!(
+        wait_until(HANG, || channel_state(env).is_some_and(|c| c["state"]
+            == "busy"
+            && c["transfer"]["bytes_done"].as_u64().unwrap_or(0) >= at_least)),
+        "transfer never got going"
+    );
+}
+
+fn no_partials(env: &Env) -> bool {
+    listing(&env.out()).iter().all(|n| !n.starts_with('.'))
+}
+
+fn kill(pid: u32, sig: &str) {
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+}
+
+fn sender_dies_mid_transfer(sig: &str) {
+    let env = Env::new();
+    let _r = env.recv(&[]);
+    let (child, stdin) = streaming_sender(&env, 3 << 20);
+    let _g = PidGuard(child.id() as i32);
+    wait_busy(&env, 1 << 20);
+    let t = Instant::now();
+    kill(child.id(), sig);
+    drop(stdin);
+    assert!(wait_until(HANG, || channel_state(&env)
+        .is_some_and(|c| c["state"] == "idle")
+        && no_partials(&env)));
+    let noticed = t.elapsed();
+    let f = env.file("next", 1000);
+    let o = env.send(&[f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    eprintln!(
+        "receiver recovered {noticed:?} after SIG{sig} to the sender; next send took {:?}",
+        t.elapsed() - noticed
+    );
+    assert_eq!(
+        listing(&env.out()),
+        ["file01.jpg"],
+        "only the next file may be there"
+    );
+    assert!(same(&f, &env.out().join("file01.jpg")));
+    let o = finish(child, HANG);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn receiver_discards_and_recovers_when_the_sender_is_killed() {
+    sender_dies_mid_transfer("KILL");
+}
+
+#[test]
+fn receiver_discards_and_recovers_when_the_sender_is_interrupted() {
+    sender_dies_mid_transfer("INT");
+}
+
+#[test]
+fn receiver_discards_and_recovers_when_the_sender_is_terminated() {
+    sender_dies_mid_transfer("TERM");
+}
+
+#[test]
+fn senders_fail_fast_when_the_receiver_is_killed_and_a_new_receiver_takes_over() {
+    let env = Env::new();
+    let r = env.recv(&[]);
+    // One sender blocked in read(2) on its own stdin mid-transfer, one queued behind it.
+    let (streaming, stdin) = streaming_sender(&env, 2 << 20);
+    let _g1 = PidGuard(streaming.id() as i32);
+    wait_busy(&env, 1 << 20);
+    let f = env.file("queued", 1000);
+    let mut c = env.cmd(&["send", f.to_str().unwrap()]);
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let queued = c.spawn().unwrap();
+    let _g2 = PidGuard(queued.id() as i32);
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    r.signal("KILL");
+    let a = finish(streaming, HANG);
+    let ta = t.elapsed();
+    let b = finish(queued, HANG);
+    let tb = t.elapsed();
+    drop(stdin);
+    eprintln!(
+        "after SIGKILL to the receiver: streaming sender exited in {ta:?}, queued sender in {tb:?}"
+    );
+    for o in [&a, &b] {
+        assert_eq!(o.status.code(), Some(69), "{}", stderr(o));
+        assert!(stderr(o).contains("receiver"), "{}", stderr(o));
+    }
+    // A new receiver takes the key over without `clean`.
+    let r2 = env.recv(&[]);
+    let o = env.send(&[f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = r2.stop();
+    assert!(
+        stderr(&out).contains("taking the key over"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn racing_senders_each_file_arrives_once_and_whole() {
+    let env = Env::new();
+    let r = env.recv(&["-m"]);
+    let mut expected: BTreeMap<String, usize> = BTreeMap::new();
+    let mut children = Vec::new();
+    for s in 0..4 {
+        let mut files = Vec::new();
+        for i in 0..10 {
+            let len = 1 + (s * 7919 + i * 104_729) % 3_000_000;
+            let p = env.path(&format!("s{s}-{i}"));
+            let data = pattern(len, (s * 10 + i) as u8);
+            *expected
+                .entry(format!("{:x}", md5::compute(&data)))
+                .or_default() += 1;
+            std::fs::write(&p, data).unwrap();
+            files.push(p);
+        }
+        let mut c = env.cmd(&["send", "-m"]);
+        c.args(&files)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        children.push(c.spawn().unwrap());
+    }
+    for c in children {
+        let o = finish(c, Duration::from_secs(60));
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    drop(r);
+    let mut got: BTreeMap<String, usize> = BTreeMap::new();
+    let names = listing(&env.out());
+    assert_eq!(names.len(), 40, "{names:?}");
+    for n in names {
+        *got.entry(format!(
+            "{:x}",
+            md5::compute(std::fs::read(env.out().join(n)).unwrap())
+        ))
+        .or_default() += 1;
+    }
+    assert_eq!(got, expected);
+}
+
+fn ids(env: &Env) -> (i32, i32, i32) {
+    let ch = channel_state(env).unwrap();
+    (
+        ch["control_id"].as_i64().unwrap() as i32,
+        ch["content_id"].as_i64().unwrap() as i32,
+        ch["sem_id"].as_i64().unwrap() as i32,
+    )
+}
+
+#[test]
+fn removing_the_semaphores_under_an_idle_receiver_ends_it_with_an_error() {
+    let env = Env::new();
+    let r = env.recv(&[]);
+    let (_, _, sem) = ids(&env);
+    Command::new("ipcrm")
+        .args(["-s", &sem.to_string()])
+        .status()
+        .unwrap();
+    let out = r.wait(HANG);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(stderr(&out).contains("removed"), "{}", stderr(&out));
+    assert!(
+        shmxfer::sysv::Shm::open(env.key).is_err(),
+        "the receiver left its segments"
+    );
+}
+
+#[test]
+fn removing_the_channel_mid_transfer_fails_both_sides_cleanly() {
+    let env = Env::new();
+    let r = env.recv(&[]);
+    let (child, stdin) = streaming_sender(&env, 2 << 20);
+    let _g = PidGuard(child.id() as i32);
+    wait_busy(&env, 1 << 20);
+    let (control, content, sem) = ids(&env);
+    Command::new("ipcrm")
+        .args([
+            "-m",
+            &control.to_string(),
+            "-m",
+            &content.to_string(),
+            "-s",
+            &sem.to_string(),
+        ])
+        .status()
+        .unwrap();
+    let o = finish(child, HANG);
+    drop(stdin);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    let out = r.wait(HANG);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(no_partials(&env), "{:?}", listing(&env.out()));
+}
+
+#[test]
+fn a_file_size_limit_fails_the_transfer_and_the_receiver_keeps_serving() {
+    let env = Env::new();
+    let mut c = Command::new("prlimit");
+    c.arg("--fsize=1000000")
+        .arg(BIN)
+        .args(["recv", "--key", &env.key_arg(), "--dir"])
+        .arg(env.out());
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let _r = Receiver {
+        child: Some(c.spawn().unwrap()),
+    };
+    let big = env.file("big", 3_000_000);
+    let o = env.send(&["--wait", "10", big.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(74), "{}", stderr(&o));
+    assert!(stderr(&o).contains("File too large"), "{}", stderr(&o));
+    assert!(no_partials(&env));
+    let small = env.file("small", 1000);
+    let o = env.send(&[small.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(listing(&env.out()), ["file01.jpg"]);
+}
+
+fn file_changes_while_sent(change: impl FnOnce(&std::path::Path)) {
+    let env = Env::new();
+    let r = env.recv(&["--slot-size", "64K", "--slots", "2"]);
+    let f = env.file("moving", 20 << 20);
+    // Freeze the receiver with its gate open: the sender gets in, announces the size and then
+    // waits for an answer, so the file can be changed at a known point.
+    r.signal("STOP");
+    let mut c = env.cmd(&["send", f.to_str().unwrap()]);
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let child = c.spawn().unwrap();
+    let _g = PidGuard(child.id() as i32);
+    let control = shmxfer::sysv::Shm::open(env.key).unwrap().id();
+    let view = shmxfer::frame::View::open(control).unwrap();
+    let pid = child.id() as i32;
+    assert!(wait_until(HANG, || view
+        .request()
+        .is_ok_and(|q| q.sender_pid == pid && q.size.is_some())));
+    change(&f);
+    r.signal("CONT");
+    let o = finish(child, Duration::from_secs(30));
+    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("changed while it was sent"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(wait_until(HANG, || channel_state(&env)
+        .is_some_and(|c| c["state"] == "idle")));
+    assert!(listing(&env.out()).is_empty(), "{:?}", listing(&env.out()));
+}
+
+#[test]
+fn a_file_that_shrinks_while_sent_is_reported_and_not_written() {
+    file_changes_while_sent(|f| {
+        std::fs::File::options()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_len(10 << 20)
+            .unwrap()
+    });
+}
+
+#[test]
+fn a_file_that_grows_while_sent_is_reported_and_not_written() {
+    file_changes_while_sent(|f| {
+        std::fs::File::options()
+            .append(true)
+            .open(f)
+            .unwrap()
+            .write_all(b"more")
+            .unwrap()
+    });
+}
