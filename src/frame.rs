@@ -38,19 +38,19 @@ pub const LIVENESS_SLICE: Duration = Duration::from_millis(250);
 
 const INFO_OFF: usize = 0;
 pub const INFO_LEN: usize = 128;
-const REQUEST_OFF: usize = 128;
+pub const REQUEST_OFF: usize = 128;
 pub const REQUEST_LEN: usize = 304;
-const TRAILER_OFF: usize = 512;
-const SENDER_STATUS_OFF: usize = TRAILER_OFF;
-const SENT_BYTES_OFF: usize = TRAILER_OFF + 8;
-const SENDER_MD5_OFF: usize = TRAILER_OFF + 16;
-const RESPONSE_OFF: usize = 576;
-const STATE_OFF: usize = RESPONSE_OFF;
-const STATUS_OFF: usize = RESPONSE_OFF + 4;
-const RESULT_OFF: usize = RESPONSE_OFF + 8;
+pub const TRAILER_OFF: usize = 512;
+pub const SENDER_STATUS_OFF: usize = TRAILER_OFF;
+pub const SENT_BYTES_OFF: usize = TRAILER_OFF + 8;
+pub const SENDER_MD5_OFF: usize = TRAILER_OFF + 16;
+pub const RESPONSE_OFF: usize = 576;
+pub const STATE_OFF: usize = RESPONSE_OFF;
+pub const STATUS_OFF: usize = RESPONSE_OFF + 4;
+pub const RESULT_OFF: usize = RESPONSE_OFF + 8;
 pub const RESULT_LEN: usize = 288;
-const PROGRESS_OFF: usize = RESPONSE_OFF + 296;
-const SLOTS_OFF: usize = 1024;
+pub const PROGRESS_OFF: usize = RESPONSE_OFF + 296;
+pub const SLOTS_OFF: usize = 1024;
 pub const SLOT_DESC_LEN: usize = 16;
 
 /// Semaphore numbers in the channel's set.

@@ -71,7 +71,6 @@ struct Opts {
     preserve: bool,
     stdout: bool,
     fsync: bool,
-    quiet: bool,
 }
 
 pub fn run(args: RecvArgs) -> i32 {
@@ -128,7 +127,6 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
         preserve: args.preserve,
         stdout: args.stdout,
         fsync: args.fsync,
-        quiet,
     };
 
     sysv::ignore_file_size_signal();
@@ -554,12 +552,12 @@ fn drain(
             }
         };
         trace!(index, len = chunk.len, last = chunk.last, "chunk");
-        if write_error.is_none() {
-            if let Err(e) = sink.file().write_all(bytes) {
-                // Keep taking chunks so the sender is not left blocked, but tell it to stop.
-                ch.flag_failure(Status::WriteFailed);
-                write_error = Some(e);
-            }
+        if write_error.is_none()
+            && let Err(e) = sink.file().write_all(bytes)
+        {
+            // Keep taking chunks so the sender is not left blocked, but tell it to stop.
+            ch.flag_failure(Status::WriteFailed);
+            write_error = Some(e);
         }
         if let Some(c) = ctx.as_mut() {
             c.consume(bytes);
@@ -676,22 +674,18 @@ pub fn numbered(name: &OsString, n: u64) -> OsString {
         return name.clone();
     }
     let b = name.as_bytes();
+    let suffix = format!("-{n}");
     let dot = b.iter().rposition(|&c| c == b'.').filter(|&i| i > 0);
-    let (stem, ext) = match dot {
-        Some(i) => (&b[..i], &b[i..]),
-        None => (b, &b[..0]),
-    };
-    let mut v = stem.to_vec();
-    v.extend_from_slice(format!("-{n}").as_bytes());
+    // An "extension" too long to keep beside the suffix is just part of the stem.
+    let split = dot
+        .filter(|&i| b.len() - i + suffix.len() < frame::MAX_NAME)
+        .unwrap_or(b.len());
+    let (stem, ext) = b.split_at(split);
+    // Shorten the stem so the suffix survives within NAME_MAX; a clash still cannot overwrite.
+    let keep = stem.len().min(frame::MAX_NAME - suffix.len() - ext.len());
+    let mut v = stem[..keep].to_vec();
+    v.extend_from_slice(suffix.as_bytes());
     v.extend_from_slice(ext);
-    if v.len() > frame::MAX_NAME {
-        // Shorten the stem so the suffix survives; a clash still cannot overwrite.
-        let cut = v.len() - frame::MAX_NAME;
-        let mut s = stem[..stem.len().saturating_sub(cut)].to_vec();
-        s.extend_from_slice(format!("-{n}").as_bytes());
-        s.extend_from_slice(ext);
-        v = s;
-    }
     OsString::from_vec(v)
 }
 

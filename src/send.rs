@@ -253,7 +253,7 @@ fn open_input(path: &Path) -> Result<(File, Option<u64>, Option<Meta>), SendErro
     };
     // /proc and sysfs files say 0 bytes and still have content: a zero size is streamed as
     // "length unknown", which also sends a truly empty file correctly.
-    let size = (md.is_file() && md.len() > 0).then(|| md.len());
+    let size = (md.is_file() && md.len() > 0).then_some(md.len());
     if size.is_some() {
         sysv::advise_sequential(&f);
     }

@@ -433,8 +433,8 @@ fn render(out: &mut String, s: &Snapshot, all: bool, a: &StatusArgs) {
         } else {
             let _ = writeln!(
                 out,
-                "{:<10} {:<10} {:<10} {:<10} {:<10} {:<10} {:<12} {}",
-                "key", "shmid", "owner", "perms", "bytes", "nattch", "status", "what"
+                "{:<10} {:<10} {:<10} {:<10} {:<10} {:<10} {:<12} what",
+                "key", "shmid", "owner", "perms", "bytes", "nattch", "status"
             );
             for r in &s.shm {
                 let _ = writeln!(
@@ -475,8 +475,8 @@ fn render(out: &mut String, s: &Snapshot, all: bool, a: &StatusArgs) {
         } else {
             let _ = writeln!(
                 out,
-                "{:<10} {:<10} {:<10} {:<10} {:<10} {}",
-                "key", "semid", "owner", "perms", "nsems", "what"
+                "{:<10} {:<10} {:<10} {:<10} {:<10} what",
+                "key", "semid", "owner", "perms", "nsems"
             );
             for r in &s.sem {
                 let _ = writeln!(
@@ -497,8 +497,8 @@ fn render(out: &mut String, s: &Snapshot, all: bool, a: &StatusArgs) {
         let _ = writeln!(out, "------ shmxfer channels --------");
         let _ = writeln!(
             out,
-            "{:<10} {:<8} {:<10} {:<6} {:<12} {}",
-            "key", "state", "receiver", "mode", "slots", "transfer"
+            "{:<10} {:<8} {:<10} {:<6} {:<12} transfer",
+            "key", "state", "receiver", "mode", "slots"
         );
         for c in &s.channels {
             let detail = match &c.transfer {

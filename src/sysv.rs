@@ -272,7 +272,7 @@ impl Mapping {
 
     fn atomic_u64(&self, offset: usize) -> std::result::Result<&AtomicU64, OutOfBounds> {
         self.check(offset, 8)?;
-        assert!(offset % 8 == 0, "unaligned atomic at {offset}");
+        assert!(offset.is_multiple_of(8), "unaligned atomic at {offset}");
         // SAFETY: in bounds and 8-aligned (shmat returns page-aligned memory); AtomicU64 has the
         // layout of u64 and every bit pattern is valid.
         Ok(unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU64>() })
@@ -280,7 +280,7 @@ impl Mapping {
 
     fn atomic_u32(&self, offset: usize) -> std::result::Result<&AtomicU32, OutOfBounds> {
         self.check(offset, 4)?;
-        assert!(offset % 4 == 0, "unaligned atomic at {offset}");
+        assert!(offset.is_multiple_of(4), "unaligned atomic at {offset}");
         // SAFETY: as in `atomic_u64`, for 4 bytes.
         Ok(unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() })
     }

@@ -1,0 +1,166 @@
+//! Bad input: each gets a clear message and its documented exit code, and nothing is destroyed.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use shmxfer::sysv::{Key, Shm};
+
+fn as_nobody(env: &Env, args: &[&str]) -> std::process::Output {
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .arg(args[0]);
+    c.args(["--key", &env.key_arg()])
+        .args(&args[1..])
+        .current_dir(env.dir.path())
+        .env_remove("SHMXFER_KEY");
+    run_bounded(c, Duration::from_secs(20))
+}
+
+#[test]
+fn another_users_0600_channel_is_permission_denied_naming_owner_and_mode() {
+    let env = Env::new();
+    let _r = env.recv(&[]);
+    let f = env.file("a", 10);
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = as_nobody(&env, &["send", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("permission denied") && err.contains("root") && err.contains("--mode"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_0666_channel_serves_another_user_and_an_unreadable_file_is_refused() {
+    let env = Env::new();
+    let _r = env.recv(&["--mode", "0666"]);
+    let ok = env.file("ok", 10);
+    std::fs::set_permissions(&ok, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let secret = env.file("secret", 10);
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = as_nobody(
+        &env,
+        &["send", secret.to_str().unwrap(), ok.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("secret: permission denied"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(listing(&env.out()), ["file01.jpg"]);
+}
+
+#[test]
+fn an_output_directory_that_cannot_be_created_is_refused() {
+    let env = Env::new();
+    let blocker = env.file("plainfile", 1);
+    for dir in [blocker.join("sub"), "/proc/shmxfer-nope".into()] {
+        let mut c = env.cmd(&["recv", "--dir"]);
+        c.arg(&dir);
+        let o = run_bounded(c, Duration::from_secs(10));
+        assert_eq!(o.status.code(), Some(73), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("cannot create output directory"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    assert!(
+        Shm::open(env.key).is_err(),
+        "a refused receiver left a channel"
+    );
+}
+
+fn refuses_foreign(make: impl FnOnce(Key) -> Shm, expect: &str) {
+    let env = Env::new();
+    let shm = make(env.key);
+    let o = run_bounded(env.cmd(&["recv", "--dir", "out"]), Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(76), "{}", stderr(&o));
+    assert!(stderr(&o).contains(expect), "{}", stderr(&o));
+    let f = env.file("a", 5);
+    let o = env.send(&[f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(76), "{}", stderr(&o));
+    let o = run_bounded(env.cmd(&["clean", "--force"]), Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(76), "{}", stderr(&o));
+    // Left alone: same id, still there, contents untouched.
+    assert_eq!(Shm::open(env.key).unwrap().id(), shm.id());
+}
+
+#[test]
+fn a_segment_too_small_for_the_header_is_left_alone() {
+    refuses_foreign(|k| Shm::create(k, 100, 0o600).unwrap(), "too small");
+}
+
+#[test]
+fn a_segment_without_the_magic_is_left_alone() {
+    refuses_foreign(
+        |k| {
+            let s = Shm::create(k, 8192, 0o600).unwrap();
+            s.attach(true)
+                .unwrap()
+                .write(0, b"PGSQL\0\0\0somebody else's")
+                .unwrap();
+            s
+        },
+        "magic",
+    );
+}
+
+#[test]
+fn a_header_of_another_protocol_version_is_left_alone() {
+    refuses_foreign(
+        |k| {
+            let s = Shm::create(k, 8192, 0o600).unwrap();
+            let m = s.attach(true).unwrap();
+            m.write(0, b"SHMXFER\0").unwrap();
+            m.write(8, &2u32.to_ne_bytes()).unwrap();
+            s
+        },
+        "version 2",
+    );
+}
+
+#[test]
+fn usage_errors_exit_64_with_a_message() {
+    let env = Env::new();
+    for args in [
+        vec!["recv", "--key", "0"],
+        vec!["recv", "--key", "0xffffffff"],
+        vec!["recv", "--key", "-5"],
+        vec!["recv", "--mode", "0999"],
+        vec!["recv", "--mode", "rw"],
+        vec!["recv", "--stdout", "--keep-name"],
+        vec!["recv", "-v", "-q"],
+        vec!["recv", "--slot-size", "1"],
+        vec!["recv", "--basename", "a/b"],
+        vec!["send"],
+        vec!["send", "--wait", "soon", "x"],
+        vec!["send", "--name", "", "-"],
+        vec!["clean", "--stale", "--force"],
+        vec!["status", "--json", "-l"],
+        vec!["bogus"],
+    ] {
+        let mut c = Command::new(BIN);
+        c.args(&args)
+            .current_dir(env.dir.path())
+            .env_remove("SHMXFER_KEY")
+            .stdin(Stdio::null());
+        let o = run_bounded(c, Duration::from_secs(10));
+        assert_eq!(o.status.code(), Some(64), "{args:?}: {}", stderr(&o));
+        assert!(
+            !stderr(&o).is_empty() && !stderr(&o).contains("panicked"),
+            "{args:?}"
+        );
+    }
+    let mut c = Command::new(BIN);
+    c.env("SHMXFER_KEY", "banana").args(["send", "x"]);
+    let o = run_bounded(c, Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+}

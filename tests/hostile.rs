@@ -1,0 +1,274 @@
+//! A sender that writes garbage into the control segment must not make the receiver panic,
+//! read or write out of bounds, write outside DIR, or stop serving.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use proptest::prelude::*;
+use shmxfer::frame::{self, Chunk, Meta, Op, Request, Status, sem};
+use shmxfer::sysv::{Key, Mapping, SemOp, SemSet, Shm};
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
+
+    #[test]
+    fn info_decoding_never_panics_and_bounds_what_it_accepts(bytes in proptest::collection::vec(any::<u8>(), 0..300), size in 0usize..20_000) {
+        if let Ok(i) = frame::decode_info(&bytes, size) {
+            prop_assert!(size >= frame::CONTROL_LEN);
+            prop_assert!((frame::MIN_SLOT..=frame::MAX_SLOT).contains(&i.slot_size));
+            prop_assert!((1..=frame::MAX_SLOTS).contains(&i.slot_count));
+        }
+    }
+
+    #[test]
+    fn request_decoding_never_panics_and_bounds_names(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        if let Ok(r) = frame::decode_request(&bytes) {
+            prop_assert!(r.name.len() <= frame::MAX_NAME);
+            prop_assert!(r.meta.is_none_or(|m| m.mode <= 0o7777 && m.mtime_nsec < 1_000_000_000));
+        }
+    }
+
+    #[test]
+    fn chunk_decoding_never_yields_more_than_a_slot(bytes in proptest::collection::vec(any::<u8>(), 0..32), slot in 4096usize..(1 << 20)) {
+        if let Ok(c) = frame::decode_chunk(&bytes, slot) {
+            prop_assert!(c.len <= slot);
+        }
+    }
+
+    #[test]
+    fn outcome_decoding_never_panics(status in any::<u32>(), bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        if let Ok(o) = frame::decode_outcome(status, &bytes) {
+            prop_assert!(o.name.len() <= frame::MAX_NAME);
+        }
+    }
+
+    #[test]
+    fn a_kept_name_is_always_one_safe_component(raw in proptest::collection::vec(any::<u8>(), 0..10_000)) {
+        if let Some(n) = shmxfer::recv::safe_name(&raw) {
+            use std::os::unix::ffi::OsStrExt;
+            let b = n.as_bytes();
+            prop_assert!(!b.is_empty() && b.len() <= frame::MAX_NAME);
+            prop_assert!(!b.contains(&b'/') && !b.contains(&0));
+            prop_assert!(b != b"." && b != b"..");
+            let dir = Path::new("/some/dir");
+            let joined = dir.join(&n);
+            prop_assert_eq!(joined.parent(), Some(dir));
+            for k in 1..3 {
+                let m = shmxfer::recv::numbered(&n, k);
+                prop_assert!(!m.as_bytes().contains(&b'/') && m.len() <= frame::MAX_NAME);
+            }
+        }
+    }
+
+    #[test]
+    fn valid_requests_survive_encoding(name in proptest::collection::vec(any::<u8>(), 0..255), size in proptest::option::of(0u64..u64::MAX), md5 in any::<bool>()) {
+        let r = Request { op: Op::File, sender_pid: 7, size, md5, meta: Some(Meta { mode: 0o644, mtime_sec: 1, mtime_nsec: 2 }), name };
+        prop_assert_eq!(frame::decode_request(&frame::encode_request(&r)), Ok(r));
+    }
+}
+
+/// A sender written against the raw segments, free to lie.
+struct Hostile {
+    sems: SemSet,
+    ctl: Mapping,
+    content: Mapping,
+    slot_size: usize,
+}
+
+const WAIT: Option<Duration> = Some(Duration::from_secs(10));
+
+impl Hostile {
+    fn connect(key: Key) -> Hostile {
+        let sems = SemSet::open(key).unwrap();
+        let ctl = Shm::open(key).unwrap().attach(true).unwrap();
+        let content = Shm::open(Key(key.0 + 1)).unwrap().attach(true).unwrap();
+        sems.op(
+            &[SemOp::take(sem::GATE), SemOp::give(sem::SENDER).undo()],
+            WAIT,
+        )
+        .unwrap();
+        let mut head = [0u8; frame::INFO_LEN];
+        ctl.read(0, &mut head).unwrap();
+        let slot_size = frame::decode_info(&head, ctl.len()).unwrap().slot_size;
+        Hostile {
+            sems,
+            ctl,
+            content,
+            slot_size,
+        }
+    }
+    fn request_raw(&self, bytes: &[u8]) {
+        self.ctl.write(frame::REQUEST_OFF, bytes).unwrap();
+        self.ctl.store_u32(frame::SENDER_STATUS_OFF, 0).unwrap();
+        self.sems.op(&[SemOp::give(sem::REQ)], None).unwrap();
+    }
+    fn request(&self, name: &[u8], size: Option<u64>, md5: bool) {
+        let r = Request {
+            op: Op::File,
+            sender_pid: std::process::id() as i32,
+            size,
+            md5,
+            meta: None,
+            name: name.to_vec(),
+        };
+        self.request_raw(&frame::encode_request(&r));
+    }
+    fn answer(&self) -> (u32, frame::Outcome) {
+        self.sems
+            .op(&[SemOp::take(sem::ACK)], WAIT)
+            .expect("the receiver never answered");
+        let status = self.ctl.load_u32(frame::STATUS_OFF).unwrap();
+        let mut b = [0u8; frame::RESULT_LEN];
+        self.ctl.read(frame::RESULT_OFF, &mut b).unwrap();
+        (status, frame::decode_outcome(status, &b).unwrap())
+    }
+    fn chunk_raw(&self, slot: usize, desc: [u8; 16], data: &[u8]) {
+        self.sems.op(&[SemOp::take(sem::EMPTY)], WAIT).unwrap();
+        self.content.write(slot * self.slot_size, data).unwrap();
+        self.ctl.write(frame::SLOTS_OFF + slot * 16, &desc).unwrap();
+        self.sems.op(&[SemOp::give(sem::FULL)], None).unwrap();
+    }
+    fn trailer(&self, md5: [u8; 16], bytes: u64) {
+        self.ctl.write(frame::SENDER_MD5_OFF, &md5).unwrap();
+        self.ctl.store_u64(frame::SENT_BYTES_OFF, bytes).unwrap();
+    }
+    fn bye(&self) {
+        let r = Request {
+            op: Op::Bye,
+            sender_pid: 1,
+            size: None,
+            md5: false,
+            meta: None,
+            name: vec![],
+        };
+        self.ctl
+            .write(frame::REQUEST_OFF, &frame::encode_request(&r))
+            .unwrap();
+        self.sems
+            .op(
+                &[SemOp::take(sem::SENDER).undo(), SemOp::give(sem::REQ)],
+                None,
+            )
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_lying_sender_gets_refusals_and_the_receiver_keeps_serving() {
+    let env = Env::new();
+    let r = env.recv(&["--keep-name", "--slot-size", "64K"]);
+    let h = Hostile::connect(env.key);
+
+    // Garbage instead of a request.
+    h.request_raw(&pattern(frame::REQUEST_LEN, 1));
+    assert_eq!(h.answer().0, Status::BadRequest.code());
+    let mut huge_name = frame::encode_request(&Request {
+        op: Op::File,
+        sender_pid: 1,
+        size: None,
+        md5: false,
+        meta: None,
+        name: vec![b'a'; 10],
+    });
+    huge_name[36..40].copy_from_slice(&10_000u32.to_ne_bytes());
+    h.request_raw(&huge_name);
+    assert_eq!(h.answer().0, Status::BadRequest.code());
+
+    // A chunk that claims more than its slot.
+    h.request(b"x", None, false);
+    assert_eq!(h.answer().0, Status::Accepted.code());
+    let mut desc = frame::encode_chunk(Chunk {
+        len: 10,
+        last: true,
+    });
+    desc[0..8].copy_from_slice(&(u64::MAX - 3).to_ne_bytes());
+    h.chunk_raw(0, desc, b"0123456789");
+    assert_eq!(h.answer().0, Status::BadRequest.code());
+
+    // A wrong digest: discarded, and the receiver's own digest comes back.
+    h.request(b"md5.bin", Some(10), true);
+    assert_eq!(h.answer().0, Status::Accepted.code());
+    h.trailer([0xaa; 16], 10);
+    h.chunk_raw(
+        0,
+        frame::encode_chunk(Chunk {
+            len: 10,
+            last: true,
+        }),
+        b"0123456789",
+    );
+    let (status, o) = h.answer();
+    assert_eq!(status, Status::Md5Mismatch.code());
+    assert_eq!(o.md5, md5::compute(b"0123456789").0);
+
+    // Fewer bytes than announced.
+    h.request(b"short.bin", Some(100), false);
+    assert_eq!(h.answer().0, Status::Accepted.code());
+    h.trailer([0; 16], 10);
+    h.chunk_raw(
+        0,
+        frame::encode_chunk(Chunk {
+            len: 10,
+            last: true,
+        }),
+        b"0123456789",
+    );
+    assert_eq!(h.answer().0, Status::LengthMismatch.code());
+
+    // A name that tries to climb out of DIR lands inside it.
+    for name in [
+        &b"../../escaped"[..],
+        b"/tmp/abs\0olute",
+        b"..",
+        b"a/../../b",
+    ] {
+        h.request(name, Some(3), false);
+        assert_eq!(h.answer().0, Status::Accepted.code());
+        h.trailer([0; 16], 3);
+        h.chunk_raw(0, frame::encode_chunk(Chunk { len: 3, last: true }), b"abc");
+        assert_eq!(h.answer().0, Status::Committed.code());
+    }
+    h.bye();
+    drop(h);
+
+    // Still serving.
+    let f = env.file("after", 1000);
+    let o = env.send(&[f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(r);
+    // `/tmp/abs\0olute` keeps its last component without the NUL; `..` gets a counter name.
+    assert_eq!(
+        listing(&env.out()),
+        ["absolute", "after", "b", "escaped", "file01.jpg"]
+    );
+    assert!(!env.dir.path().join("escaped").exists());
+}
+
+#[test]
+fn status_shows_a_corrupt_channel_header_as_foreign_without_crashing() {
+    let env = Env::new();
+    let s = Shm::create(env.key, frame::CONTROL_LEN, 0o600).unwrap();
+    let m = s.attach(true).unwrap();
+    let mut info = frame::encode_info(&frame::Info {
+        slot_size: 1 << 20,
+        slot_count: 8,
+        require_md5: false,
+        receiver_pid: 1,
+        content_shmid: 12345678,
+        semid: 87654321,
+        mode: 0o600,
+        created: 0,
+    });
+    info[24..28].copy_from_slice(&100_000u32.to_ne_bytes());
+    m.write(0, &info).unwrap();
+    let mut c = std::process::Command::new(BIN);
+    c.args(["status", "--json", "--key", &env.key_arg()]);
+    let o = run_bounded(c, Duration::from_secs(10));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["channels"].as_array().unwrap().len(), 0);
+    assert_eq!(j["shm"][0]["role"], serde_json::Value::Null);
+}
