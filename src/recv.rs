@@ -505,7 +505,36 @@ fn receive_one(
     })
 }
 
-/// Takes chunks until the last one, writing each straight from shared memory to the sink.
+/// How the chunk loop ended, before anything is answered.
+enum End {
+    Complete,
+    SenderAborted(u32),
+    BadChunk(frame::HeaderError),
+}
+
+/// Writes slots to the output and hands each back to the sender. The first write error is
+/// kept and the rest of the file is still taken (not written), so the sender is never left
+/// blocked; it is told to stop through the status field.
+struct Writer<'a> {
+    ch: &'a Channel,
+    file: &'a mut File,
+    error: Option<io::Error>,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, bytes: &[u8], total: u64) -> Result<(), FrameError> {
+        if self.error.is_none()
+            && let Err(e) = self.file.write_all(bytes)
+        {
+            self.ch.flag_failure(Status::WriteFailed);
+            self.error = Some(e);
+        }
+        self.ch.release_slot(total)
+    }
+}
+
+/// Takes chunks until the last one, writing each straight from shared memory to the sink,
+/// then answers for the failures it met. Returns the length and digest of a whole file.
 fn drain(
     ch: &Channel,
     req: &Request,
@@ -514,69 +543,109 @@ fn drain(
 ) -> Result<(u64, [u8; 16]), FileFailure> {
     let mut ctx = md5.then(md5::Context::new);
     let mut total = 0u64;
+    let mut flagged = false;
+    let mut writer = Writer {
+        ch,
+        file: sink.file(),
+        error: None,
+    };
+    // With MD5 on a file of several slots, a second thread writes and releases each slot while
+    // this one hashes the next: write(2) into the page cache can block, and hashing need not
+    // wait for it. Without MD5 there is nothing to overlap.
+    let overlap = md5 && req.size.is_none_or(|s| s > ch.info.slot_size as u64);
+    let end = if overlap {
+        std::thread::scope(|scope| -> Result<End, FrameError> {
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<(&[u8], u64)>(ch.info.slot_count as usize);
+            let w = &mut writer;
+            let handle = scope.spawn(move || -> Result<(), FrameError> {
+                for (bytes, total) in rx {
+                    w.put(bytes, total)?;
+                }
+                Ok(())
+            });
+            let end = take_chunks(ch, req, &mut total, &mut flagged, |bytes, total| {
+                if let Some(c) = ctx.as_mut() {
+                    c.consume(bytes);
+                }
+                // A closed channel means the writer failed; its error is reported at join.
+                let _ = tx.send((bytes, total));
+                Ok(())
+            });
+            drop(tx);
+            handle.join().expect("writer thread panicked")?;
+            end
+        })?
+    } else {
+        take_chunks(ch, req, &mut total, &mut flagged, |bytes, total| {
+            if let Some(c) = ctx.as_mut() {
+                c.consume(bytes);
+            }
+            writer.put(bytes, total)
+        })?
+    };
+    // Our own failure explains an abort the sender made because we flagged it.
+    if let Some(e) = writer.error {
+        return Err(answer_write_failure(ch, e, total)?);
+    }
+    if flagged {
+        ch.answer(&refused(Status::LengthMismatch))?;
+        return Err(FileFailure::Answered(
+            Status::LengthMismatch,
+            format!("more bytes than the {:?} announced", req.size),
+        ));
+    }
+    match end {
+        End::Complete => Ok((total, ctx.map(|c| c.finalize().0).unwrap_or([0; 16]))),
+        End::SenderAborted(code) => {
+            ch.answer(&refused(Status::Aborted))?;
+            if code == frame::Abort::Interrupted as u32 {
+                return Err(FileFailure::Leaving("the sender was interrupted".into()));
+            }
+            let why = match code {
+                2 => "the sender could not read its file",
+                3 => "the file changed while it was sent",
+                _ => "the sender aborted",
+            };
+            Err(FileFailure::Answered(Status::Aborted, why.into()))
+        }
+        End::BadChunk(e) => {
+            ch.answer(&refused(Status::BadRequest))?;
+            Err(FileFailure::Answered(
+                Status::BadRequest,
+                format!("bad chunk: {e}"),
+            ))
+        }
+    }
+}
+
+/// The chunk loop: waits for each filled slot and passes its bytes and the running total on.
+fn take_chunks<'c>(
+    ch: &'c Channel,
+    req: &Request,
+    total: &mut u64,
+    flagged: &mut bool,
+    mut each: impl FnMut(&'c [u8], u64) -> Result<(), FrameError>,
+) -> Result<End, FrameError> {
     let mut index = 0u64;
-    let mut write_error: Option<io::Error> = None;
-    let mut flagged: Option<Status> = None;
     loop {
         let (chunk, bytes) = match ch.next_chunk(index)? {
             Ok(c) => c,
-            Err(ChunkError::Aborted(code)) => {
-                // The sender stopped because we told it to: answer with our own reason.
-                if let Some(e) = write_error.take() {
-                    return Err(answer_write_failure(ch, e, total)?);
-                }
-                if let Some(status) = flagged {
-                    ch.answer(&refused(status))?;
-                    return Err(FileFailure::Answered(
-                        status,
-                        format!("more bytes than the {:?} announced", req.size),
-                    ));
-                }
-                ch.answer(&refused(Status::Aborted))?;
-                if code == frame::Abort::Interrupted as u32 {
-                    return Err(FileFailure::Leaving("the sender was interrupted".into()));
-                }
-                let why = match code {
-                    2 => "the sender could not read its file",
-                    3 => "the file changed while it was sent",
-                    _ => "the sender aborted",
-                };
-                return Err(FileFailure::Answered(Status::Aborted, why.into()));
-            }
-            Err(ChunkError::Bad(e)) => {
-                ch.answer(&refused(Status::BadRequest))?;
-                return Err(FileFailure::Answered(
-                    Status::BadRequest,
-                    format!("bad chunk: {e}"),
-                ));
-            }
+            Err(ChunkError::Aborted(code)) => return Ok(End::SenderAborted(code)),
+            Err(ChunkError::Bad(e)) => return Ok(End::BadChunk(e)),
         };
         trace!(index, len = chunk.len, last = chunk.last, "chunk");
-        if write_error.is_none()
-            && let Err(e) = sink.file().write_all(bytes)
-        {
-            // Keep taking chunks so the sender is not left blocked, but tell it to stop.
-            ch.flag_failure(Status::WriteFailed);
-            write_error = Some(e);
-        }
-        if let Some(c) = ctx.as_mut() {
-            c.consume(bytes);
-        }
-        total += chunk.len as u64;
-        if req.size.is_some_and(|s| total > s) && flagged.is_none() {
+        *total += chunk.len as u64;
+        if req.size.is_some_and(|s| *total > s) && !*flagged {
             ch.flag_failure(Status::LengthMismatch);
-            flagged = Some(Status::LengthMismatch);
+            *flagged = true;
         }
-        ch.release_slot(total)?;
+        each(bytes, *total)?;
         index += 1;
         if chunk.last {
-            break;
+            return Ok(End::Complete);
         }
     }
-    if let Some(e) = write_error {
-        return Err(answer_write_failure(ch, e, total)?);
-    }
-    Ok((total, ctx.map(|c| c.finalize().0).unwrap_or([0; 16])))
 }
 
 fn answer_write_failure(ch: &Channel, e: io::Error, total: u64) -> Result<FileFailure, FrameError> {
