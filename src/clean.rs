@@ -41,7 +41,13 @@ pub fn run(args: CleanArgs) -> i32 {
     } else if args.stale {
         clean_stale(&args)
     } else {
-        clean_key(args.channel.key.unwrap_or(frame::DEFAULT_KEY), &args)
+        match args.channel.native_key() {
+            Ok(key) => clean_key(key, &args),
+            Err(e) => {
+                crate::error(e);
+                return exit::USAGE;
+            }
+        }
     };
     match result {
         Ok(lines) => {
@@ -122,9 +128,10 @@ fn clean_stale(args: &CleanArgs) -> Result<Vec<String>, CleanError> {
 fn clean_legacy(args: &CleanArgs) -> Result<Vec<String>, CleanError> {
     let mut lines = Vec::new();
     let mut segments = Vec::new();
+    let (content_key, size_key) = args.channel.legacy_keys();
     for (key, len) in [
-        (legacy::CONTENT_KEY, legacy::CONTENT_LEN),
-        (legacy::SIZE_KEY, legacy::SIZE_LEN),
+        (content_key, legacy::CONTENT_LEN),
+        (size_key, legacy::SIZE_LEN),
     ] {
         let Ok(shm) = Shm::open(key) else { continue };
         let stat = shm.stat().map_err(FrameError::from)?;
@@ -152,7 +159,7 @@ fn clean_legacy(args: &CleanArgs) -> Result<Vec<String>, CleanError> {
             ));
         }
     }
-    for key in [legacy::CONTENT_KEY, legacy::SIZE_KEY] {
+    for key in [content_key, size_key] {
         let Ok(set) = SemSet::open(key) else { continue };
         let stat = set.stat().map_err(FrameError::from)?;
         if stat.nsems != 1 {
@@ -171,7 +178,9 @@ fn clean_legacy(args: &CleanArgs) -> Result<Vec<String>, CleanError> {
         }
     }
     if lines.is_empty() {
-        lines.push("nothing of the original system to clean (keys 42, 44)".into());
+        lines.push(format!(
+            "nothing of the original system to clean (keys {content_key}, {size_key})"
+        ));
     }
     Ok(lines)
 }

@@ -27,6 +27,8 @@ pub enum RecvError {
     BadBasename,
     #[error("--ext must not contain `/`")]
     BadExt,
+    #[error("{0}")]
+    Usage(String),
     #[error("the receiver of key {key} (pid {pid}) died; taking the key over")]
     Takeover { key: sysv::Key, pid: i32 },
     #[error(transparent)]
@@ -37,7 +39,7 @@ impl RecvError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RecvError::Dir { .. } => exit::CANTCREAT,
-            RecvError::BadBasename | RecvError::BadExt => exit::USAGE,
+            RecvError::BadBasename | RecvError::BadExt | RecvError::Usage(_) => exit::USAGE,
             RecvError::Takeover { .. } => exit::OK,
             RecvError::Frame(e) => e.exit_code(),
         }
@@ -113,7 +115,7 @@ pub fn prepare_output(dir: &Path, basename: &str, ext: &str) -> Result<Namer, Re
 }
 
 fn serve(args: RecvArgs) -> Result<i32, RecvError> {
-    let key = args.channel.key.unwrap_or(frame::DEFAULT_KEY);
+    let key = args.channel.native_key().map_err(RecvError::Usage)?;
     let once = args.once || args.stdout;
     let quiet = args.verbosity.quiet;
     let mut namer = if args.stdout {

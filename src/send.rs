@@ -102,7 +102,13 @@ pub fn run(args: SendArgs) -> i32 {
         crate::error(SendError::BadName);
         return exit::USAGE;
     }
-    let key = args.channel.key.unwrap_or(frame::DEFAULT_KEY);
+    let key = match args.channel.native_key() {
+        Ok(k) => k,
+        Err(e) => {
+            crate::error(e);
+            return exit::USAGE;
+        }
+    };
     let deadline = args
         .wait
         .map(|s| Instant::now() + Duration::from_secs_f64(s));

@@ -1,0 +1,456 @@
+//! `--legacy` against stand-ins for the original producer and consumer, written from
+//! ../shared/legacy-protocol.md: plain -1/+1 semaphore operations, no SEM_UNDO, the producer
+//! taking the content semaphore back 3 ms after releasing it, as the Python original does.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use shmxfer::legacy::{decode_size, encode_size};
+use shmxfer::sysv::{Key, Mapping, SemOp, SemSet, Shm};
+
+const T: Option<Duration> = Some(Duration::from_secs(20));
+
+/// The original producer takes the content semaphore back 3 ms after releasing it; on two
+/// cores, sibling tests moving megabytes can keep the receiver off the CPU that long. Test
+/// binaries run one at a time, so serializing this binary's tests gives each the machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Objects {
+    content_sem: SemSet,
+    size_sem: SemSet,
+    content: Mapping,
+    size: Mapping,
+}
+
+fn attach(ck: Key, sk: Key) -> Objects {
+    Objects {
+        content_sem: SemSet::open(ck).unwrap(),
+        size_sem: SemSet::open(sk).unwrap(),
+        content: Shm::open(ck).unwrap().attach(true).unwrap(),
+        size: Shm::open(sk).unwrap().attach(true).unwrap(),
+    }
+}
+
+/// The original producer, step by step.
+fn producer(ck: Key, sk: Key, data: &[u8], md5: bool) -> Result<(), String> {
+    let o = attach(ck, sk);
+    o.size_sem
+        .op(&[SemOp::take(0)], T)
+        .map_err(|e| e.to_string())?;
+    o.content_sem
+        .op(&[SemOp::take(0)], T)
+        .map_err(|e| e.to_string())?;
+    o.size.write(0, &encode_size(data.len())).unwrap();
+    o.size_sem.op(&[SemOp::give(0)], None).unwrap();
+    o.content.write(0, data).unwrap();
+    o.content_sem.op(&[SemOp::give(0)], None).unwrap();
+    if md5 {
+        std::thread::sleep(Duration::from_millis(3));
+        o.content_sem
+            .op(&[SemOp::take(0)], T)
+            .map_err(|e| e.to_string())?;
+        let mut reply = [0u8; 32];
+        o.content.read(0, &mut reply).unwrap();
+        o.content_sem.op(&[SemOp::give(0)], None).unwrap();
+        let want = format!("{:x}", md5::compute(data));
+        if reply != want.as_bytes() {
+            return Err(format!("md5 mismatch: {}", String::from_utf8_lossy(&reply)));
+        }
+    }
+    Ok(())
+}
+
+/// The original consumer: creates the four objects and serves `files` transfers, returning
+/// what it received. It spins on the size semaphore like the original, with a short sleep.
+fn consumer(
+    ck: Key,
+    sk: Key,
+    md5: bool,
+    files: usize,
+    ready: std::sync::mpsc::Sender<()>,
+) -> Vec<Vec<u8>> {
+    let content_shm = Shm::create(ck, 5_000_000, 0o600).unwrap();
+    let size_shm = Shm::create(sk, 10, 0o600).unwrap();
+    let content_sem = SemSet::create(ck, 1, 0o600).unwrap();
+    let size_sem = SemSet::create(sk, 1, 0o600).unwrap();
+    let content = content_shm.attach(true).unwrap();
+    let size = size_shm.attach(true).unwrap();
+    size.write(0, &encode_size(0)).unwrap();
+    size_sem.op(&[SemOp::give(0)], None).unwrap();
+    content_sem.op(&[SemOp::give(0)], None).unwrap();
+    ready.send(()).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < files && Instant::now() < deadline {
+        size_sem.op(&[SemOp::take(0)], T).unwrap();
+        let mut f = [0u8; 10];
+        size.read(0, &mut f).unwrap();
+        let n = decode_size(&f).unwrap();
+        size.write(0, &encode_size(0)).unwrap();
+        size_sem.op(&[SemOp::give(0)], None).unwrap();
+        if n == 0 {
+            std::thread::sleep(Duration::from_micros(100));
+            continue;
+        }
+        content_sem.op(&[SemOp::take(0)], T).unwrap();
+        let bytes = content.bytes(0, n).unwrap().to_vec();
+        if md5 {
+            content
+                .write(0, format!("{:x}\0", md5::compute(&bytes)).as_bytes())
+                .unwrap();
+        }
+        content_sem.op(&[SemOp::give(0)], None).unwrap();
+        got.push(bytes);
+    }
+    // The objects stay until the test's key guards remove them: the original consumer never
+    // leaves while a producer may still be reading its reply.
+    let _ = (size_sem, content_sem, size_shm, content_shm);
+    got
+}
+
+fn keys(env: &Env) -> (Key, Key, KeyGuard) {
+    // Env's own guard covers KEY and KEY+1; the size key gets a guard of its own.
+    let sk = Key(env.key.0 + 2);
+    (env.key, sk, KeyGuard(sk))
+}
+
+fn legacy_recv(env: &Env, ck: Key, sk: Key, extra: &[&str]) -> Receiver {
+    let mut c = Command::new(BIN);
+    c.args([
+        "recv",
+        "--legacy",
+        "--key",
+        &ck.0.to_string(),
+        "--size-key",
+        &sk.0.to_string(),
+        "--dir",
+    ]);
+    c.arg(env.out())
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let r = Receiver {
+        child: Some(c.spawn().unwrap()),
+    };
+    assert!(wait_until(Duration::from_secs(10), || SemSet::open(sk)
+        .and_then(|s| s.value(0))
+        .unwrap_or(0)
+        == 1));
+    r
+}
+
+#[test]
+fn the_original_producer_feeds_recv_legacy_with_and_without_md5() {
+    let _serial = serial();
+    for md5 in [false, true] {
+        let env = Env::new();
+        let (ck, sk, _g) = keys(&env);
+        let r = legacy_recv(&env, ck, sk, if md5 { &["-m"] } else { &[] });
+        let sizes = [1usize, 1000, 65_537, 5_000_000];
+        for (i, &n) in sizes.iter().enumerate() {
+            producer(ck, sk, &pattern(n, i as u8), md5)
+                .unwrap_or_else(|e| panic!("{n} bytes, md5 {md5}: {e}"));
+            // One producer process per file, as the original is used: the next one starts
+            // tens of milliseconds later, never before the consumer took the last hand-over.
+            let name = env.out().join(format!("file{:02}.jpg", i + 1));
+            assert!(wait_until(Duration::from_secs(10), || name.exists()));
+        }
+        let out = r.stop();
+        assert_eq!(out.status.code(), Some(130));
+        for (i, &n) in sizes.iter().enumerate() {
+            let got = std::fs::read(env.out().join(format!("file{:02}.jpg", i + 1))).unwrap();
+            assert_eq!(
+                (got.len(), md5::compute(&got)),
+                (n, md5::compute(pattern(n, i as u8))),
+                "file {i}, md5 {md5}"
+            );
+        }
+        assert!(
+            Shm::open(ck).is_err() && Shm::open(sk).is_err(),
+            "SIGTERM must remove the objects"
+        );
+        assert!(SemSet::open(ck).is_err() && SemSet::open(sk).is_err());
+    }
+}
+
+#[test]
+fn the_producers_quick_hash_take_back_never_wins_the_hand_over() {
+    let _serial = serial();
+    let env = Env::new();
+    let (ck, sk, _g) = keys(&env);
+    let _r = legacy_recv(&env, ck, sk, &["-m"]);
+    let mut failed = 0;
+    for i in 0..30 {
+        if producer(ck, sk, &pattern(200_000 + i, i as u8), true).is_err() {
+            failed += 1;
+        }
+        let name = env.out().join(format!("file{:02}.jpg", i + 1));
+        assert!(wait_until(Duration::from_secs(10), || name.exists()));
+    }
+    assert_eq!(
+        failed, 0,
+        "{failed} of 30 transfers read their own bytes as the hash"
+    );
+}
+
+#[test]
+fn an_idle_legacy_receiver_uses_no_cpu() {
+    let _serial = serial();
+    let env = Env::new();
+    let (ck, sk, _g) = keys(&env);
+    let r = legacy_recv(&env, ck, sk, &[]);
+    let ticks = || {
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", r.pid())).unwrap();
+        let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let before = ticks();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(ticks() - before <= 1, "an idle receiver spun");
+}
+
+#[test]
+fn send_legacy_feeds_the_original_consumer_with_and_without_md5() {
+    let _serial = serial();
+    for md5 in [false, true] {
+        let env = Env::new();
+        let (ck, sk, _g) = keys(&env);
+        let sizes = [1usize, 1000, 65_537, 5_000_000];
+        let (tx, rx) = std::sync::mpsc::channel();
+        let consumer = std::thread::spawn(move || consumer(ck, sk, md5, 4, tx));
+        rx.recv().unwrap();
+        let files: Vec<_> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let p = env.path(&format!("in{i}"));
+                std::fs::write(&p, pattern(n, i as u8)).unwrap();
+                p
+            })
+            .collect();
+        let mut c = Command::new(BIN);
+        c.args([
+            "send",
+            "--legacy",
+            "--key",
+            &ck.0.to_string(),
+            "--size-key",
+            &sk.0.to_string(),
+        ]);
+        if md5 {
+            c.arg("-m");
+        }
+        c.args(&files);
+        let o = run_bounded(c, Duration::from_secs(60));
+        assert!(o.status.success(), "md5 {md5}: {}", stderr(&o));
+        let got = consumer.join().unwrap();
+        assert_eq!(got.len(), 4);
+        for (i, &n) in sizes.iter().enumerate() {
+            assert_eq!(
+                (got[i].len(), md5::compute(&got[i])),
+                (n, md5::compute(pattern(n, i as u8))),
+                "file {i}, md5 {md5}"
+            );
+        }
+    }
+}
+
+#[test]
+fn send_legacy_refuses_sizes_the_protocol_cannot_carry_touching_no_semaphore() {
+    let _serial = serial();
+    let env = Env::new();
+    let (ck, sk, _g) = keys(&env);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let consumer = std::thread::spawn(move || consumer(ck, sk, false, 1, tx));
+    rx.recv().unwrap();
+    let before: Vec<_> = [ck, sk]
+        .iter()
+        .map(|k| SemSet::open(*k).unwrap().stat().unwrap().otime)
+        .collect();
+    let empty = env.file("empty", 0);
+    let big = env.file("big", 5_000_001);
+    for f in [&empty, &big] {
+        let mut c = Command::new(BIN);
+        c.args([
+            "send",
+            "--legacy",
+            "--key",
+            &ck.0.to_string(),
+            "--size-key",
+            &sk.0.to_string(),
+        ])
+        .arg(f);
+        let o = run_bounded(c, Duration::from_secs(10));
+        assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("1 to 5,000,000 bytes"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    let after: Vec<_> = [ck, sk]
+        .iter()
+        .map(|k| SemSet::open(*k).unwrap().stat().unwrap().otime)
+        .collect();
+    assert_eq!(before, after, "a refused file touched a semaphore");
+    // The consumer still serves: one good file.
+    let ok = env.file("ok", 10);
+    let mut c = Command::new(BIN);
+    c.args([
+        "send",
+        "--legacy",
+        "--key",
+        &ck.0.to_string(),
+        "--size-key",
+        &sk.0.to_string(),
+    ])
+    .arg(&ok);
+    assert!(run_bounded(c, Duration::from_secs(20)).status.success());
+    assert_eq!(consumer.join().unwrap(), vec![pattern(10, 2)]);
+}
+
+#[test]
+fn send_legacy_without_a_consumer_says_to_start_one() {
+    let _serial = serial();
+    let env = Env::new();
+    let (ck, sk, _g) = keys(&env);
+    let f = env.file("a", 10);
+    let mut c = Command::new(BIN);
+    c.args([
+        "send",
+        "--legacy",
+        "--key",
+        &ck.0.to_string(),
+        "--size-key",
+        &sk.0.to_string(),
+    ])
+    .arg(&f);
+    let o = run_bounded(c, Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(69));
+    assert!(stderr(&o).contains("consumer"), "{}", stderr(&o));
+}
+
+/// Run as a child process: takes both semaphores as the original producer does, then dies.
+#[test]
+fn stand_in_dying_producer() {
+    let Ok(keys) = std::env::var("SHMXFER_STANDIN_DIE") else {
+        return;
+    };
+    let k: Vec<u32> = keys.split(',').map(|s| s.parse().unwrap()).collect();
+    let o = attach(Key(k[0]), Key(k[1]));
+    o.size_sem.op(&[SemOp::take(0)], T).unwrap();
+    o.content_sem.op(&[SemOp::take(0)], T).unwrap();
+    std::process::exit(0);
+}
+
+#[test]
+fn a_producer_that_dies_holding_the_semaphores_does_not_wedge_recv_legacy() {
+    let _serial = serial();
+    let env = Env::new();
+    let (ck, sk, _g) = keys(&env);
+    let _r = legacy_recv(&env, ck, sk, &[]);
+    let st = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "stand_in_dying_producer", "--nocapture"])
+        .env("SHMXFER_STANDIN_DIE", format!("{},{}", ck.0, sk.0))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let t = Instant::now();
+    producer(ck, sk, b"after", false).unwrap();
+    eprintln!(
+        "next producer went through {:?} after one died holding the semaphores",
+        t.elapsed()
+    );
+    assert_eq!(
+        std::fs::read(env.out().join("file01.jpg")).unwrap(),
+        b"after"
+    );
+}
+
+#[test]
+fn status_marks_the_original_systems_objects_and_clean_legacy_removes_them() {
+    let _serial = serial();
+    if Shm::open(Key(42)).is_ok() || Shm::open(Key(44)).is_ok() {
+        eprintln!("skipped: something already uses keys 42/44 on this host");
+        return;
+    }
+    let _g1 = KeyGuard(Key(42));
+    let _g2 = KeyGuard(Key(44));
+    let env = Env::new();
+    let mut c = Command::new(BIN);
+    c.args(["recv", "--legacy", "--dir"])
+        .arg(env.out())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let r = Receiver {
+        child: Some(c.spawn().unwrap()),
+    };
+    assert!(wait_until(Duration::from_secs(10), || SemSet::open(Key(
+        44
+    ))
+    .and_then(|s| s.value(0))
+    .unwrap_or(0)
+        == 1));
+    let o = run_bounded(
+        {
+            let mut c = Command::new(BIN);
+            c.args(["status", "--key", "42"]);
+            c
+        },
+        Duration::from_secs(10),
+    );
+    assert!(
+        stdout(&o).contains("original system (content)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run_bounded(
+        {
+            let mut c = Command::new(BIN);
+            c.args(["status", "--key", "44", "--json"]);
+            c
+        },
+        Duration::from_secs(10),
+    );
+    assert!(stdout(&o).contains("legacy-size"), "{}", stdout(&o));
+    // A consumer is attached: clean --legacy refuses without --force.
+    let o = run_bounded(
+        {
+            let mut c = Command::new(BIN);
+            c.args(["clean", "--legacy"]);
+            c
+        },
+        Duration::from_secs(10),
+    );
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    r.signal("KILL");
+    r.wait(Duration::from_secs(10));
+    let o = run_bounded(
+        {
+            let mut c = Command::new(BIN);
+            c.args(["clean", "--legacy"]);
+            c
+        },
+        Duration::from_secs(10),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o)
+            .lines()
+            .filter(|l| l.starts_with("removed"))
+            .count(),
+        4,
+        "{}",
+        stdout(&o)
+    );
+    assert!(Shm::open(Key(42)).is_err() && SemSet::open(Key(44)).is_err());
+}
