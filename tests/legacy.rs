@@ -366,6 +366,8 @@ fn a_producer_that_dies_holding_the_semaphores_does_not_wedge_recv_legacy() {
     assert!(st.success());
     let t = Instant::now();
     producer(ck, sk, b"after", false).unwrap();
+    let name = env.out().join("file01.jpg");
+    assert!(wait_until(Duration::from_secs(10), || name.exists()));
     eprintln!(
         "next producer went through {:?} after one died holding the semaphores",
         t.elapsed()
