@@ -1,1 +1,83 @@
-//! Progress bars on stderr.
+//! Progress on long transfers: an indicatif bar on stderr, only when stderr is a terminal,
+//! never with -q, and only once a transfer has taken a moment (so quick files draw nothing).
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// How long a transfer runs before its bar appears.
+const DELAY: Duration = Duration::from_millis(200);
+
+pub struct Progress {
+    enabled: bool,
+    started: Instant,
+    total: Option<u64>,
+    label: String,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    /// `quiet` and a non-terminal stderr turn it off for good.
+    pub fn new(quiet: bool, total: Option<u64>, label: impl Into<String>) -> Progress {
+        Progress {
+            enabled: !quiet && std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            total,
+            label: label.into(),
+            bar: None,
+        }
+    }
+
+    /// Called once per chunk: a clock read until the bar exists, then an atomic store.
+    pub fn set(&mut self, done: u64) {
+        if !self.enabled {
+            return;
+        }
+        if self.bar.is_none() {
+            if self.started.elapsed() < DELAY {
+                return;
+            }
+            self.bar = Some(self.make_bar());
+        }
+        if let Some(b) = &self.bar {
+            b.set_position(done);
+        }
+    }
+
+    fn make_bar(&self) -> ProgressBar {
+        let color = crate::color_stderr();
+        let (template, bar) = match self.total {
+            Some(_) => (
+                "{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                true,
+            ),
+            None => ("{msg} {spinner} {bytes} {bytes_per_sec} {elapsed}", false),
+        };
+        let template = if color {
+            template.replace("{wide_bar}", "{wide_bar:.cyan/blue}")
+        } else {
+            template.into()
+        };
+        let style = ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let style = if bar {
+            style.progress_chars("=> ")
+        } else {
+            style
+        };
+        let b = ProgressBar::with_draw_target(self.total, ProgressDrawTarget::stderr())
+            .with_style(style);
+        b.set_message(self.label.clone());
+        b
+    }
+}
+
+impl Drop for Progress {
+    /// Removes the bar, leaving the terminal as it was, however the transfer ended.
+    fn drop(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}

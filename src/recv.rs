@@ -17,6 +17,7 @@ use crate::cli::RecvArgs;
 use crate::frame::{
     self, Channel, ChunkError, Config, FrameError, Op, Outcome, Probe, Request, State, Status,
 };
+use crate::progress::Progress;
 use crate::{exit, sysv};
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,7 @@ struct Opts {
     preserve: bool,
     stdout: bool,
     fsync: bool,
+    quiet: bool,
 }
 
 pub fn run(args: RecvArgs) -> i32 {
@@ -129,6 +131,7 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
         preserve: args.preserve,
         stdout: args.stdout,
         fsync: args.fsync,
+        quiet,
     };
 
     sysv::ignore_file_size_signal();
@@ -416,7 +419,9 @@ fn receive_one(
         }
     };
     ch.answer(&refused(Status::Accepted))?;
-    let result = drain(ch, req, &mut sink, md5);
+    let mut progress = Progress::new(opts.quiet, req.size, display_name(&req.name));
+    let result = drain(ch, req, &mut sink, md5, &mut progress);
+    drop(progress);
     let (total, digest) = match result {
         Ok(v) => v,
         Err(f) => {
@@ -542,6 +547,7 @@ fn drain(
     req: &Request,
     sink: &mut Sink,
     md5: bool,
+    progress: &mut Progress,
 ) -> Result<(u64, [u8; 16]), FileFailure> {
     let mut ctx = md5.then(md5::Context::new);
     let mut total = 0u64;
@@ -566,25 +572,39 @@ fn drain(
                 }
                 Ok(())
             });
-            let end = take_chunks(ch, req, &mut total, &mut flagged, |bytes, total| {
-                if let Some(c) = ctx.as_mut() {
-                    c.consume(bytes);
-                }
-                // A closed channel means the writer failed; its error is reported at join.
-                let _ = tx.send((bytes, total));
-                Ok(())
-            });
+            let end = take_chunks(
+                ch,
+                req,
+                &mut total,
+                &mut flagged,
+                progress,
+                |bytes, total| {
+                    if let Some(c) = ctx.as_mut() {
+                        c.consume(bytes);
+                    }
+                    // A closed channel means the writer failed; its error is reported at join.
+                    let _ = tx.send((bytes, total));
+                    Ok(())
+                },
+            );
             drop(tx);
             handle.join().expect("writer thread panicked")?;
             end
         })?
     } else {
-        take_chunks(ch, req, &mut total, &mut flagged, |bytes, total| {
-            if let Some(c) = ctx.as_mut() {
-                c.consume(bytes);
-            }
-            writer.put(bytes, total)
-        })?
+        take_chunks(
+            ch,
+            req,
+            &mut total,
+            &mut flagged,
+            progress,
+            |bytes, total| {
+                if let Some(c) = ctx.as_mut() {
+                    c.consume(bytes);
+                }
+                writer.put(bytes, total)
+            },
+        )?
     };
     // Our own failure explains an abort the sender made because we flagged it.
     if let Some(e) = writer.error {
@@ -627,6 +647,7 @@ fn take_chunks<'c>(
     req: &Request,
     total: &mut u64,
     flagged: &mut bool,
+    progress: &mut Progress,
     mut each: impl FnMut(&'c [u8], u64) -> Result<(), FrameError>,
 ) -> Result<End, FrameError> {
     let mut index = 0u64;
@@ -643,6 +664,7 @@ fn take_chunks<'c>(
             *flagged = true;
         }
         each(bytes, *total)?;
+        progress.set(*total);
         index += 1;
         if chunk.last {
             return Ok(End::Complete);

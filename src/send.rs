@@ -15,6 +15,7 @@ use tracing::{debug, trace};
 
 use crate::cli::SendArgs;
 use crate::frame::{self, Abort, Channel, Chunk, FrameError, Meta, Op, Request, Status};
+use crate::progress::Progress;
 use crate::{exit, sysv};
 
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +156,7 @@ pub fn run(args: SendArgs) -> i32 {
     let md5 = args.md5 || ch.info.require_md5;
     let mut code = exit::OK;
     for path in &args.files {
-        match send_one(&ch, path, &args.name, md5) {
+        match send_one(&ch, path, &args.name, md5, args.verbosity.quiet) {
             Ok(()) => {}
             Err(e) if e.is_fatal() => return fail(&e),
             Err(e) => {
@@ -270,7 +271,13 @@ fn hex(d: &[u8; 16]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn send_one(ch: &Channel, path: &Path, stdin_name: &str, md5: bool) -> Result<(), SendError> {
+fn send_one(
+    ch: &Channel,
+    path: &Path,
+    stdin_name: &str,
+    md5: bool,
+    quiet: bool,
+) -> Result<(), SendError> {
     let (file, size, meta) = open_input(path)?;
     let name = if path.as_os_str() == "-" {
         stdin_name.as_bytes().to_vec()
@@ -295,6 +302,7 @@ fn send_one(ch: &Channel, path: &Path, stdin_name: &str, md5: bool) -> Result<()
     }
 
     let mut ctx = md5.then(md5::Context::new);
+    let mut progress = Progress::new(quiet, size, path.display().to_string());
     let slot_size = ch.info.slot_size;
     let mut total: u64 = 0;
     let mut index: u64 = 0;
@@ -322,6 +330,7 @@ fn send_one(ch: &Channel, path: &Path, stdin_name: &str, md5: bool) -> Result<()
             }
         };
         total += n as u64;
+        progress.set(total);
         let last = match size {
             Some(s) if n < limit => {
                 ch.abort(Abort::FileChanged)?;

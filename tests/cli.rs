@@ -1,0 +1,159 @@
+//! What a person at a terminal meets: help, completions, man page, progress, colour.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn run(args: &[&str]) -> std::process::Output {
+    let mut c = Command::new(BIN);
+    c.args(args).env_remove("SHMXFER_KEY");
+    run_bounded(c, Duration::from_secs(20))
+}
+
+/// Runs a shell command under a pseudo-terminal (`script`), returning everything it drew.
+fn under_tty(cmd: &str, env: &[(&str, &str)]) -> Vec<u8> {
+    let mut c = Command::new("script");
+    c.args(["-qec", cmd, "/dev/null"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    run_bounded(c, Duration::from_secs(60)).stdout
+}
+
+#[test]
+fn help_lists_the_four_subcommands_and_the_helpers() {
+    let o = run(&["--help"]);
+    assert!(o.status.success());
+    let text = stdout(&o);
+    for sub in ["recv", "send", "clean", "status", "completions", "man"] {
+        assert!(
+            text.contains(&format!("  {sub}")),
+            "--help lacks {sub}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn subcommand_help_carries_md5_verbose_and_the_originals_examples() {
+    for (sub, example) in [
+        ("recv", "recv -m"),
+        ("send", "send -m photo.jpg"),
+        ("clean", "shmxfer clean"),
+        ("status", "shmxfer status"),
+    ] {
+        let long = stdout(&run(&[sub, "--help"]));
+        assert!(
+            long.contains("Examples:") && long.contains(example),
+            "{sub} --help:\n{long}"
+        );
+        if sub == "recv" || sub == "send" {
+            assert!(
+                long.contains("-m, --md5-check") && long.contains("-v, --verbose"),
+                "{sub} --help:\n{long}"
+            );
+        }
+        let short = stdout(&run(&[sub, "-h"]));
+        assert!(
+            !short.contains("Examples:") && short.len() < long.len(),
+            "{sub} -h should stay short"
+        );
+    }
+    // status uses ipcs's letters: -m is shared memory there, not MD5.
+    assert!(stdout(&run(&["status", "--help"])).contains("-m, --shm"));
+}
+
+#[test]
+fn completions_are_produced_for_every_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let o = run(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        assert!(
+            stdout(&o).contains("shmxfer") && stdout(&o).contains("recv"),
+            "{shell}"
+        );
+    }
+    assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(64));
+}
+
+#[test]
+fn man_page_is_roff_on_stdout() {
+    let o = run(&["man"]);
+    assert!(o.status.success());
+    let text = stdout(&o);
+    assert!(
+        text.starts_with(".ie") || text.contains(".TH shmxfer"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    assert!(text.contains("recv"));
+}
+
+#[test]
+fn progress_is_drawn_on_a_terminal_and_never_into_a_pipe() {
+    let env = Env::new();
+    let _r = env.recv(&["-q"]);
+    let cmd = format!(
+        "(head -c 20000000 /dev/zero; sleep 0.6; head -c 20000000 /dev/zero) | {BIN} send --key {} --name slow -",
+        env.key_arg()
+    );
+    let drawn = under_tty(&cmd, &[]);
+    let text = String::from_utf8_lossy(&drawn);
+    assert!(
+        text.contains("B/s") && text.contains('\r'),
+        "no progress on a terminal: {text:?}"
+    );
+
+    // The same through pipes: not one escape code or carriage return.
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!("{cmd} 2>&1 | cat"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(
+        !o.stdout.contains(&b'\r') && !o.stdout.contains(&0x1b),
+        "{:?}",
+        stdout(&o)
+    );
+    // And nothing with -q even on a terminal.
+    let quiet = under_tty(&cmd.replace(" send ", " send -q "), &[]);
+    assert!(!String::from_utf8_lossy(&quiet).contains("B/s"));
+}
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let env = Env::new();
+    let cmd = format!("{BIN} send --key {} -v /etc/hostname", env.key_arg());
+    let coloured = under_tty(&cmd, &[]);
+    assert!(
+        String::from_utf8_lossy(&coloured).contains("\x1b["),
+        "no colour on a terminal"
+    );
+    let plain = under_tty(&cmd, &[("NO_COLOR", "1")]);
+    assert!(
+        !plain.contains(&0x1b),
+        "colour despite NO_COLOR: {:?}",
+        String::from_utf8_lossy(&plain)
+    );
+    let o = run_bounded(
+        {
+            let mut c = Command::new(BIN);
+            c.args(["send", "-v", "--key", &env.key_arg(), "/etc/hostname"]);
+            c
+        },
+        Duration::from_secs(10),
+    );
+    assert!(
+        !o.stderr.contains(&0x1b),
+        "colour into a pipe: {:?}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("shmxfer: error: no receiver"),
+        "{}",
+        stderr(&o)
+    );
+}
