@@ -105,6 +105,7 @@ pub fn prepare_output(dir: &Path, basename: &str, ext: &str) -> Result<Namer, Re
         dir: dir.into(),
         source,
     })?;
+    remove_dead_partials(dir);
     let ext = if ext.is_empty() || ext.starts_with('.') {
         ext.to_string()
     } else {
@@ -782,6 +783,34 @@ pub fn numbered(name: &OsString, n: u64) -> OsString {
     OsString::from_vec(v)
 }
 
+/// A receiver killed with SIGKILL cannot delete its temporary file; the next one to use DIR
+/// does, for every `.shmxfer-*.part` whose receiver pid is dead (a live one's is left alone).
+fn remove_dead_partials(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if let Some(pid) = partial_owner(name.as_bytes())
+            && !sysv::process_alive(pid)
+        {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// The pid in `.shmxfer-<pid>-<n>.part` or `.shmxfer-legacy-<pid>.part`.
+pub fn partial_owner(name: &[u8]) -> Option<i32> {
+    let rest = name.strip_prefix(b".shmxfer-")?.strip_suffix(b".part")?;
+    let rest = rest.strip_prefix(b"legacy-").unwrap_or(rest);
+    let digits: Vec<u8> = rest
+        .iter()
+        .copied()
+        .take_while(u8::is_ascii_digit)
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
 /// Picks `DIR/<basename><NN><ext>` names, continuing after the highest one already in DIR so a
 /// restarted receiver never overwrites earlier output.
 #[derive(Debug)]
@@ -853,6 +882,14 @@ mod tests {
         assert_eq!(numbered(&".bashrc".into(), 1), ".bashrc-1");
         assert_eq!(numbered(&"README".into(), 1), "README-1");
         assert!(numbered(&OsString::from("x".repeat(255)), 7).len() <= 255);
+    }
+
+    #[test]
+    fn temporary_files_name_their_receiver() {
+        assert_eq!(partial_owner(b".shmxfer-1234-0.part"), Some(1234));
+        assert_eq!(partial_owner(b".shmxfer-legacy-77.part"), Some(77));
+        assert_eq!(partial_owner(b".shmxfer-x.part"), None);
+        assert_eq!(partial_owner(b"file01.jpg"), None);
     }
 
     #[test]
