@@ -641,10 +641,9 @@ impl Channel {
         let ring = cfg.slot_size * cfg.slot_count as usize;
         let control_shm =
             Shm::create(key, CONTROL_LEN, cfg.mode).map_err(|e| create_error(key, e))?;
-        let undo = Cleanup(vec![Box::new(move || {
+        let mut undo = Cleanup(vec![Box::new(move || {
             let _ = control_shm.remove();
         })]);
-        let mut undo = undo;
         let content_shm =
             Shm::create(content_key, ring, cfg.mode).map_err(|e| create_error(content_key, e))?;
         undo.0.push(Box::new(move || {
@@ -717,31 +716,21 @@ impl Channel {
         let control_shm = Shm::from_id(shmid);
         let content_shm = Shm::from_id(info.content_shmid);
         let sems = SemSet::from_id(info.semid);
+        let denied = || FrameError::PermissionDenied {
+            key,
+            owner: sysv::user_name(control_shm.stat().map(|s| s.perm.uid).unwrap_or(u32::MAX)),
+            mode: info.mode,
+        };
         let gone = |e: SysvError| -> FrameError {
             if e.is_permission() {
-                FrameError::PermissionDenied {
-                    key,
-                    owner: sysv::user_name(0),
-                    mode: info.mode,
-                }
+                denied()
             } else if e.is_gone() {
                 FrameError::Removed { key }
             } else {
                 e.into()
             }
         };
-        let control = control_shm.attach(true).map_err(|e| {
-            if e.is_permission() {
-                let owner = control_shm.stat().map(|s| s.perm.uid).unwrap_or(u32::MAX);
-                FrameError::PermissionDenied {
-                    key,
-                    owner: sysv::user_name(owner),
-                    mode: info.mode,
-                }
-            } else {
-                gone(e)
-            }
-        })?;
+        let control = control_shm.attach(true).map_err(gone)?;
         let content = content_shm.attach(true).map_err(gone)?;
         // The content segment is found by the id the header names, so confirm it is the one at
         // KEY+1 and big enough for the ring the header describes.

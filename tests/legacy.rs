@@ -76,6 +76,18 @@ fn consumer(
     files: usize,
     ready: std::sync::mpsc::Sender<()>,
 ) -> Vec<Vec<u8>> {
+    consumer_after(ck, sk, md5, files, ready, None)
+}
+
+/// The consumer, set up at once but serving only once `go` says so (if given).
+fn consumer_after(
+    ck: Key,
+    sk: Key,
+    md5: bool,
+    files: usize,
+    ready: std::sync::mpsc::Sender<()>,
+    go: Option<std::sync::mpsc::Receiver<()>>,
+) -> Vec<Vec<u8>> {
     let content_shm = Shm::create(ck, 5_000_000, 0o600).unwrap();
     let size_shm = Shm::create(sk, 10, 0o600).unwrap();
     let content_sem = SemSet::create(ck, 1, 0o600).unwrap();
@@ -86,6 +98,9 @@ fn consumer(
     size_sem.op(&[SemOp::give(0)], None).unwrap();
     content_sem.op(&[SemOp::give(0)], None).unwrap();
     ready.send(()).unwrap();
+    if let Some(go) = go {
+        go.recv().unwrap();
+    }
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while got.len() < files && Instant::now() < deadline {
@@ -269,8 +284,20 @@ fn send_legacy_refuses_sizes_the_protocol_cannot_carry_touching_no_semaphore() {
     let env = Env::new();
     let (ck, sk, _g) = keys(&env);
     let (tx, rx) = std::sync::mpsc::channel();
-    let consumer = std::thread::spawn(move || consumer(ck, sk, false, 1, tx));
+    let (go_tx, go_rx) = std::sync::mpsc::channel();
+    // Set up but not yet serving: nothing else touches the semaphores while we look.
+    let consumer = std::thread::spawn(move || consumer_after(ck, sk, false, 1, tx, Some(go_rx)));
     rx.recv().unwrap();
+    let values = || -> Vec<(i32, i32)> {
+        [ck, sk]
+            .iter()
+            .map(|k| {
+                let s = SemSet::open(*k).unwrap();
+                (s.value(0).unwrap(), s.last_pid(0).unwrap())
+            })
+            .collect()
+    };
+    let before_values = values();
     let before: Vec<_> = [ck, sk]
         .iter()
         .map(|k| SemSet::open(*k).unwrap().stat().unwrap().otime)
@@ -301,6 +328,12 @@ fn send_legacy_refuses_sizes_the_protocol_cannot_carry_touching_no_semaphore() {
         .map(|k| SemSet::open(*k).unwrap().stat().unwrap().otime)
         .collect();
     assert_eq!(before, after, "a refused file touched a semaphore");
+    assert_eq!(
+        before_values,
+        values(),
+        "a refused file touched a semaphore"
+    );
+    go_tx.send(()).unwrap();
     // The consumer still serves: one good file.
     let ok = env.file("ok", 10);
     let mut c = Command::new(BIN);

@@ -87,12 +87,14 @@ impl Env {
             .stderr(Stdio::piped());
         let child = c.spawn().unwrap();
         let r = Receiver { child: Some(child) };
-        wait_until(Duration::from_secs(10), || {
-            matches!(
-                frame::probe(self.key),
-                Ok(Probe::Channel { alive: true, .. })
-            )
+        // Ready means the gate is open: the receiver published "idle".
+        let ready = wait_until(Duration::from_secs(10), || match frame::probe(self.key) {
+            Ok(Probe::Channel {
+                alive: true, shmid, ..
+            }) => frame::View::open(shmid).is_ok_and(|v| v.state() == frame::State::Idle as u32),
+            _ => false,
         });
+        assert!(ready, "the receiver never came up");
         r
     }
     /// Runs `shmxfer send ARGS`, bounded so a hang fails the test instead of the suite.
