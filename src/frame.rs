@@ -641,18 +641,13 @@ impl Channel {
         let ring = cfg.slot_size * cfg.slot_count as usize;
         let control_shm =
             Shm::create(key, CONTROL_LEN, cfg.mode).map_err(|e| create_error(key, e))?;
-        let mut undo = Cleanup(vec![Box::new(move || {
-            let _ = control_shm.remove();
-        })]);
+        let mut undo = crate::Rollback::default();
+        undo.push(move || drop(control_shm.remove()));
         let content_shm =
             Shm::create(content_key, ring, cfg.mode).map_err(|e| create_error(content_key, e))?;
-        undo.0.push(Box::new(move || {
-            let _ = content_shm.remove();
-        }));
+        undo.push(move || drop(content_shm.remove()));
         let sems = SemSet::create(key, sem::COUNT, cfg.mode).map_err(|e| create_error(key, e))?;
-        undo.0.push(Box::new(move || {
-            let _ = sems.remove();
-        }));
+        undo.push(move || drop(sems.remove()));
         sems.set(sem::EMPTY, cfg.slot_count as i32)?;
         sems.op(&[SemOp::give(sem::RECEIVER).undo()], None)
             .map_err(|e| FrameError::from_wait(key, e))?;
@@ -679,7 +674,7 @@ impl Channel {
         control
             .write(0, &head[..8])
             .expect("control segment holds the header");
-        std::mem::forget(undo);
+        undo.disarm();
         Ok(Channel {
             key,
             control_shm,
@@ -1137,17 +1132,6 @@ impl View {
 pub enum ChunkError {
     Aborted(u32),
     Bad(HeaderError),
-}
-
-/// Removes what `create` made so far if it fails partway.
-struct Cleanup(Vec<Box<dyn FnOnce()>>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        while let Some(f) = self.0.pop() {
-            f();
-        }
-    }
 }
 
 fn create_error(key: Key, e: SysvError) -> FrameError {

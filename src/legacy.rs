@@ -84,6 +84,16 @@ pub enum LegacyError {
 }
 
 impl LegacyError {
+    /// What a failed lookup or creation of the four objects means.
+    fn from_sys(e: SysvError, content: Key, size: Key) -> LegacyError {
+        match e.errno() {
+            Some(libc::ENOENT) => LegacyError::NoConsumer { content, size },
+            Some(libc::EEXIST) => LegacyError::InUse { content, size },
+            _ if e.is_permission() => LegacyError::Permission { content, size },
+            _ => e.into(),
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         use LegacyError::*;
         match self {
@@ -136,63 +146,34 @@ struct Legacy {
 impl Legacy {
     /// Creates the four objects as the original consumer does (mode 0600, values 0).
     fn create(content_key: Key, size_key: Key, mode: u32) -> Result<Legacy, LegacyError> {
-        let in_use = |e: SysvError| match e.errno() {
-            Some(libc::EEXIST) => LegacyError::InUse {
-                content: content_key,
-                size: size_key,
-            },
-            _ if e.is_permission() => LegacyError::Permission {
-                content: content_key,
-                size: size_key,
-            },
-            _ => e.into(),
-        };
-        let mut made: Vec<Box<dyn FnOnce()>> = Vec::new();
-        let undo = |made: Vec<Box<dyn FnOnce()>>| made.into_iter().rev().for_each(|f| f());
+        let in_use = |e| LegacyError::from_sys(e, content_key, size_key);
+        let mut undo = crate::Rollback::default();
         let content_shm = Shm::create(content_key, CONTENT_LEN, mode).map_err(in_use)?;
-        made.push(Box::new(move || drop(content_shm.remove())));
-        let step = (|| {
-            let size_shm = Shm::create(size_key, SIZE_LEN, mode).map_err(in_use)?;
-            made.push(Box::new(move || drop(size_shm.remove())));
-            let content_sem = SemSet::create(content_key, 1, mode).map_err(in_use)?;
-            made.push(Box::new(move || drop(content_sem.remove())));
-            let size_sem = SemSet::create(size_key, 1, mode).map_err(in_use)?;
-            made.push(Box::new(move || drop(size_sem.remove())));
-            let content = content_shm.attach(true)?;
-            let size = size_shm.attach(true)?;
-            Ok::<_, LegacyError>(Legacy {
-                content_key,
-                size_key,
-                content_shm,
-                size_shm,
-                content_sem,
-                size_sem,
-                content,
-                size,
-            })
-        })();
-        match step {
-            Ok(l) => Ok(l),
-            Err(e) => {
-                undo(made);
-                Err(e)
-            }
-        }
+        undo.push(move || drop(content_shm.remove()));
+        let size_shm = Shm::create(size_key, SIZE_LEN, mode).map_err(in_use)?;
+        undo.push(move || drop(size_shm.remove()));
+        let content_sem = SemSet::create(content_key, 1, mode).map_err(in_use)?;
+        undo.push(move || drop(content_sem.remove()));
+        let size_sem = SemSet::create(size_key, 1, mode).map_err(in_use)?;
+        undo.push(move || drop(size_sem.remove()));
+        let content = content_shm.attach(true)?;
+        let size = size_shm.attach(true)?;
+        undo.disarm();
+        Ok(Legacy {
+            content_key,
+            size_key,
+            content_shm,
+            size_shm,
+            content_sem,
+            size_sem,
+            content,
+            size,
+        })
     }
 
     /// Attaches to existing objects (the producer's side), checking their shapes.
     fn open(content_key: Key, size_key: Key) -> Result<Legacy, LegacyError> {
-        let missing = |e: SysvError| match e.errno() {
-            Some(libc::ENOENT) => LegacyError::NoConsumer {
-                content: content_key,
-                size: size_key,
-            },
-            _ if e.is_permission() => LegacyError::Permission {
-                content: content_key,
-                size: size_key,
-            },
-            _ => e.into(),
-        };
+        let missing = |e| LegacyError::from_sys(e, content_key, size_key);
         let content_shm = Shm::open(content_key).map_err(missing)?;
         let size_shm = Shm::open(size_key).map_err(missing)?;
         let content_sem = SemSet::open(content_key).map_err(missing)?;

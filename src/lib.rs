@@ -47,6 +47,28 @@ pub mod exit {
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// Undoes, in reverse order, the steps of a multi-object creation that fails partway (so a
+/// half-made channel never outlives the error); `disarm` once every step succeeded.
+#[derive(Default)]
+pub(crate) struct Rollback(Vec<Box<dyn FnOnce()>>);
+
+impl Rollback {
+    pub(crate) fn push(&mut self, undo: impl FnOnce() + 'static) {
+        self.0.push(Box::new(undo));
+    }
+    pub(crate) fn disarm(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        while let Some(f) = self.0.pop() {
+            f();
+        }
+    }
+}
+
 /// Set once SIGINT or SIGTERM arrived; long waits check it between slices.
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)

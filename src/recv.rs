@@ -579,10 +579,8 @@ fn drain(
                 &mut total,
                 &mut flagged,
                 progress,
+                &mut ctx,
                 |bytes, total| {
-                    if let Some(c) = ctx.as_mut() {
-                        c.consume(bytes);
-                    }
                     // A closed channel means the writer failed; its error is reported at join.
                     let _ = tx.send((bytes, total));
                     Ok(())
@@ -599,12 +597,8 @@ fn drain(
             &mut total,
             &mut flagged,
             progress,
-            |bytes, total| {
-                if let Some(c) = ctx.as_mut() {
-                    c.consume(bytes);
-                }
-                writer.put(bytes, total)
-            },
+            &mut ctx,
+            |bytes, total| writer.put(bytes, total),
         )?
     };
     // Our own failure explains an abort the sender made because we flagged it.
@@ -642,13 +636,15 @@ fn drain(
     }
 }
 
-/// The chunk loop: waits for each filled slot and passes its bytes and the running total on.
+/// The chunk loop: waits for each filled slot, hashes it (with MD5 on) and passes its bytes and
+/// the running total on.
 fn take_chunks<'c>(
     ch: &'c Channel,
     req: &Request,
     total: &mut u64,
     flagged: &mut bool,
     progress: &mut Progress,
+    ctx: &mut Option<md5::Context>,
     mut each: impl FnMut(&'c [u8], u64) -> Result<(), FrameError>,
 ) -> Result<End, FrameError> {
     let mut index = 0u64;
@@ -663,6 +659,9 @@ fn take_chunks<'c>(
         if req.size.is_some_and(|s| *total > s) && !*flagged {
             ch.flag_failure(Status::LengthMismatch);
             *flagged = true;
+        }
+        if let Some(c) = ctx.as_mut() {
+            c.consume(bytes);
         }
         each(bytes, *total)?;
         progress.set(*total);

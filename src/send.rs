@@ -303,7 +303,6 @@ fn send_one(
 
     let mut ctx = md5.then(md5::Context::new);
     let mut progress = Progress::new(quiet, size, path.display().to_string());
-    let slot_size = ch.info.slot_size;
     let mut total: u64 = 0;
     let mut index: u64 = 0;
     let mut failure: Option<SendError> = None;
@@ -314,60 +313,16 @@ fn send_one(
             break;
         }
         let slot = ch.free_slot(index)?;
-        let limit = match size {
-            Some(s) => (s - total).min(slot_size as u64) as usize,
-            None => slot_size,
-        };
-        let n = match ch.fill_slot(slot, &file, limit) {
-            Ok(n) => n,
-            Err(source) => {
-                ch.abort(Abort::ReadError)?;
-                failure = Some(SendError::Read {
-                    path: path.into(),
-                    source,
-                });
+        let (n, last) = match fill(ch, slot, &file, path, size, total) {
+            Ok(v) => v,
+            Err((why, e)) => {
+                ch.abort(why)?;
+                failure = Some(e);
                 break;
             }
         };
         total += n as u64;
         progress.set(total);
-        let last = match size {
-            Some(s) if n < limit => {
-                ch.abort(Abort::FileChanged)?;
-                failure = Some(SendError::Changed {
-                    path: path.into(),
-                    announced: s,
-                    read: total,
-                });
-                break;
-            }
-            Some(s) if total == s => {
-                // The announced size is reached: one more read tells whether the file grew.
-                let mut probe = [0u8; 1];
-                match (&file).read(&mut probe) {
-                    Ok(0) => true,
-                    Ok(_) => {
-                        ch.abort(Abort::FileChanged)?;
-                        failure = Some(SendError::Changed {
-                            path: path.into(),
-                            announced: s,
-                            read: total + 1,
-                        });
-                        break;
-                    }
-                    Err(source) => {
-                        ch.abort(Abort::ReadError)?;
-                        failure = Some(SendError::Read {
-                            path: path.into(),
-                            source,
-                        });
-                        break;
-                    }
-                }
-            }
-            Some(_) => false,
-            None => n < limit,
-        };
         trace!(index, n, last, "chunk filled");
         if last {
             if let Some(c) = ctx.as_mut() {
@@ -410,6 +365,58 @@ fn send_one(
     match failure {
         Some(f) => Err(f),
         None => Err(refusal(path, answer)),
+    }
+}
+
+/// Fills one slot from the input. Returns its length and whether it is the file's last chunk,
+/// or why the file must be abandoned: a read error, or a size other than the announced one.
+fn fill(
+    ch: &Channel,
+    slot: usize,
+    file: &File,
+    path: &Path,
+    size: Option<u64>,
+    total: u64,
+) -> Result<(usize, bool), (Abort, SendError)> {
+    let limit = match size {
+        Some(s) => (s - total).min(ch.info.slot_size as u64) as usize,
+        None => ch.info.slot_size,
+    };
+    let read_error = |source| {
+        (
+            Abort::ReadError,
+            SendError::Read {
+                path: path.into(),
+                source,
+            },
+        )
+    };
+    let changed = |read| {
+        let announced = size.unwrap_or(0);
+        (
+            Abort::FileChanged,
+            SendError::Changed {
+                path: path.into(),
+                announced,
+                read,
+            },
+        )
+    };
+    let n = ch.fill_slot(slot, file, limit).map_err(read_error)?;
+    let done = total + n as u64;
+    match size {
+        Some(_) if n < limit => Err(changed(done)),
+        Some(s) if done == s => {
+            // The announced size is reached: one more read tells whether the file grew.
+            match (&*file).read(&mut [0u8; 1]) {
+                Ok(0) => Ok((n, true)),
+                Ok(_) => Err(changed(done + 1)),
+                Err(e) => Err(read_error(e)),
+            }
+        }
+        Some(_) => Ok((n, false)),
+        // Streaming: a slot not filled to the brim means EOF (fill_slot loops over short reads).
+        None => Ok((n, n < limit)),
     }
 }
 

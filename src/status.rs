@@ -338,192 +338,267 @@ fn size(n: u64, bytes: bool) -> String {
     if bytes { n.to_string() } else { human(n) }
 }
 
+/// Writes one section as ipcs lays it out: a title, a header row, then one row per object,
+/// each column left-aligned to its width.
+fn section(
+    out: &mut String,
+    title: &str,
+    cols: &[(&str, usize)],
+    rows: impl Iterator<Item = Vec<String>>,
+) {
+    let line = |cells: &mut dyn Iterator<Item = String>| {
+        let cells: Vec<String> = cells
+            .zip(cols)
+            .map(|(c, (_, w))| format!("{c:<w$}"))
+            .collect();
+        cells.join(" ").trim_end().to_string()
+    };
+    let _ = writeln!(out, "------ {title} --------");
+    let _ = writeln!(
+        out,
+        "{}",
+        line(&mut cols.iter().map(|(name, _)| name.to_string()))
+    );
+    for r in rows {
+        let _ = writeln!(out, "{}", line(&mut r.into_iter()));
+    }
+    let _ = writeln!(out);
+}
+
+fn hex_key(k: u32) -> String {
+    format!("0x{k:08x}")
+}
+
 fn render(out: &mut String, s: &Snapshot, all: bool, a: &StatusArgs) {
     let mark = |role: Option<&str>| match role {
-        Some(r) if r.starts_with("legacy") => format!("original system ({})", &r[7..]),
+        Some(r) if r.starts_with("legacy-") => format!("original system ({})", &r[7..]),
         Some(r) => format!("shmxfer {r}"),
         None => String::new(),
     };
+    let sz = |n: u64| size(n, a.bytes);
     if all || a.queues {
-        let _ = writeln!(out, "------ Message Queues --------");
+        let title = "Message Queues";
         if a.time {
-            let _ = writeln!(
+            let cols = [
+                ("msqid", 10),
+                ("owner", 10),
+                ("perms", 10),
+                ("send", 20),
+                ("recv", 20),
+                ("change", 20),
+            ];
+            section(
                 out,
-                "{:<10} {:<10} {:<10} {:<20} {:<20} {:<20}",
-                "msqid", "owner", "perms", "send", "recv", "change"
+                title,
+                &cols,
+                s.msg.iter().map(|r| {
+                    vec![
+                        r.id.to_string(),
+                        r.owner.clone(),
+                        r.perms.clone(),
+                        when(r.stime),
+                        when(r.rtime),
+                        when(r.ctime),
+                    ]
+                }),
             );
-            for r in &s.msg {
-                let _ = writeln!(
-                    out,
-                    "{:<10} {:<10} {:<10} {:<20} {:<20} {:<20}",
-                    r.id,
-                    r.owner,
-                    r.perms,
-                    when(r.stime),
-                    when(r.rtime),
-                    when(r.ctime)
-                );
-            }
         } else if a.pid {
-            let _ = writeln!(
+            let cols = [("msqid", 10), ("owner", 10), ("lspid", 10), ("lrpid", 10)];
+            section(
                 out,
-                "{:<10} {:<10} {:<10} {:<10}",
-                "msqid", "owner", "lspid", "lrpid"
+                title,
+                &cols,
+                s.msg.iter().map(|r| {
+                    vec![
+                        r.id.to_string(),
+                        r.owner.clone(),
+                        r.lspid.to_string(),
+                        r.lrpid.to_string(),
+                    ]
+                }),
             );
-            for r in &s.msg {
-                let _ = writeln!(
-                    out,
-                    "{:<10} {:<10} {:<10} {:<10}",
-                    r.id, r.owner, r.lspid, r.lrpid
-                );
-            }
         } else {
-            let _ = writeln!(
+            let cols = [
+                ("key", 10),
+                ("msqid", 10),
+                ("owner", 10),
+                ("perms", 10),
+                ("used-bytes", 12),
+                ("messages", 10),
+            ];
+            section(
                 out,
-                "{:<10} {:<10} {:<10} {:<10} {:<12} {:<10}",
-                "key", "msqid", "owner", "perms", "used-bytes", "messages"
+                title,
+                &cols,
+                s.msg.iter().map(|r| {
+                    vec![
+                        hex_key(r.key),
+                        r.id.to_string(),
+                        r.owner.clone(),
+                        r.perms.clone(),
+                        sz(r.used_bytes),
+                        r.messages.to_string(),
+                    ]
+                }),
             );
-            for r in &s.msg {
-                let _ = writeln!(
-                    out,
-                    "0x{:08x} {:<10} {:<10} {:<10} {:<12} {:<10}",
-                    r.key,
-                    r.id,
-                    r.owner,
-                    r.perms,
-                    size(r.used_bytes, a.bytes),
-                    r.messages
-                );
-            }
         }
-        let _ = writeln!(out);
     }
     if all || a.shm {
-        let _ = writeln!(out, "------ Shared Memory Segments --------");
+        let title = "Shared Memory Segments";
         if a.time {
-            let _ = writeln!(
+            let cols = [
+                ("shmid", 10),
+                ("owner", 10),
+                ("attached", 20),
+                ("detached", 20),
+                ("changed", 20),
+            ];
+            section(
                 out,
-                "{:<10} {:<10} {:<20} {:<20} {:<20}",
-                "shmid", "owner", "attached", "detached", "changed"
+                title,
+                &cols,
+                s.shm.iter().map(|r| {
+                    vec![
+                        r.id.to_string(),
+                        r.owner.clone(),
+                        when(r.atime),
+                        when(r.dtime),
+                        when(r.ctime),
+                    ]
+                }),
             );
-            for r in &s.shm {
-                let _ = writeln!(
-                    out,
-                    "{:<10} {:<10} {:<20} {:<20} {:<20}",
-                    r.id,
-                    r.owner,
-                    when(r.atime),
-                    when(r.dtime),
-                    when(r.ctime)
-                );
-            }
         } else if a.pid {
-            let _ = writeln!(
+            let cols = [("shmid", 10), ("owner", 10), ("cpid", 10), ("lpid", 10)];
+            section(
                 out,
-                "{:<10} {:<10} {:<10} {:<10}",
-                "shmid", "owner", "cpid", "lpid"
+                title,
+                &cols,
+                s.shm.iter().map(|r| {
+                    vec![
+                        r.id.to_string(),
+                        r.owner.clone(),
+                        r.cpid.to_string(),
+                        r.lpid.to_string(),
+                    ]
+                }),
             );
-            for r in &s.shm {
-                let _ = writeln!(
-                    out,
-                    "{:<10} {:<10} {:<10} {:<10}",
-                    r.id, r.owner, r.cpid, r.lpid
-                );
-            }
         } else {
-            let _ = writeln!(
+            let cols = [
+                ("key", 10),
+                ("shmid", 10),
+                ("owner", 10),
+                ("perms", 10),
+                ("bytes", 10),
+                ("nattch", 10),
+                ("status", 12),
+                ("what", 0),
+            ];
+            section(
                 out,
-                "{:<10} {:<10} {:<10} {:<10} {:<10} {:<10} {:<12} what",
-                "key", "shmid", "owner", "perms", "bytes", "nattch", "status"
+                title,
+                &cols,
+                s.shm.iter().map(|r| {
+                    vec![
+                        hex_key(r.key),
+                        r.id.to_string(),
+                        r.owner.clone(),
+                        r.perms.clone(),
+                        sz(r.bytes),
+                        r.nattch.to_string(),
+                        r.status.join(","),
+                        mark(r.role),
+                    ]
+                }),
             );
-            for r in &s.shm {
-                let _ = writeln!(
-                    out,
-                    "0x{:08x} {:<10} {:<10} {:<10} {:<10} {:<10} {:<12} {}",
-                    r.key,
-                    r.id,
-                    r.owner,
-                    r.perms,
-                    size(r.bytes, a.bytes),
-                    r.nattch,
-                    r.status.join(","),
-                    mark(r.role)
-                )
-                .map(|_| ());
-            }
         }
-        let _ = writeln!(out);
     }
+    // ipcs -p has no semaphore section: semaphores keep no creator or last pid per set.
     if (all || a.sem) && !a.pid {
-        let _ = writeln!(out, "------ Semaphore Arrays --------");
+        let title = "Semaphore Arrays";
         if a.time {
-            let _ = writeln!(
+            let cols = [
+                ("semid", 10),
+                ("owner", 10),
+                ("last-op", 20),
+                ("last-changed", 20),
+            ];
+            section(
                 out,
-                "{:<10} {:<10} {:<20} {:<20}",
-                "semid", "owner", "last-op", "last-changed"
+                title,
+                &cols,
+                s.sem.iter().map(|r| {
+                    vec![
+                        r.id.to_string(),
+                        r.owner.clone(),
+                        when(r.otime),
+                        when(r.ctime),
+                    ]
+                }),
             );
-            for r in &s.sem {
-                let _ = writeln!(
-                    out,
-                    "{:<10} {:<10} {:<20} {:<20}",
-                    r.id,
-                    r.owner,
-                    when(r.otime),
-                    when(r.ctime)
-                );
-            }
         } else {
-            let _ = writeln!(
+            let cols = [
+                ("key", 10),
+                ("semid", 10),
+                ("owner", 10),
+                ("perms", 10),
+                ("nsems", 10),
+                ("what", 0),
+            ];
+            section(
                 out,
-                "{:<10} {:<10} {:<10} {:<10} {:<10} what",
-                "key", "semid", "owner", "perms", "nsems"
+                title,
+                &cols,
+                s.sem.iter().map(|r| {
+                    vec![
+                        hex_key(r.key),
+                        r.id.to_string(),
+                        r.owner.clone(),
+                        r.perms.clone(),
+                        r.nsems.to_string(),
+                        mark(r.role),
+                    ]
+                }),
             );
-            for r in &s.sem {
-                let _ = writeln!(
-                    out,
-                    "0x{:08x} {:<10} {:<10} {:<10} {:<10} {}",
-                    r.key,
-                    r.id,
-                    r.owner,
-                    r.perms,
-                    r.nsems,
-                    mark(r.role)
-                );
-            }
         }
-        let _ = writeln!(out);
     }
     if !s.channels.is_empty() && all {
-        let _ = writeln!(out, "------ shmxfer channels --------");
-        let _ = writeln!(
+        let cols = [
+            ("key", 10),
+            ("state", 8),
+            ("receiver", 10),
+            ("mode", 6),
+            ("slots", 12),
+            ("transfer", 0),
+        ];
+        section(
             out,
-            "{:<10} {:<8} {:<10} {:<6} {:<12} transfer",
-            "key", "state", "receiver", "mode", "slots"
+            "shmxfer channels",
+            &cols,
+            s.channels.iter().map(|c| {
+                let transfer = c.transfer.as_ref().map_or(String::new(), |t| {
+                    let total = t.total.map_or("?".into(), sz);
+                    format!(
+                        "{} {}/{total} from pid {}",
+                        t.name,
+                        sz(t.bytes_done),
+                        t.sender_pid
+                    )
+                });
+                let pid = if c.state == "stale" {
+                    format!("{} (dead)", c.receiver_pid)
+                } else {
+                    c.receiver_pid.to_string()
+                };
+                vec![
+                    hex_key(c.key),
+                    c.state.to_string(),
+                    pid,
+                    c.mode.clone(),
+                    format!("{} x {}", c.slot_count, sz(c.slot_size)),
+                    transfer,
+                ]
+            }),
         );
-        for c in &s.channels {
-            let detail = match &c.transfer {
-                Some(t) => format!(
-                    "{} {}/{} from pid {}",
-                    t.name,
-                    size(t.bytes_done, a.bytes),
-                    t.total.map_or("?".into(), |n| size(n, a.bytes)),
-                    t.sender_pid
-                ),
-                None => String::new(),
-            };
-            let pid = if c.state == "stale" {
-                format!("{} (dead)", c.receiver_pid)
-            } else {
-                c.receiver_pid.to_string()
-            };
-            let slots = format!("{} x {}", c.slot_count, size(c.slot_size, a.bytes));
-            let _ = writeln!(
-                out,
-                "0x{:08x} {:<8} {:<10} {:<6} {:<12} {}",
-                c.key, c.state, pid, c.mode, slots, detail
-            );
-        }
-        let _ = writeln!(out);
     }
 }
 

@@ -138,14 +138,7 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
         "colour despite NO_COLOR: {:?}",
         String::from_utf8_lossy(&plain)
     );
-    let o = run_bounded(
-        {
-            let mut c = Command::new(BIN);
-            c.args(["send", "-v", "--key", &env.key_arg(), "/etc/hostname"]);
-            c
-        },
-        Duration::from_secs(10),
-    );
+    let o = shmxfer(&["send", "-v", "--key", &env.key_arg(), "/etc/hostname"]);
     assert!(
         !o.stderr.contains(&0x1b),
         "colour into a pipe: {:?}",

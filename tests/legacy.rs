@@ -130,6 +130,20 @@ fn consumer_after(
     got
 }
 
+/// `shmxfer send --legacy` on the test's own keys.
+fn legacy_send(ck: Key, sk: Key) -> Command {
+    let mut c = bin(&[
+        "send",
+        "--legacy",
+        "--key",
+        &ck.0.to_string(),
+        "--size-key",
+        &sk.0.to_string(),
+    ]);
+    c.stdin(Stdio::null());
+    c
+}
+
 fn keys(env: &Env) -> (Key, Key, KeyGuard) {
     // Env's own guard covers KEY and KEY+1; the size key gets a guard of its own.
     let sk = Key(env.key.0 + 2);
@@ -251,15 +265,7 @@ fn send_legacy_feeds_the_original_consumer_with_and_without_md5() {
                 p
             })
             .collect();
-        let mut c = Command::new(BIN);
-        c.args([
-            "send",
-            "--legacy",
-            "--key",
-            &ck.0.to_string(),
-            "--size-key",
-            &sk.0.to_string(),
-        ]);
+        let mut c = legacy_send(ck, sk);
         if md5 {
             c.arg("-m");
         }
@@ -305,16 +311,8 @@ fn send_legacy_refuses_sizes_the_protocol_cannot_carry_touching_no_semaphore() {
     let empty = env.file("empty", 0);
     let big = env.file("big", 5_000_001);
     for f in [&empty, &big] {
-        let mut c = Command::new(BIN);
-        c.args([
-            "send",
-            "--legacy",
-            "--key",
-            &ck.0.to_string(),
-            "--size-key",
-            &sk.0.to_string(),
-        ])
-        .arg(f);
+        let mut c = legacy_send(ck, sk);
+        c.arg(f);
         let o = run_bounded(c, Duration::from_secs(10));
         assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
         assert!(
@@ -336,16 +334,8 @@ fn send_legacy_refuses_sizes_the_protocol_cannot_carry_touching_no_semaphore() {
     go_tx.send(()).unwrap();
     // The consumer still serves: one good file.
     let ok = env.file("ok", 10);
-    let mut c = Command::new(BIN);
-    c.args([
-        "send",
-        "--legacy",
-        "--key",
-        &ck.0.to_string(),
-        "--size-key",
-        &sk.0.to_string(),
-    ])
-    .arg(&ok);
+    let mut c = legacy_send(ck, sk);
+    c.arg(&ok);
     assert!(run_bounded(c, Duration::from_secs(20)).status.success());
     assert_eq!(consumer.join().unwrap(), vec![pattern(10, 2)]);
 }
@@ -356,16 +346,8 @@ fn send_legacy_without_a_consumer_says_to_start_one() {
     let env = Env::new();
     let (ck, sk, _g) = keys(&env);
     let f = env.file("a", 10);
-    let mut c = Command::new(BIN);
-    c.args([
-        "send",
-        "--legacy",
-        "--key",
-        &ck.0.to_string(),
-        "--size-key",
-        &sk.0.to_string(),
-    ])
-    .arg(&f);
+    let mut c = legacy_send(ck, sk);
+    c.arg(&f);
     let o = run_bounded(c, Duration::from_secs(10));
     assert_eq!(o.status.code(), Some(69));
     assert!(stderr(&o).contains("consumer"), "{}", stderr(&o));
@@ -435,48 +417,20 @@ fn status_marks_the_original_systems_objects_and_clean_legacy_removes_them() {
     .and_then(|s| s.value(0))
     .unwrap_or(0)
         == 1));
-    let o = run_bounded(
-        {
-            let mut c = Command::new(BIN);
-            c.args(["status", "--key", "42"]);
-            c
-        },
-        Duration::from_secs(10),
-    );
+    let o = shmxfer(&["status", "--key", "42"]);
     assert!(
         stdout(&o).contains("original system (content)"),
         "{}",
         stdout(&o)
     );
-    let o = run_bounded(
-        {
-            let mut c = Command::new(BIN);
-            c.args(["status", "--key", "44", "--json"]);
-            c
-        },
-        Duration::from_secs(10),
-    );
+    let o = shmxfer(&["status", "--key", "44", "--json"]);
     assert!(stdout(&o).contains("legacy-size"), "{}", stdout(&o));
     // A consumer is attached: clean --legacy refuses without --force.
-    let o = run_bounded(
-        {
-            let mut c = Command::new(BIN);
-            c.args(["clean", "--legacy"]);
-            c
-        },
-        Duration::from_secs(10),
-    );
+    let o = shmxfer(&["clean", "--legacy"]);
     assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
     r.signal("KILL");
     r.wait(Duration::from_secs(10));
-    let o = run_bounded(
-        {
-            let mut c = Command::new(BIN);
-            c.args(["clean", "--legacy"]);
-            c
-        },
-        Duration::from_secs(10),
-    );
+    let o = shmxfer(&["clean", "--legacy"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         stdout(&o)

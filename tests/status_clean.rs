@@ -98,14 +98,7 @@ fn ipcmk_objects_appear_with_the_ids_keys_and_sizes_ipcs_reports() {
         .find(|l| l.split_whitespace().next() == Some(&shm.id.to_string()))
         .unwrap();
     assert!(line.contains("12345"), "{line}");
-    let o = run_bounded(
-        {
-            let mut c = Command::new(BIN);
-            c.args(["status", "-m", "-b"]);
-            c
-        },
-        Duration::from_secs(20),
-    );
+    let o = shmxfer(&["status", "-m", "-b"]);
     let text = stdout(&o);
     assert!(
         text.lines()
@@ -225,14 +218,7 @@ fn clean_stale_removes_dead_channels_only_and_never_foreign_objects() {
     let d = dead.recv(&[]);
     d.signal("KILL");
     d.wait(Duration::from_secs(10));
-    let o = run_bounded(
-        {
-            let mut c = Command::new(BIN);
-            c.args(["clean", "--stale"]);
-            c
-        },
-        Duration::from_secs(10),
-    );
+    let o = shmxfer(&["clean", "--stale"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(shmxfer::sysv::Shm::open(dead.key).is_err());
     assert!(shmxfer::sysv::Shm::open(live.key).is_ok());

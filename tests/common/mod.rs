@@ -117,6 +117,18 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// `shmxfer ARGS`, with no key from the environment.
+pub fn bin(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args).env_remove("SHMXFER_KEY");
+    c
+}
+
+/// Runs `shmxfer ARGS`, bounded so a hang fails the test.
+pub fn shmxfer(args: &[&str]) -> Output {
+    run_bounded(bin(args), Duration::from_secs(20))
+}
+
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let t = Instant::now();
     while t.elapsed() < limit {
