@@ -152,7 +152,7 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
     let mut failed = false;
     loop {
         ch.open_gate().map_err(stopped)?;
-        debug!("gate open; sleeping until a sender arrives");
+        debug!("gate open (GATE +1); sleeping until a sender takes it (wait for GATE == 0)");
         ch.wait_for_sender().map_err(stopped)?;
         ch.set_state(State::Busy);
         debug!("a sender took the gate");
@@ -472,6 +472,9 @@ fn receive_one(
             ),
         );
     }
+    if md5 {
+        debug!(ours = %hex(&digest), sender = %hex(&their_md5), "MD5 verified");
+    }
     let name = match sink {
         Sink::Stdout(_) => "-".into(),
         Sink::Temp { file, path } => match commit(file, &path, req, opts, namer) {
@@ -505,7 +508,7 @@ fn receive_one(
         md5: digest,
         bytes: total,
     })?;
-    debug!(path = %shown, bytes = total, elapsed_ms = t.elapsed().as_millis() as u64, "committed");
+    debug!(path = %shown, bytes = total, elapsed_ms = t.elapsed().as_millis() as u64, "committed; answered (ACK +1)");
     Ok(if md5 {
         format!("{shown}\t{total}\t{}", hex(&digest))
     } else {

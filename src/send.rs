@@ -134,7 +134,7 @@ pub fn run(args: SendArgs) -> i32 {
     let _ = CHANNEL.set(ch.clone());
     watch_receiver(ch.clone());
 
-    debug!(key = %key, "waiting for our turn");
+    debug!(key = %key, "waiting for our turn: semop GATE -1, SENDER +1 (undo)");
     let t = Instant::now();
     if let Err(e) = ch.admit(deadline) {
         let e = match e {
@@ -179,7 +179,7 @@ pub fn run(args: SendArgs) -> i32 {
         }
     }
     ADMITTED.store(false, Ordering::SeqCst);
-    debug!("said goodbye; released the channel");
+    debug!("said goodbye: semop SENDER -1 (undo), REQ +1; released the channel");
     code
 }
 
@@ -295,7 +295,7 @@ fn send_one(
         meta,
         name,
     })?;
-    debug!(file = %path.display(), size, md5, "request posted; waiting for the receiver to accept");
+    debug!(file = %path.display(), size, md5, "request posted (REQ +1); waiting for the receiver to accept (ACK -1)");
     let answer = await_answer(ch, path)?;
     if answer.status != Status::Accepted {
         return Err(refusal(path, answer));
@@ -331,11 +331,17 @@ fn send_one(
             let digest = ctx.take().map(|c| c.finalize().0).unwrap_or([0; 16]);
             ch.set_trailer(&digest, total);
             ch.post_chunk(slot, Chunk { len: n, last: true })?;
-            debug!(bytes = total, md5 = %hex(&digest), "last chunk posted; waiting for commit");
+            debug!(bytes = total, md5 = %hex(&digest), "last chunk posted (FULL +1); waiting for the commit (ACK -1)");
             let answer = await_answer(ch, path)?;
             return match answer.status {
                 Status::Committed => {
-                    debug!(as_name = %String::from_utf8_lossy(&answer.name), elapsed_ms = t.elapsed().as_millis() as u64, "committed");
+                    let secs = t.elapsed().as_secs_f64();
+                    debug!(
+                        as_name = %String::from_utf8_lossy(&answer.name),
+                        elapsed_ms = (secs * 1e3) as u64,
+                        mib_per_s = (total as f64 / 1048576.0 / secs.max(1e-9)) as u64,
+                        "committed (ACK -1)"
+                    );
                     Ok(())
                 }
                 Status::Md5Mismatch => Err(SendError::Md5 {
@@ -438,6 +444,7 @@ fn refusal(path: &Path, o: frame::Outcome) -> SendError {
             path: path.into(),
             errno: o.errno,
         },
+        Status::Closed => SendError::Closed(path.into()),
         status => SendError::Refused {
             path: path.into(),
             status,

@@ -319,3 +319,25 @@ fn a_file_that_grows_while_sent_is_reported_and_not_written() {
             .unwrap()
     });
 }
+
+#[test]
+fn sigterm_to_the_receiver_mid_transfer_discards_the_partial_and_tells_the_sender() {
+    let env = Env::new();
+    let r = env.recv(&[]);
+    let (child, stdin) = streaming_sender(&env, 2 << 20);
+    let _g = PidGuard(child.id() as i32);
+    wait_busy(&env, 1 << 20);
+    let t = Instant::now();
+    let out = r.stop();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let o = finish(child, HANG);
+    eprintln!(
+        "sender told {:?} after SIGTERM to the receiver",
+        t.elapsed()
+    );
+    drop(stdin);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    assert!(listing(&env.out()).is_empty(), "{:?}", listing(&env.out()));
+    assert!(shmxfer::sysv::Shm::open(env.key).is_err());
+    assert!(shmxfer::sysv::SemSet::open(env.key).is_err());
+}

@@ -358,3 +358,37 @@ fn key_comes_from_the_environment_when_no_flag_is_given() {
     assert!(o.status.success(), "{}", stderr(&o));
     drop(r);
 }
+
+#[test]
+fn once_refuses_further_files_of_the_same_sender() {
+    let env = Env::new();
+    let r = env.recv(&["--once"]);
+    let a = env.file("a", 5);
+    let b = env.file("b", 5);
+    let o = env.send(&[a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    assert!(stderr(&o).contains("one file only"), "{}", stderr(&o));
+    assert!(r.wait(Duration::from_secs(10)).status.success());
+    assert_eq!(listing(&env.out()), ["file01.jpg"]);
+}
+
+#[test]
+fn recv_stdout_into_a_closed_pipe_fails_the_transfer_and_leaves_nothing() {
+    let env = Env::new();
+    let mut c = std::process::Command::new("bash");
+    c.arg("-c")
+        .arg(format!(
+            "{BIN} recv --key {} --stdout | head -c 10 >/dev/null; exit ${{PIPESTATUS[0]}}",
+            env.key_arg()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let recv = c.spawn().unwrap();
+    let f = env.file("a", 5_000_000);
+    let o = env.send(&["--wait", "10", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(74), "{}", stderr(&o));
+    let out = finish(recv, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(74), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"));
+    assert!(shmxfer::sysv::Shm::open(env.key).is_err());
+}
