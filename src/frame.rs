@@ -450,11 +450,11 @@ pub enum FrameError {
         "the receiver (pid {pid}) on key {key} is gone; start `shmxfer recv` again (it takes the key over)"
     )]
     ReceiverGone { key: Key, pid: i32 },
-    #[error("the channel on key {key} was removed while in use (ipcrm, or the receiver stopped)")]
+    #[error("the channel on key {key} was removed while in use (ipcrm, or the receiver stopped); start `shmxfer recv` again")]
     Removed { key: Key },
     #[error("the sender went away mid-transfer")]
     SenderGone,
-    #[error("timed out after {secs}s waiting for {what} on key {key}")]
+    #[error("timed out after {secs}s waiting for {what} on key {key}; wait longer with --wait SECS, or see `shmxfer status`")]
     TimedOut {
         key: Key,
         what: &'static str,
