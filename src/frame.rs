@@ -450,11 +450,15 @@ pub enum FrameError {
         "the receiver (pid {pid}) on key {key} is gone; start `shmxfer recv` again (it takes the key over)"
     )]
     ReceiverGone { key: Key, pid: i32 },
-    #[error("the channel on key {key} was removed while in use (ipcrm, or the receiver stopped); start `shmxfer recv` again")]
+    #[error(
+        "the channel on key {key} was removed while in use (ipcrm, or the receiver stopped); start `shmxfer recv` again"
+    )]
     Removed { key: Key },
     #[error("the sender went away mid-transfer")]
     SenderGone,
-    #[error("timed out after {secs}s waiting for {what} on key {key}; wait longer with --wait SECS, or see `shmxfer status`")]
+    #[error(
+        "timed out after {secs}s waiting for {what} on key {key}; wait longer with --wait SECS, or see `shmxfer status`"
+    )]
     TimedOut {
         key: Key,
         what: &'static str,
@@ -1072,22 +1076,6 @@ impl Channel {
                 _ => return,
             }
         }
-    }
-
-    // ---- read-only views, for status ----
-
-    pub fn state(&self) -> u32 {
-        self.control.load_u32(STATE_OFF).unwrap_or(u32::MAX)
-    }
-    pub fn progress(&self) -> u64 {
-        self.control.load_u64(PROGRESS_OFF).unwrap_or(0)
-    }
-    pub fn current_request(&self) -> Result<Request, HeaderError> {
-        let mut b = [0u8; REQUEST_LEN];
-        self.control
-            .read(REQUEST_OFF, &mut b)
-            .expect("request in bounds");
-        decode_request(&b)
     }
 }
 

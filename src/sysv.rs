@@ -547,15 +547,6 @@ impl SemSet {
     }
 }
 
-/// Removes a message queue by id (only `clean` ever needs this for foreign-free cleanup tests).
-pub fn remove_queue(id: i32) -> Result<()> {
-    // SAFETY: IPC_RMID ignores the buffer argument.
-    if unsafe { libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()) } < 0 {
-        return Err(SysvError::last("msgctl(IPC_RMID)", Target::Id(id)));
-    }
-    Ok(())
-}
-
 // ---- the few non-IPC syscalls the commands need, kept here so `unsafe` stays in one file ----
 
 /// Whether a process with this pid exists (EPERM means it exists but is not ours).
@@ -612,11 +603,6 @@ pub fn ignore_file_size_signal() {
 
 pub fn getpid() -> i32 {
     std::process::id() as i32
-}
-
-pub fn getuid() -> u32 {
-    // SAFETY: getuid cannot fail and touches no memory.
-    unsafe { libc::getuid() }
 }
 
 // ---- the kernel's own tables (/proc/sysvipc), read the way util-linux reads them ----
