@@ -42,13 +42,9 @@ verdict() { # name value op target [unit]
 }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(df -T "$WORK" | awk 'NR==2 {print $2}') at $WORK"
-# This machine is a VM whose memory the host backs on first touch: a page-cache page the guest
-# never used before costs ~3 s/GiB of host faulting (measured), which swamps the copies being
-# timed (dd ranged 0.2-3.4 s from it). Touch some memory once so that the runs measure the
-# copies, not the hypervisor; it costs seconds once per boot and nothing after.
-echo "warming ${WARM_GIB:=4} GiB of guest memory..."
-head -c "$((WARM_GIB << 30))" /dev/zero >/dev/shm/shmxfer-bench-warm 2>/dev/null || true
-rm -f /dev/shm/shmxfer-bench-warm
+# On this VM, page-cache writes cost the guest anywhere from 0.2 to 3 s of system time per GiB,
+# at random (docs/benchmarks.md): cases that write (all but md5sum) are noisy. Medians, and
+# several runs, are the answer; nothing here can warm the host's memory for long.
 echo "making inputs..."
 head -c 1073741824 /dev/urandom >"$WORK/big"
 mkdir -p "$WORK/small" "$WORK/out" "$WORK/cp" "$WORK/fout"
