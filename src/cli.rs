@@ -126,6 +126,9 @@ pub struct RecvArgs {
     /// fsync each file and its directory before reporting it committed
     #[arg(long)]
     pub fsync: bool,
+    /// Write files with O_DIRECT, bypassing the page cache (large files, fast storage)
+    #[arg(long, conflicts_with = "stdout")]
+    pub direct: bool,
     /// Permissions of the channel's IPC objects, octal
     #[arg(long, default_value = "0600", value_parser = parse_mode)]
     pub mode: u32,

@@ -74,6 +74,7 @@ struct Opts {
     preserve: bool,
     stdout: bool,
     fsync: bool,
+    direct: bool,
     quiet: bool,
 }
 
@@ -132,6 +133,7 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
         preserve: args.preserve,
         stdout: args.stdout,
         fsync: args.fsync,
+        direct: args.direct,
         quiet,
     };
 
@@ -336,7 +338,11 @@ fn display_name(name: &[u8]) -> String {
 
 /// Where one file's bytes go.
 enum Sink {
-    Temp { file: File, path: PathBuf },
+    Temp {
+        file: File,
+        path: PathBuf,
+        direct: bool,
+    },
     Stdout(File),
 }
 
@@ -345,6 +351,9 @@ impl Sink {
         match self {
             Sink::Temp { file, .. } | Sink::Stdout(file) => file,
         }
+    }
+    fn direct(&self) -> bool {
+        matches!(self, Sink::Temp { direct: true, .. })
     }
     fn discard(self) {
         if let Sink::Temp { path, .. } = self {
@@ -379,7 +388,9 @@ fn open_sink(opts: &Opts) -> io::Result<Sink> {
         {
             Ok(file) => {
                 set_partial(Some(path.clone()));
-                return Ok(Sink::Temp { file, path });
+                // A filesystem without O_DIRECT (EINVAL) gets ordinary writes.
+                let direct = opts.direct && sysv::set_direct(&file, true).is_ok();
+                return Ok(Sink::Temp { file, path, direct });
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
             Err(e) => return Err(e),
@@ -477,7 +488,7 @@ fn receive_one(
     }
     let name = match sink {
         Sink::Stdout(_) => "-".into(),
-        Sink::Temp { file, path } => match commit(file, &path, req, opts, namer) {
+        Sink::Temp { file, path, .. } => match commit(file, &path, req, opts, namer) {
             Ok(p) => {
                 set_partial(None);
                 p
@@ -529,11 +540,20 @@ enum End {
 struct Writer<'a> {
     ch: &'a Channel,
     file: &'a mut File,
+    /// O_DIRECT is on: every write so far was aligned.
+    direct: bool,
     error: Option<io::Error>,
 }
 
 impl Writer<'_> {
     fn put(&mut self, bytes: &[u8], total: u64) -> Result<(), FrameError> {
+        let aligned = |n: usize| n.is_multiple_of(sysv::DIRECT_ALIGN);
+        if self.direct && !(aligned(bytes.as_ptr() as usize) && aligned(bytes.len())) {
+            // The file's tail (or an odd slot size) cannot go direct: the rest goes through
+            // the page cache. Earlier writes were aligned, so the offset is too.
+            let _ = sysv::set_direct(self.file, false);
+            self.direct = false;
+        }
         if self.error.is_none()
             && let Err(e) = self.file.write_all(bytes)
         {
@@ -556,9 +576,11 @@ fn drain(
     let mut ctx = md5.then(md5::Context::new);
     let mut total = 0u64;
     let mut flagged = false;
+    let direct = sink.direct();
     let mut writer = Writer {
         ch,
         file: sink.file(),
+        direct,
         error: None,
     };
     // With MD5 on a file of several slots, a second thread writes and releases each slot while

@@ -588,6 +588,30 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
+/// What O_DIRECT writes must be aligned to (buffer address, length and file offset); 4096
+/// covers both 512- and 4096-byte logical blocks.
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// Turns O_DIRECT on or off for an open file (Linux lets F_SETFL change it). Fails with
+/// EINVAL where the filesystem does not support it.
+pub fn set_direct(file: &File, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFL takes no argument and only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let flags = if on {
+        flags | libc::O_DIRECT
+    } else {
+        flags & !libc::O_DIRECT
+    };
+    // SAFETY: F_SETFL takes an int of flags; it changes only this descriptor's status flags.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Tells the kernel we read `file` front to back once, so it reads ahead aggressively.
 pub fn advise_sequential(file: &File) {
     // SAFETY: posix_fadvise only takes an fd and integers; failure is harmless (advice only).

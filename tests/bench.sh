@@ -19,12 +19,14 @@ BIN=$PWD/target/release/shmxfer
 WORK=$(mktemp -d /var/tmp/shmxfer-bench.XXXXXX)
 KEY=$(printf '0x%x' $(( 0x70000000 | (($$ & 0xffff) << 8) )))
 FKEY=$(printf '0x%x' $(( KEY + 4 )))
+DKEY=$(printf '0x%x' $(( KEY + 8 )))
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   "$BIN" clean --key "$KEY" --force -q 2>/dev/null || true
   "$BIN" clean --key "$FKEY" --force -q 2>/dev/null || true
+  "$BIN" clean --key "$DKEY" --force -q 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -47,16 +49,17 @@ echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}
 # several runs, are the answer; nothing here can warm the host's memory for long.
 echo "making inputs..."
 head -c 1073741824 /dev/urandom >"$WORK/big"
-mkdir -p "$WORK/small" "$WORK/out" "$WORK/cp" "$WORK/fout"
+mkdir -p "$WORK/small" "$WORK/out" "$WORK/cp" "$WORK/fout" "$WORK/dout"
 for i in $(seq -w 1 200); do head -c 100000 /dev/urandom >"$WORK/small/f$i"; done
 BIGMD5=$(md5sum <"$WORK/big" | cut -d' ' -f1)
 
 "$BIN" recv --key "$KEY" --dir "$WORK/out" -q & PIDS+=($!)
 RPID=$!
 "$BIN" recv --key "$FKEY" --dir "$WORK/fout" --fsync -q & PIDS+=($!)
+"$BIN" recv --key "$DKEY" --dir "$WORK/dout" --direct -q & PIDS+=($!)
 sleep 0.3
 
-fresh() { rm -rf "$WORK/out"/* "$WORK/out"/.[!.]* "$WORK/cp"/* "$WORK/fout"/* 2>/dev/null || true; sync; }
+fresh() { rm -rf "$WORK/out"/* "$WORK/out"/.[!.]* "$WORK/cp"/* "$WORK/fout"/* "$WORK/dout"/* 2>/dev/null || true; sync; }
 check_big() {
   local f
   f=$(ls "$WORK/out")
@@ -65,7 +68,8 @@ check_big() {
 timed() { local t0 t1; t0=$(now); "$@"; t1=$(now); echo $((t1 - t0)); }
 send_big() { "$BIN" send --key "$KEY" "$@" "$WORK/big"; }
 
-declare -a T_DD T_CAT T_CP T_SX T_SXM T_MD5 T_SMALL_SX T_SMALL_CP T_ONE T_ONE_F T_BIG_F
+declare -a T_DD T_CAT T_CP T_SX T_SXM T_MD5 T_SMALL_SX T_SMALL_CP T_ONE T_ONE_F T_BIG_F T_DIR T_DIRM
+check_direct() { [[ $(md5sum <"$WORK/dout/$(ls "$WORK/dout")" | cut -d' ' -f1) == "$BIGMD5" ]] || { echo "OUTPUT DIFFERS"; exit 1; }; }
 SENDER_RSS=0
 for r in $(seq "$RUNS"); do
   fresh; T_DD+=($(timed dd if="$WORK/big" of="$WORK/out/x" bs=4M status=none))
@@ -74,6 +78,8 @@ for r in $(seq "$RUNS"); do
   fresh; T_CP+=($(timed cp "$WORK/big" "$WORK/cp/"))
   fresh; T_MD5+=($(timed bash -c "md5sum '$WORK/big' >/dev/null"))
   fresh; T_SXM+=($(timed send_big -m)); check_big
+  fresh; T_DIRM+=($(timed "$BIN" send --key "$DKEY" -m "$WORK/big")); check_direct
+  fresh; T_DIR+=($(timed "$BIN" send --key "$DKEY" "$WORK/big")); check_direct
   fresh
   rss=$( { /usr/bin/time -f %M "$BIN" send --key "$KEY" "$WORK/big"; } 2>&1 ); check_big
   (( rss > SENDER_RSS )) && SENDER_RSS=$rss
@@ -102,6 +108,9 @@ verdict "shmxfer / dd (two copies, no IPC)" "$(ratio "$SX" "$DD")" "<=" 1.2
 verdict "shmxfer / cat | cat" "$(ratio "$SX" "$CAT")" "<=" 0.5
 printf '  %-44s %6sx  (reported)\n' "shmxfer / cp" "$(ratio "$SX" "$CP")"
 verdict "shmxfer -m / md5sum" "$(ratio "$SXM" "$MD5")" "<=" 1.5
+DIRM=$(m "${T_DIRM[@]}"); DIR=$(m "${T_DIR[@]}")
+printf '  %-48s %7sx  (reported: recv --direct, %s s)\n' "shmxfer -m / md5sum, receiver with --direct" "$(ratio "$DIRM" "$MD5")" "$(secs "$DIRM")"
+printf '  %-48s %7sx  (reported: recv --direct, %s s)\n' "shmxfer / dd, receiver with --direct" "$(ratio "$DIR" "$DD")" "$(secs "$DIR")"
 echo "200 files of 100 KB:"
 printf '  one process per file: shmxfer %.2f ms/file, cp %.2f ms/file\n' "$(awk -v n="$SSX" 'BEGIN {print n/200/1e6}')" "$(awk -v n="$SCP" 'BEGIN {print n/200/1e6}')"
 verdict "per-process shmxfer / cp loop" "$(ratio "$SSX" "$SCP")" "<=" 3

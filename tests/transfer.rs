@@ -392,3 +392,18 @@ fn recv_stdout_into_a_closed_pipe_fails_the_transfer_and_leaves_nothing() {
     assert!(!stderr(&out).contains("panicked"));
     assert!(shmxfer::sysv::Shm::open(env.key).is_err());
 }
+
+#[test]
+fn direct_writes_arrive_whole_at_slot_boundaries_and_odd_tails() {
+    let s = 64 * 1024;
+    round_trip(
+        &[0, 1, 4095, s, s + 1, 3 * s + 4097],
+        &["--direct", "--slot-size", "64K"],
+    );
+    round_trip(
+        &[5 * s + 3, 2 * s],
+        &["--direct", "-m", "--slot-size", "64K", "--slots", "2"],
+    );
+    // A slot size that is not a multiple of the block size falls back to ordinary writes.
+    round_trip(&[100_000], &["--direct", "--slot-size", "5000"]);
+}
