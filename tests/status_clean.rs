@@ -261,3 +261,94 @@ fn status_into_a_closed_pipe_ends_quietly() {
     );
     assert_eq!(stderr(&o), "", "status wrote to stderr on a closed pipe");
 }
+
+#[test]
+fn limits_times_and_pids_render_like_ipcs() {
+    let shm = Made::new(&["-M", "4096"], 'm');
+    let o = shmxfer(&["status", "-l", "-b"]);
+    assert!(o.status.success());
+    let shmmax = std::fs::read_to_string("/proc/sys/kernel/shmmax").unwrap();
+    assert!(
+        stdout(&o).contains(&format!("max seg size = {}", shmmax.trim())),
+        "{}",
+        stdout(&o)
+    );
+    let sem = std::fs::read_to_string("/proc/sys/kernel/sem").unwrap();
+    let arrays = sem.split_whitespace().nth(3).unwrap();
+    assert!(
+        stdout(&o).contains(&format!("max number of arrays = {arrays}")),
+        "{}",
+        stdout(&o)
+    );
+    let o = shmxfer(&["status", "-m", "-t"]);
+    let line = stdout(&o)
+        .lines()
+        .find(|l| l.starts_with(&shm.id.to_string()))
+        .map(String::from)
+        .unwrap();
+    assert!(line.contains("not set"), "never attached: {line}");
+    let o = shmxfer(&["status", "-m", "-p"]);
+    let cpid = String::from_utf8(
+        Command::new("ipcs")
+            .args(["-m", "-p"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let theirs = cpid
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&shm.id.to_string()))
+        .unwrap();
+    let ours = stdout(&o)
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&shm.id.to_string()))
+        .map(String::from)
+        .unwrap();
+    assert_eq!(
+        theirs.split_whitespace().collect::<Vec<_>>()[2..],
+        ours.split_whitespace().collect::<Vec<_>>()[2..]
+    );
+}
+
+#[test]
+fn a_receiver_whose_stdout_reader_left_keeps_serving_quietly() {
+    let env = Env::new();
+    let mut c = std::process::Command::new("bash");
+    c.arg("-c")
+        .arg(format!(
+            "{BIN} recv --key {} --dir out | head -n 1 >/dev/null",
+            env.key_arg()
+        ))
+        .current_dir(env.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut shell = c.spawn().unwrap();
+    let f = env.file("a", 10);
+    for _ in 0..3 {
+        let o = env.send(&["--wait", "10", f.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert_eq!(listing(&env.out()).len(), 3);
+    // Stop the receiver (the pipeline's first process) and read what it said.
+    Command::new("pkill")
+        .args(["-TERM", "-f", &format!("recv --key {}", env.key_arg())])
+        .status()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || shell
+        .try_wait()
+        .unwrap()
+        .is_some()));
+    let mut err = String::new();
+    use std::io::Read;
+    shell
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+}
