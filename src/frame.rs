@@ -409,6 +409,11 @@ pub fn decode_chunk(b: &[u8], slot_size: usize) -> Result<Chunk, HeaderError> {
     })
 }
 
+/// An MD5 digest as 32 lowercase hex digits, as md5sum prints it.
+pub fn hex(d: &[u8; 16]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Channel state as the receiver publishes it, for `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {

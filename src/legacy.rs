@@ -18,6 +18,7 @@ use tracing::debug;
 
 use crate::cli::{RecvArgs, SendArgs};
 use crate::exit;
+use crate::frame::hex;
 use crate::recv::{Namer, prepare_output};
 use crate::sysv::{self, Key, Mapping, SemOp, SemSet, Shm, SysvError, WaitError};
 
@@ -125,10 +126,6 @@ pub fn decode_size(b: &[u8]) -> Option<usize> {
     }
     let n: usize = std::str::from_utf8(digits).ok()?.parse().ok()?;
     (n <= CONTENT_LEN).then_some(n)
-}
-
-fn hex(d: &[u8; 16]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The four objects, attached.
@@ -470,17 +467,7 @@ fn write_out(dir: &Path, bytes: &[u8], namer: &mut Namer) -> io::Result<PathBuf>
             .open(&tmp)?;
         f.write_all(bytes)?;
         drop(f);
-        loop {
-            let path = namer.path();
-            match sysv::rename_noreplace(&tmp, &path) {
-                Ok(()) => {
-                    namer.advance();
-                    return Ok(path);
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => namer.advance(),
-                Err(e) => return Err(e),
-            }
-        }
+        namer.commit(&tmp)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -15,7 +15,7 @@ use tracing::{debug, trace};
 
 use crate::cli::RecvArgs;
 use crate::frame::{
-    self, Channel, ChunkError, Config, FrameError, Op, Outcome, Probe, Request, State, Status,
+    self, Channel, ChunkError, Config, FrameError, Op, Outcome, Probe, Request, State, Status, hex,
 };
 use crate::progress::Progress;
 use crate::{exit, sysv};
@@ -398,10 +398,6 @@ fn open_sink(opts: &Opts) -> io::Result<Sink> {
     }
 }
 
-fn hex(d: &[u8; 16]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Receives one file. On success returns the line to print.
 fn receive_one(
     ch: &Channel,
@@ -742,27 +738,20 @@ fn commit(
     } else {
         None
     };
-    let mut attempt = 0u64;
-    let path = loop {
-        let candidate = match &kept {
-            Some(n) => opts.dir.join(numbered(n, attempt)),
-            None => namer.path(),
-        };
-        match sysv::rename_noreplace(tmp, &candidate) {
-            Ok(()) => {
-                if kept.is_none() {
-                    namer.advance();
+    let path = match kept {
+        // The sender's name, then `-1`, `-2`...: never an existing file.
+        Some(n) => {
+            let mut attempt = 0u64;
+            loop {
+                let candidate = opts.dir.join(numbered(&n, attempt));
+                match sysv::rename_noreplace(tmp, &candidate) {
+                    Ok(()) => break candidate,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => attempt += 1,
+                    Err(e) => return Err(e),
                 }
-                break candidate;
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                if kept.is_none() {
-                    namer.advance();
-                }
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
         }
+        None => namer.commit(tmp)?,
     };
     if opts.fsync {
         File::open(&opts.dir)?.sync_all()?;
@@ -865,8 +854,18 @@ impl Namer {
         self.dir
             .join(format!("{}{:02}{}", self.basename, self.next, self.ext))
     }
-    pub fn advance(&mut self) {
-        self.next += 1;
+    /// Renames `tmp` to the next free counter name, never replacing a file (another receiver
+    /// may write into DIR too), and returns that name.
+    pub fn commit(&mut self, tmp: &Path) -> io::Result<PathBuf> {
+        loop {
+            let path = self.path();
+            self.next += 1;
+            match sysv::rename_noreplace(tmp, &path) {
+                Ok(()) => return Ok(path),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

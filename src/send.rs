@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, trace};
 
 use crate::cli::SendArgs;
-use crate::frame::{self, Abort, Channel, Chunk, FrameError, Meta, Op, Request, Status};
+use crate::frame::{self, Abort, Channel, Chunk, FrameError, Meta, Op, Request, Status, hex};
 use crate::progress::Progress;
 use crate::{exit, sysv};
 
@@ -265,10 +265,6 @@ fn open_input(path: &Path) -> Result<(File, Option<u64>, Option<Meta>), SendErro
         sysv::advise_sequential(&f);
     }
     Ok((f, size, Some(meta)))
-}
-
-fn hex(d: &[u8; 16]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn send_one(

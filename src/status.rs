@@ -102,12 +102,10 @@ pub struct Snapshot {
 }
 
 fn table(kind: Kind) -> Result<Vec<TableRow>, StatusError> {
-    let path = match kind {
-        Kind::Shm => "/proc/sysvipc/shm",
-        Kind::Sem => "/proc/sysvipc/sem",
-        Kind::Msg => "/proc/sysvipc/msg",
-    };
-    sysv::read_table(kind).map_err(|source| StatusError::Proc { path, source })
+    sysv::read_table(kind).map_err(|source| StatusError::Proc {
+        path: kind.path(),
+        source,
+    })
 }
 
 fn perms(r: &TableRow) -> u32 {

@@ -679,13 +679,19 @@ pub enum Kind {
     Msg,
 }
 
+impl Kind {
+    /// The kernel's table for this kind.
+    pub fn path(self) -> &'static str {
+        match self {
+            Kind::Shm => "/proc/sysvipc/shm",
+            Kind::Sem => "/proc/sysvipc/sem",
+            Kind::Msg => "/proc/sysvipc/msg",
+        }
+    }
+}
+
 pub fn read_table(kind: Kind) -> io::Result<Vec<TableRow>> {
-    let path = match kind {
-        Kind::Shm => "/proc/sysvipc/shm",
-        Kind::Sem => "/proc/sysvipc/sem",
-        Kind::Msg => "/proc/sysvipc/msg",
-    };
-    Ok(parse_table(&std::fs::read_to_string(path)?))
+    Ok(parse_table(&std::fs::read_to_string(kind.path())?))
 }
 
 /// The user name for a uid, from the password database file; the number where there is none.
