@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::sysv::Key;
 
@@ -98,6 +98,17 @@ pub struct Verbosity {
     pub quiet: bool,
 }
 
+/// How `recv` writes files: `--direct=WHEN`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DirectMode {
+    /// Through the page cache, switching a large file to O_DIRECT if that measures faster
+    Auto,
+    /// O_DIRECT for every whole slot (the unaligned tail goes through the page cache)
+    Always,
+    /// Always through the page cache, as cp does
+    Never,
+}
+
 #[derive(Debug, Args)]
 pub struct RecvArgs {
     #[command(flatten)]
@@ -126,9 +137,19 @@ pub struct RecvArgs {
     /// fsync each file and its directory before reporting it committed
     #[arg(long)]
     pub fsync: bool,
-    /// Write files with O_DIRECT, bypassing the page cache (large files, fast storage)
-    #[arg(long, conflicts_with = "stdout")]
-    pub direct: bool,
+    /// When to write around the page cache with O_DIRECT: auto switches a large file over
+    /// when the page cache proves slower than direct writes; --direct alone means always
+    #[arg(
+        long,
+        value_name = "WHEN",
+        value_enum,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "auto",
+        default_missing_value = "always",
+        conflicts_with = "stdout"
+    )]
+    pub direct: DirectMode,
     /// Permissions of the channel's IPC objects, octal
     #[arg(long, default_value = "0600", value_parser = parse_mode)]
     pub mode: u32,

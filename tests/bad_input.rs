@@ -137,6 +137,8 @@ fn usage_errors_exit_64_with_a_message() {
         vec!["recv", "--mode", "0999"],
         vec!["recv", "--mode", "rw"],
         vec!["recv", "--stdout", "--keep-name"],
+        vec!["recv", "--direct=sometimes"],
+        vec!["recv", "--stdout", "--direct"],
         vec!["recv", "-v", "-q"],
         vec!["recv", "--slot-size", "1"],
         vec!["recv", "--basename", "a/b"],
