@@ -74,6 +74,7 @@ fn clean_key(key: Key, args: &CleanArgs) -> Result<Vec<String>, CleanError> {
     match frame::probe(key)? {
         Probe::Absent => Ok(vec![format!("nothing to clean on key {key}")]),
         Probe::Foreign { why, .. } => Err(CleanError::Foreign { key, why }),
+        Probe::Starting { pid, .. } => Err(FrameError::Starting { key, pid }.into()),
         Probe::NoPermission { uid, mode, .. } => Err(FrameError::PermissionDenied {
             key,
             owner: sysv::user_name(uid),

@@ -452,6 +452,10 @@ pub enum FrameError {
     )]
     InUse { key: Key, pid: i32 },
     #[error(
+        "the receiver (pid {pid}) on key {key} is still setting its channel up; try again, or wait with --wait SECS"
+    )]
+    Starting { key: Key, pid: i32 },
+    #[error(
         "the receiver (pid {pid}) on key {key} is gone; start `shmxfer recv` again (it takes the key over)"
     )]
     ReceiverGone { key: Key, pid: i32 },
@@ -512,7 +516,14 @@ pub enum Probe {
     NoPermission { shmid: i32, uid: u32, mode: u32 },
     /// A shmxfer channel; `alive` says whether its receiver still lives.
     Channel { shmid: i32, info: Info, alive: bool },
+    /// A blank segment whose creator lives: a receiver between `shmget` and writing its
+    /// magic (`Channel::create` writes it last). Ask again shortly.
+    Starting { shmid: i32, pid: i32 },
 }
+
+/// How long a peer waits for a receiver seen in `Probe::Starting` to finish setting up; it
+/// takes milliseconds, so this only bounds a creator that hangs half-way.
+pub const STARTUP_GRACE: Duration = Duration::from_secs(2);
 
 /// Looks at the segment at `key` and says what it is, touching nothing.
 pub fn probe(key: Key) -> Result<Probe, FrameError> {
@@ -550,6 +561,10 @@ pub fn probe(key: Key) -> Result<Probe, FrameError> {
     map.read(INFO_OFF, &mut head)
         .expect("segment is at least CONTROL_LEN");
     match decode_info(&head, map.len()) {
+        Err(_) if head[..8] == [0; 8] && sysv::process_alive(stat.cpid) => Ok(Probe::Starting {
+            shmid: shm.id(),
+            pid: stat.cpid,
+        }),
         Ok(info) => {
             let alive = receiver_alive(&info);
             Ok(Probe::Channel {
@@ -699,6 +714,7 @@ impl Channel {
     pub fn open(key: Key) -> Result<Channel, FrameError> {
         let (shmid, info) = match probe(key)? {
             Probe::Absent => return Err(FrameError::NoReceiver { key }),
+            Probe::Starting { pid, .. } => return Err(FrameError::Starting { key, pid }),
             Probe::Foreign { why, .. } => return Err(FrameError::Foreign { key, why }),
             Probe::NoPermission { uid, mode, .. } => {
                 return Err(FrameError::PermissionDenied {

@@ -190,7 +190,7 @@ impl frame::FrameError {
             NoReceiver { .. } | ReceiverGone { .. } | Removed { .. } => exit::UNAVAILABLE,
             PermissionDenied { .. } => exit::NOPERM,
             Foreign { .. } | Header { .. } => exit::PROTOCOL,
-            InUse { .. } | TimedOut { .. } => exit::TEMPFAIL,
+            InUse { .. } | Starting { .. } | TimedOut { .. } => exit::TEMPFAIL,
             SenderGone => exit::IOERR,
             Interrupted => exit::INTERRUPTED,
             Sys(_) => exit::OSERR,

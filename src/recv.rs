@@ -15,7 +15,8 @@ use tracing::{debug, trace};
 
 use crate::cli::{DirectMode, RecvArgs};
 use crate::frame::{
-    self, Channel, ChunkError, Config, FrameError, Op, Outcome, Probe, Request, State, Status, hex,
+    self, Channel, ChunkError, Config, FrameError, Op, Outcome, Probe, Request, STARTUP_GRACE,
+    State, Status, hex,
 };
 use crate::progress::Progress;
 use crate::{exit, sysv};
@@ -273,7 +274,7 @@ fn install_stop_handler(ch: Arc<Channel>) {
 /// warning). A live receiver, or anything that is not a shmxfer channel, is left alone.
 fn take_key(key: sysv::Key, quiet: bool) -> Result<(), RecvError> {
     // A receiver that is creating its channel right now has not written its magic yet; give it
-    // a moment before calling the segment foreign.
+    // a moment to finish (it then serves, and we are refused) before giving up.
     let started = Instant::now();
     loop {
         match frame::probe(key)? {
@@ -310,10 +311,15 @@ fn take_key(key: sysv::Key, quiet: bool) -> Result<(), RecvError> {
                 }
                 .into());
             }
+            Probe::Starting { pid, .. } if started.elapsed() > STARTUP_GRACE => {
+                return Err(FrameError::Starting { key, pid }.into());
+            }
             Probe::Foreign { why, .. } if started.elapsed() > Duration::from_millis(500) => {
                 return Err(FrameError::Foreign { key, why }.into());
             }
-            Probe::Foreign { .. } => std::thread::sleep(Duration::from_millis(50)),
+            Probe::Foreign { .. } | Probe::Starting { .. } => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
         }
     }
 }

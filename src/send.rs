@@ -193,18 +193,24 @@ fn fail(e: &SendError) -> i32 {
 /// Attaches to the channel, waiting for a receiver to appear until `deadline` if one is given.
 /// There is no kernel event for "a segment appeared at a key", so this one wait polls, and only
 /// while nothing else can happen.
+/// A receiver caught setting its channel up is waited for even without a deadline.
 fn connect(key: sysv::Key, deadline: Option<Instant>) -> Result<Channel, FrameError> {
+    let mut grace: Option<Instant> = None;
     loop {
+        let waiting = deadline.is_some_and(|d| Instant::now() < d);
         match Channel::open(key) {
             Err(
                 FrameError::NoReceiver { .. }
                 | FrameError::ReceiverGone { .. }
                 | FrameError::Removed { .. },
-            ) if deadline.is_some_and(|d| Instant::now() < d) => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            ) if waiting => {}
+            Err(FrameError::Starting { .. })
+                if waiting
+                    || *grace.get_or_insert_with(|| Instant::now() + frame::STARTUP_GRACE)
+                        > Instant::now() => {}
             r => return r,
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -166,3 +166,33 @@ fn usage_errors_exit_64_with_a_message() {
     let o = run_bounded(c, Duration::from_secs(10));
     assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
 }
+
+#[test]
+fn a_receiver_caught_setting_up_is_waited_for_and_never_called_foreign() {
+    let env = Env::new();
+    // A blank control segment whose creator (this test) lives: a receiver between shmget and
+    // writing its magic, frozen there.
+    let shm = Shm::create(env.key, 8192, 0o600).unwrap();
+    let f = env.file("a", 5);
+    for args in [
+        vec!["send", f.to_str().unwrap()],
+        vec!["clean"],
+        vec!["recv", "--dir", "out"],
+    ] {
+        let t = std::time::Instant::now();
+        let o = run_bounded(env.cmd(&args), Duration::from_secs(20));
+        assert_eq!(o.status.code(), Some(75), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("still setting its channel up"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+        if args[0] != "clean" {
+            assert!(
+                t.elapsed() >= Duration::from_millis(1500),
+                "{args:?} did not wait"
+            );
+        }
+    }
+    assert_eq!(Shm::open(env.key).unwrap().id(), shm.id());
+}

@@ -234,6 +234,8 @@ fn clean_stale_removes_dead_channels_only_and_never_foreign_objects() {
 fn clean_leaves_a_foreign_segment_at_the_key_alone() {
     let env = Env::new();
     let shm = shmxfer::sysv::Shm::create(env.key, 8192, 0o600).unwrap();
+    // Not blank: a blank one made by a live process is a receiver setting up (bad_input.rs).
+    shm.attach(true).unwrap().write(0, b"another app").unwrap();
     let o = run_bounded(env.cmd(&["clean", "--force"]), Duration::from_secs(10));
     assert_eq!(o.status.code(), Some(76), "{}", stderr(&o));
     assert!(shm.stat().is_ok());

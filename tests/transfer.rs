@@ -419,3 +419,24 @@ fn every_direct_mode_delivers_the_same_bytes() {
     round_trip(&sizes, &["--direct=never", "--slot-size", "64K"]);
     round_trip(&sizes, &["--direct=auto", "-m", "--slot-size", "64K"]);
 }
+
+#[test]
+fn a_sender_started_with_its_receiver_waits_for_it() {
+    // The sender may look while the receiver is between creating its segment and writing
+    // its magic; it must wait, not call the channel foreign.
+    let env = Env::new();
+    let f = env.file("a", 1000);
+    for _ in 0..10 {
+        let mut recv = env.cmd(&["recv", "--once", "-q", "--dir", "out"]);
+        let recv = recv
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let o = env.send(&["--wait", "10", f.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let r = finish(recv, Duration::from_secs(10));
+        assert!(r.status.success(), "{}", stderr(&r));
+    }
+    assert_eq!(listing(&env.out()).len(), 10);
+}
