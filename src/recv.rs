@@ -536,16 +536,31 @@ enum End {
 
 /// Picks the write path of one file: the page cache, or around it with O_DIRECT
 /// (`--direct=WHEN`). In `auto` a file starts in the page cache, as with cp. When a window of
-/// whole-slot writes runs slower than one byte per nanosecond (1 GB/s, a fraction of memory
-/// speed, so page allocation costs more than the copy: a VM whose host takes freed memory back,
-/// or dirty-page throttling), the next slot goes O_DIRECT as a probe, and the file stays direct
-/// only if the probe ran at least 1.5 times as fast. Pure: fed lengths and times, unit-tested.
+/// whole-slot writes runs slower than 2 GB/s (well under memory speed, so page allocation
+/// costs more than the copy: a VM whose host takes freed memory back, or dirty-page
+/// throttling), the next few slots go O_DIRECT as a probe, and the rest of the file goes direct
+/// if the probe ran at least 1.25 times as fast. A lost probe (a slow disk, or one unlucky
+/// write) is tried again only after 32 MiB, then 64, 128…, so it costs little either way.
+/// Pure: fed lengths and times, unit-tested.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Pacer {
-    /// Page cache, timing whole-slot writes.
-    Watching { bytes: u64, nanos: u64 },
-    /// The next write goes direct, to be compared with this window of page-cache writes.
-    Probing { bytes: u64, nanos: u64 },
+    /// Page cache, timing whole-slot writes; `skip` bytes go untimed first (after `losses`
+    /// lost probes).
+    Watching {
+        bytes: u64,
+        nanos: u64,
+        skip: u64,
+        losses: u32,
+    },
+    /// Direct writes being timed (`done`, `took`), to be compared with the window of
+    /// page-cache writes that triggered the probe (`bytes`, `nanos`).
+    Probing {
+        bytes: u64,
+        nanos: u64,
+        done: u64,
+        took: u64,
+        losses: u32,
+    },
     /// O_DIRECT for the rest of the file (or until a write cannot be aligned).
     Direct,
     /// Page cache for the rest of the file.
@@ -555,12 +570,25 @@ enum Pacer {
 impl Pacer {
     /// Page-cache bytes timed before judging: long enough to average out one descheduling.
     const WINDOW: u64 = 8 << 20;
+    /// Direct bytes timed before judging: the first direct write pays for more than its share.
+    const PROBE: u64 = 4 << 20;
+    /// Page-cache bytes written after a first lost probe before the next; doubles each time.
+    const BACKOFF: u64 = 32 << 20;
 
     fn new(mode: DirectMode) -> Self {
         match mode {
-            DirectMode::Auto => Pacer::Watching { bytes: 0, nanos: 0 },
+            DirectMode::Auto => Self::watching(0, 0),
             DirectMode::Always => Pacer::Direct,
             DirectMode::Never => Pacer::Buffered,
+        }
+    }
+
+    fn watching(skip: u64, losses: u32) -> Self {
+        Pacer::Watching {
+            bytes: 0,
+            nanos: 0,
+            skip,
+            losses,
         }
     }
 
@@ -573,26 +601,62 @@ impl Pacer {
         matches!(self, Pacer::Probing { .. } | Pacer::Direct)
     }
 
-    /// Accounts one write of `bytes` that took `nanos`, made the way `wants_direct` said.
-    fn record(&mut self, bytes: u64, nanos: u64) {
+    /// Accounts one write of `len` bytes that took `ns`, made the way `wants_direct` said.
+    fn record(&mut self, len: u64, ns: u64) {
         *self = match *self {
-            Pacer::Watching { bytes: b, nanos: n } => {
-                let (b, n) = (b + bytes, n + nanos);
-                if b < Self::WINDOW {
-                    Pacer::Watching { bytes: b, nanos: n }
-                } else if n > b {
-                    Pacer::Probing { bytes: b, nanos: n }
+            Pacer::Watching { skip, losses, .. } if skip > 0 => {
+                Self::watching(skip.saturating_sub(len), losses)
+            }
+            Pacer::Watching {
+                bytes,
+                nanos,
+                losses,
+                ..
+            } => {
+                let (bytes, nanos) = (bytes + len, nanos + ns);
+                if bytes < Self::WINDOW {
+                    Pacer::Watching {
+                        bytes,
+                        nanos,
+                        skip: 0,
+                        losses,
+                    }
+                } else if 2 * nanos > bytes {
+                    Pacer::Probing {
+                        bytes,
+                        nanos,
+                        done: 0,
+                        took: 0,
+                        losses,
+                    }
                 } else {
                     // Fast so far; memory can turn dear mid-file, so keep watching.
-                    Pacer::Watching { bytes: 0, nanos: 0 }
+                    Self::watching(0, losses)
                 }
             }
-            // Direct wins if bytes/nanos >= 1.5 * b/n, in integers.
-            Pacer::Probing { bytes: b, nanos: n } => {
-                if 2 * u128::from(bytes) * u128::from(n) >= 3 * u128::from(b) * u128::from(nanos) {
+            Pacer::Probing {
+                bytes,
+                nanos,
+                done,
+                took,
+                losses,
+            } => {
+                let (done, took) = (done + len, took + ns);
+                if done < Self::PROBE {
+                    Pacer::Probing {
+                        bytes,
+                        nanos,
+                        done,
+                        took,
+                        losses,
+                    }
+                // Direct wins if done/took >= 1.25 * bytes/nanos, in integers.
+                } else if 4 * u128::from(done) * u128::from(nanos)
+                    >= 5 * u128::from(bytes) * u128::from(took)
+                {
                     Pacer::Direct
                 } else {
-                    Pacer::Buffered
+                    Self::watching(Self::BACKOFF << losses.min(16), losses + 1)
                 }
             }
             settled => settled,
@@ -665,16 +729,20 @@ impl<'a> PacedFile<'a> {
         let nanos = t.elapsed().as_nanos() as u64;
         self.pacer.record(bytes.len() as u64, nanos);
         match (before, self.pacer) {
-            (Pacer::Watching { .. }, Pacer::Probing { bytes, nanos }) => debug!(
+            (Pacer::Watching { .. }, Pacer::Probing { bytes, nanos, .. }) => debug!(
                 page_cache_mb_s = mb_per_s(bytes, nanos),
                 offset = self.offset,
                 "page cache is slow; probing O_DIRECT"
             ),
-            (Pacer::Probing { .. }, after) => debug!(
-                direct_mb_s = mb_per_s(bytes.len() as u64, nanos),
-                direct = after == Pacer::Direct,
-                "O_DIRECT probed"
-            ),
+            (Pacer::Probing { done, took, .. }, after)
+                if !matches!(after, Pacer::Probing { .. }) =>
+            {
+                debug!(
+                    direct_mb_s = mb_per_s(done + bytes.len() as u64, took + nanos),
+                    direct = after == Pacer::Direct,
+                    "O_DIRECT probed"
+                )
+            }
             _ => {}
         }
         Ok(())
@@ -1084,7 +1152,7 @@ mod tests {
         let mut p = Pacer::new(DirectMode::Auto);
         // 0.2 ms per MiB: 5 GB/s, what a page-cache copy costs on a host.
         assert!(feed(&mut p, 64, 200_000).iter().all(|d| !d));
-        assert!(matches!(p, Pacer::Watching { .. }));
+        assert!(matches!(p, Pacer::Watching { losses: 0, .. }));
     }
 
     #[test]
@@ -1093,8 +1161,8 @@ mod tests {
         // 2.4 ms per MiB: the page cache on memory the host took back.
         assert!(feed(&mut p, 8, 2_400_000).iter().all(|d| !d));
         assert!(matches!(p, Pacer::Probing { .. }));
-        // The probe takes 0.5 ms: direct from here on, whatever it then costs.
-        assert_eq!(feed(&mut p, 1, 500_000), [true]);
+        // The probe's slots take 0.5 ms each: direct from here on, whatever it then costs.
+        assert_eq!(feed(&mut p, 4, 500_000), [true; 4]);
         assert_eq!(p, Pacer::Direct);
         assert!(feed(&mut p, 4, 9_000_000).iter().all(|d| *d));
     }
@@ -1103,15 +1171,19 @@ mod tests {
     fn auto_keeps_the_page_cache_when_direct_is_no_faster() {
         let mut p = Pacer::new(DirectMode::Auto);
         feed(&mut p, 8, 2_000_000);
-        // A slow disk: the direct probe takes 10 ms.
-        assert_eq!(feed(&mut p, 1, 10_000_000), [true]);
-        assert_eq!(p, Pacer::Buffered);
-        assert!(feed(&mut p, 16, 2_000_000).iter().all(|d| !d));
-        // Not even 1.5 times faster is not enough either.
+        // A slow disk: the direct probe takes 10 ms a slot.
+        assert_eq!(feed(&mut p, 4, 10_000_000), [true; 4]);
+        // Probes again only after 32 MiB, then after 64 MiB: one slot in ten at most.
+        let d = feed(&mut p, 32 + 8, 2_000_000);
+        assert!(d.iter().all(|d| !d));
+        assert_eq!(feed(&mut p, 4, 10_000_000), [true; 4]);
+        assert!(feed(&mut p, 64 + 7, 2_000_000).iter().all(|d| !d));
+        assert!(matches!(p, Pacer::Watching { losses: 2, .. }));
+        // A little faster is not enough: leaving the page cache must pay for itself.
         let mut p = Pacer::new(DirectMode::Auto);
         feed(&mut p, 8, 2_000_000);
-        feed(&mut p, 1, 1_500_000);
-        assert_eq!(p, Pacer::Buffered);
+        feed(&mut p, 4, 1_700_000);
+        assert!(matches!(p, Pacer::Watching { losses: 1, .. }));
     }
 
     #[test]
@@ -1157,7 +1229,7 @@ mod tests {
         let mut expected = Vec::new();
         {
             // Forced into a probe that wins: page cache, then direct, then a buffered tail.
-            let mut out = PacedFile::new(&mut file, Pacer::Watching { bytes: 0, nanos: 0 });
+            let mut out = PacedFile::new(&mut file, Pacer::new(DirectMode::Auto));
             for seed in 0..3u8 {
                 let (v, at) = aligned_pattern(64 << 10, seed);
                 out.write_all(&v[at..at + (64 << 10)]).unwrap();
@@ -1165,7 +1237,10 @@ mod tests {
             }
             out.pacer = Pacer::Probing {
                 bytes: Pacer::WINDOW,
-                nanos: u64::MAX / 4,
+                nanos: u64::MAX / 8,
+                done: Pacer::PROBE,
+                took: 0,
+                losses: 0,
             };
             for seed in 3..6u8 {
                 let (v, at) = aligned_pattern(64 << 10, seed);
