@@ -19,7 +19,9 @@ OUT=$WORK/out
 mkdir -p "$WORK/in" "$OUT"
 RPID=
 start_recv() {
-  "$BIN" recv --key "$KEY" --dir "$OUT" --keep-name -q --slot-size 64K --slots 4 2>>"$WORK/recv.err" &
+  # Every other receiver writes O_DIRECT (auto needs bigger files than these to switch).
+  local direct=auto; (( RANDOM % 2 )) && direct=always
+  "$BIN" recv --key "$KEY" --dir "$OUT" --keep-name -q --slot-size 64K --slots 4 --direct="$direct" 2>>"$WORK/recv.err" &
   RPID=$!
   for _ in $(seq 200); do "$BIN" status --json --key "$KEY" 2>/dev/null | grep -q '"state": "idle"' && return; sleep 0.01; done
   echo "receiver did not come up"; exit 1
