@@ -547,24 +547,45 @@ enum Pacer {
     /// Page cache, timing whole-slot writes; `skip` bytes go untimed first (after `losses`
     /// lost probes).
     Watching {
-        bytes: u64,
-        nanos: u64,
+        page_cache: Tally,
         skip: u64,
         losses: u32,
     },
-    /// Direct writes being timed (`done`, `took`), to be compared with the window of
-    /// page-cache writes that triggered the probe (`bytes`, `nanos`).
+    /// Direct writes being timed, to be compared with the page-cache window that triggered
+    /// the probe.
     Probing {
-        bytes: u64,
-        nanos: u64,
-        done: u64,
-        took: u64,
+        page_cache: Tally,
+        direct: Tally,
         losses: u32,
     },
     /// O_DIRECT for the rest of the file (or until a write cannot be aligned).
     Direct,
     /// Page cache for the rest of the file.
     Buffered,
+}
+
+/// Bytes written and the nanoseconds they took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Tally {
+    bytes: u64,
+    nanos: u64,
+}
+
+impl Tally {
+    fn add(self, bytes: u64, nanos: u64) -> Tally {
+        Tally {
+            bytes: self.bytes + bytes,
+            nanos: self.nanos.saturating_add(nanos),
+        }
+    }
+    /// Whether this ran at least `num/den` times as fast as `other`, in integers.
+    fn faster(self, other: Tally, num: u128, den: u128) -> bool {
+        den * u128::from(self.bytes) * u128::from(other.nanos)
+            >= num * u128::from(other.bytes) * u128::from(self.nanos)
+    }
+    fn mb_per_s(self) -> u64 {
+        (u128::from(self.bytes) * 1000 / u128::from(self.nanos.max(1))) as u64
+    }
 }
 
 impl Pacer {
@@ -574,6 +595,8 @@ impl Pacer {
     const PROBE: u64 = 4 << 20;
     /// Page-cache bytes written after a first lost probe before the next; doubles each time.
     const BACKOFF: u64 = 32 << 20;
+    /// Below this the page cache is slow: 2 GB/s, 2 bytes per nanosecond.
+    const SLOW: Tally = Tally { bytes: 2, nanos: 1 };
 
     fn new(mode: DirectMode) -> Self {
         match mode {
@@ -585,8 +608,7 @@ impl Pacer {
 
     fn watching(skip: u64, losses: u32) -> Self {
         Pacer::Watching {
-            bytes: 0,
-            nanos: 0,
+            page_cache: Tally::default(),
             skip,
             losses,
         }
@@ -608,25 +630,20 @@ impl Pacer {
                 Self::watching(skip.saturating_sub(len), losses)
             }
             Pacer::Watching {
-                bytes,
-                nanos,
-                losses,
-                ..
+                page_cache, losses, ..
             } => {
-                let (bytes, nanos) = (bytes + len, nanos + ns);
-                if bytes < Self::WINDOW {
+                let page_cache = page_cache.add(len, ns);
+                if page_cache.bytes < Self::WINDOW {
                     Pacer::Watching {
-                        bytes,
-                        nanos,
+                        page_cache,
                         skip: 0,
                         losses,
                     }
-                } else if 2 * nanos > bytes {
+                } else if !page_cache.faster(Self::SLOW, 1, 1) {
+                    let direct = Tally::default();
                     Pacer::Probing {
-                        bytes,
-                        nanos,
-                        done: 0,
-                        took: 0,
+                        page_cache,
+                        direct,
                         losses,
                     }
                 } else {
@@ -635,25 +652,18 @@ impl Pacer {
                 }
             }
             Pacer::Probing {
-                bytes,
-                nanos,
-                done,
-                took,
+                page_cache,
+                direct,
                 losses,
             } => {
-                let (done, took) = (done + len, took + ns);
-                if done < Self::PROBE {
+                let direct = direct.add(len, ns);
+                if direct.bytes < Self::PROBE {
                     Pacer::Probing {
-                        bytes,
-                        nanos,
-                        done,
-                        took,
+                        page_cache,
+                        direct,
                         losses,
                     }
-                // Direct wins if done/took >= 1.25 * bytes/nanos, in integers.
-                } else if 4 * u128::from(done) * u128::from(nanos)
-                    >= 5 * u128::from(bytes) * u128::from(took)
-                {
+                } else if direct.faster(page_cache, 5, 4) {
                     Pacer::Direct
                 } else {
                     Self::watching(Self::BACKOFF << losses.min(16), losses + 1)
@@ -667,11 +677,6 @@ impl Pacer {
     fn refused(&mut self) {
         *self = Pacer::Buffered;
     }
-}
-
-/// MB/s of `bytes` in `nanos`, for the log.
-fn mb_per_s(bytes: u64, nanos: u64) -> u64 {
-    (u128::from(bytes) * 1000 / u128::from(nanos.max(1))) as u64
 }
 
 /// The output file, written through the page cache or around it as its `Pacer` decides.
@@ -729,16 +734,14 @@ impl<'a> PacedFile<'a> {
         let nanos = t.elapsed().as_nanos() as u64;
         self.pacer.record(bytes.len() as u64, nanos);
         match (before, self.pacer) {
-            (Pacer::Watching { .. }, Pacer::Probing { bytes, nanos, .. }) => debug!(
-                page_cache_mb_s = mb_per_s(bytes, nanos),
+            (Pacer::Watching { .. }, Pacer::Probing { page_cache, .. }) => debug!(
+                page_cache_mb_s = page_cache.mb_per_s(),
                 offset = self.offset,
                 "page cache is slow; probing O_DIRECT"
             ),
-            (Pacer::Probing { done, took, .. }, after)
-                if !matches!(after, Pacer::Probing { .. }) =>
-            {
+            (Pacer::Probing { direct, .. }, after) if !matches!(after, Pacer::Probing { .. }) => {
                 debug!(
-                    direct_mb_s = mb_per_s(done + bytes.len() as u64, took + nanos),
+                    direct_mb_s = direct.add(bytes.len() as u64, nanos).mb_per_s(),
                     direct = after == Pacer::Direct,
                     "O_DIRECT probed"
                 )
@@ -1236,10 +1239,14 @@ mod tests {
                 expected.extend_from_slice(&v[at..at + (64 << 10)]);
             }
             out.pacer = Pacer::Probing {
-                bytes: Pacer::WINDOW,
-                nanos: u64::MAX / 8,
-                done: Pacer::PROBE,
-                took: 0,
+                page_cache: Tally {
+                    bytes: Pacer::WINDOW,
+                    nanos: u64::MAX / 8,
+                },
+                direct: Tally {
+                    bytes: Pacer::PROBE,
+                    nanos: 0,
+                },
                 losses: 0,
             };
             for seed in 3..6u8 {
