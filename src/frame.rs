@@ -36,6 +36,12 @@ pub const DEFAULT_SLOTS: u32 = 8;
 /// How long a wait on the peer sleeps before it checks whether the peer is still alive.
 pub const LIVENESS_SLICE: Duration = Duration::from_millis(250);
 
+/// How often an idle receiver checks that its segments are still at their keys. Someone may
+/// `ipcrm` them; senders then cannot find the channel, and nothing would wake the receiver to
+/// say so. One check costs two `shmget`s; every 2 s is far under the one wake-up per 200 ms
+/// that idling allows.
+pub const PUBLISHED_CHECK: Duration = Duration::from_secs(2);
+
 const INFO_OFF: usize = 0;
 pub const INFO_LEN: usize = 128;
 pub const REQUEST_OFF: usize = 128;
@@ -862,16 +868,29 @@ impl Channel {
         self.wait(&[SemOp::give(sem::GATE)], None)
     }
 
-    /// Sleeps in the kernel until a sender takes the gate. No timeout: an idle receiver costs
-    /// nothing; a stop request wakes it by removing the semaphore set.
+    /// Sleeps in the kernel until a sender takes the gate, waking only every `PUBLISHED_CHECK`
+    /// to see that the channel is still there to be found; a stop request wakes it at once by
+    /// removing the semaphore set.
     pub fn wait_for_sender(&self) -> Result<(), FrameError> {
         loop {
-            match self.wait(&[SemOp::zero(sem::GATE)], None) {
+            match self.wait(&[SemOp::zero(sem::GATE)], Some(PUBLISHED_CHECK)) {
+                Err(FrameError::TimedOut { .. }) if self.published() => continue,
+                Err(FrameError::TimedOut { .. }) => {
+                    return Err(FrameError::Removed { key: self.key });
+                }
                 Err(FrameError::Interrupted) if !crate::stop_requested() => continue,
                 Err(_) if crate::stop_requested() => return Err(FrameError::Interrupted),
                 r => return r,
             }
         }
+    }
+
+    /// Whether senders can still find this channel: our segments are the ones at KEY and
+    /// KEY+1 (after `ipcrm` they live on for us, attached, but the keys no longer lead to them).
+    pub fn published(&self) -> bool {
+        let at = |k: Option<Key>| k.and_then(|k| Shm::open(k).ok()).map(|s| s.id());
+        at(Some(self.key)) == Some(self.control_shm.id())
+            && at(self.key.offset(1)) == Some(self.content_shm.id())
     }
 
     /// Waits for the admitted sender's next request and decodes it.

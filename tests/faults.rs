@@ -212,6 +212,34 @@ fn removing_the_semaphores_under_an_idle_receiver_ends_it_with_an_error() {
 }
 
 #[test]
+fn removing_only_the_segments_under_an_idle_receiver_ends_it_within_seconds() {
+    // Senders can no longer find the channel, and nothing would wake the receiver to tell it.
+    let env = Env::new();
+    let r = env.recv(&[]);
+    let (control, _, _) = ids(&env);
+    let t = Instant::now();
+    Command::new("ipcrm")
+        .args(["-m", &control.to_string()])
+        .status()
+        .unwrap();
+    let out = r.wait(HANG);
+    println!(
+        "idle receiver noticed its segment gone in {:?}",
+        t.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(stderr(&out).contains("removed"), "{}", stderr(&out));
+    assert!(
+        shmxfer::sysv::SemSet::open(env.key).is_err(),
+        "semaphores left"
+    );
+    assert!(
+        shmxfer::sysv::Shm::open(shmxfer::sysv::Key(env.key.0 + 1)).is_err(),
+        "content segment left"
+    );
+}
+
+#[test]
 fn removing_the_channel_mid_transfer_fails_both_sides_cleanly() {
     let env = Env::new();
     let r = env.recv(&[]);
