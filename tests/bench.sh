@@ -75,15 +75,20 @@ out_big() { ls -d "$WORK/out"/* | head -1; }
 check_big() { # file: exit unless identical to the input
   [[ $(md5sum <"$1" | cut -d' ' -f1) == "$BIGMD5" ]] || { echo "OUTPUT DIFFERS: $1"; exit 1; }
 }
-timed() { local t0 t1; t0=$(now); "$@"; t1=$(now); echo $((t1 - t0)); }
+# Runs a command in this shell (so `set -e` stops the script if it fails) and leaves its
+# nanoseconds in LAST.
+# dir: exit unless it holds exactly the small inputs' contents (names differ, order aside).
+digests() { md5sum "$1"/* | cut -d' ' -f1 | sort; }
+same_files() { [[ $(digests "$1") == $(digests "$WORK/small") ]] || { echo "small files differ in $1"; exit 1; }; }
+timed() { local t0 t1; t0=$(now); "$@"; t1=$(now); LAST=$((t1 - t0)); }
 send_big() { "$BIN" send --key "$KEY" "$@" "$WORK/big"; }
 # Each case: pre-step, timed run, check, keep its output for the next recycled run.
-case_dd() { T_DD+=($(timed dd if="$WORK/big" of="$WORK/base/x" bs=4M status=none)); keep "$WORK/base/x"; }
-case_cat() { T_CAT+=($(timed bash -c "cat '$WORK/big' | cat > '$WORK/base/x'")); keep "$WORK/base/x"; }
-case_cp() { T_CP+=($(timed cp "$WORK/big" "$WORK/base/")); keep "$WORK/base/big"; }
-case_sx() { T_SX+=($(timed send_big)); check_big "$(out_big)"; keep "$(out_big)"; }
-case_sxm() { T_SXM+=($(timed send_big -m)); check_big "$(out_big)"; keep "$(out_big)"; }
-case_never() { S_NVM+=($(timed "$BIN" send --key "$NKEY" -m "$WORK/big")); check_big "$WORK/nout"/*; rm -f "$WORK/nout"/*; }
+case_dd() { timed dd if="$WORK/big" of="$WORK/base/x" bs=4M status=none; T_DD+=("$LAST"); keep "$WORK/base/x"; }
+case_cat() { timed bash -c "cat '$WORK/big' | cat > '$WORK/base/x'"; T_CAT+=("$LAST"); keep "$WORK/base/x"; }
+case_cp() { timed cp "$WORK/big" "$WORK/base/"; T_CP+=("$LAST"); keep "$WORK/base/big"; }
+case_sx() { timed send_big; T_SX+=("$LAST"); check_big "$(out_big)"; keep "$(out_big)"; }
+case_sxm() { timed send_big -m; T_SXM+=("$LAST"); check_big "$(out_big)"; keep "$(out_big)"; }
+case_never() { timed "$BIN" send --key "$NKEY" -m "$WORK/big"; S_NVM+=("$LAST"); check_big "$WORK/nout"/*; rm -f "$WORK/nout"/*; }
 
 declare -a T_DD T_CAT T_CP T_SX T_SXM T_MD5 T_SMALL_SX T_SMALL_CP T_ONE T_ONE_F
 SENDER_RSS=0
@@ -94,25 +99,28 @@ for r in $(seq "$RUNS"); do
   recycled; case_sx
   recycled; case_cat
   recycled; case_cp
-  sync; T_MD5+=($(timed bash -c "md5sum '$WORK/big' >/dev/null"))
+  sync; timed bash -c "md5sum '$WORK/big' >/dev/null"; T_MD5+=("$LAST")
   recycled; case_sxm
   recycled
   rss=$( { /usr/bin/time -f %M "$BIN" send --key "$KEY" "$WORK/big"; } 2>&1 ); check_big "$(out_big)"
   (( rss > SENDER_RSS )) && SENDER_RSS=$rss
   keep "$(out_big)"
-  sync; T_SMALL_CP+=($(timed bash -c "for f in '$WORK'/small/*; do cp \"\$f\" '$WORK/cp/'; done"))
+  sync; timed bash -c "for f in '$WORK'/small/*; do cp \"\$f\" '$WORK/cp/'; done"; T_SMALL_CP+=("$LAST")
   rm -f "$WORK/cp"/*; sync
-  T_SMALL_SX+=($(timed bash -c "for f in '$WORK'/small/*; do '$BIN' send --key $KEY \"\$f\"; done"))
+  timed bash -c "for f in '$WORK'/small/*; do '$BIN' send --key $KEY \"\$f\" || exit 1; done"; T_SMALL_SX+=("$LAST")
   [[ $(ls "$WORK/out" | wc -l) == 200 ]] || { echo "small files missing"; exit 1; }
   rm -f "$WORK/out"/*; sync
-  T_ONE+=($(timed "$BIN" send --key "$KEY" "$WORK"/small/*))
-  [[ $(cat "$WORK"/out/* | md5sum) == $(cat "$WORK"/small/* | md5sum) ]] || { echo "small files differ"; exit 1; }
+  timed "$BIN" send --key "$KEY" "$WORK"/small/*; T_ONE+=("$LAST")
+  same_files "$WORK/out"
   rm -f "$WORK/out"/*; sync
-  T_ONE_F+=($(timed "$BIN" send --key "$FKEY" "$WORK"/small/*)); rm -f "$WORK/fout"/*
+  timed "$BIN" send --key "$FKEY" "$WORK"/small/*; T_ONE_F+=("$LAST")
+  same_files "$WORK/fout"
+  rm -f "$WORK/fout"/*
   echo "  run $r/$RUNS done"
 done
 RECV_RSS=$(awk '/VmHWM/ {print $2}' /proc/$RPID/status)
-recycled; T_BIG_F=$(timed "$BIN" send --key "$FKEY" "$WORK/big"); rm -f "$WORK/fout"/*
+recycled; timed "$BIN" send --key "$FKEY" "$WORK/big"; T_BIG_F=$LAST
+check_big "$WORK/fout"/*; rm -f "$WORK/fout"/*
 
 # The steady state: the same cases, fewer runs.
 RUNS_STEADY=${RUNS_STEADY:-3}
