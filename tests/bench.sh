@@ -49,7 +49,6 @@ echo "making inputs..."
 head -c 1073741824 /dev/urandom >"$WORK/big"
 mkdir -p "$WORK/small" "$WORK/out" "$WORK/cp" "$WORK/fout" "$WORK/nout" "$WORK/base" "$WORK/keep"
 for i in $(seq -w 1 200); do head -c 100000 /dev/urandom >"$WORK/small/f$i"; done
-BIGMD5=$(md5sum <"$WORK/big" | cut -d' ' -f1)
 
 "$BIN" recv --key "$KEY" --dir "$WORK/out" -q & PIDS+=($!)
 RPID=$!
@@ -72,8 +71,8 @@ recycled() { [[ -n $KEPT ]] && rm -f "$KEPT"; KEPT=""; sync; }
 keep() { mv "$1" "$WORK/keep/last"; KEPT=$WORK/keep/last; }
 steady() { rm -rf "$WORK/keep"/* "$WORK/out"/* "$WORK/base"/*; KEPT=""; sync; sleep "${SETTLE:-2.5}"; }
 out_big() { ls -d "$WORK/out"/* | head -1; }
-check_big() { # file: exit unless identical to the input
-  [[ $(md5sum <"$1" | cut -d' ' -f1) == "$BIGMD5" ]] || { echo "OUTPUT DIFFERS: $1"; exit 1; }
+check_big() { # file: exit unless identical to the input (cmp: 0.4 s, md5sum: 1.4 s)
+  cmp -s "$1" "$WORK/big" || { echo "OUTPUT DIFFERS: $1"; exit 1; }
 }
 # Runs a command in this shell (so `set -e` stops the script if it fails) and leaves its
 # nanoseconds in LAST.
