@@ -1,9 +1,10 @@
 //! `shmxfer clean`: remove a channel's leftover IPC objects, and never anything that is not
-//! shmxfer's (or, with `--legacy`, the original system's).
+//! shmxfer's (or, with `--legacy`, the original system's). Every object it could not remove
+//! is reported with the reason.
 
 use crate::cli::CleanArgs;
-use crate::frame::{self, FrameError, Probe};
-use crate::sysv::{self, Key, SemSet, Shm};
+use crate::frame::{self, FrameError, Probe, Removal};
+use crate::sysv::{self, Key, SemSet, Shm, SysvError};
 use crate::{exit, legacy};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +19,8 @@ pub enum CleanError {
         "the original system's segment at key {key} is attached by {nattch} process(es) (a consumer is running); stop it, or use --force"
     )]
     LegacyInUse { key: Key, nattch: u64 },
+    #[error("{count} object(s) could not be removed (see above)")]
+    NotRemoved { count: usize, permission: bool },
     #[error(transparent)]
     Frame(#[from] FrameError),
     #[error("cannot read the kernel's IPC tables: {0}")]
@@ -29,6 +32,10 @@ impl CleanError {
         match self {
             CleanError::Alive { .. } | CleanError::LegacyInUse { .. } => exit::TEMPFAIL,
             CleanError::Foreign { .. } => exit::PROTOCOL,
+            CleanError::NotRemoved {
+                permission: true, ..
+            } => exit::NOPERM,
+            CleanError::NotRemoved { .. } => exit::OSERR,
             CleanError::Frame(e) => e.exit_code(),
             CleanError::Proc(_) => exit::OSERR,
         }
@@ -49,16 +56,9 @@ pub fn run(args: CleanArgs) -> i32 {
             }
         }
     };
+    let result = result.and_then(|r| report(r, &args));
     match result {
-        Ok(lines) => {
-            let quiet = args.verbosity.quiet;
-            for l in lines {
-                if !quiet && !crate::out_line(&l) {
-                    break;
-                }
-            }
-            exit::OK
-        }
+        Ok(()) => exit::OK,
         Err(e) => {
             crate::error(&e);
             e.exit_code()
@@ -66,69 +66,144 @@ pub fn run(args: CleanArgs) -> i32 {
     }
 }
 
-fn verb(dry_run: bool) -> &'static str {
-    if dry_run { "would remove" } else { "removed" }
+/// What a clean did: lines to print, and the objects it tried to remove.
+#[derive(Default)]
+struct Outcome {
+    notes: Vec<String>,
+    removals: Vec<Removal>,
 }
 
-fn clean_key(key: Key, args: &CleanArgs) -> Result<Vec<String>, CleanError> {
-    match frame::probe(key)? {
-        Probe::Absent => Ok(vec![format!("nothing to clean on key {key}")]),
-        Probe::Foreign { why, .. } => Err(CleanError::Foreign { key, why }),
-        Probe::Starting { pid, .. } => Err(FrameError::Starting { key, pid }.into()),
-        Probe::NoPermission { uid, mode, .. } => Err(FrameError::PermissionDenied {
-            key,
-            owner: sysv::user_name(uid),
-            mode,
+/// Prints one line per object removed (or that would be), one error per object that could not
+/// be, and fails if any could not.
+fn report(o: Outcome, args: &CleanArgs) -> Result<(), CleanError> {
+    let quiet = args.verbosity.quiet;
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    let mut stdout_open = !quiet;
+    let mut failed = 0;
+    let mut permission = true;
+    for r in &o.removals {
+        match &r.result {
+            Ok(()) => {
+                if stdout_open {
+                    stdout_open = crate::out_line(&format!("{verb} {}", r.what));
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                permission &= e.is_permission();
+                crate::error(cannot_remove(&r.what, e, args.dry_run));
+            }
         }
-        .into()),
-        Probe::Channel {
-            alive: true, info, ..
-        } if !args.force => Err(CleanError::Alive {
-            key,
-            pid: info.receiver_pid,
-        }),
-        Probe::Channel { shmid, info, .. } => {
-            Ok(frame::remove_channel(key, shmid, &info, args.dry_run)
-                .into_iter()
-                .map(|l| format!("{} {l}", verb(args.dry_run)))
-                .collect())
+    }
+    for n in o.notes {
+        if stdout_open {
+            stdout_open = crate::out_line(&n);
         }
+    }
+    if failed > 0 {
+        return Err(CleanError::NotRemoved {
+            count: failed,
+            permission,
+        });
+    }
+    Ok(())
+}
+
+fn cannot_remove(what: &str, e: &SysvError, dry_run: bool) -> String {
+    let verb = if dry_run {
+        "would not be allowed to remove"
+    } else {
+        "cannot remove"
+    };
+    if e.is_permission() {
+        format!(
+            "{verb} {what}: permission denied (only its owner, its creator or root may); run clean as that user"
+        )
+    } else if e.is_gone() {
+        format!("{verb} {what}: it is already gone")
+    } else {
+        format!("{verb} {what}: {e}")
     }
 }
 
-/// Every channel on the host whose receiver is dead; live ones and foreign segments stay.
-fn clean_stale(args: &CleanArgs) -> Result<Vec<String>, CleanError> {
+fn clean_key(key: Key, args: &CleanArgs) -> Result<Outcome, CleanError> {
+    let removals = match frame::probe(key)? {
+        Probe::Absent => {
+            return Ok(Outcome {
+                notes: vec![format!("nothing to clean on key {key}")],
+                removals: Vec::new(),
+            });
+        }
+        Probe::Foreign { why, .. } => return Err(CleanError::Foreign { key, why }),
+        Probe::Starting { pid, .. } => return Err(FrameError::Starting { key, pid }.into()),
+        Probe::NoPermission { uid, mode, .. } => {
+            return Err(FrameError::PermissionDenied {
+                key,
+                owner: sysv::user_name(uid),
+                mode,
+            }
+            .into());
+        }
+        Probe::Channel {
+            alive: true, info, ..
+        } if !args.force => {
+            return Err(CleanError::Alive {
+                key,
+                pid: info.receiver_pid,
+            });
+        }
+        Probe::Channel { shmid, info, .. } => {
+            frame::remove_channel(key, shmid, &info, args.dry_run)
+        }
+        Probe::Abandoned { shmid, pid } => frame::remove_abandoned(key, shmid, pid, args.dry_run),
+    };
+    Ok(Outcome {
+        notes: Vec::new(),
+        removals,
+    })
+}
+
+/// Every channel on the host whose receiver is dead, and what receivers that died setting up
+/// left; live channels and foreign segments stay.
+fn clean_stale(args: &CleanArgs) -> Result<Outcome, CleanError> {
     let rows = sysv::read_table(sysv::Kind::Shm).map_err(CleanError::Proc)?;
-    let mut lines = Vec::new();
+    let mut out = Outcome::default();
     for r in rows
         .iter()
         .filter(|r| r.num("size") as usize == frame::CONTROL_LEN)
+        .filter(|r| args.channel.key.is_none_or(|k| r.key() == k))
     {
         let key = r.key();
-        if let Ok(Probe::Channel {
-            alive: false,
-            shmid,
-            info,
-        }) = frame::probe(key)
-        {
-            lines.extend(
-                frame::remove_channel(key, shmid, &info, args.dry_run)
-                    .into_iter()
-                    .map(|l| format!("{} {l}", verb(args.dry_run))),
-            );
+        match frame::probe(key) {
+            Ok(Probe::Channel {
+                alive: false,
+                shmid,
+                info,
+            }) => out
+                .removals
+                .extend(frame::remove_channel(key, shmid, &info, args.dry_run)),
+            Ok(Probe::Abandoned { shmid, pid }) => {
+                out.removals
+                    .extend(frame::remove_abandoned(key, shmid, pid, args.dry_run))
+            }
+            _ => {}
         }
     }
-    if lines.is_empty() {
-        lines.push("no stale shmxfer channels".into());
+    if out.removals.is_empty() {
+        out.notes.push("no stale shmxfer channels".into());
     }
-    Ok(lines)
+    Ok(out)
 }
 
 /// The original system's four objects, as its cleanup.py removed them: each only if its key
-/// and shape (size, semaphore count) are the original's.
-fn clean_legacy(args: &CleanArgs) -> Result<Vec<String>, CleanError> {
-    let mut lines = Vec::new();
-    let mut segments = Vec::new();
+/// and shape (size, semaphore count) are the original's. A dry run lists them even while a
+/// consumer runs.
+fn clean_legacy(args: &CleanArgs) -> Result<Outcome, CleanError> {
+    let mut out = Outcome::default();
     let (content_key, size_key) = args.channel.legacy_keys();
     for (key, len) in [
         (content_key, legacy::CONTENT_LEN),
@@ -137,51 +212,61 @@ fn clean_legacy(args: &CleanArgs) -> Result<Vec<String>, CleanError> {
         let Ok(shm) = Shm::open(key) else { continue };
         let stat = shm.stat().map_err(FrameError::from)?;
         if stat.size != len {
-            lines.push(format!(
+            out.notes.push(format!(
                 "left key {key}: a {}-byte segment is not the original system's",
                 stat.size
             ));
             continue;
         }
         if stat.nattch > 0 && !args.force {
-            return Err(CleanError::LegacyInUse {
-                key,
-                nattch: stat.nattch,
-            });
-        }
-        segments.push((key, shm));
-    }
-    for (key, shm) in segments {
-        if args.dry_run || shm.remove().is_ok() {
-            lines.push(format!(
-                "{} shared memory {} (key {key})",
-                verb(args.dry_run),
-                shm.id()
+            if !args.dry_run {
+                return Err(CleanError::LegacyInUse {
+                    key,
+                    nattch: stat.nattch,
+                });
+            }
+            out.notes.push(format!(
+                "key {key} is attached by {} process(es) (a consumer is running): clean needs --force",
+                stat.nattch
             ));
         }
+        out.removals.push(removal(
+            format!("shared memory {} (key {key})", shm.id()),
+            args.dry_run,
+            stat.perm,
+            || shm.remove(),
+        ));
     }
     for key in [content_key, size_key] {
         let Ok(set) = SemSet::open(key) else { continue };
         let stat = set.stat().map_err(FrameError::from)?;
         if stat.nsems != 1 {
-            lines.push(format!(
+            out.notes.push(format!(
                 "left key {key}: a set of {} semaphores is not the original system's",
                 stat.nsems
             ));
             continue;
         }
-        if args.dry_run || set.remove().is_ok() {
-            lines.push(format!(
-                "{} semaphore set {} (key {key})",
-                verb(args.dry_run),
-                set.id()
-            ));
-        }
+        out.removals.push(removal(
+            format!("semaphore set {} (key {key})", set.id()),
+            args.dry_run,
+            stat.perm,
+            || set.remove(),
+        ));
     }
-    if lines.is_empty() {
-        lines.push(format!(
+    if out.removals.is_empty() && out.notes.is_empty() {
+        out.notes.push(format!(
             "nothing of the original system to clean (keys {content_key}, {size_key})"
         ));
     }
-    Ok(lines)
+    Ok(out)
+}
+
+fn removal(
+    what: String,
+    dry_run: bool,
+    perm: sysv::Perm,
+    remove: impl FnOnce() -> sysv::Result<()>,
+) -> Removal {
+    frame::removal(what, dry_run, Ok(perm), remove)
 }

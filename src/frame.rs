@@ -20,13 +20,15 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::runtime;
 use crate::sysv::{self, Key, Mapping, SemOp, SemSet, Shm, SysvError, WaitError};
 
 pub const MAGIC: [u8; 8] = *b"SHMXFER\0";
-pub const VERSION: u32 = 1;
+/// Version 2 tags every per-file message with its session and file (see docs/protocol.md).
+pub const VERSION: u32 = 2;
 /// The default channel key: "SHMX" in ASCII. Not 42/44, which the original system uses.
 pub const DEFAULT_KEY: Key = Key(0x5348_4d58);
-pub const CONTROL_LEN: usize = 8192;
+pub const CONTROL_LEN: usize = 16384;
 pub const MAX_NAME: usize = 255;
 pub const MIN_SLOT: usize = 4096;
 pub const MAX_SLOT: usize = 256 << 20;
@@ -47,17 +49,19 @@ pub const INFO_LEN: usize = 128;
 pub const REQUEST_OFF: usize = 128;
 pub const REQUEST_LEN: usize = 304;
 pub const TRAILER_OFF: usize = 512;
-pub const SENDER_STATUS_OFF: usize = TRAILER_OFF;
-pub const SENT_BYTES_OFF: usize = TRAILER_OFF + 8;
-pub const SENDER_MD5_OFF: usize = TRAILER_OFF + 16;
+pub const TRAILER_LEN: usize = 32;
 pub const RESPONSE_OFF: usize = 576;
 pub const STATE_OFF: usize = RESPONSE_OFF;
 pub const STATUS_OFF: usize = RESPONSE_OFF + 4;
 pub const RESULT_OFF: usize = RESPONSE_OFF + 8;
 pub const RESULT_LEN: usize = 288;
 pub const PROGRESS_OFF: usize = RESPONSE_OFF + 296;
+/// The session the receiver admits next (written before the gate opens).
+pub const SESSION_OFF: usize = RESPONSE_OFF + 304;
+/// The file that STATUS and the result describe.
+pub const FILE_OFF: usize = RESPONSE_OFF + 308;
 pub const SLOTS_OFF: usize = 1024;
-pub const SLOT_DESC_LEN: usize = 16;
+pub const SLOT_DESC_LEN: usize = 32;
 
 /// Semaphore numbers in the channel's set.
 pub mod sem {
@@ -210,6 +214,8 @@ pub struct Request {
     pub meta: Option<Meta>,
     /// The sender's file name, raw bytes; the receiver sanitizes it before any use.
     pub name: Vec<u8>,
+    /// The session the receiver announced when it admitted this sender.
+    pub session: u32,
 }
 
 const UNKNOWN_SIZE: u64 = u64::MAX;
@@ -235,6 +241,7 @@ pub fn encode_request(r: &Request) -> [u8; REQUEST_LEN] {
     let name = &r.name[..r.name.len().min(MAX_NAME)];
     wr_u32(&mut b, 36, name.len() as u32);
     b[40..40 + name.len()].copy_from_slice(name);
+    wr_u32(&mut b, 296, r.session);
     b
 }
 
@@ -281,6 +288,7 @@ pub fn decode_request(b: &[u8]) -> Result<Request, HeaderError> {
         md5: flags & REQ_MD5 != 0,
         meta,
         name: b[40..40 + name_len].to_vec(),
+        session: rd_u32(b, 296),
     })
 }
 
@@ -376,43 +384,109 @@ pub fn decode_outcome(status: u32, b: &[u8]) -> Result<Outcome, HeaderError> {
     })
 }
 
-/// One content slot's descriptor: how many bytes the sender put there, and whether it is the
-/// file's last chunk.
+/// What a slot descriptor says about its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Chunk {
-    pub len: usize,
-    pub last: bool,
+pub enum DescKind {
+    /// A chunk of the file; more follow.
+    Data,
+    /// The file's last chunk (possibly empty); the trailer is written.
+    Last,
+    /// No data: the sender abandons the file, for this reason (an [`Abort`] code).
+    Abort(u32),
 }
 
-pub fn encode_chunk(c: Chunk) -> [u8; SLOT_DESC_LEN] {
+/// One content slot's descriptor. Every descriptor names the session, the file and its place
+/// in the file, so the receiver never takes a descriptor of another file for one of this file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Desc {
+    /// As the sender wrote it: check it with [`Desc::len_in`] before use.
+    pub len: u64,
+    pub kind: DescKind,
+    pub session: u32,
+    pub file: u32,
+    /// The chunk's number within its file, from 0.
+    pub index: u64,
+}
+
+impl Desc {
+    /// The chunk's length, if it fits in a slot of `slot_size` bytes.
+    pub fn len_in(&self, slot_size: usize) -> Option<usize> {
+        usize::try_from(self.len).ok().filter(|&n| n <= slot_size)
+    }
+}
+
+const DESC_LAST: u32 = 1;
+const DESC_ABORT: u32 = 2;
+
+pub fn encode_desc(d: &Desc) -> [u8; SLOT_DESC_LEN] {
     let mut b = [0u8; SLOT_DESC_LEN];
-    wr_u64(&mut b, 0, c.len as u64);
-    wr_u32(&mut b, 8, u32::from(c.last));
+    wr_u64(&mut b, 0, d.len);
+    let (flags, code) = match d.kind {
+        DescKind::Data => (0, 0),
+        DescKind::Last => (DESC_LAST, 0),
+        DescKind::Abort(code) => (DESC_ABORT, code),
+    };
+    wr_u32(&mut b, 8, flags);
+    wr_u32(&mut b, 12, code);
+    wr_u32(&mut b, 16, d.session);
+    wr_u32(&mut b, 20, d.file);
+    wr_u64(&mut b, 24, d.index);
     b
 }
 
-pub fn decode_chunk(b: &[u8], slot_size: usize) -> Result<Chunk, HeaderError> {
+/// Decodes a slot descriptor. Its tags and kind are taken as written (the receiver compares
+/// them with the file it expects); its length is checked by [`Desc::len_in`].
+pub fn decode_desc(b: &[u8]) -> Result<Desc, HeaderError> {
     if b.len() < SLOT_DESC_LEN {
         return Err(HeaderError::TooSmall { size: b.len() });
     }
     let len = rd_u64(b, 0);
-    if len > slot_size as u64 {
-        return Err(HeaderError::Field {
-            field: "chunk length",
-            value: len,
-        });
-    }
-    let flags = rd_u32(b, 8);
-    if flags > 1 {
-        return Err(HeaderError::Field {
-            field: "chunk flags",
-            value: flags.into(),
-        });
-    }
-    Ok(Chunk {
-        len: len as usize,
-        last: flags == 1,
+    let kind = match rd_u32(b, 8) {
+        0 => DescKind::Data,
+        DESC_LAST => DescKind::Last,
+        DESC_ABORT if len == 0 => DescKind::Abort(rd_u32(b, 12)),
+        flags => {
+            return Err(HeaderError::Field {
+                field: "chunk flags",
+                value: flags.into(),
+            });
+        }
+    };
+    Ok(Desc {
+        len,
+        kind,
+        session: rd_u32(b, 16),
+        file: rd_u32(b, 20),
+        index: rd_u64(b, 24),
     })
+}
+
+/// What the sender says about a whole file, written before its last descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trailer {
+    pub session: u32,
+    pub file: u32,
+    pub bytes: u64,
+    /// The sender's MD5 of what it read (zeros without MD5).
+    pub md5: [u8; 16],
+}
+
+pub fn encode_trailer(t: &Trailer) -> [u8; TRAILER_LEN] {
+    let mut b = [0u8; TRAILER_LEN];
+    wr_u32(&mut b, 0, t.session);
+    wr_u32(&mut b, 4, t.file);
+    wr_u64(&mut b, 8, t.bytes);
+    b[16..32].copy_from_slice(&t.md5);
+    b
+}
+
+pub fn decode_trailer(b: &[u8; TRAILER_LEN]) -> Trailer {
+    Trailer {
+        session: rd_u32(b, 0),
+        file: rd_u32(b, 4),
+        bytes: rd_u64(b, 8),
+        md5: b[16..32].try_into().expect("16 bytes"),
+    }
 }
 
 /// An MD5 digest as 32 lowercase hex digits, as md5sum prints it.
@@ -432,7 +506,6 @@ pub enum State {
 /// Why a sender gave up on a file, as it tells the receiver in its trailer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Abort {
-    None = 0,
     Interrupted = 1,
     ReadError = 2,
     FileChanged = 3,
@@ -525,6 +598,9 @@ pub enum Probe {
     /// A blank segment whose creator lives: a receiver between `shmget` and writing its
     /// magic (`Channel::create` writes it last). Ask again shortly.
     Starting { shmid: i32, pid: i32 },
+    /// A blank control segment of our size whose creator is dead and that nobody has
+    /// attached: a receiver that died setting up. Safe to reclaim.
+    Abandoned { shmid: i32, pid: i32 },
 }
 
 /// How long a peer waits for a receiver seen in `Probe::Starting` to finish setting up; it
@@ -566,8 +642,14 @@ pub fn probe(key: Key) -> Result<Probe, FrameError> {
     let mut head = [0u8; INFO_LEN];
     map.read(INFO_OFF, &mut head)
         .expect("segment is at least CONTROL_LEN");
+    let blank = head[..8] == [0; 8];
     match decode_info(&head, map.len()) {
-        Err(_) if head[..8] == [0; 8] && sysv::process_alive(stat.cpid) => Ok(Probe::Starting {
+        Err(_) if blank && sysv::process_alive(stat.cpid) => Ok(Probe::Starting {
+            shmid: shm.id(),
+            pid: stat.cpid,
+        }),
+        // `stat` was taken before our own attachment.
+        Err(_) if blank && stat.nattch == 0 && stat.size == CONTROL_LEN => Ok(Probe::Abandoned {
             shmid: shm.id(),
             pid: stat.cpid,
         }),
@@ -614,36 +696,111 @@ pub fn receiver_alive(info: &Info) -> bool {
     }
 }
 
-/// Removes a channel's objects (or with `dry_run` only lists them): exactly the ones its header
-/// names and that sit at the channel's keys, so nothing else is ever touched. Returns one line
-/// per object.
-pub fn remove_channel(key: Key, control_shmid: i32, info: &Info, dry_run: bool) -> Vec<String> {
-    let mut done = Vec::new();
-    let mut take = |what: String, ok: bool, remove: &dyn Fn() -> sysv::Result<()>| {
-        if ok && (dry_run || remove().is_ok()) {
-            done.push(what);
+/// One object `remove_channel` removed (or, with `dry_run`, would remove), or why it could not.
+#[derive(Debug)]
+pub struct Removal {
+    pub what: String,
+    pub result: Result<(), SysvError>,
+}
+
+/// Whether we may remove an object with these permissions: IPC_RMID is for its owner, its
+/// creator, and root.
+fn may_remove(perm: &sysv::Perm) -> bool {
+    let me = sysv::geteuid();
+    me == 0 || me == perm.uid || me == perm.cuid
+}
+
+pub fn removal(
+    what: String,
+    dry_run: bool,
+    stat: sysv::Result<sysv::Perm>,
+    remove: impl FnOnce() -> sysv::Result<()>,
+) -> Removal {
+    let result = match stat {
+        Err(e) => Err(e),
+        Ok(perm) if dry_run && !may_remove(&perm) => {
+            Err(SysvError::denied("IPC_RMID", what.clone()))
         }
+        Ok(_) if dry_run => Ok(()),
+        Ok(_) => remove(),
     };
+    Removal { what, result }
+}
+
+/// Removes a channel's objects (or with `dry_run` only checks that it could): exactly the ones
+/// its header names and that sit at the channel's keys, so nothing else is ever touched.
+/// Returns one entry per object, with the reason where one could not be removed.
+pub fn remove_channel(key: Key, control_shmid: i32, info: &Info, dry_run: bool) -> Vec<Removal> {
+    let mut done = Vec::new();
     let sems = SemSet::from_id(info.semid);
-    take(
-        format!("semaphore set {} (key {key})", info.semid),
-        SemSet::open(key).map(|s| s.id()).ok() == Some(info.semid),
-        &|| sems.remove(),
-    );
+    if SemSet::open(key).map(|s| s.id()).ok() == Some(info.semid) {
+        done.push(removal(
+            format!("semaphore set {} (key {key})", info.semid),
+            dry_run,
+            sems.stat().map(|s| s.perm),
+            || sems.remove(),
+        ));
+    }
     if let Some(ck) = key.offset(1) {
         let content = Shm::from_id(info.content_shmid);
-        take(
-            format!("shared memory {} (key {ck}, content)", info.content_shmid),
-            Shm::open(ck).map(|s| s.id()).ok() == Some(info.content_shmid),
-            &|| content.remove(),
-        );
+        if Shm::open(ck).map(|s| s.id()).ok() == Some(info.content_shmid) {
+            done.push(removal(
+                format!("shared memory {} (key {ck}, content)", info.content_shmid),
+                dry_run,
+                content.stat().map(|s| s.perm),
+                || content.remove(),
+            ));
+        }
     }
     let control = Shm::from_id(control_shmid);
-    take(
+    done.push(removal(
         format!("shared memory {control_shmid} (key {key}, control)"),
-        true,
-        &|| control.remove(),
-    );
+        dry_run,
+        control.stat().map(|s| s.perm),
+        || control.remove(),
+    ));
+    done
+}
+
+/// Removes what a receiver that died setting up (`Probe::Abandoned`) left at `key`: the blank
+/// control segment, the content segment at KEY+1 if the same process created it, and a set
+/// of our shape at KEY made by the same user.
+pub fn remove_abandoned(key: Key, control_shmid: i32, creator: i32, dry_run: bool) -> Vec<Removal> {
+    let mut done = Vec::new();
+    let control = Shm::from_id(control_shmid);
+    let Ok(cstat) = control.stat() else {
+        return done;
+    };
+    if let Ok(sems) = SemSet::open(key)
+        && let Ok(st) = sems.stat()
+        && st.nsems == u32::from(sem::COUNT)
+        && st.perm.cuid == cstat.perm.cuid
+    {
+        done.push(removal(
+            format!("semaphore set {} (key {key})", sems.id()),
+            dry_run,
+            Ok(st.perm),
+            || sems.remove(),
+        ));
+    }
+    if let Some(ck) = key.offset(1)
+        && let Ok(content) = Shm::open(ck)
+        && let Ok(st) = content.stat()
+        && st.cpid == creator
+    {
+        done.push(removal(
+            format!("shared memory {} (key {ck}, content)", content.id()),
+            dry_run,
+            Ok(st.perm),
+            || content.remove(),
+        ));
+    }
+    done.push(removal(
+        format!("shared memory {control_shmid} (key {key}, control)"),
+        dry_run,
+        Ok(cstat.perm),
+        || control.remove(),
+    ));
     done
 }
 
@@ -671,7 +828,7 @@ impl Channel {
         let ring = cfg.slot_size * cfg.slot_count as usize;
         let control_shm =
             Shm::create(key, CONTROL_LEN, cfg.mode).map_err(|e| create_error(key, e))?;
-        let mut undo = crate::Rollback::default();
+        let mut undo = runtime::Rollback::default();
         undo.push(move || drop(control_shm.remove()));
         let content_shm =
             Shm::create(content_key, ring, cfg.mode).map_err(|e| create_error(content_key, e))?;
@@ -737,6 +894,7 @@ impl Channel {
                     pid: info.receiver_pid,
                 });
             }
+            Probe::Abandoned { pid, .. } => return Err(FrameError::ReceiverGone { key, pid }),
             Probe::Channel { shmid, info, .. } => (shmid, info),
         };
         let control_shm = Shm::from_id(shmid);
@@ -757,6 +915,14 @@ impl Channel {
             }
         };
         let control = control_shm.attach(true).map_err(gone)?;
+        if control.len() < CONTROL_LEN {
+            return Err(FrameError::Header {
+                key,
+                source: HeaderError::TooSmall {
+                    size: control.len(),
+                },
+            });
+        }
         let content = content_shm.attach(true).map_err(gone)?;
         // The content segment is found by the id the header names, so confirm it is the one at
         // KEY+1 and big enough for the ring the header describes.
@@ -810,14 +976,16 @@ impl Channel {
 
     /// Waits for `ops` in slices, checking between slices that `peer` (a liveness semaphore)
     /// is still up and that we have not been asked to stop.
-    fn wait_on_peer(&self, ops: &[SemOp], peer: u16) -> Result<(), FrameError> {
+    /// A sender's waits are not `stoppable`: its main thread decides at the next chunk what
+    /// to tell the receiver about a stop, and every wait of a sender ends quickly anyway.
+    fn wait_on_peer(&self, ops: &[SemOp], peer: u16, stoppable: bool) -> Result<(), FrameError> {
         loop {
             match self.wait(ops, Some(LIVENESS_SLICE)) {
                 Ok(()) => return Ok(()),
                 Err(FrameError::TimedOut { .. }) | Err(FrameError::Interrupted) => {}
                 Err(e) => return Err(e),
             }
-            if crate::stop_requested() {
+            if stoppable && runtime::stop_requested() {
                 return Err(FrameError::Interrupted);
             }
             if self
@@ -844,9 +1012,10 @@ impl Channel {
         let _ = self.control.store_u32(STATE_OFF, s as u32);
     }
 
-    /// Opens the gate to one new sender after resetting the per-session semaphores (no sender
-    /// is admitted at this point, so no one else touches them).
-    pub fn open_gate(&self) -> Result<(), FrameError> {
+    /// Opens the gate to one new sender. First the per-session semaphores are reset (no
+    /// sender is admitted at this point, so no one else touches them) and the session number
+    /// that every message of the next sender must carry is announced.
+    pub fn open_gate(&self, session: u32) -> Result<(), FrameError> {
         for (n, v) in [
             (sem::REQ, 0),
             (sem::FULL, 0),
@@ -857,13 +1026,10 @@ impl Channel {
                 .set(n, v)
                 .map_err(|e| FrameError::from_wait(self.key, e.into()))?;
         }
-        self.control
-            .store_u32(STATUS_OFF, Status::Pending.code())
-            .ok();
-        self.control
-            .store_u32(SENDER_STATUS_OFF, Abort::None as u32)
-            .ok();
-        self.control.store_u64(PROGRESS_OFF, 0).ok();
+        self.store_u32(SESSION_OFF, session);
+        self.store_u32(FILE_OFF, 0);
+        self.store_u32(STATUS_OFF, Status::Pending.code());
+        self.store_u64(PROGRESS_OFF, 0);
         self.set_state(State::Idle);
         self.wait(&[SemOp::give(sem::GATE)], None)
     }
@@ -878,8 +1044,8 @@ impl Channel {
                 Err(FrameError::TimedOut { .. }) => {
                     return Err(FrameError::Removed { key: self.key });
                 }
-                Err(FrameError::Interrupted) if !crate::stop_requested() => continue,
-                Err(_) if crate::stop_requested() => return Err(FrameError::Interrupted),
+                Err(FrameError::Interrupted) if !runtime::stop_requested() => continue,
+                Err(_) if runtime::stop_requested() => return Err(FrameError::Interrupted),
                 r => return r,
             }
         }
@@ -895,64 +1061,79 @@ impl Channel {
 
     /// Waits for the admitted sender's next request and decodes it.
     pub fn next_request(&self) -> Result<Result<Request, HeaderError>, FrameError> {
-        self.wait_on_peer(&[SemOp::take(sem::REQ)], sem::SENDER)?;
+        self.wait_on_peer(&[SemOp::take(sem::REQ)], sem::SENDER, true)?;
         let mut b = [0u8; REQUEST_LEN];
-        self.control
-            .read(REQUEST_OFF, &mut b)
-            .expect("control segment holds the request");
+        self.read(REQUEST_OFF, &mut b);
         Ok(decode_request(&b))
     }
 
-    /// Publishes an outcome and wakes the sender.
-    pub fn answer(&self, o: &Outcome) -> Result<(), FrameError> {
-        self.control
-            .write(RESULT_OFF, &encode_outcome(o))
-            .expect("control holds the result");
-        self.control.store_u32(STATUS_OFF, o.status.code()).ok();
+    /// Starts file `file` of the session: clears the slot table and the trailer, so nothing an
+    /// earlier file left there can pass for this one's, and points the status at the file.
+    /// The sender writes neither region before it reads our answer, so no write is lost.
+    pub fn begin_file(&self, file: u32) {
+        const ZEROS: [u8; SLOT_DESC_LEN * MAX_SLOTS as usize] =
+            [0; SLOT_DESC_LEN * MAX_SLOTS as usize];
+        self.write(
+            SLOTS_OFF,
+            &ZEROS[..SLOT_DESC_LEN * self.info.slot_count as usize],
+        );
+        self.write(TRAILER_OFF, &[0; TRAILER_LEN]);
+        self.store_u64(PROGRESS_OFF, 0);
+        self.store_u32(STATUS_OFF, Status::Pending.code());
+        self.store_u32(FILE_OFF, file);
+    }
+
+    /// Publishes an outcome about `file` (0 for a request refused before it became a file)
+    /// and wakes the sender.
+    pub fn answer(&self, file: u32, o: &Outcome) -> Result<(), FrameError> {
+        self.write(RESULT_OFF, &encode_outcome(o));
+        self.store_u32(FILE_OFF, file);
+        self.store_u32(STATUS_OFF, o.status.code());
         self.wait(&[SemOp::give(sem::ACK)], None)
     }
 
     /// Marks the current file failed while the sender is still sending, so it stops early.
     pub fn flag_failure(&self, s: Status) {
-        let _ = self.control.store_u32(STATUS_OFF, s.code());
+        self.store_u32(STATUS_OFF, s.code());
     }
 
-    /// Waits for the next filled slot. Returns its descriptor and bytes, or the sender's abort.
-    pub fn next_chunk(&self, index: u64) -> Result<Result<(Chunk, &[u8]), ChunkError>, FrameError> {
-        self.wait_on_peer(&[SemOp::take(sem::FULL)], sem::SENDER)?;
-        let abort = self.control.load_u32(SENDER_STATUS_OFF).unwrap_or(0);
-        if abort != Abort::None as u32 {
-            return Ok(Err(ChunkError::Aborted(abort)));
-        }
-        let slot = (index % u64::from(self.info.slot_count)) as usize;
+    /// Waits for the next filled slot, the `seq`-th of the file, and decodes its descriptor.
+    /// Returns the slot (computed here, never read from the segment) and the descriptor.
+    pub fn next_desc(&self, seq: u64) -> Result<(usize, Result<Desc, HeaderError>), FrameError> {
+        self.wait_on_peer(&[SemOp::take(sem::FULL)], sem::SENDER, true)?;
+        let slot = self.slot_of(seq);
         let mut d = [0u8; SLOT_DESC_LEN];
-        self.control
-            .read(SLOTS_OFF + slot * SLOT_DESC_LEN, &mut d)
-            .expect("slot table is in bounds");
-        let chunk = match decode_chunk(&d, self.info.slot_size) {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(ChunkError::Bad(e))),
-        };
-        let bytes = self
-            .content
-            .bytes(slot * self.info.slot_size, chunk.len)
-            .expect("chunk length checked against slot size");
-        Ok(Ok((chunk, bytes)))
+        self.read(SLOTS_OFF + slot * SLOT_DESC_LEN, &mut d);
+        Ok((slot, decode_desc(&d)))
+    }
+
+    /// Copies `out.len()` bytes of `slot` into our own memory.
+    pub fn copy_slot(&self, slot: usize, out: &mut [u8]) {
+        self.content
+            .read(slot * self.info.slot_size, out)
+            .expect("a chunk is never longer than its slot");
+    }
+
+    /// The content segment and where `slot` starts in it, for writing a slot out with one copy.
+    pub fn slot_source(&self, slot: usize, len: usize) -> sysv::Source<'_> {
+        sysv::Source::Shared {
+            map: &self.content,
+            offset: slot * self.info.slot_size,
+            len: len.min(self.info.slot_size),
+        }
     }
 
     /// Hands a drained slot back to the sender and publishes progress.
     pub fn release_slot(&self, done: u64) -> Result<(), FrameError> {
-        self.control.store_u64(PROGRESS_OFF, done).ok();
+        self.store_u64(PROGRESS_OFF, done);
         self.wait(&[SemOp::give(sem::EMPTY)], None)
     }
 
-    /// The sender's digest and byte count, read after its last chunk.
-    pub fn sender_trailer(&self) -> ([u8; 16], u64) {
-        let mut md5 = [0u8; 16];
-        self.control
-            .read(SENDER_MD5_OFF, &mut md5)
-            .expect("trailer in bounds");
-        (md5, self.control.load_u64(SENT_BYTES_OFF).unwrap_or(0))
+    /// The sender's trailer, read after its last descriptor.
+    pub fn trailer(&self) -> Trailer {
+        let mut b = [0u8; TRAILER_LEN];
+        self.read(TRAILER_OFF, &mut b);
+        decode_trailer(&b)
     }
 
     /// After a session: wait until the sender's liveness mark is down (at once after goodbye;
@@ -962,8 +1143,8 @@ impl Channel {
             match self.wait(&[SemOp::zero(sem::SENDER)], Some(LIVENESS_SLICE)) {
                 Ok(()) => return Ok(()),
                 Err(FrameError::TimedOut { .. }) | Err(FrameError::Interrupted)
-                    if !crate::stop_requested() => {}
-                Err(_) if crate::stop_requested() => return Err(FrameError::Interrupted),
+                    if !runtime::stop_requested() => {}
+                Err(_) if runtime::stop_requested() => return Err(FrameError::Interrupted),
                 Err(e) => return Err(e),
             }
         }
@@ -972,7 +1153,8 @@ impl Channel {
     // ---- sender steps ----
 
     /// Takes the gate and marks ourselves alive in one atomic step, waiting up to `deadline`.
-    pub fn admit(&self, deadline: Option<Instant>) -> Result<(), FrameError> {
+    /// Returns the session number our messages must carry.
+    pub fn admit(&self, deadline: Option<Instant>) -> Result<u32, FrameError> {
         let ops = [SemOp::take(sem::GATE), SemOp::give(sem::SENDER).undo()];
         loop {
             let left = match deadline {
@@ -989,9 +1171,14 @@ impl Channel {
                 None => Some(LIVENESS_SLICE),
             };
             match self.wait(&ops, left) {
-                Ok(()) => return Ok(()),
+                // The receiver wrote the session before it gave the gate, and changes it only
+                // after this session ends.
+                Ok(()) => return Ok(self.control.load_u32(SESSION_OFF).unwrap_or(0)),
                 Err(FrameError::TimedOut { .. }) | Err(FrameError::Interrupted) => {}
                 Err(e) => return Err(e),
+            }
+            if runtime::stop_requested() {
+                return Err(FrameError::Interrupted);
             }
             if !receiver_alive(&self.info) {
                 return Err(FrameError::ReceiverGone {
@@ -1003,21 +1190,13 @@ impl Channel {
     }
 
     pub fn send_request(&self, r: &Request) -> Result<(), FrameError> {
-        self.control
-            .write(REQUEST_OFF, &encode_request(r))
-            .expect("request in bounds");
-        self.control
-            .store_u32(SENDER_STATUS_OFF, Abort::None as u32)
-            .ok();
-        self.control
-            .store_u32(STATUS_OFF, Status::Pending.code())
-            .ok();
+        self.write(REQUEST_OFF, &encode_request(r));
         self.wait(&[SemOp::give(sem::REQ)], None)
     }
 
     /// Says goodbye and drops our liveness mark in the same atomic step, so the receiver can
     /// admit the next sender the moment it reads this.
-    pub fn send_bye(&self) -> Result<(), FrameError> {
+    pub fn send_bye(&self, session: u32) -> Result<(), FrameError> {
         let bye = Request {
             op: Op::Bye,
             sender_pid: sysv::getpid(),
@@ -1025,42 +1204,41 @@ impl Channel {
             md5: false,
             meta: None,
             name: Vec::new(),
+            session,
         };
-        self.control
-            .write(REQUEST_OFF, &encode_request(&bye))
-            .expect("request in bounds");
+        self.write(REQUEST_OFF, &encode_request(&bye));
         self.wait(
             &[SemOp::take(sem::SENDER).undo(), SemOp::give(sem::REQ)],
             None,
         )
     }
 
-    /// Waits for the receiver's answer and decodes it.
-    pub fn wait_answer(&self) -> Result<Result<Outcome, HeaderError>, FrameError> {
-        self.wait_on_peer(&[SemOp::take(sem::ACK)], sem::RECEIVER)?;
+    /// Waits for the receiver's answer. Returns the file it is about and the outcome.
+    pub fn wait_answer(&self) -> Result<(u32, Result<Outcome, HeaderError>), FrameError> {
+        self.wait_on_peer(&[SemOp::take(sem::ACK)], sem::RECEIVER, false)?;
         let mut b = [0u8; RESULT_LEN];
-        self.control
-            .read(RESULT_OFF, &mut b)
-            .expect("result in bounds");
-        Ok(decode_outcome(
-            self.control.load_u32(STATUS_OFF).unwrap_or(u32::MAX),
-            &b,
-        ))
+        self.read(RESULT_OFF, &mut b);
+        let status = self.control.load_u32(STATUS_OFF).unwrap_or(u32::MAX);
+        let file = self.control.load_u32(FILE_OFF).unwrap_or(0);
+        Ok((file, decode_outcome(status, &b)))
     }
 
-    /// The receiver's verdict so far on the file being sent (a failure means: stop sending).
-    pub fn receiver_status(&self) -> u32 {
-        self.control.load_u32(STATUS_OFF).unwrap_or(0)
+    /// The receiver's failure verdict on `file` while it is still being sent, if any.
+    pub fn receiver_failure(&self, file: u32) -> Option<u32> {
+        let status = self.control.load_u32(STATUS_OFF).unwrap_or(0);
+        let about = self.control.load_u32(FILE_OFF).unwrap_or(0);
+        let pending = [Status::Pending.code(), Status::Accepted.code()];
+        (about == file && !pending.contains(&status)).then_some(status)
     }
 
     /// Waits for a free slot; returns its index in the ring.
-    pub fn free_slot(&self, index: u64) -> Result<usize, FrameError> {
-        self.wait_on_peer(&[SemOp::take(sem::EMPTY)], sem::RECEIVER)?;
-        Ok((index % u64::from(self.info.slot_count)) as usize)
+    pub fn free_slot(&self, seq: u64) -> Result<usize, FrameError> {
+        self.wait_on_peer(&[SemOp::take(sem::EMPTY)], sem::RECEIVER, false)?;
+        Ok(self.slot_of(seq))
     }
 
-    /// Reads up to a slot's worth from `file` into slot `slot`, looping over short reads (pipes)
-    /// until the slot is full or EOF. Returns the bytes placed.
+    /// Reads up to `limit` bytes (at most a slot) from `file` straight into `slot`, looping
+    /// over short reads (pipes) until the slot is full or EOF. Returns the bytes placed.
     pub fn fill_slot(
         &self,
         slot: usize,
@@ -1071,41 +1249,39 @@ impl Channel {
         let want = limit.min(self.info.slot_size);
         let mut got = 0;
         while got < want {
-            let n = self.content.read_from(file, base + got, want - got)?;
-            if n == 0 {
-                break;
+            match self.content.read_from(file, base + got, want - got) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    if runtime::stop_requested() {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
             }
-            got += n;
         }
         Ok(got)
     }
 
-    pub fn slot_bytes(&self, slot: usize, len: usize) -> &[u8] {
+    /// Copies bytes of our own into `slot`.
+    pub fn put_slot(&self, slot: usize, bytes: &[u8]) {
         self.content
-            .bytes(slot * self.info.slot_size, len)
-            .expect("len within slot")
+            .write(
+                slot * self.info.slot_size,
+                &bytes[..bytes.len().min(self.info.slot_size)],
+            )
+            .expect("a slot lies inside the ring");
     }
 
-    /// Publishes a filled slot.
-    pub fn post_chunk(&self, slot: usize, c: Chunk) -> Result<(), FrameError> {
-        self.control
-            .write(SLOTS_OFF + slot * SLOT_DESC_LEN, &encode_chunk(c))
-            .expect("slot table in bounds");
+    /// Publishes a filled slot (or an abort) with its descriptor.
+    pub fn post(&self, slot: usize, d: &Desc) -> Result<(), FrameError> {
+        self.write(SLOTS_OFF + slot * SLOT_DESC_LEN, &encode_desc(d));
         self.wait(&[SemOp::give(sem::FULL)], None)
     }
 
-    /// Writes the sender's digest and count; call before posting the last chunk.
-    pub fn set_trailer(&self, md5: &[u8; 16], bytes: u64) {
-        self.control
-            .write(SENDER_MD5_OFF, md5)
-            .expect("trailer in bounds");
-        self.control.store_u64(SENT_BYTES_OFF, bytes).ok();
-    }
-
-    /// Tells the receiver this file is abandoned, and wakes it if it waits for a chunk.
-    pub fn abort(&self, why: Abort) -> Result<(), FrameError> {
-        self.control.store_u32(SENDER_STATUS_OFF, why as u32).ok();
-        self.wait(&[SemOp::give(sem::FULL)], None)
+    /// Writes the trailer; call before posting the last descriptor.
+    pub fn set_trailer(&self, t: &Trailer) {
+        self.write(TRAILER_OFF, &encode_trailer(t));
     }
 
     /// Blocks until the receiver dies or the channel goes away (for a watcher thread).
@@ -1116,6 +1292,33 @@ impl Channel {
                 _ => return,
             }
         }
+    }
+
+    // ---- field access: every offset below is a constant inside CONTROL_LEN, which the
+    // control mapping was checked to hold when the channel was created or opened ----
+
+    fn slot_of(&self, seq: u64) -> usize {
+        (seq % u64::from(self.info.slot_count)) as usize
+    }
+    fn read(&self, off: usize, out: &mut [u8]) {
+        self.control
+            .read(off, out)
+            .expect("fixed field inside the control segment");
+    }
+    fn write(&self, off: usize, bytes: &[u8]) {
+        self.control
+            .write(off, bytes)
+            .expect("fixed field inside the control segment");
+    }
+    fn store_u32(&self, off: usize, v: u32) {
+        self.control
+            .store_u32(off, v)
+            .expect("fixed field inside the control segment");
+    }
+    fn store_u64(&self, off: usize, v: u64) {
+        self.control
+            .store_u64(off, v)
+            .expect("fixed field inside the control segment");
     }
 }
 
@@ -1154,12 +1357,6 @@ impl View {
             .expect("request in bounds");
         decode_request(&b)
     }
-}
-
-#[derive(Debug)]
-pub enum ChunkError {
-    Aborted(u32),
-    Bad(HeaderError),
 }
 
 fn create_error(key: Key, e: SysvError) -> FrameError {
@@ -1216,10 +1413,10 @@ mod tests {
         b[0] = b'X';
         assert_eq!(decode_info(&b, CONTROL_LEN), Err(HeaderError::NotShmxfer));
         let mut b = encode_info(&info());
-        b[8..12].copy_from_slice(&2u32.to_ne_bytes());
+        b[8..12].copy_from_slice(&1u32.to_ne_bytes());
         assert_eq!(
             decode_info(&b, CONTROL_LEN),
-            Err(HeaderError::Version { found: 2 })
+            Err(HeaderError::Version { found: 1 })
         );
     }
 
@@ -1257,6 +1454,7 @@ mod tests {
                 mtime_nsec: 999_999_999,
             }),
             name: b"photo.jpg".to_vec(),
+            session: 77,
         };
         assert_eq!(decode_request(&encode_request(&r)), Ok(r.clone()));
         let s = Request {
@@ -1278,6 +1476,7 @@ mod tests {
             md5: false,
             meta: None,
             name: vec![b'a'; 10],
+            session: 1,
         };
         let mut b = encode_request(&r);
         b[36..40].copy_from_slice(&10_000u32.to_ne_bytes());
@@ -1302,6 +1501,7 @@ mod tests {
             md5: false,
             meta: None,
             name: vec![b'x'; 1000],
+            session: 1,
         };
         assert_eq!(
             decode_request(&encode_request(&r)).unwrap().name.len(),
@@ -1310,19 +1510,52 @@ mod tests {
     }
 
     #[test]
-    fn chunk_longer_than_its_slot_is_rejected() {
-        let b = encode_chunk(Chunk {
+    fn descriptors_carry_their_file_and_a_length_is_checked_against_the_slot() {
+        let d = Desc {
             len: 4097,
-            last: true,
-        });
-        assert!(decode_chunk(&b, 4096).is_err());
-        assert_eq!(
-            decode_chunk(&b, 8192),
-            Ok(Chunk {
-                len: 4097,
-                last: true
-            })
-        );
+            kind: DescKind::Last,
+            session: 3,
+            file: 9,
+            index: 1 << 40,
+        };
+        let back = decode_desc(&encode_desc(&d)).unwrap();
+        assert_eq!(back, d);
+        assert_eq!(back.len_in(4096), None);
+        assert_eq!(back.len_in(8192), Some(4097));
+        let a = Desc {
+            len: 0,
+            kind: DescKind::Abort(Abort::ReadError as u32),
+            ..d
+        };
+        assert_eq!(decode_desc(&encode_desc(&a)), Ok(a));
+    }
+
+    #[test]
+    fn descriptors_with_unknown_flags_or_an_abort_with_data_are_refused() {
+        let d = Desc {
+            len: 10,
+            kind: DescKind::Data,
+            session: 1,
+            file: 1,
+            index: 0,
+        };
+        let mut b = encode_desc(&d);
+        b[8..12].copy_from_slice(&4u32.to_ne_bytes());
+        assert!(decode_desc(&b).is_err());
+        b[8..12].copy_from_slice(&DESC_ABORT.to_ne_bytes());
+        assert!(decode_desc(&b).is_err());
+        assert!(decode_desc(&b[..10]).is_err());
+    }
+
+    #[test]
+    fn trailer_round_trips() {
+        let t = Trailer {
+            session: 7,
+            file: 2,
+            bytes: u64::MAX - 1,
+            md5: [5; 16],
+        };
+        assert_eq!(decode_trailer(&encode_trailer(&t)), t);
     }
 
     #[test]

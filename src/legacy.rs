@@ -7,9 +7,8 @@
 //! offset 0 of the content segment.
 
 use std::cell::Cell;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use tracing::debug;
 use crate::cli::{RecvArgs, SendArgs};
 use crate::exit;
 use crate::frame::hex;
-use crate::recv::{Namer, prepare_output};
+use crate::output::{self, Namer, TempFile};
 use crate::sysv::{self, Key, Mapping, SemOp, SemSet, Shm, SysvError, WaitError};
 
 /// The original system's keys and sizes, fixed by its programs.
@@ -144,7 +143,7 @@ impl Legacy {
     /// Creates the four objects as the original consumer does (mode 0600, values 0).
     fn create(content_key: Key, size_key: Key, mode: u32) -> Result<Legacy, LegacyError> {
         let in_use = |e| LegacyError::from_sys(e, content_key, size_key);
-        let mut undo = crate::Rollback::default();
+        let mut undo = crate::runtime::Rollback::default();
         let content_shm = Shm::create(content_key, CONTENT_LEN, mode).map_err(in_use)?;
         undo.push(move || drop(content_shm.remove()));
         let size_shm = Shm::create(size_key, SIZE_LEN, mode).map_err(in_use)?;
@@ -249,7 +248,7 @@ impl Legacy {
                 Err(LegacyError::TimedOut { .. } | LegacyError::Interrupted) => {}
                 Err(e) => return Err(e),
             }
-            if crate::stop_requested() {
+            if crate::runtime::stop_requested() {
                 return Err(LegacyError::Interrupted);
             }
             if let Some(pid) = alive() {
@@ -268,9 +267,10 @@ pub fn recv(args: &RecvArgs) -> i32 {
         );
         return exit::USAGE;
     }
-    let mut namer = match prepare_output(&args.dir, &args.basename, &args.ext) {
+    let mut namer = match output::prepare(&args.dir, &args.basename, &args.ext) {
         Ok(n) => n,
         Err(e) => {
+            let e = crate::recv::RecvError::from(e);
             crate::error(&e);
             return e.exit_code();
         }
@@ -286,7 +286,7 @@ pub fn recv(args: &RecvArgs) -> i32 {
     };
     let guard = ch.clone();
     let _ = ctrlc::set_handler(move || {
-        crate::request_stop();
+        crate::runtime::request_stop();
         // Removing the sets wakes every wait of ours at once (EIDRM).
         let _ = guard.size_sem.remove();
         let _ = guard.content_sem.remove();
@@ -298,7 +298,9 @@ pub fn recv(args: &RecvArgs) -> i32 {
     ch.remove();
     match r {
         Ok(()) => exit::OK,
-        Err(LegacyError::Interrupted | LegacyError::Removed) if crate::stop_requested() => {
+        Err(LegacyError::Interrupted | LegacyError::Removed)
+            if crate::runtime::stop_requested() =>
+        {
             exit::INTERRUPTED
         }
         Err(e) => {
@@ -321,7 +323,7 @@ fn serve(ch: &Legacy, args: &RecvArgs, namer: &mut Namer) -> Result<(), LegacyEr
         // Idle: the size semaphore stays released and we sleep until a producer takes it
         // (wait-for-zero). No spinning, no polling, no timeout.
         match ch.op(ch.size_sem, &[SemOp::zero(0)], None) {
-            Err(LegacyError::Interrupted) if !crate::stop_requested() => continue,
+            Err(LegacyError::Interrupted) if !crate::runtime::stop_requested() => continue,
             r => r?,
         }
         let t = Instant::now();
@@ -376,12 +378,13 @@ fn serve(ch: &Legacy, args: &RecvArgs, namer: &mut Namer) -> Result<(), LegacyEr
             }
             r => r?,
         }
-        let bytes = ch
-            .content
-            .bytes(0, size)
+        // A copy of our own: the digest we reply is of exactly the bytes we write.
+        let mut bytes = vec![0u8; size];
+        ch.content
+            .read(0, &mut bytes)
             .expect("size checked against the segment");
-        let digest = md5::compute(bytes).0;
-        let result = write_out(&args.dir, bytes, namer);
+        let digest = md5::compute(&bytes).0;
+        let result = write_out(&bytes, namer);
         if args.md5 {
             // The reply the producer reads; on a local failure an impossible digest, so a
             // producer checking MD5 reports the failure instead of success.
@@ -455,24 +458,11 @@ fn reset(ch: &Legacy) -> Result<(), LegacyError> {
     Ok(())
 }
 
-/// Writes one file as native recv does: hidden temporary file, renamed without replacing.
-fn write_out(dir: &Path, bytes: &[u8], namer: &mut Namer) -> io::Result<PathBuf> {
-    let tmp = dir.join(format!(".shmxfer-legacy-{}.part", sysv::getpid()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o666)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        drop(f);
-        namer.commit(&tmp)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+/// Writes one file as native recv does: an unnamed temporary file, named without replacing.
+fn write_out(bytes: &[u8], namer: &mut Namer) -> io::Result<PathBuf> {
+    let mut tmp = TempFile::create(namer.dir())?;
+    tmp.file.write_all(bytes)?;
+    namer.commit(&mut tmp, None)
 }
 
 // ---------------------------------------------------------------- send --legacy
@@ -621,7 +611,7 @@ fn send_one(
             let _ = ch.op(ch.content_sem, &[SemOp::give(0).undo()], None);
             return Err(LegacyError::ConsumerGone { pid });
         }
-        if Instant::now() > poll_until || crate::stop_requested() {
+        if Instant::now() > poll_until || crate::runtime::stop_requested() {
             break;
         }
         std::thread::sleep(Duration::from_micros(200));

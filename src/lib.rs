@@ -8,14 +8,16 @@ pub mod clean;
 pub mod cli;
 pub mod frame;
 pub mod legacy;
+pub mod output;
 pub mod progress;
 pub mod recv;
+pub mod runtime;
 pub mod send;
 pub mod status;
 pub mod sysv;
+pub mod text;
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{CommandFactory, Parser};
 
@@ -43,39 +45,6 @@ pub mod exit {
     pub const NOPERM: i32 = 77;
     /// Stopped by SIGINT or SIGTERM.
     pub const INTERRUPTED: i32 = 130;
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-/// Undoes, in reverse order, the steps of a multi-object creation that fails partway (so a
-/// half-made channel never outlives the error); `disarm` once every step succeeded.
-#[derive(Default)]
-pub(crate) struct Rollback(Vec<Box<dyn FnOnce()>>);
-
-impl Rollback {
-    pub(crate) fn push(&mut self, undo: impl FnOnce() + 'static) {
-        self.0.push(Box::new(undo));
-    }
-    pub(crate) fn disarm(mut self) {
-        self.0.clear();
-    }
-}
-
-impl Drop for Rollback {
-    fn drop(&mut self) {
-        while let Some(f) = self.0.pop() {
-            f();
-        }
-    }
-}
-
-/// Set once SIGINT or SIGTERM arrived; long waits check it between slices.
-pub fn stop_requested() -> bool {
-    STOP.load(Ordering::SeqCst)
-}
-
-pub fn request_stop() {
-    STOP.store(true, Ordering::SeqCst);
 }
 
 /// Whether escape codes may go to stderr: a terminal, and NO_COLOR unset.

@@ -1,38 +1,34 @@
-//! `shmxfer recv`: serve a channel; write each file to a hidden temporary file in DIR and
-//! rename it into place only once it is whole (and verified).
+//! `shmxfer recv`: serve a channel; write each file to an unnamed temporary file in DIR and
+//! name it only once it is whole (and verified).
 
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::File;
+use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, trace};
 
 use crate::cli::{DirectMode, RecvArgs};
 use crate::frame::{
-    self, Channel, ChunkError, Config, FrameError, Op, Outcome, Probe, Request, STARTUP_GRACE,
+    self, Channel, Config, Desc, DescKind, FrameError, Op, Outcome, Probe, Request, STARTUP_GRACE,
     State, Status, hex,
 };
+use crate::output::{self, Namer, OutputError, TempFile};
 use crate::progress::Progress;
-use crate::{exit, sysv};
+use crate::sysv::Source;
+use crate::text::escape;
+use crate::{exit, runtime, sysv};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecvError {
-    #[error("cannot create output directory {}: {source}", dir.display())]
-    Dir { dir: PathBuf, source: io::Error },
-    #[error("--basename must be a plain name without `/`")]
-    BadBasename,
-    #[error("--ext must not contain `/`")]
-    BadExt,
+    #[error(transparent)]
+    Output(#[from] OutputError),
     #[error("{0}")]
     Usage(String),
-    #[error("the receiver of key {key} (pid {pid}) died; taking the key over")]
-    Takeover { key: sysv::Key, pid: i32 },
     #[error(transparent)]
     Frame(#[from] FrameError),
 }
@@ -40,9 +36,8 @@ pub enum RecvError {
 impl RecvError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            RecvError::Dir { .. } => exit::CANTCREAT,
-            RecvError::BadBasename | RecvError::BadExt | RecvError::Usage(_) => exit::USAGE,
-            RecvError::Takeover { .. } => exit::OK,
+            RecvError::Output(OutputError::Dir { .. } | OutputError::NotDir(_)) => exit::CANTCREAT,
+            RecvError::Output(_) | RecvError::Usage(_) => exit::USAGE,
             RecvError::Frame(e) => e.exit_code(),
         }
     }
@@ -53,8 +48,6 @@ impl RecvError {
 enum FileFailure {
     /// Told the sender already; nothing more to do.
     Answered(Status, String),
-    /// The sender aborted because it is exiting (signal): its session is over.
-    Leaving(String),
     /// The channel failed underneath us (sender gone, objects removed, stop requested).
     Channel(FrameError),
 }
@@ -65,18 +58,14 @@ impl From<FrameError> for FileFailure {
     }
 }
 
-/// Temporary file of the transfer in flight, for the signal path to remove if the main thread
-/// cannot get there in time.
-static PARTIAL: Mutex<Option<PathBuf>> = Mutex::new(None);
-
 struct Opts {
-    dir: PathBuf,
     keep_name: bool,
     preserve: bool,
     stdout: bool,
     fsync: bool,
     direct: DirectMode,
     quiet: bool,
+    once: bool,
 }
 
 pub fn run(args: RecvArgs) -> i32 {
@@ -95,51 +84,40 @@ pub fn run(args: RecvArgs) -> i32 {
     }
 }
 
-/// Creates DIR and the namer that picks output names in it; shared with `--legacy`.
-pub fn prepare_output(dir: &Path, basename: &str, ext: &str) -> Result<Namer, RecvError> {
-    if basename.is_empty() || basename.contains('/') {
-        return Err(RecvError::BadBasename);
+/// A mode must leave the owner read and write: the receiver itself works through it.
+pub fn check_mode(mode: u32) -> Result<(), RecvError> {
+    if mode & 0o600 != 0o600 {
+        return Err(RecvError::Usage(format!(
+            "--mode {mode:04o} locks the receiver out of its own channel: give the owner read and write (0600, 0660 or 0666)"
+        )));
     }
-    if ext.contains('/') {
-        return Err(RecvError::BadExt);
-    }
-    fs::create_dir_all(dir).map_err(|source| RecvError::Dir {
-        dir: dir.into(),
-        source,
-    })?;
-    remove_dead_partials(dir);
-    let ext = if ext.is_empty() || ext.starts_with('.') {
-        ext.to_string()
-    } else {
-        format!(".{ext}")
-    };
-    Namer::scan(dir, basename, &ext).map_err(|source| RecvError::Dir {
-        dir: dir.into(),
-        source,
-    })
+    Ok(())
 }
+
+/// The channel being served, for the stop handler (set once it exists).
+static CHANNEL: OnceLock<Arc<Channel>> = OnceLock::new();
 
 fn serve(args: RecvArgs) -> Result<i32, RecvError> {
     let key = args.channel.native_key().map_err(RecvError::Usage)?;
-    let once = args.once || args.stdout;
-    let quiet = args.verbosity.quiet;
-    let mut namer = if args.stdout {
-        None
-    } else {
-        Some(prepare_output(&args.dir, &args.basename, &args.ext)?)
-    };
+    check_mode(args.mode)?;
     let opts = Opts {
-        dir: args.dir.clone(),
         keep_name: args.keep_name,
         preserve: args.preserve,
         stdout: args.stdout,
         fsync: args.fsync,
         direct: args.direct,
-        quiet,
+        quiet: args.verbosity.quiet,
+        once: args.once || args.stdout,
     };
-
+    // Before anything is created: a stop during setup then removes what was made.
+    install_stop_handler();
     sysv::ignore_file_size_signal();
-    take_key(key, quiet)?;
+    take_key(key, opts.quiet)?;
+    let mut namer = if args.stdout {
+        None
+    } else {
+        Some(output::prepare(&args.dir, &args.basename, &args.ext)?)
+    };
     let cfg = Config {
         mode: args.mode,
         slot_size: args.slot_size,
@@ -148,94 +126,139 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
     };
     let ch = Arc::new(Channel::create(key, &cfg)?);
     let _owned = Owned(ch.clone());
-    install_stop_handler(ch.clone());
+    let _ = CHANNEL.set(ch.clone());
+    if runtime::stop_requested() {
+        return Err(FrameError::Interrupted.into());
+    }
     debug!(key = %key, pid = sysv::getpid(), slots = cfg.slot_count, slot_size = cfg.slot_size, "channel created; serving");
 
-    let mut received = 0u64;
-    let mut failed = false;
-    loop {
-        ch.open_gate().map_err(stopped)?;
-        debug!("gate open (GATE +1); sleeping until a sender takes it (wait for GATE == 0)");
+    let mut tally = Served::default();
+    for session in 1u32.. {
+        ch.open_gate(session).map_err(stopped)?;
+        debug!(
+            session,
+            "gate open (GATE +1); sleeping until a sender takes it (wait for GATE == 0)"
+        );
         ch.wait_for_sender().map_err(stopped)?;
         ch.set_state(State::Busy);
-        debug!("a sender took the gate");
-        loop {
-            let req = match ch.next_request() {
-                Ok(r) => r,
-                Err(FrameError::SenderGone) => {
-                    crate::warn(quiet, "the sender went away before its next request");
-                    break;
-                }
-                Err(e) => return Err(stopped(e).into()),
-            };
-            let req = match req {
-                Ok(r) => r,
-                Err(e) => {
-                    crate::warn(quiet, format_args!("malformed request: {e}; refused"));
-                    ch.answer(&refused(Status::BadRequest)).map_err(stopped)?;
-                    continue;
-                }
-            };
-            if req.op == Op::Bye {
-                debug!("sender said goodbye");
-                break;
-            }
-            if once && (received > 0 || (opts.stdout && failed)) {
-                ch.answer(&refused(Status::Closed)).map_err(stopped)?;
-                continue;
-            }
-            match receive_one(&ch, &req, &opts, namer.as_mut()) {
-                Ok(line) => {
-                    received += 1;
-                    if !quiet {
-                        if opts.stdout {
-                            eprintln!("{line}");
-                        } else {
-                            crate::out_line(&line);
-                        }
-                    }
-                }
-                Err(FileFailure::Answered(status, why)) => {
-                    failed = true;
-                    crate::warn(
-                        quiet,
-                        format_args!("{}: {why} ({status:?}); discarded", display_name(&req.name)),
-                    );
-                }
-                Err(FileFailure::Leaving(why)) => {
-                    failed = true;
-                    crate::warn(
-                        quiet,
-                        format_args!("{}: {why}; discarded", display_name(&req.name)),
-                    );
-                    break;
-                }
-                Err(FileFailure::Channel(FrameError::SenderGone)) => {
-                    failed = true;
-                    crate::warn(
-                        quiet,
-                        format_args!(
-                            "{}: the sender went away mid-transfer; discarded",
-                            display_name(&req.name)
-                        ),
-                    );
-                    break;
-                }
-                Err(FileFailure::Channel(e)) => return Err(stopped(e).into()),
-            }
-        }
-        if once && (received > 0 || (opts.stdout && failed)) {
+        debug!(session, "a sender took the gate");
+        serve_session(&ch, session, &opts, namer.as_mut(), &mut tally)?;
+        if tally.closed(&opts) {
             ch.set_state(State::Stopping);
-            return Ok(if received > 0 { exit::OK } else { exit::IOERR });
+            return Ok(if tally.received > 0 {
+                exit::OK
+            } else {
+                exit::IOERR
+            });
         }
         // Whatever ended the session, the next sender comes in only after this one is gone.
         ch.wait_sender_gone().map_err(stopped)?;
+    }
+    unreachable!("2^32 sessions")
+}
+
+/// Files received and failed so far, for `--once`.
+#[derive(Default)]
+struct Served {
+    received: u64,
+    failed: bool,
+}
+
+impl Served {
+    /// Whether the receiver takes no more files: `--once` has its file (or, onto stdout,
+    /// its one attempt).
+    fn closed(&self, opts: &Opts) -> bool {
+        opts.once && (self.received > 0 || (opts.stdout && self.failed))
+    }
+}
+
+/// Serves one sender's requests until it says goodbye or goes away.
+fn serve_session(
+    ch: &Channel,
+    session: u32,
+    opts: &Opts,
+    mut namer: Option<&mut Namer>,
+    tally: &mut Served,
+) -> Result<(), RecvError> {
+    let quiet = opts.quiet;
+    let mut file = 0u32;
+    loop {
+        let req = match ch.next_request() {
+            Ok(r) => r,
+            Err(FrameError::SenderGone) => {
+                crate::warn(quiet, "the sender went away before its next request");
+                return Ok(());
+            }
+            Err(e) => return Err(stopped(e).into()),
+        };
+        let req = match req {
+            Ok(r) if r.session == session => r,
+            Ok(r) => {
+                crate::warn(
+                    quiet,
+                    format_args!(
+                        "a request of session {} in session {session}; refused",
+                        r.session
+                    ),
+                );
+                ch.answer(0, &refused(Status::BadRequest))
+                    .map_err(stopped)?;
+                continue;
+            }
+            Err(e) => {
+                crate::warn(quiet, format_args!("malformed request: {e}; refused"));
+                ch.answer(0, &refused(Status::BadRequest))
+                    .map_err(stopped)?;
+                continue;
+            }
+        };
+        if req.op == Op::Bye {
+            debug!("sender said goodbye");
+            return Ok(());
+        }
+        file += 1;
+        if tally.closed(opts) {
+            ch.answer(file, &refused(Status::Closed)).map_err(stopped)?;
+            continue;
+        }
+        let tags = Tags { session, file };
+        match receive_one(ch, tags, &req, opts, namer.as_deref_mut()) {
+            Ok(line) => {
+                tally.received += 1;
+                if !quiet {
+                    if opts.stdout {
+                        eprintln!("{line}");
+                    } else {
+                        crate::out_line(&line);
+                    }
+                }
+            }
+            Err(FileFailure::Answered(status, why)) => {
+                tally.failed = true;
+                crate::warn(
+                    quiet,
+                    format_args!("{}: {why} ({status:?}); discarded", display_name(&req.name)),
+                );
+            }
+            Err(FileFailure::Channel(FrameError::SenderGone)) => {
+                tally.failed = true;
+                crate::warn(
+                    quiet,
+                    format_args!(
+                        "{}: the sender went away mid-transfer; discarded",
+                        display_name(&req.name)
+                    ),
+                );
+                return Ok(());
+            }
+            Err(FileFailure::Channel(e)) => return Err(stopped(e).into()),
+        }
     }
 }
 
 /// A wait that failed because we were asked to stop is an interruption, not an error.
 fn stopped(e: FrameError) -> FrameError {
-    if crate::stop_requested() {
+    if runtime::stop_requested() {
         FrameError::Interrupted
     } else {
         e
@@ -252,21 +275,25 @@ impl Drop for Owned {
     }
 }
 
-/// On SIGINT/SIGTERM: flag the stop and remove the semaphore set, which wakes every wait of
-/// ours and of the sender at once (EIDRM). The main thread then discards any partial file and
-/// removes the rest. If it has not managed within a few seconds (stuck writing to a full
-/// pipe), this thread does that itself and ends the process.
-fn install_stop_handler(ch: Arc<Channel>) {
-    let _ = ctrlc::set_handler(move || {
-        crate::request_stop();
-        ch.set_state(State::Stopping);
-        let _ = ch.sems.remove();
-        std::thread::sleep(Duration::from_secs(3));
-        ch.remove();
-        if let Some(p) = PARTIAL.lock().ok().and_then(|g| g.clone()) {
-            let _ = fs::remove_file(p);
+/// On SIGINT/SIGTERM: set the stop flag and, once the channel exists, remove its semaphore
+/// set, which wakes every wait of ours and of the sender at once (EIDRM). The main thread then
+/// discards any partial file and removes the rest. If it has not managed within a few seconds
+/// (stuck writing to a full pipe), a thread does that itself and ends the process.
+fn install_stop_handler() {
+    let _ = ctrlc::set_handler(|| {
+        runtime::request_stop();
+        if let Some(ch) = CHANNEL.get() {
+            ch.set_state(State::Stopping);
+            let _ = ch.sems.remove();
         }
-        std::process::exit(exit::INTERRUPTED);
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            if let Some(ch) = CHANNEL.get() {
+                ch.remove();
+            }
+            output::remove_partial();
+            std::process::exit(exit::INTERRUPTED);
+        });
     });
 }
 
@@ -295,12 +322,22 @@ fn take_key(key: sysv::Key, quiet: bool) -> Result<(), RecvError> {
             } => {
                 crate::warn(
                     quiet,
-                    RecvError::Takeover {
-                        key,
-                        pid: info.receiver_pid,
-                    },
+                    format_args!(
+                        "the receiver of key {key} (pid {}) died; taking the key over",
+                        info.receiver_pid
+                    ),
                 );
                 frame::remove_channel(key, shmid, &info, false);
+                return Ok(());
+            }
+            Probe::Abandoned { shmid, pid } => {
+                crate::warn(
+                    quiet,
+                    format_args!(
+                        "a receiver (pid {pid}) died setting up key {key}; taking the key over"
+                    ),
+                );
+                frame::remove_abandoned(key, shmid, pid, false);
                 return Ok(());
             }
             Probe::NoPermission { uid, mode, .. } => {
@@ -338,66 +375,43 @@ fn display_name(name: &[u8]) -> String {
     if name.is_empty() {
         "(unnamed)".into()
     } else {
-        String::from_utf8_lossy(name).escape_debug().to_string()
+        escape(name)
     }
+}
+
+/// The session and file every message about the current file must carry.
+#[derive(Clone, Copy, Debug)]
+struct Tags {
+    session: u32,
+    file: u32,
 }
 
 /// Where one file's bytes go.
 enum Sink {
-    Temp { file: File, path: PathBuf },
+    Temp(TempFile),
     Stdout(File),
 }
 
 impl Sink {
+    fn open(opts: &Opts, namer: Option<&Namer>) -> io::Result<Sink> {
+        match namer {
+            Some(n) if !opts.stdout => TempFile::create(n.dir()).map(Sink::Temp),
+            _ => Ok(Sink::Stdout(File::from(
+                io::stdout().as_fd().try_clone_to_owned()?,
+            ))),
+        }
+    }
     fn file(&mut self) -> &mut File {
         match self {
-            Sink::Temp { file, .. } | Sink::Stdout(file) => file,
+            Sink::Temp(t) => &mut t.file,
+            Sink::Stdout(file) => file,
         }
     }
     /// How this sink's writes start: a pipe or terminal never goes direct.
     fn pacer(&self, mode: DirectMode) -> Pacer {
         match self {
-            Sink::Temp { .. } => Pacer::new(mode),
+            Sink::Temp(_) => Pacer::new(mode),
             Sink::Stdout(_) => Pacer::new(DirectMode::Never),
-        }
-    }
-    fn discard(self) {
-        if let Sink::Temp { path, .. } = self {
-            let _ = fs::remove_file(&path);
-            set_partial(None);
-        }
-    }
-}
-
-fn set_partial(p: Option<PathBuf>) {
-    if let Ok(mut g) = PARTIAL.lock() {
-        *g = p;
-    }
-}
-
-fn open_sink(opts: &Opts) -> io::Result<Sink> {
-    if opts.stdout {
-        return Ok(Sink::Stdout(File::from(
-            io::stdout().as_fd().try_clone_to_owned()?,
-        )));
-    }
-    let mut n = 0u32;
-    loop {
-        let path = opts
-            .dir
-            .join(format!(".shmxfer-{}-{n}.part", sysv::getpid()));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o666)
-            .open(&path)
-        {
-            Ok(file) => {
-                set_partial(Some(path.clone()));
-                return Ok(Sink::Temp { file, path });
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
-            Err(e) => return Err(e),
         }
     }
 }
@@ -405,105 +419,87 @@ fn open_sink(opts: &Opts) -> io::Result<Sink> {
 /// Receives one file. On success returns the line to print.
 fn receive_one(
     ch: &Channel,
+    tags: Tags,
     req: &Request,
     opts: &Opts,
     namer: Option<&mut Namer>,
 ) -> Result<String, FileFailure> {
     let t = Instant::now();
     let md5 = req.md5 || ch.info.require_md5;
-    debug!(name = %display_name(&req.name), size = req.size, md5, sender = req.sender_pid, "request");
-    let mut sink = match open_sink(opts) {
+    debug!(name = %display_name(&req.name), size = req.size, md5, sender = req.sender_pid, file = tags.file, "request");
+    let mut sink = match Sink::open(opts, namer.as_deref()) {
         Ok(s) => s,
         Err(e) => {
-            let at = opts.dir.as_os_str().as_bytes().to_vec();
+            let dir = namer.map(|n| n.dir().to_path_buf()).unwrap_or_default();
             let o = Outcome {
                 status: Status::CannotCreate,
                 errno: e.raw_os_error().unwrap_or(0),
-                name: at,
+                name: dir.as_os_str().as_bytes().to_vec(),
                 md5: [0; 16],
                 bytes: 0,
             };
-            ch.answer(&o)?;
+            ch.answer(tags.file, &o)?;
             return Err(FileFailure::Answered(
                 Status::CannotCreate,
-                format!("cannot create a file in {}: {e}", opts.dir.display()),
+                format!(
+                    "cannot create a file in {}: {e}",
+                    crate::text::escape_path(&dir)
+                ),
             ));
         }
     };
-    ch.answer(&refused(Status::Accepted))?;
+    ch.begin_file(tags.file);
+    ch.answer(tags.file, &refused(Status::Accepted))?;
     let mut progress = Progress::new(opts.quiet, req.size, display_name(&req.name));
-    let result = drain(ch, req, &mut sink, md5, opts.direct, &mut progress);
+    let result = drain(ch, tags, req, &mut sink, md5, opts.direct, &mut progress);
     drop(progress);
-    let (total, digest) = match result {
-        Ok(v) => v,
-        Err(f) => {
-            sink.discard();
-            return Err(f);
-        }
-    };
-    let fail = |sink: Sink,
-                status: Status,
-                errno: i32,
-                md5: [u8; 16],
-                why: String|
-     -> Result<String, FileFailure> {
-        sink.discard();
-        ch.answer(&Outcome {
+    let (total, digest) = result?;
+    let fail = |status: Status, why: String| -> Result<String, FileFailure> {
+        let o = Outcome {
             status,
-            errno,
+            errno: 0,
             name: Vec::new(),
-            md5,
+            md5: digest,
             bytes: total,
-        })?;
+        };
+        ch.answer(tags.file, &o)?;
         Err(FileFailure::Answered(status, why))
     };
-    let (their_md5, their_count) = ch.sender_trailer();
-    if req.size.is_some_and(|s| s != total) || their_count != total {
-        return fail(
-            sink,
-            Status::LengthMismatch,
-            0,
-            digest,
-            format!(
-                "received {total} bytes, the sender announced {:?}/{their_count}",
-                req.size
-            ),
-        );
+    let trailer = ch.trailer();
+    if (trailer.session, trailer.file) != (tags.session, tags.file) {
+        return fail(Status::BadRequest, "the trailer is another file's".into());
     }
-    if md5 && digest != their_md5 {
-        return fail(
-            sink,
-            Status::Md5Mismatch,
-            0,
-            digest,
-            format!(
-                "MD5 mismatch: got {}, sender has {}",
-                hex(&digest),
-                hex(&their_md5)
-            ),
+    if req.size.is_some_and(|s| s != total) || trailer.bytes != total {
+        let why = format!(
+            "received {total} bytes, the sender announced {:?}/{}",
+            req.size, trailer.bytes
         );
+        return fail(Status::LengthMismatch, why);
+    }
+    if md5 && digest != trailer.md5 {
+        let why = format!(
+            "MD5 mismatch: got {}, sender has {}",
+            hex(&digest),
+            hex(&trailer.md5)
+        );
+        return fail(Status::Md5Mismatch, why);
     }
     if md5 {
-        debug!(ours = %hex(&digest), sender = %hex(&their_md5), "MD5 verified");
+        debug!(ours = %hex(&digest), sender = %hex(&trailer.md5), "MD5 verified");
     }
     let name = match sink {
-        Sink::Stdout(_) => "-".into(),
-        Sink::Temp { file, path, .. } => match commit(file, &path, req, opts, namer) {
-            Ok(p) => {
-                set_partial(None);
-                p
-            }
+        Sink::Stdout(_) => PathBuf::from("-"),
+        Sink::Temp(tmp) => match commit(tmp, req, opts, namer) {
+            Ok(p) => p,
             Err(e) => {
-                let _ = fs::remove_file(&path);
-                set_partial(None);
-                let errno = e.raw_os_error().unwrap_or(0);
-                ch.answer(&Outcome {
+                let o = Outcome {
                     status: Status::WriteFailed,
-                    errno,
+                    errno: e.raw_os_error().unwrap_or(0),
                     name: Vec::new(),
                     md5: digest,
                     bytes: total,
-                })?;
+                };
+                ch.answer(tags.file, &o)?;
                 return Err(FileFailure::Answered(
                     Status::WriteFailed,
                     format!("commit failed: {e}"),
@@ -511,14 +507,17 @@ fn receive_one(
             }
         },
     };
-    let shown = name.display().to_string();
-    ch.answer(&Outcome {
-        status: Status::Committed,
-        errno: 0,
-        name: name.as_os_str().as_bytes().to_vec(),
-        md5: digest,
-        bytes: total,
-    })?;
+    let shown = crate::text::escape_path(&name);
+    ch.answer(
+        tags.file,
+        &Outcome {
+            status: Status::Committed,
+            errno: 0,
+            name: name.as_os_str().as_bytes().to_vec(),
+            md5: digest,
+            bytes: total,
+        },
+    )?;
     debug!(path = %shown, bytes = total, elapsed_ms = t.elapsed().as_millis() as u64, "committed; answered (ACK +1)");
     Ok(if md5 {
         format!("{shown}\t{total}\t{}", hex(&digest))
@@ -527,11 +526,46 @@ fn receive_one(
     })
 }
 
-/// How the chunk loop ended, before anything is answered.
+/// Applies metadata, optionally syncs, and names the temporary file without ever replacing
+/// an existing file.
+fn commit(
+    mut tmp: TempFile,
+    req: &Request,
+    opts: &Opts,
+    namer: Option<&mut Namer>,
+) -> io::Result<PathBuf> {
+    if let (true, Some(m)) = (opts.preserve, req.meta) {
+        // Never create set-id files for a peer we do not know: permission bits only.
+        tmp.file
+            .set_permissions(std::fs::Permissions::from_mode(m.mode & 0o777))?;
+        let t = if m.mtime_sec >= 0 {
+            SystemTime::UNIX_EPOCH + Duration::new(m.mtime_sec as u64, m.mtime_nsec)
+        } else {
+            SystemTime::UNIX_EPOCH - Duration::from_secs(m.mtime_sec.unsigned_abs())
+                + Duration::from_nanos(m.mtime_nsec.into())
+        };
+        tmp.file.set_modified(t)?;
+    }
+    if opts.fsync {
+        tmp.file.sync_all()?;
+    }
+    let namer = namer.expect("a file sink always has a namer");
+    let kept = if opts.keep_name {
+        output::safe_name(&req.name)
+    } else {
+        None
+    };
+    let path = namer.commit(&mut tmp, kept.as_ref())?;
+    if opts.fsync {
+        File::open(namer.dir())?.sync_all()?;
+    }
+    Ok(path)
+}
+
+/// How the chunk loop ended: at the file's last chunk, or at the sender's abort.
 enum End {
     Complete,
     SenderAborted(u32),
-    BadChunk(frame::HeaderError),
 }
 
 /// Picks the write path of one file: the page cache, or around it with O_DIRECT
@@ -699,10 +733,11 @@ impl<'a> PacedFile<'a> {
         }
     }
 
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn write_all(&mut self, src: Source) -> io::Result<()> {
         let aligned = |n: u64| n.is_multiple_of(sysv::DIRECT_ALIGN as u64);
+        let len = src.len();
         let fits =
-            aligned(bytes.as_ptr() as u64) && aligned(bytes.len() as u64) && aligned(self.offset);
+            src.is_aligned(sysv::DIRECT_ALIGN) && aligned(len as u64) && aligned(self.offset);
         let want = self.pacer.wants_direct(fits);
         if want != self.direct {
             match sysv::set_direct(self.file, want) {
@@ -714,11 +749,11 @@ impl<'a> PacedFile<'a> {
         }
         let before = self.pacer;
         let t = Instant::now();
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            match self.file.write(rest) {
+        let mut done = 0;
+        while done < len {
+            match src.write_once(self.file, done) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => rest = &rest[n..],
+                Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // Some filesystems take F_SETFL O_DIRECT and refuse the write itself; a short
                 // direct write leaves the rest unaligned. Either way the page cache takes over.
@@ -730,9 +765,9 @@ impl<'a> PacedFile<'a> {
                 Err(e) => return Err(e),
             }
         }
-        self.offset += bytes.len() as u64;
+        self.offset += len as u64;
         let nanos = t.elapsed().as_nanos() as u64;
-        self.pacer.record(bytes.len() as u64, nanos);
+        self.pacer.record(len as u64, nanos);
         match (before, self.pacer) {
             (Pacer::Watching { .. }, Pacer::Probing { page_cache, .. }) => debug!(
                 page_cache_mb_s = page_cache.mb_per_s(),
@@ -741,7 +776,7 @@ impl<'a> PacedFile<'a> {
             ),
             (Pacer::Probing { direct, .. }, after) if !matches!(after, Pacer::Probing { .. }) => {
                 debug!(
-                    direct_mb_s = direct.add(bytes.len() as u64, nanos).mb_per_s(),
+                    direct_mb_s = direct.add(len as u64, nanos).mb_per_s(),
                     direct = after == Pacer::Direct,
                     "O_DIRECT probed"
                 )
@@ -752,9 +787,9 @@ impl<'a> PacedFile<'a> {
     }
 }
 
-/// Writes slots to the output and hands each back to the sender. The first write error is
-/// kept and the rest of the file is still taken (not written), so the sender is never left
-/// blocked; it is told to stop through the status field.
+/// Writes slots to the output. The first write error is kept and the rest of the file is
+/// still taken (not written), so the sender is never left blocked; it is told to stop through
+/// the status field.
 struct Writer<'a> {
     ch: &'a Channel,
     out: PacedFile<'a>,
@@ -762,380 +797,268 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    fn put(&mut self, bytes: &[u8], total: u64) -> Result<(), FrameError> {
+    fn put(&mut self, src: Source) {
         if self.error.is_none()
-            && let Err(e) = self.out.write_all(bytes)
+            && let Err(e) = self.out.write_all(src)
         {
             self.ch.flag_failure(Status::WriteFailed);
             self.error = Some(e);
         }
-        self.ch.release_slot(total)
     }
 }
 
-/// Takes chunks until the last one, writing each straight from shared memory to the sink,
-/// then answers for the failures it met. Returns the length and digest of a whole file.
+/// A buffer of our own for one slot, page-aligned so it can be written with O_DIRECT.
+struct SlotBuf {
+    v: Vec<u8>,
+    at: usize,
+    len: usize,
+}
+
+impl SlotBuf {
+    fn new(len: usize) -> SlotBuf {
+        let v = vec![0u8; len + sysv::DIRECT_ALIGN];
+        let at = v.as_ptr().align_offset(sysv::DIRECT_ALIGN);
+        SlotBuf { v, at, len }
+    }
+    fn get(&mut self, n: usize) -> &mut [u8] {
+        &mut self.v[self.at..self.at + n.min(self.len)]
+    }
+}
+
+/// The chunk loop's state for one file: its tags, what arrived, and the first failure met
+/// (after which the rest of the file is taken but not written, until its end marker).
+struct Drain<'a> {
+    ch: &'a Channel,
+    tags: Tags,
+    size: Option<u64>,
+    total: u64,
+    failure: Option<(Status, String)>,
+}
+
+impl Drain<'_> {
+    fn fail(&mut self, status: Status, why: String) {
+        if self.failure.is_none() {
+            self.ch.flag_failure(status);
+            self.failure = Some((status, why));
+        }
+    }
+
+    /// Takes the file's descriptors in ring order until its last chunk or its abort. Every
+    /// descriptor taken is balanced by a slot handed back, so when this returns the ring is
+    /// empty and the next file starts clean. `each` gets each good chunk's slot and length
+    /// and must hand the slot back; anything else is handed back here.
+    fn run(
+        &mut self,
+        progress: &mut Progress,
+        mut each: impl FnMut(usize, usize, u64) -> Result<(), FrameError>,
+    ) -> Result<End, FrameError> {
+        let slot_size = self.ch.info.slot_size;
+        for seq in 0u64.. {
+            let (slot, desc) = self.ch.next_desc(seq)?;
+            let d = match desc {
+                Ok(d) if (d.session, d.file) == (self.tags.session, self.tags.file) => d,
+                Ok(d) => {
+                    self.fail(
+                        Status::BadRequest,
+                        format!("a chunk of session {} file {}", d.session, d.file),
+                    );
+                    self.ch.release_slot(self.total)?;
+                    continue;
+                }
+                Err(e) => {
+                    self.fail(Status::BadRequest, format!("bad chunk: {e}"));
+                    self.ch.release_slot(self.total)?;
+                    continue;
+                }
+            };
+            trace!(seq, len = d.len, kind = ?d.kind, "chunk");
+            if let DescKind::Abort(code) = d.kind {
+                self.ch.release_slot(self.total)?;
+                return Ok(End::SenderAborted(code));
+            }
+            let len = self.check(&d, seq, slot_size);
+            match len {
+                Some(n) if self.failure.is_none() => each(slot, n, self.total)?,
+                _ => self.ch.release_slot(self.total)?,
+            }
+            progress.set(self.total);
+            if d.kind == DescKind::Last {
+                return Ok(End::Complete);
+            }
+        }
+        unreachable!("2^64 chunks")
+    }
+
+    /// Accounts a data descriptor; returns its length if it is well-formed.
+    fn check(&mut self, d: &Desc, seq: u64, slot_size: usize) -> Option<usize> {
+        if d.index != seq {
+            self.fail(
+                Status::BadRequest,
+                format!("chunk {} where {seq} was due", d.index),
+            );
+            return None;
+        }
+        let Some(n) = d.len_in(slot_size) else {
+            self.fail(
+                Status::BadRequest,
+                format!("a chunk of {} bytes in a {slot_size}-byte slot", d.len),
+            );
+            return None;
+        };
+        self.total += n as u64;
+        if self.size.is_some_and(|s| self.total > s) {
+            self.fail(
+                Status::LengthMismatch,
+                format!("more bytes than the {:?} announced", self.size),
+            );
+        }
+        Some(n)
+    }
+}
+
+/// How many slot buffers of our own the MD5 path keeps: enough for the writer thread to lag
+/// a few slots behind, within a few MiB.
+fn buffer_count(ch: &Channel) -> usize {
+    ((8 << 20) / ch.info.slot_size).clamp(2, ch.info.slot_count as usize)
+}
+
+/// Takes chunks until the file's end marker, writing them to the sink, then answers for the
+/// failures it met. Returns the length and digest of a whole file.
+///
+/// With MD5, each slot is first copied into memory of our own and handed back at once; the
+/// digest and the write are both of that copy, so the digest we report is of the bytes we
+/// wrote, whoever writes the segment meanwhile. A second thread writes while this one copies
+/// and hashes. Without MD5 each slot is written straight from shared memory (one copy).
 fn drain(
     ch: &Channel,
+    tags: Tags,
     req: &Request,
     sink: &mut Sink,
     md5: bool,
     direct: DirectMode,
     progress: &mut Progress,
 ) -> Result<(u64, [u8; 16]), FileFailure> {
-    let mut ctx = md5.then(md5::Context::new);
-    let mut total = 0u64;
-    let mut flagged = false;
+    let mut d = Drain {
+        ch,
+        tags,
+        size: req.size,
+        total: 0,
+        failure: None,
+    };
     let pacer = sink.pacer(direct);
     let mut writer = Writer {
         ch,
         out: PacedFile::new(sink.file(), pacer),
         error: None,
     };
-    // With MD5 on a file of several slots, a second thread writes and releases each slot while
-    // this one hashes the next: write(2) into the page cache can block, and hashing need not
-    // wait for it. Without MD5 there is nothing to overlap.
-    let overlap = md5 && req.size.is_none_or(|s| s > ch.info.slot_size as u64);
-    let end = if overlap {
-        std::thread::scope(|scope| -> Result<End, FrameError> {
-            let (tx, rx) =
-                std::sync::mpsc::sync_channel::<(&[u8], u64)>(ch.info.slot_count as usize);
-            let w = &mut writer;
-            let handle = scope.spawn(move || -> Result<(), FrameError> {
-                for (bytes, total) in rx {
-                    w.put(bytes, total)?;
-                }
+    let mut ctx = md5.then(md5::Context::new);
+    let one_slot = req.size.is_some_and(|s| s <= ch.info.slot_size as u64);
+    let end = match ctx.as_mut() {
+        None => d.run(progress, |slot, n, total| {
+            writer.put(ch.slot_source(slot, n));
+            ch.release_slot(total)
+        })?,
+        Some(ctx) if one_slot => {
+            let mut buf = SlotBuf::new(ch.info.slot_size);
+            d.run(progress, |slot, n, total| {
+                let b = buf.get(n);
+                ch.copy_slot(slot, b);
+                ch.release_slot(total)?;
+                ctx.consume(&*b);
+                writer.put(Source::Own(b));
                 Ok(())
-            });
-            let end = take_chunks(
-                ch,
-                req,
-                &mut total,
-                &mut flagged,
-                progress,
-                &mut ctx,
-                |bytes, total| {
-                    // A closed channel means the writer failed; its error is reported at join.
-                    let _ = tx.send((bytes, total));
-                    Ok(())
-                },
-            );
-            drop(tx);
-            handle.join().expect("writer thread panicked")?;
-            end
-        })?
-    } else {
-        take_chunks(
-            ch,
-            req,
-            &mut total,
-            &mut flagged,
-            progress,
-            &mut ctx,
-            |bytes, total| writer.put(bytes, total),
-        )?
+            })?
+        }
+        Some(ctx) => copy_hash_and_write(ch, &mut d, progress, ctx, &mut writer)?,
     };
-    // Our own failure explains an abort the sender made because we flagged it.
-    if let Some(e) = writer.error {
-        return Err(answer_write_failure(ch, e, total)?);
+    finish(ch, d, writer.error, end, ctx)
+}
+
+/// The MD5 path for files of several slots: this thread copies each slot out, hands it back
+/// and hashes the copy; a writer thread writes the copies.
+fn copy_hash_and_write(
+    ch: &Channel,
+    d: &mut Drain,
+    progress: &mut Progress,
+    ctx: &mut md5::Context,
+    writer: &mut Writer,
+) -> Result<End, FrameError> {
+    use std::sync::mpsc;
+    let count = buffer_count(ch);
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = mpsc::sync_channel::<(SlotBuf, usize)>(count);
+        let (free_tx, free_rx) = mpsc::channel::<SlotBuf>();
+        for _ in 0..count {
+            let _ = free_tx.send(SlotBuf::new(ch.info.slot_size));
+        }
+        scope.spawn(move || {
+            for (mut buf, n) in full_rx {
+                writer.put(Source::Own(buf.get(n)));
+                // Once the file's end marker is taken nobody wants buffers back: not an error.
+                let _ = free_tx.send(buf);
+            }
+        });
+        let end = d.run(progress, |slot, n, total| {
+            let mut buf = free_rx
+                .recv()
+                .expect("the writer thread hands every buffer back");
+            let b = buf.get(n);
+            ch.copy_slot(slot, b);
+            ch.release_slot(total)?;
+            ctx.consume(&*b);
+            let _ = full_tx.send((buf, n));
+            Ok(())
+        });
+        drop(full_tx);
+        end
+    })
+}
+
+/// Answers for a file whose end marker came: our own failure first (the sender may have
+/// aborted because we flagged it), then the sender's abort.
+fn finish(
+    ch: &Channel,
+    d: Drain,
+    write_error: Option<io::Error>,
+    end: End,
+    ctx: Option<md5::Context>,
+) -> Result<(u64, [u8; 16]), FileFailure> {
+    let total = d.total;
+    let answer = |status: Status, errno: i32, why: String| -> Result<_, FileFailure> {
+        let o = Outcome {
+            status,
+            errno,
+            name: Vec::new(),
+            md5: [0; 16],
+            bytes: total,
+        };
+        ch.answer(d.tags.file, &o)?;
+        Err(FileFailure::Answered(status, why))
+    };
+    if let Some(e) = write_error {
+        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+        return answer(Status::WriteFailed, errno, format!("write failed: {e}"));
     }
-    if flagged {
-        ch.answer(&refused(Status::LengthMismatch))?;
-        return Err(FileFailure::Answered(
-            Status::LengthMismatch,
-            format!("more bytes than the {:?} announced", req.size),
-        ));
+    if let Some((status, why)) = d.failure {
+        return answer(status, 0, why);
     }
     match end {
         End::Complete => Ok((total, ctx.map(|c| c.finalize().0).unwrap_or([0; 16]))),
         End::SenderAborted(code) => {
-            ch.answer(&refused(Status::Aborted))?;
-            if code == frame::Abort::Interrupted as u32 {
-                return Err(FileFailure::Leaving("the sender was interrupted".into()));
-            }
             let why = match code {
+                1 => "the sender was interrupted",
                 2 => "the sender could not read its file",
                 3 => "the file changed while it was sent",
                 _ => "the sender aborted",
             };
-            Err(FileFailure::Answered(Status::Aborted, why.into()))
-        }
-        End::BadChunk(e) => {
-            ch.answer(&refused(Status::BadRequest))?;
-            Err(FileFailure::Answered(
-                Status::BadRequest,
-                format!("bad chunk: {e}"),
-            ))
+            answer(Status::Aborted, 0, why.into())
         }
     }
-}
-
-/// The chunk loop: waits for each filled slot, hashes it (with MD5 on) and passes its bytes and
-/// the running total on.
-fn take_chunks<'c>(
-    ch: &'c Channel,
-    req: &Request,
-    total: &mut u64,
-    flagged: &mut bool,
-    progress: &mut Progress,
-    ctx: &mut Option<md5::Context>,
-    mut each: impl FnMut(&'c [u8], u64) -> Result<(), FrameError>,
-) -> Result<End, FrameError> {
-    let mut index = 0u64;
-    loop {
-        let (chunk, bytes) = match ch.next_chunk(index)? {
-            Ok(c) => c,
-            Err(ChunkError::Aborted(code)) => return Ok(End::SenderAborted(code)),
-            Err(ChunkError::Bad(e)) => return Ok(End::BadChunk(e)),
-        };
-        trace!(index, len = chunk.len, last = chunk.last, "chunk");
-        *total += chunk.len as u64;
-        if req.size.is_some_and(|s| *total > s) && !*flagged {
-            ch.flag_failure(Status::LengthMismatch);
-            *flagged = true;
-        }
-        if let Some(c) = ctx.as_mut() {
-            c.consume(bytes);
-        }
-        each(bytes, *total)?;
-        progress.set(*total);
-        index += 1;
-        if chunk.last {
-            return Ok(End::Complete);
-        }
-    }
-}
-
-fn answer_write_failure(ch: &Channel, e: io::Error, total: u64) -> Result<FileFailure, FrameError> {
-    let errno = e.raw_os_error().unwrap_or(libc::EIO);
-    ch.answer(&Outcome {
-        status: Status::WriteFailed,
-        errno,
-        name: Vec::new(),
-        md5: [0; 16],
-        bytes: total,
-    })?;
-    Ok(FileFailure::Answered(
-        Status::WriteFailed,
-        format!("write failed: {e}"),
-    ))
-}
-
-/// Applies metadata, optionally syncs, and renames the temporary file to its final name
-/// without ever replacing an existing file.
-fn commit(
-    file: File,
-    tmp: &Path,
-    req: &Request,
-    opts: &Opts,
-    namer: Option<&mut Namer>,
-) -> io::Result<PathBuf> {
-    if let (true, Some(m)) = (opts.preserve, req.meta) {
-        // Never create set-id files for a peer we do not know: permission bits only.
-        file.set_permissions(fs::Permissions::from_mode(m.mode & 0o777))?;
-        let t = if m.mtime_sec >= 0 {
-            SystemTime::UNIX_EPOCH + Duration::new(m.mtime_sec as u64, m.mtime_nsec)
-        } else {
-            SystemTime::UNIX_EPOCH - Duration::from_secs(m.mtime_sec.unsigned_abs())
-                + Duration::from_nanos(m.mtime_nsec.into())
-        };
-        file.set_modified(t)?;
-    }
-    if opts.fsync {
-        file.sync_all()?;
-    }
-    drop(file);
-    let namer = namer.expect("a file sink always has a namer");
-    let kept = if opts.keep_name {
-        safe_name(&req.name)
-    } else {
-        None
-    };
-    let path = match kept {
-        // The sender's name, then `-1`, `-2`...: never an existing file.
-        Some(n) => {
-            let mut attempt = 0u64;
-            loop {
-                let candidate = opts.dir.join(numbered(&n, attempt));
-                match sysv::rename_noreplace(tmp, &candidate) {
-                    Ok(()) => break candidate,
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => attempt += 1,
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        None => namer.commit(tmp)?,
-    };
-    if opts.fsync {
-        File::open(&opts.dir)?.sync_all()?;
-    }
-    Ok(path)
-}
-
-/// The sender's name made safe to create in DIR: its last path component, without NULs, and
-/// never `.`, `..` or empty (then `None`: the counter name is used).
-pub fn safe_name(raw: &[u8]) -> Option<OsString> {
-    let last = raw.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
-    let clean: Vec<u8> = last
-        .iter()
-        .copied()
-        .filter(|&b| b != 0)
-        .take(frame::MAX_NAME)
-        .collect();
-    if clean.is_empty() || clean == b"." || clean == b".." {
-        return None;
-    }
-    Some(OsString::from_vec(clean))
-}
-
-/// `photo.jpg`, then `photo-1.jpg`, `photo-2.jpg`... (a leading dot is not an extension).
-pub fn numbered(name: &OsString, n: u64) -> OsString {
-    if n == 0 {
-        return name.clone();
-    }
-    let b = name.as_bytes();
-    let suffix = format!("-{n}");
-    let dot = b.iter().rposition(|&c| c == b'.').filter(|&i| i > 0);
-    // An "extension" too long to keep beside the suffix is just part of the stem.
-    let split = dot
-        .filter(|&i| b.len() - i + suffix.len() < frame::MAX_NAME)
-        .unwrap_or(b.len());
-    let (stem, ext) = b.split_at(split);
-    // Shorten the stem so the suffix survives within NAME_MAX; a clash still cannot overwrite.
-    let keep = stem.len().min(frame::MAX_NAME - suffix.len() - ext.len());
-    let mut v = stem[..keep].to_vec();
-    v.extend_from_slice(suffix.as_bytes());
-    v.extend_from_slice(ext);
-    OsString::from_vec(v)
-}
-
-/// A receiver killed with SIGKILL cannot delete its temporary file; the next one to use DIR
-/// does, for every `.shmxfer-*.part` whose receiver pid is dead (a live one's is left alone).
-fn remove_dead_partials(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        if let Some(pid) = partial_owner(name.as_bytes())
-            && !sysv::process_alive(pid)
-        {
-            let _ = fs::remove_file(e.path());
-        }
-    }
-}
-
-/// The pid in `.shmxfer-<pid>-<n>.part` or `.shmxfer-legacy-<pid>.part`.
-pub fn partial_owner(name: &[u8]) -> Option<i32> {
-    let rest = name.strip_prefix(b".shmxfer-")?.strip_suffix(b".part")?;
-    let rest = rest.strip_prefix(b"legacy-").unwrap_or(rest);
-    let digits: Vec<u8> = rest
-        .iter()
-        .copied()
-        .take_while(u8::is_ascii_digit)
-        .collect();
-    std::str::from_utf8(&digits).ok()?.parse().ok()
-}
-
-/// Picks `DIR/<basename><NN><ext>` names, continuing after the highest one already in DIR so a
-/// restarted receiver never overwrites earlier output.
-#[derive(Debug)]
-pub struct Namer {
-    dir: PathBuf,
-    basename: String,
-    ext: String,
-    next: u64,
-}
-
-impl Namer {
-    pub fn scan(dir: &Path, basename: &str, ext: &str) -> io::Result<Namer> {
-        let mut max = 0u64;
-        for entry in fs::read_dir(dir)? {
-            let name = entry?.file_name();
-            if let Some(n) = counter_of(name.as_bytes(), basename.as_bytes(), ext.as_bytes()) {
-                max = max.max(n);
-            }
-        }
-        Ok(Namer {
-            dir: dir.into(),
-            basename: basename.into(),
-            ext: ext.into(),
-            next: max.saturating_add(1),
-        })
-    }
-    pub fn path(&self) -> PathBuf {
-        self.dir
-            .join(format!("{}{:02}{}", self.basename, self.next, self.ext))
-    }
-    /// Renames `tmp` to the next free counter name, never replacing a file (another receiver
-    /// may write into DIR too), and returns that name.
-    pub fn commit(&mut self, tmp: &Path) -> io::Result<PathBuf> {
-        loop {
-            let path = self.path();
-            self.next += 1;
-            match sysv::rename_noreplace(tmp, &path) {
-                Ok(()) => return Ok(path),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-fn counter_of(name: &[u8], base: &[u8], ext: &[u8]) -> Option<u64> {
-    let digits = name.strip_prefix(base)?.strip_suffix(ext)?;
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hostile_names_stay_inside_dir() {
-        assert_eq!(safe_name(b"../../etc/passwd"), Some("passwd".into()));
-        assert_eq!(safe_name(b"/abs/path/photo.jpg"), Some("photo.jpg".into()));
-        assert_eq!(safe_name(b".."), None);
-        assert_eq!(safe_name(b"a/.."), None);
-        assert_eq!(safe_name(b"dir/"), None);
-        assert_eq!(safe_name(b""), None);
-        assert_eq!(safe_name(b"a\0b"), Some("ab".into()));
-        assert_eq!(safe_name(b"\0"), None);
-        assert_eq!(
-            safe_name(&[0xff, 0xfe]).map(|s| s.into_vec()),
-            Some(vec![0xff, 0xfe])
-        );
-    }
-
-    #[test]
-    fn clashing_names_get_a_number_before_the_extension() {
-        let n: OsString = "photo.jpg".into();
-        assert_eq!(numbered(&n, 0), "photo.jpg");
-        assert_eq!(numbered(&n, 2), "photo-2.jpg");
-        assert_eq!(numbered(&".bashrc".into(), 1), ".bashrc-1");
-        assert_eq!(numbered(&"README".into(), 1), "README-1");
-        assert!(numbered(&OsString::from("x".repeat(255)), 7).len() <= 255);
-    }
-
-    #[test]
-    fn temporary_files_name_their_receiver() {
-        assert_eq!(partial_owner(b".shmxfer-1234-0.part"), Some(1234));
-        assert_eq!(partial_owner(b".shmxfer-legacy-77.part"), Some(77));
-        assert_eq!(partial_owner(b".shmxfer-x.part"), None);
-        assert_eq!(partial_owner(b"file01.jpg"), None);
-    }
-
-    #[test]
-    fn counter_continues_after_the_highest_existing_file() {
-        assert_eq!(counter_of(b"file07.jpg", b"file", b".jpg"), Some(7));
-        assert_eq!(counter_of(b"file123.jpg", b"file", b".jpg"), Some(123));
-        assert_eq!(counter_of(b"file.jpg", b"file", b".jpg"), None);
-        assert_eq!(counter_of(b"file1a.jpg", b"file", b".jpg"), None);
-        assert_eq!(counter_of(b"other01.jpg", b"file", b".jpg"), None);
-    }
 
     const MIB: u64 = 1 << 20;
 
@@ -1235,7 +1158,7 @@ mod tests {
             let mut out = PacedFile::new(&mut file, Pacer::new(DirectMode::Auto));
             for seed in 0..3u8 {
                 let (v, at) = aligned_pattern(64 << 10, seed);
-                out.write_all(&v[at..at + (64 << 10)]).unwrap();
+                out.write_all(Source::Own(&v[at..at + (64 << 10)])).unwrap();
                 expected.extend_from_slice(&v[at..at + (64 << 10)]);
             }
             out.pacer = Pacer::Probing {
@@ -1251,18 +1174,18 @@ mod tests {
             };
             for seed in 3..6u8 {
                 let (v, at) = aligned_pattern(64 << 10, seed);
-                out.write_all(&v[at..at + (64 << 10)]).unwrap();
+                out.write_all(Source::Own(&v[at..at + (64 << 10)])).unwrap();
                 expected.extend_from_slice(&v[at..at + (64 << 10)]);
             }
             // The filesystem of the target dir may not take O_DIRECT; then all went buffered.
             assert!(out.pacer == Pacer::Direct || out.pacer == Pacer::Buffered);
             let (v, at) = aligned_pattern(5000, 9);
-            out.write_all(&v[at..at + 5000]).unwrap();
+            out.write_all(Source::Own(&v[at..at + 5000])).unwrap();
             expected.extend_from_slice(&v[at..at + 5000]);
             assert_eq!(out.pacer, Pacer::Buffered);
             assert!(!out.direct);
         }
         drop(file);
-        assert_eq!(fs::read(&path).unwrap(), expected);
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
     }
 }

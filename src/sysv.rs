@@ -69,6 +69,15 @@ impl SysvError {
             source: io::Error::last_os_error(),
         }
     }
+    /// A permission failure found without making the call (a dry run).
+    pub fn denied(call: &'static str, what: String) -> SysvError {
+        let _ = what;
+        SysvError {
+            call,
+            target: Target::Id(-1),
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        }
+    }
     pub fn errno(&self) -> Option<i32> {
         self.source.raw_os_error()
     }
@@ -303,36 +312,89 @@ impl Mapping {
         Ok(())
     }
 
-    /// A view of a byte range, for hashing and writing out without a copy. The protocol gives
-    /// one side a slot at a time; a misbehaving peer writing into it meanwhile can only change
-    /// the bytes we see (every value of `u8` is valid), which the MD5 check exists to catch.
-    pub fn bytes(&self, offset: usize, len: usize) -> std::result::Result<&[u8], OutOfBounds> {
-        self.check(offset, len)?;
-        // SAFETY: in bounds; the slice lives no longer than `&self`, so no longer than the
-        // attachment.
-        Ok(unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset), len) })
+    /// Whether the address of `offset` in the mapping is a multiple of `align` (a power of
+    /// two), as O_DIRECT wants of a buffer.
+    pub fn is_aligned(&self, offset: usize, align: usize) -> bool {
+        (self.ptr.as_ptr() as usize)
+            .wrapping_add(offset)
+            .is_multiple_of(align)
     }
 
-    /// Reads from `file` straight into the segment (one copy: page cache to shared memory).
+    /// One write(2) from the segment to `file` (one copy: shared memory to the page cache or,
+    /// with O_DIRECT, to the device). Returns the bytes written; EINTR comes back as an error.
+    pub fn write_to(&self, file: &File, offset: usize, len: usize) -> io::Result<usize> {
+        self.check(offset, len).map_err(io::Error::other)?;
+        // SAFETY: the source range is inside the mapping (checked above); the kernel reads it
+        // and no Rust reference to it exists.
+        let n = unsafe {
+            libc::write(
+                file.as_raw_fd(),
+                self.ptr.as_ptr().add(offset).cast::<c_void>(),
+                len,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// One read(2) from `file` straight into the segment (one copy: page cache to shared
+    /// memory). EINTR comes back as an error, so the caller can look at its stop flag.
     pub fn read_from(&self, file: &File, offset: usize, len: usize) -> io::Result<usize> {
         assert!(self.writable, "write to a read-only attachment");
         self.check(offset, len).map_err(io::Error::other)?;
-        loop {
-            // SAFETY: the destination range is inside a writable mapping (checked above).
-            let n = unsafe {
-                libc::read(
-                    file.as_raw_fd(),
-                    self.ptr.as_ptr().add(offset).cast::<c_void>(),
-                    len,
-                )
-            };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
+        // SAFETY: the destination range is inside a writable mapping (checked above); the
+        // kernel writes it and no Rust reference to it exists.
+        let n = unsafe {
+            libc::read(
+                file.as_raw_fd(),
+                self.ptr.as_ptr().add(offset).cast::<c_void>(),
+                len,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+/// Bytes to write out: our own, or a range of a shared segment (which never becomes a Rust
+/// slice, since another process may write it at any moment).
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    Own(&'a [u8]),
+    Shared {
+        map: &'a Mapping,
+        offset: usize,
+        len: usize,
+    },
+}
+
+impl Source<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Source::Own(b) => b.len(),
+            Source::Shared { len, .. } => *len,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Whether the bytes start at a multiple of `align`.
+    pub fn is_aligned(&self, align: usize) -> bool {
+        match self {
+            Source::Own(b) => (b.as_ptr() as usize).is_multiple_of(align),
+            Source::Shared { map, offset, .. } => map.is_aligned(*offset, align),
+        }
+    }
+    /// One write(2) of the bytes from `skip` on; returns how many were written.
+    pub fn write_once(&self, file: &File, skip: usize) -> io::Result<usize> {
+        use std::io::Write;
+        match self {
+            Source::Own(b) => (&*file).write(&b[skip..]),
+            Source::Shared { map, offset, len } => map.write_to(file, offset + skip, len - skip),
         }
     }
 }
@@ -586,6 +648,54 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
         }
         _ => Err(err),
     }
+}
+
+/// Gives an unnamed (`O_TMPFILE`) file the name `to`, failing with `AlreadyExists` rather
+/// than replace anything there. Through `/proc/self/fd`, which needs no privilege.
+pub fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let c_to = std::ffi::CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: both paths are NUL-terminated C strings that outlive the call.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            c_to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::ENOENT) {
+        return Err(err);
+    }
+    // No /proc mounted: AT_EMPTY_PATH works where we are privileged enough for it.
+    let empty = std::ffi::CString::default();
+    // SAFETY: as above; the empty path names the descriptor itself.
+    let r = unsafe {
+        libc::linkat(
+            file.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            c_to.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The effective user id.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
 }
 
 /// What O_DIRECT writes must be aligned to (buffer address, length and file offset); 4096

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use shmxfer::frame;
 use shmxfer::sysv::{Key, Shm};
 
 fn as_nobody(env: &Env, args: &[&str]) -> std::process::Output {
@@ -102,7 +103,7 @@ fn a_segment_too_small_for_the_header_is_left_alone() {
 fn a_segment_without_the_magic_is_left_alone() {
     refuses_foreign(
         |k| {
-            let s = Shm::create(k, 8192, 0o600).unwrap();
+            let s = Shm::create(k, frame::CONTROL_LEN, 0o600).unwrap();
             s.attach(true)
                 .unwrap()
                 .write(0, b"PGSQL\0\0\0somebody else's")
@@ -117,13 +118,13 @@ fn a_segment_without_the_magic_is_left_alone() {
 fn a_header_of_another_protocol_version_is_left_alone() {
     refuses_foreign(
         |k| {
-            let s = Shm::create(k, 8192, 0o600).unwrap();
+            let s = Shm::create(k, frame::CONTROL_LEN, 0o600).unwrap();
             let m = s.attach(true).unwrap();
             m.write(0, b"SHMXFER\0").unwrap();
-            m.write(8, &2u32.to_ne_bytes()).unwrap();
+            m.write(8, &1u32.to_ne_bytes()).unwrap();
             s
         },
-        "version 2",
+        "version 1",
     );
 }
 
@@ -172,7 +173,7 @@ fn a_receiver_caught_setting_up_is_waited_for_and_never_called_foreign() {
     let env = Env::new();
     // A blank control segment whose creator (this test) lives: a receiver between shmget and
     // writing its magic, frozen there.
-    let shm = Shm::create(env.key, 8192, 0o600).unwrap();
+    let shm = Shm::create(env.key, frame::CONTROL_LEN, 0o600).unwrap();
     let f = env.file("a", 5);
     for args in [
         vec!["send", f.to_str().unwrap()],

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use proptest::prelude::*;
-use shmxfer::frame::{self, Chunk, Meta, Op, Request, Status, sem};
+use shmxfer::frame::{self, Desc, DescKind, Meta, Op, Request, Status, sem};
 use shmxfer::sysv::{Key, Mapping, SemOp, SemSet, Shm};
 
 proptest! {
@@ -32,9 +32,10 @@ proptest! {
     }
 
     #[test]
-    fn chunk_decoding_never_yields_more_than_a_slot(bytes in proptest::collection::vec(any::<u8>(), 0..32), slot in 4096usize..(1 << 20)) {
-        if let Ok(c) = frame::decode_chunk(&bytes, slot) {
-            prop_assert!(c.len <= slot);
+    fn chunk_decoding_never_yields_more_than_a_slot(bytes in proptest::collection::vec(any::<u8>(), 0..40), slot in 4096usize..(1 << 20)) {
+        if let Ok(c) = frame::decode_desc(&bytes) {
+            prop_assert!(c.len_in(slot).is_none_or(|n| n <= slot));
+            prop_assert!(!matches!(c.kind, DescKind::Abort(_)) || c.len == 0);
         }
     }
 
@@ -47,17 +48,18 @@ proptest! {
 
     #[test]
     fn a_kept_name_is_always_one_safe_component(raw in proptest::collection::vec(any::<u8>(), 0..10_000)) {
-        if let Some(n) = shmxfer::recv::safe_name(&raw) {
+        if let Some(n) = shmxfer::output::safe_name(&raw) {
             use std::os::unix::ffi::OsStrExt;
             let b = n.as_bytes();
             prop_assert!(!b.is_empty() && b.len() <= frame::MAX_NAME);
             prop_assert!(!b.contains(&b'/') && !b.contains(&0));
             prop_assert!(b != b"." && b != b"..");
+            prop_assert!(shmxfer::output::partial_owner(b).is_none());
             let dir = Path::new("/some/dir");
             let joined = dir.join(&n);
             prop_assert_eq!(joined.parent(), Some(dir));
             for k in 1..3 {
-                let m = shmxfer::recv::numbered(&n, k);
+                let m = shmxfer::output::numbered(&n, k);
                 prop_assert!(!m.as_bytes().contains(&b'/') && m.len() <= frame::MAX_NAME);
             }
         }
@@ -65,7 +67,7 @@ proptest! {
 
     #[test]
     fn valid_requests_survive_encoding(name in proptest::collection::vec(any::<u8>(), 0..255), size in proptest::option::of(0u64..u64::MAX), md5 in any::<bool>()) {
-        let r = Request { op: Op::File, sender_pid: 7, size, md5, meta: Some(Meta { mode: 0o644, mtime_sec: 1, mtime_nsec: 2 }), name };
+        let r = Request { op: Op::File, sender_pid: 7, size, md5, meta: Some(Meta { mode: 0o644, mtime_sec: 1, mtime_nsec: 2 }), name, session: 9 };
         prop_assert_eq!(frame::decode_request(&frame::encode_request(&r)), Ok(r));
     }
 }
@@ -76,6 +78,9 @@ struct Hostile {
     ctl: Mapping,
     content: Mapping,
     slot_size: usize,
+    session: u32,
+    /// The file the receiver's last answer was about.
+    file: std::cell::Cell<u32>,
 }
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
@@ -93,16 +98,18 @@ impl Hostile {
         let mut head = [0u8; frame::INFO_LEN];
         ctl.read(0, &mut head).unwrap();
         let slot_size = frame::decode_info(&head, ctl.len()).unwrap().slot_size;
+        let session = ctl.load_u32(frame::SESSION_OFF).unwrap();
         Hostile {
             sems,
             ctl,
             content,
             slot_size,
+            session,
+            file: std::cell::Cell::new(0),
         }
     }
     fn request_raw(&self, bytes: &[u8]) {
         self.ctl.write(frame::REQUEST_OFF, bytes).unwrap();
-        self.ctl.store_u32(frame::SENDER_STATUS_OFF, 0).unwrap();
         self.sems.op(&[SemOp::give(sem::REQ)], None).unwrap();
     }
     fn request(&self, name: &[u8], size: Option<u64>, md5: bool) {
@@ -113,6 +120,7 @@ impl Hostile {
             md5,
             meta: None,
             name: name.to_vec(),
+            session: self.session,
         };
         self.request_raw(&frame::encode_request(&r));
     }
@@ -121,19 +129,39 @@ impl Hostile {
             .op(&[SemOp::take(sem::ACK)], WAIT)
             .expect("the receiver never answered");
         let status = self.ctl.load_u32(frame::STATUS_OFF).unwrap();
+        self.file.set(self.ctl.load_u32(frame::FILE_OFF).unwrap());
         let mut b = [0u8; frame::RESULT_LEN];
         self.ctl.read(frame::RESULT_OFF, &mut b).unwrap();
         (status, frame::decode_outcome(status, &b).unwrap())
     }
-    fn chunk_raw(&self, slot: usize, desc: [u8; 16], data: &[u8]) {
+    /// A descriptor of the current file.
+    fn desc(&self, len: u64, kind: DescKind, index: u64) -> [u8; frame::SLOT_DESC_LEN] {
+        frame::encode_desc(&Desc {
+            len,
+            kind,
+            session: self.session,
+            file: self.file.get(),
+            index,
+        })
+    }
+    fn chunk_raw(&self, slot: usize, desc: [u8; frame::SLOT_DESC_LEN], data: &[u8]) {
         self.sems.op(&[SemOp::take(sem::EMPTY)], WAIT).unwrap();
         self.content.write(slot * self.slot_size, data).unwrap();
-        self.ctl.write(frame::SLOTS_OFF + slot * 16, &desc).unwrap();
+        self.ctl
+            .write(frame::SLOTS_OFF + slot * frame::SLOT_DESC_LEN, &desc)
+            .unwrap();
         self.sems.op(&[SemOp::give(sem::FULL)], None).unwrap();
     }
     fn trailer(&self, md5: [u8; 16], bytes: u64) {
-        self.ctl.write(frame::SENDER_MD5_OFF, &md5).unwrap();
-        self.ctl.store_u64(frame::SENT_BYTES_OFF, bytes).unwrap();
+        let t = frame::Trailer {
+            session: self.session,
+            file: self.file.get(),
+            bytes,
+            md5,
+        };
+        self.ctl
+            .write(frame::TRAILER_OFF, &frame::encode_trailer(&t))
+            .unwrap();
     }
     fn bye(&self) {
         let r = Request {
@@ -143,6 +171,7 @@ impl Hostile {
             md5: false,
             meta: None,
             name: vec![],
+            session: self.session,
         };
         self.ctl
             .write(frame::REQUEST_OFF, &frame::encode_request(&r))
@@ -172,6 +201,7 @@ fn a_lying_sender_gets_refusals_and_the_receiver_keeps_serving() {
         md5: false,
         meta: None,
         name: vec![b'a'; 10],
+        session: h.session,
     });
     huge_name[36..40].copy_from_slice(&10_000u32.to_ne_bytes());
     h.request_raw(&huge_name);
@@ -180,26 +210,14 @@ fn a_lying_sender_gets_refusals_and_the_receiver_keeps_serving() {
     // A chunk that claims more than its slot.
     h.request(b"x", None, false);
     assert_eq!(h.answer().0, Status::Accepted.code());
-    let mut desc = frame::encode_chunk(Chunk {
-        len: 10,
-        last: true,
-    });
-    desc[0..8].copy_from_slice(&(u64::MAX - 3).to_ne_bytes());
-    h.chunk_raw(0, desc, b"0123456789");
+    h.chunk_raw(0, h.desc(u64::MAX - 3, DescKind::Last, 0), b"0123456789");
     assert_eq!(h.answer().0, Status::BadRequest.code());
 
     // A wrong digest: discarded, and the receiver's own digest comes back.
     h.request(b"md5.bin", Some(10), true);
     assert_eq!(h.answer().0, Status::Accepted.code());
     h.trailer([0xaa; 16], 10);
-    h.chunk_raw(
-        0,
-        frame::encode_chunk(Chunk {
-            len: 10,
-            last: true,
-        }),
-        b"0123456789",
-    );
+    h.chunk_raw(0, h.desc(10, DescKind::Last, 0), b"0123456789");
     let (status, o) = h.answer();
     assert_eq!(status, Status::Md5Mismatch.code());
     assert_eq!(o.md5, md5::compute(b"0123456789").0);
@@ -208,14 +226,7 @@ fn a_lying_sender_gets_refusals_and_the_receiver_keeps_serving() {
     h.request(b"short.bin", Some(100), false);
     assert_eq!(h.answer().0, Status::Accepted.code());
     h.trailer([0; 16], 10);
-    h.chunk_raw(
-        0,
-        frame::encode_chunk(Chunk {
-            len: 10,
-            last: true,
-        }),
-        b"0123456789",
-    );
+    h.chunk_raw(0, h.desc(10, DescKind::Last, 0), b"0123456789");
     assert_eq!(h.answer().0, Status::LengthMismatch.code());
 
     // A name that tries to climb out of DIR lands inside it.
@@ -228,7 +239,7 @@ fn a_lying_sender_gets_refusals_and_the_receiver_keeps_serving() {
         h.request(name, Some(3), false);
         assert_eq!(h.answer().0, Status::Accepted.code());
         h.trailer([0; 16], 3);
-        h.chunk_raw(0, frame::encode_chunk(Chunk { len: 3, last: true }), b"abc");
+        h.chunk_raw(0, h.desc(3, DescKind::Last, 0), b"abc");
         assert_eq!(h.answer().0, Status::Committed.code());
     }
     h.bye();

@@ -115,7 +115,8 @@ fn consumer_after(
             continue;
         }
         content_sem.op(&[SemOp::take(0)], T).unwrap();
-        let bytes = content.bytes(0, n).unwrap().to_vec();
+        let mut bytes = vec![0u8; n];
+        content.read(0, &mut bytes).unwrap();
         if md5 {
             content
                 .write(0, format!("{:x}\0", md5::compute(&bytes)).as_bytes())

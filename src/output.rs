@@ -1,0 +1,392 @@
+//! Where received files go, for the native and the legacy receiver alike: output names that
+//! never replace a file, temporary files that are never mistaken for output (nor output for
+//! them), and the commit that turns one into the other.
+//!
+//! A file being received lives in an unnamed `O_TMPFILE` in DIR and gets its name only when it
+//! is whole, by `linkat`, which fails rather than replace. Where the filesystem has no
+//! `O_TMPFILE`, it lives in `.shmxfer-<pid>-<n>.part` (created with `O_EXCL`, so a planted
+//! symlink is never followed) and is renamed without replace.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::sysv;
+
+/// The longest file name Linux takes.
+pub const MAX_NAME: usize = 255;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error(
+        "cannot create output directory {}: {source}",
+        crate::text::escape_path(dir)
+    )]
+    Dir { dir: PathBuf, source: io::Error },
+    #[error("--dir {}: not a directory", crate::text::escape_path(.0))]
+    NotDir(PathBuf),
+    #[error("--basename must be a plain name without `/`")]
+    BadBasename,
+    #[error("--ext must not contain `/`")]
+    BadExt,
+}
+
+/// Checks the naming options, creates DIR, removes dead receivers' temporary files in it and
+/// returns the namer that picks output names there.
+pub fn prepare(dir: &Path, basename: &str, ext: &str) -> Result<Namer, OutputError> {
+    if basename.is_empty() || basename.contains('/') {
+        return Err(OutputError::BadBasename);
+    }
+    if ext.contains('/') {
+        return Err(OutputError::BadExt);
+    }
+    if dir.exists() && !dir.is_dir() {
+        return Err(OutputError::NotDir(dir.into()));
+    }
+    fs::create_dir_all(dir).map_err(|source| OutputError::Dir {
+        dir: dir.into(),
+        source,
+    })?;
+    remove_dead_partials(dir);
+    let ext = if ext.is_empty() || ext.starts_with('.') {
+        ext.to_string()
+    } else {
+        format!(".{ext}")
+    };
+    Namer::scan(dir, basename, &ext).map_err(|source| OutputError::Dir {
+        dir: dir.into(),
+        source,
+    })
+}
+
+/// Named temporary file of the transfer in flight, for a signal path to remove if the main
+/// thread cannot get there in time. (An `O_TMPFILE` needs no such care: it has no name.)
+static PARTIAL: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+fn set_partial(p: Option<PathBuf>) {
+    if let Ok(mut g) = PARTIAL.lock() {
+        *g = p;
+    }
+}
+
+/// Removes the named temporary file in flight, if there is one (for a stop handler).
+pub fn remove_partial() {
+    if let Some(p) = PARTIAL.lock().ok().and_then(|g| g.clone()) {
+        let _ = fs::remove_file(p);
+    }
+}
+
+/// A file being received: unnamed until [`Namer::commit`] names it, removed if dropped first.
+#[derive(Debug)]
+pub struct TempFile {
+    pub file: File,
+    /// The fallback's name; `None` for an `O_TMPFILE`.
+    named: Option<PathBuf>,
+    published: bool,
+}
+
+impl TempFile {
+    /// Creates the temporary file in `dir`.
+    pub fn create(dir: &Path) -> io::Result<TempFile> {
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o666)
+            .open(dir)
+        {
+            Ok(file) => {
+                return Ok(TempFile {
+                    file,
+                    named: None,
+                    published: false,
+                });
+            }
+            // No O_TMPFILE on this filesystem (or kernel): a hidden named file instead.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {}
+            Err(e) => return Err(e),
+        }
+        let mut n = 0u32;
+        loop {
+            let path = dir.join(format!(".shmxfer-{}-{n}.part", sysv::getpid()));
+            // create_new is O_CREAT|O_EXCL, which never follows a symlink planted at the path.
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(0o666)
+                .open(&path)
+            {
+                Ok(file) => {
+                    set_partial(Some(path.clone()));
+                    return Ok(TempFile {
+                        file,
+                        named: Some(path),
+                        published: false,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Gives the file the name `to`, unless something exists there (then `AlreadyExists`).
+    fn publish(&mut self, to: &Path) -> io::Result<()> {
+        match &self.named {
+            None => sysv::link_unnamed(&self.file, to)?,
+            Some(p) => sysv::rename_noreplace(p, to)?,
+        }
+        self.published = true;
+        if self.named.is_some() {
+            set_partial(None);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let (Some(p), false) = (&self.named, self.published) {
+            let _ = fs::remove_file(p);
+            set_partial(None);
+        }
+    }
+}
+
+/// The sender's name made safe to create in DIR: its last path component, without NULs, and
+/// never `.`, `..`, empty, or a name a receiver would take for its temporary file (then
+/// `None`: the counter name is used).
+pub fn safe_name(raw: &[u8]) -> Option<OsString> {
+    let last = raw.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
+    let clean: Vec<u8> = last
+        .iter()
+        .copied()
+        .filter(|&b| b != 0)
+        .take(MAX_NAME)
+        .collect();
+    if clean.is_empty() || clean == b"." || clean == b".." || looks_temporary(&clean) {
+        return None;
+    }
+    Some(OsString::from_vec(clean))
+}
+
+/// Whether a name is in the temporary files' namespace: `.shmxfer-…part`. Such a name is
+/// never committed, so a later receiver's clean-up can never take output for a dead
+/// receiver's temporary file.
+fn looks_temporary(name: &[u8]) -> bool {
+    name.starts_with(b".shmxfer-") && name.ends_with(b".part")
+}
+
+/// `photo.jpg`, then `photo-1.jpg`, `photo-2.jpg`... (a leading dot is not an extension).
+pub fn numbered(name: &OsString, n: u64) -> OsString {
+    if n == 0 {
+        return name.clone();
+    }
+    let b = name.as_bytes();
+    let suffix = format!("-{n}");
+    let dot = b.iter().rposition(|&c| c == b'.').filter(|&i| i > 0);
+    // An "extension" too long to keep beside the suffix is just part of the stem.
+    let split = dot
+        .filter(|&i| b.len() - i + suffix.len() < MAX_NAME)
+        .unwrap_or(b.len());
+    let (stem, ext) = b.split_at(split);
+    // Shorten the stem so the suffix survives within NAME_MAX; a clash still cannot overwrite.
+    let keep = stem.len().min(MAX_NAME - suffix.len() - ext.len());
+    let mut v = stem[..keep].to_vec();
+    v.extend_from_slice(suffix.as_bytes());
+    v.extend_from_slice(ext);
+    OsString::from_vec(v)
+}
+
+/// A receiver killed with SIGKILL cannot delete a named temporary file; the next one to use
+/// DIR does. A file counts as a dead receiver's only if its name is exactly a temporary
+/// file's, its receiver pid is dead, it is ours (same owner) and it has no other link (a
+/// committed file never has such a name, see [`safe_name`]).
+fn remove_dead_partials(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let me = sysv::geteuid();
+    for e in entries.flatten() {
+        let Some(pid) = partial_owner(e.file_name().as_bytes()) else {
+            continue;
+        };
+        let ours = e
+            .path()
+            .symlink_metadata()
+            .is_ok_and(|m| m.is_file() && m.uid() == me && m.nlink() == 1);
+        if ours && !sysv::process_alive(pid) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// The pid in `.shmxfer-<pid>-<n>.part` or `.shmxfer-legacy-<pid>.part` (older receivers'
+/// name), and nothing else.
+pub fn partial_owner(name: &[u8]) -> Option<i32> {
+    let rest = name.strip_prefix(b".shmxfer-")?.strip_suffix(b".part")?;
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    let pid = match rest.strip_prefix(b"legacy-") {
+        Some(pid) if digits(pid) => pid,
+        Some(_) => return None,
+        None => {
+            let (pid, n) = rest.split_at(rest.iter().position(|&b| b == b'-')?);
+            if !digits(pid) || !digits(&n[1..]) {
+                return None;
+            }
+            pid
+        }
+    };
+    std::str::from_utf8(pid).ok()?.parse().ok()
+}
+
+/// Picks `DIR/<basename><NN><ext>` names, continuing after the highest one already in DIR so a
+/// restarted receiver never overwrites earlier output.
+#[derive(Debug)]
+pub struct Namer {
+    dir: PathBuf,
+    basename: String,
+    ext: String,
+    next: u64,
+}
+
+impl Namer {
+    pub fn scan(dir: &Path, basename: &str, ext: &str) -> io::Result<Namer> {
+        let mut max = 0u64;
+        for entry in fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            if let Some(n) = counter_of(name.as_bytes(), basename.as_bytes(), ext.as_bytes()) {
+                max = max.max(n);
+            }
+        }
+        Ok(Namer {
+            dir: dir.into(),
+            basename: basename.into(),
+            ext: ext.into(),
+            next: max.saturating_add(1),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn counter_path(&self) -> PathBuf {
+        self.dir
+            .join(format!("{}{:02}{}", self.basename, self.next, self.ext))
+    }
+
+    /// Names `tmp`: `kept` (made safe by [`safe_name`]) then `kept-1`, `kept-2`…, or without
+    /// one the next counter name; never replacing a file (another receiver may write into DIR
+    /// too). Returns the name it got.
+    pub fn commit(&mut self, tmp: &mut TempFile, kept: Option<&OsString>) -> io::Result<PathBuf> {
+        let mut attempt = 0u64;
+        loop {
+            let path = match kept {
+                Some(n) => self.dir.join(numbered(n, attempt)),
+                None => {
+                    let p = self.counter_path();
+                    self.next += 1;
+                    p
+                }
+            };
+            match tmp.publish(&path) {
+                Ok(()) => return Ok(path),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn counter_of(name: &[u8], base: &[u8], ext: &[u8]) -> Option<u64> {
+    let digits = name.strip_prefix(base)?.strip_suffix(ext)?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_stay_inside_dir() {
+        assert_eq!(safe_name(b"../../etc/passwd"), Some("passwd".into()));
+        assert_eq!(safe_name(b"/abs/path/photo.jpg"), Some("photo.jpg".into()));
+        assert_eq!(safe_name(b".."), None);
+        assert_eq!(safe_name(b"a/.."), None);
+        assert_eq!(safe_name(b"dir/"), None);
+        assert_eq!(safe_name(b""), None);
+        assert_eq!(safe_name(b"a\0b"), Some("ab".into()));
+        assert_eq!(safe_name(b"\0"), None);
+        assert_eq!(
+            safe_name(&[0xff, 0xfe]).map(|s| s.into_vec()),
+            Some(vec![0xff, 0xfe])
+        );
+    }
+
+    #[test]
+    fn a_name_shaped_like_a_temporary_file_is_never_kept() {
+        assert_eq!(safe_name(b".shmxfer-999999-0.part"), None);
+        assert_eq!(safe_name(b"x/.shmxfer-legacy-1.part"), None);
+        assert_eq!(
+            safe_name(b".shmxfer-notes.txt"),
+            Some(".shmxfer-notes.txt".into())
+        );
+    }
+
+    #[test]
+    fn clashing_names_get_a_number_before_the_extension() {
+        let n: OsString = "photo.jpg".into();
+        assert_eq!(numbered(&n, 0), "photo.jpg");
+        assert_eq!(numbered(&n, 2), "photo-2.jpg");
+        assert_eq!(numbered(&".bashrc".into(), 1), ".bashrc-1");
+        assert_eq!(numbered(&"README".into(), 1), "README-1");
+        assert!(numbered(&OsString::from("x".repeat(255)), 7).len() <= 255);
+    }
+
+    #[test]
+    fn temporary_files_name_their_receiver_exactly() {
+        assert_eq!(partial_owner(b".shmxfer-1234-0.part"), Some(1234));
+        assert_eq!(partial_owner(b".shmxfer-legacy-77.part"), Some(77));
+        assert_eq!(partial_owner(b".shmxfer-x.part"), None);
+        assert_eq!(partial_owner(b".shmxfer-12-0-1.part"), None);
+        assert_eq!(partial_owner(b".shmxfer-12.part"), None);
+        assert_eq!(partial_owner(b"file01.jpg"), None);
+    }
+
+    #[test]
+    fn counter_continues_after_the_highest_existing_file() {
+        assert_eq!(counter_of(b"file07.jpg", b"file", b".jpg"), Some(7));
+        assert_eq!(counter_of(b"file123.jpg", b"file", b".jpg"), Some(123));
+        assert_eq!(counter_of(b"file.jpg", b"file", b".jpg"), None);
+        assert_eq!(counter_of(b"file1a.jpg", b"file", b".jpg"), None);
+        assert_eq!(counter_of(b"other01.jpg", b"file", b".jpg"), None);
+    }
+
+    #[test]
+    fn a_temporary_file_has_no_name_until_committed_and_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), b"old").unwrap();
+        let mut namer = Namer::scan(dir.path(), "file", ".jpg").unwrap();
+        let mut t = TempFile::create(dir.path()).unwrap();
+        use std::io::Write;
+        t.file.write_all(b"new").unwrap();
+        let p = namer.commit(&mut t, Some(&"a.txt".into())).unwrap();
+        assert_eq!(p, dir.path().join("a-1.txt"));
+        assert_eq!(std::fs::read(dir.path().join("a.txt")).unwrap(), b"old");
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a-1.txt", "a.txt"]);
+    }
+}
