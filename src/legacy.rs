@@ -29,20 +29,23 @@ pub const SIZE_LEN: usize = 10;
 /// How long one wait on the peer lasts before we check that the peer still lives.
 const SLICE: Duration = Duration::from_millis(250);
 
-/// What a shared memory segment is to the original system, by key and size.
-pub fn shm_role(key: Key, size: u64) -> Option<&'static str> {
-    match (key, size as usize) {
-        (CONTENT_KEY, CONTENT_LEN) => Some("legacy-content"),
-        (SIZE_KEY, SIZE_LEN) => Some("legacy-size"),
+/// What a shared memory segment is to the original system, by shape: the original is
+/// configured by editing its keys, so the key says nothing. A segment of 5,000,000 or 10 bytes
+/// with a one-semaphore set at the same key is its content or size segment.
+pub fn shm_role(size: u64, one_sem_at_key: bool) -> Option<&'static str> {
+    match (size as usize, one_sem_at_key) {
+        (CONTENT_LEN, true) => Some("legacy-content"),
+        (SIZE_LEN, true) => Some("legacy-size"),
         _ => None,
     }
 }
 
-/// What a semaphore set is to the original system: one semaphore at either key.
-pub fn sem_role(key: Key, nsems: u32) -> Option<&'static str> {
-    match (key, nsems) {
-        (CONTENT_KEY, 1) => Some("legacy-content-sem"),
-        (SIZE_KEY, 1) => Some("legacy-size-sem"),
+/// What a semaphore set is to the original system: one semaphore beside a segment of the
+/// original's shape (`segment_at_key`: that segment's size).
+pub fn sem_role(nsems: u32, segment_at_key: Option<u64>) -> Option<&'static str> {
+    match (nsems, segment_at_key.map(|s| s as usize)) {
+        (1, Some(CONTENT_LEN)) => Some("legacy-content-sem"),
+        (1, Some(SIZE_LEN)) => Some("legacy-size-sem"),
         _ => None,
     }
 }

@@ -133,13 +133,24 @@ pub fn snapshot() -> Result<Snapshot, StatusError> {
         .iter()
         .map(|c| (Key(c.key), c.content_id, c.sem_id))
         .collect();
+    let one_sem_at = |key: Key| {
+        sem_rows
+            .iter()
+            .any(|r| r.key() == key && r.num("nsems") == 1)
+    };
+    let segment_at = |key: Key| {
+        shm_rows
+            .iter()
+            .find(|r| r.key() == key && key.0 != 0)
+            .map(|r| r.num("size") as u64)
+    };
     let role_of_shm = |key: Key, id: i32, size: i64| -> Option<&'static str> {
         if control_keys.iter().any(|(k, _, _)| *k == key) {
             Some("control")
         } else if control_keys.iter().any(|(_, c, _)| *c == id) {
             Some("content")
         } else {
-            legacy::shm_role(key, size as u64)
+            legacy::shm_role(size as u64, key.0 != 0 && one_sem_at(key))
         }
     };
     let shm = shm_rows
@@ -189,7 +200,7 @@ pub fn snapshot() -> Result<Snapshot, StatusError> {
                 role: if control_keys.iter().any(|(_, _, s)| *s == id) {
                     Some("semaphores")
                 } else {
-                    legacy::sem_role(r.key(), nsems)
+                    legacy::sem_role(nsems, segment_at(r.key()))
                 },
             }
         })

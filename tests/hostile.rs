@@ -255,7 +255,9 @@ fn a_lying_sender_gets_refusals_and_the_receiver_keeps_serving() {
         listing(&env.out()),
         ["absolute", "after", "b", "escaped", "file01.jpg"]
     );
-    assert!(!env.dir.path().join("escaped").exists());
+    // DIR is env/out: `../../escaped` would land two levels up, beside env's own directory.
+    let two_up = env.dir.path().parent().unwrap().join("escaped");
+    assert!(!two_up.exists() && !env.dir.path().join("escaped").exists());
 }
 
 #[test]

@@ -66,3 +66,328 @@ fn is_idle(env: &Env) -> bool {
         _ => false,
     }
 }
+
+/// Starts `shmxfer recv --keep-name` (with `extra`) on env's key, writing into `dir`.
+fn receiver_into(env: &Env, dir: &Path, extra: &[&str]) -> Receiver {
+    let mut c = env.cmd(&["recv", "--dir"]);
+    c.arg(dir)
+        .args(["--keep-name", "--slot-size", "64K", "-q"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let r = Receiver {
+        child: Some(c.spawn().unwrap()),
+    };
+    assert!(wait_until(Duration::from_secs(10), || is_idle(env)));
+    r
+}
+
+#[test]
+fn after_an_input_that_shrinks_mid_file_the_next_files_arrive_whole() {
+    let env = Env::new();
+    let r = receiver_into(&env, &env.out(), &[]);
+    let small = env.file("small.bin", 300 << 10);
+    let tiny = env.file("tiny.bin", 5);
+    for round in 0..3 {
+        let big = env.file("big.bin", 40 << 20);
+        let mut c = env.cmd(&["send", "-m"]);
+        c.args([&big, &small, &tiny])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = c.spawn().unwrap();
+        // Shrink it once the transfer is under way.
+        assert!(wait_until(Duration::from_secs(10), || busy(&env)));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&big)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let o = finish(child, Duration::from_secs(60));
+        assert_eq!(o.status.code(), Some(65), "round {round}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("changed while it was sent"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    drop(r);
+    let names = listing(&env.out());
+    assert!(!names.iter().any(|n| n.starts_with("big")), "{names:?}");
+    assert_eq!(names.len(), 6, "{names:?}");
+    for n in &names {
+        let src = if n.starts_with("small") {
+            &small
+        } else {
+            &tiny
+        };
+        assert!(same(&env.out().join(n), src), "{n} differs");
+    }
+}
+
+fn busy(env: &Env) -> bool {
+    match shmxfer::frame::probe(env.key) {
+        Ok(shmxfer::frame::Probe::Channel {
+            alive: true, shmid, ..
+        }) => shmxfer::frame::View::open(shmid)
+            .is_ok_and(|v| v.state() == shmxfer::frame::State::Busy as u32 && v.progress() > 0),
+        _ => false,
+    }
+}
+
+#[test]
+fn after_the_senders_read_error_the_next_file_of_the_send_arrives_whole() {
+    let env = Env::new();
+    let r = receiver_into(&env, &env.out(), &[]);
+    let a = env.file("a.bin", 200 << 10);
+    let b = env.file("b.bin", 700 << 10);
+    // Reading a directory fails with EISDIR: a read error on the file's first chunk.
+    let mut c = env.cmd(&["send", "--name", "stdin.bin"]);
+    c.arg(&a).arg("-").arg(&b);
+    c.stdin(std::fs::File::open(env.dir.path()).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let o = finish(c.spawn().unwrap(), Duration::from_secs(30));
+    assert_eq!(o.status.code(), Some(74), "{}", stderr(&o));
+    assert!(stderr(&o).contains("read failed"), "{}", stderr(&o));
+    drop(r);
+    assert_eq!(listing(&env.out()), ["a.bin", "b.bin"]);
+    all_identical(&env.out(), env.dir.path());
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped (root only).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.into()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn after_a_full_disk_the_next_files_of_the_send_arrive_whole_once_there_is_room() {
+    let env = Env::new();
+    let Some(disk) = Tmpfs::mount(&env.path("disk"), "3m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let r = receiver_into(&env, &disk.0, &[]);
+    let big = env.file("big.bin", 20 << 20);
+    let small = env.file("small.bin", 300 << 10);
+    let tiny = env.file("tiny.bin", 5);
+    for round in 0..3 {
+        let o = env.send(&[
+            big.to_str().unwrap(),
+            small.to_str().unwrap(),
+            tiny.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(74), "round {round}: {}", stderr(&o));
+        assert!(stderr(&o).contains("No space left"), "{}", stderr(&o));
+    }
+    drop(r);
+    let names = listing(&disk.0);
+    assert_eq!(names.len(), 6, "{names:?}");
+    for n in &names {
+        let src = if n.starts_with("small") {
+            &small
+        } else {
+            &tiny
+        };
+        assert!(same(&disk.0.join(n), src), "{n} differs");
+    }
+}
+
+#[test]
+fn removing_the_output_directory_mid_file_is_reported_and_nothing_hangs() {
+    let env = Env::new();
+    let r = receiver_into(&env, &env.out(), &[]);
+    let big = env.file("big.bin", 60 << 20);
+    let small = env.file("small.bin", 300 << 10);
+    let mut c = env.cmd(&["send"]);
+    c.args([&big, &small])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || busy(&env)));
+    std::fs::remove_dir_all(env.out()).unwrap();
+    let o = finish(child, Duration::from_secs(60));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("big.bin") && err.contains("small.bin"),
+        "each file's fate is reported: {err}"
+    );
+    // The receiver still serves: with its directory back, files arrive whole.
+    std::fs::create_dir(env.out()).unwrap();
+    let o = env.send(&[small.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(r);
+    assert_eq!(listing(&env.out()), ["small.bin"]);
+    assert!(same(&env.out().join("small.bin"), &small));
+}
+
+fn kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Waits for a child whose output we do not collect, killing it if it outlives `limit`.
+fn exit_code_within(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+    let ok = wait_until(limit, || child.try_wait().unwrap().is_some());
+    if !ok {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the sender hung for {limit:?} after SIGINT");
+    }
+    child.wait().unwrap().code()
+}
+
+#[test]
+fn sigint_while_opening_a_fifo_never_commits_it_even_with_a_stuck_stderr() {
+    use std::io::Write;
+    let env = Env::new();
+    let r = receiver_into(&env, &env.out(), &["-m"]);
+    let a = env.file("a.txt", 3000);
+    let fifo = env.path("b.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // The sender's stderr is a pipe nobody reads, already full: any print blocks for ever.
+    let (reader, mut full) = std::io::pipe().unwrap();
+    full.write_all(&vec![b'x'; 65536]).unwrap();
+    let mut c = env.cmd(&["send", "-m"]);
+    c.arg(&a)
+        .arg(&fifo)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(full);
+    let mut child = c.spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || env
+        .out()
+        .join("a.txt")
+        .exists()));
+    // Now blocked opening the FIFO.
+    std::thread::sleep(Duration::from_millis(200));
+    kill(child.id(), "INT");
+    std::thread::sleep(Duration::from_millis(200));
+    // A writer comes and goes without writing a byte: the sender's open returns.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+    }
+    let code = exit_code_within(&mut child, Duration::from_secs(10));
+    assert_eq!(code, Some(130));
+    // Nothing for b.fifo, and the channel is clean for the next sender.
+    let c_txt = env.file("c.txt", 2000);
+    let o = env.send(&["-m", c_txt.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(r);
+    drop(reader);
+    assert_eq!(listing(&env.out()), ["a.txt", "c.txt"]);
+    all_identical(&env.out(), env.dir.path());
+}
+
+/// The input a committed `--keep-name` file came from: its name without the `-N` a clash adds.
+fn source_of(name: &str) -> String {
+    let (stem, ext) = name.split_once('.').unwrap_or((name, ""));
+    let stem = match stem.rsplit_once('-') {
+        Some((s, n)) if n.chars().all(|c| c.is_ascii_digit()) => s,
+        _ => stem,
+    };
+    if ext.is_empty() {
+        stem.into()
+    } else {
+        format!("{stem}.{ext}")
+    }
+}
+
+#[test]
+fn hundreds_of_random_interrupts_between_files_never_commit_wrong_bytes() {
+    let env = Env::new();
+    let r = receiver_into(&env, &env.out(), &[]);
+    let a = env.file("a.bin", 20 << 10);
+    let e = env.path("e.bin");
+    std::fs::write(&e, b"").unwrap();
+    // The same size as a.bin, other bytes: a stale trailer would pass its length check.
+    let b = env.file("bb.bin", 20 << 10);
+    let secret = env.file("secret.txt", 4000);
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id());
+    let mut rand = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let (mut interrupted, mut sent) = (0, 0);
+    for i in 0..300 {
+        // Many files per send: many moments between two files for a signal to land in.
+        let args: Vec<&std::path::PathBuf> = match i % 3 {
+            0 => vec![&a, &e, &e, &e, &e, &e, &e, &e, &e, &e],
+            1 => vec![&a, &b, &a, &b, &a, &b, &a, &b],
+            _ => vec![&b, &e, &b, &e],
+        };
+        let mut c = env.cmd(&["send", "--wait", "20"]);
+        if i % 2 == 1 {
+            c.arg("-m");
+        }
+        c.args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // Every third round another sender shares the channel, undisturbed.
+        let other = (i % 3 == 2).then(|| {
+            let mut c = env.cmd(&["send", "--wait", "20"]);
+            c.arg(&secret)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            c.spawn().unwrap()
+        });
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(Duration::from_micros(rand(9000)));
+        kill(child.id(), "INT");
+        match exit_code_within(&mut child, Duration::from_secs(20)) {
+            Some(0) => sent += 1,
+            _ => interrupted += 1,
+        }
+        if let Some(mut o) = other {
+            assert_eq!(exit_code_within(&mut o, Duration::from_secs(20)), Some(0));
+        }
+    }
+    drop(r);
+    eprintln!("{sent} sends finished before their SIGINT, {interrupted} were interrupted");
+    assert!(
+        interrupted > 30,
+        "the interrupts came too late to test anything"
+    );
+    for name in listing(&env.out()) {
+        let src = env.dir.path().join(source_of(&name));
+        assert!(
+            same(&env.out().join(&name), &src),
+            "{name} holds another file's bytes"
+        );
+    }
+}

@@ -396,42 +396,53 @@ fn a_producer_that_dies_holding_the_semaphores_does_not_wedge_recv_legacy() {
 
 #[test]
 fn status_marks_the_original_systems_objects_and_clean_legacy_removes_them() {
-    let _serial = serial();
-    if Shm::open(Key(42)).is_ok() || Shm::open(Key(44)).is_ok() {
-        eprintln!("skipped: something already uses keys 42/44 on this host");
-        return;
-    }
-    let _g1 = KeyGuard(Key(42));
-    let _g2 = KeyGuard(Key(44));
+    // On keys of its own (the original is configured by editing its keys; 42/44 may belong
+    // to somebody else on this host): status knows the objects by their shape.
     let env = Env::new();
+    let (ck, sk, _g) = keys(&env);
+    let (ck_arg, sk_arg) = (format!("{:#x}", ck.0), format!("{:#x}", sk.0));
+    let legacy_args = ["--key", &ck_arg, "--size-key", &sk_arg];
     let mut c = Command::new(BIN);
     c.args(["recv", "--legacy", "--dir"])
         .arg(env.out())
+        .args(legacy_args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let r = Receiver {
         child: Some(c.spawn().unwrap()),
     };
-    assert!(wait_until(Duration::from_secs(10), || SemSet::open(Key(
-        44
-    ))
-    .and_then(|s| s.value(0))
-    .unwrap_or(0)
+    assert!(wait_until(Duration::from_secs(10), || SemSet::open(sk)
+        .and_then(|s| s.value(0))
+        .unwrap_or(0)
         == 1));
-    let o = shmxfer(&["status", "--key", "42"]);
+    let o = shmxfer(&["status", "--key", &ck_arg]);
     assert!(
         stdout(&o).contains("original system (content)"),
         "{}",
         stdout(&o)
     );
-    let o = shmxfer(&["status", "--key", "44", "--json"]);
+    let o = shmxfer(&["status", "--key", &sk_arg, "--json"]);
     assert!(stdout(&o).contains("legacy-size"), "{}", stdout(&o));
-    // A consumer is attached: clean --legacy refuses without --force.
-    let o = shmxfer(&["clean", "--legacy"]);
+    // A consumer is attached: clean --legacy refuses without --force; a dry run lists.
+    let clean = |extra: &[&str]| {
+        let mut a = vec!["clean", "--legacy"];
+        a.extend(legacy_args);
+        a.extend(extra);
+        shmxfer(&a)
+    };
+    let o = clean(&[]);
     assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    let o = clean(&["--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).matches("would remove").count(),
+        4,
+        "{}",
+        stdout(&o)
+    );
     r.signal("KILL");
     r.wait(Duration::from_secs(10));
-    let o = shmxfer(&["clean", "--legacy"]);
+    let o = clean(&[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         stdout(&o)
@@ -442,5 +453,5 @@ fn status_marks_the_original_systems_objects_and_clean_legacy_removes_them() {
         "{}",
         stdout(&o)
     );
-    assert!(Shm::open(Key(42)).is_err() && SemSet::open(Key(44)).is_err());
+    assert!(Shm::open(ck).is_err() && SemSet::open(sk).is_err());
 }

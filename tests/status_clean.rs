@@ -14,6 +14,11 @@ struct Made {
     id: i32,
 }
 
+/// The key ipcs shows for an object of ours, by id.
+fn key_of(flag: &str, id: i32) -> String {
+    ipcs_row(flag, id)[0].clone()
+}
+
 impl Made {
     fn new(args: &[&str], kind: char) -> Made {
         let o = Command::new("ipcmk").args(args).output().unwrap();
@@ -171,6 +176,7 @@ fn a_killed_receivers_channel_is_stale_and_clean_removes_it() {
     assert!(!out.status.success());
     let j = status_json(&["--key", &env.key_arg()]);
     assert_eq!(j["channels"][0]["state"], "stale");
+    assert_eq!(j["channels"][0]["receiver_pid"], pid, "{j}");
     let o = run_bounded(env.cmd(&["clean", "--dry-run"]), Duration::from_secs(10));
     assert!(stdout(&o).contains("would remove"), "{}", stdout(&o));
     assert!(
@@ -190,7 +196,6 @@ fn a_killed_receivers_channel_is_stale_and_clean_removes_it() {
     );
     assert!(shmxfer::sysv::Shm::open(env.key).is_err());
     assert!(shmxfer::sysv::SemSet::open(env.key).is_err());
-    let _ = pid;
 }
 
 #[test]
@@ -210,7 +215,8 @@ fn clean_refuses_a_live_channel_unless_forced() {
 
 #[test]
 fn clean_stale_removes_dead_channels_only_and_never_foreign_objects() {
-    let foreign = Made::new(&["-M", "8192"], 'm');
+    let size = shmxfer::frame::CONTROL_LEN.to_string();
+    let foreign = Made::new(&["-M", &size], 'm');
     let foreign_sem = Made::new(&["-S", "7"], 's');
     let live = Env::new();
     let _r = live.recv(&[]);
@@ -218,8 +224,19 @@ fn clean_stale_removes_dead_channels_only_and_never_foreign_objects() {
     let d = dead.recv(&[]);
     d.signal("KILL");
     d.wait(Duration::from_secs(10));
-    let o = shmxfer(&["clean", "--stale"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    // Scoped to each of this test's keys in turn: a test never sweeps the whole host.
+    for key in [
+        dead.key_arg(),
+        live.key_arg(),
+        key_of("-m", foreign.id),
+        key_of("-s", foreign_sem.id),
+    ] {
+        if key == "0x00000000" {
+            continue;
+        }
+        let o = shmxfer(&["clean", "--stale", "--key", &key]);
+        assert!(o.status.success(), "{key}: {}", stderr(&o));
+    }
     assert!(shmxfer::sysv::Shm::open(dead.key).is_err());
     assert!(shmxfer::sysv::Shm::open(live.key).is_ok());
     assert!(shmxfer::sysv::Shm::from_id(foreign.id).stat().is_ok());
