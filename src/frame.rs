@@ -599,7 +599,8 @@ pub enum Probe {
     /// magic (`Channel::create` writes it last). Ask again shortly.
     Starting { shmid: i32, pid: i32 },
     /// A blank control segment of our size whose creator is dead and that nobody has
-    /// attached: a receiver that died setting up. Safe to reclaim.
+    /// attached, beside a content segment the same process created: a receiver that died
+    /// setting up. Safe to reclaim.
     Abandoned { shmid: i32, pid: i32 },
 }
 
@@ -649,10 +650,12 @@ pub fn probe(key: Key) -> Result<Probe, FrameError> {
             pid: stat.cpid,
         }),
         // `stat` was taken before our own attachment.
-        Err(_) if blank && stat.nattch == 0 && stat.size == CONTROL_LEN => Ok(Probe::Abandoned {
-            shmid: shm.id(),
-            pid: stat.cpid,
-        }),
+        Err(_) if blank && stat.nattch == 0 && made_by_a_receiver(key, &stat) => {
+            Ok(Probe::Abandoned {
+                shmid: shm.id(),
+                pid: stat.cpid,
+            })
+        }
         Ok(info) => {
             let alive = receiver_alive(&info);
             Ok(Probe::Channel {
@@ -666,6 +669,19 @@ pub fn probe(key: Key) -> Result<Probe, FrameError> {
             why: e.to_string(),
         }),
     }
+}
+
+/// Whether a blank control-sized segment at `key` is a receiver's first object: a blank
+/// segment alone looks like anybody's (`ipcmk -M`), but a receiver creates the content
+/// segment at KEY+1 right after it, so the same creator pid there tells. (A receiver killed
+/// between the two `shmget`s leaves a segment only `ipcrm` can tell from a foreign one.)
+fn made_by_a_receiver(key: Key, control: &sysv::ShmStat) -> bool {
+    control.size == CONTROL_LEN
+        && key
+            .offset(1)
+            .and_then(|k| Shm::open(k).ok())
+            .and_then(|s| s.stat().ok())
+            .is_some_and(|c| c.cpid == control.cpid && c.perm.cuid == control.perm.cuid)
 }
 
 fn no_permission(key: Key) -> Probe {

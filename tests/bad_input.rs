@@ -197,3 +197,39 @@ fn a_receiver_caught_setting_up_is_waited_for_and_never_called_foreign() {
     }
     assert_eq!(Shm::open(env.key).unwrap().id(), shm.id());
 }
+
+#[test]
+fn clean_as_another_user_reports_each_object_it_could_not_remove() {
+    let env = Env::new();
+    let r = env.recv(&["--mode", "0666"]);
+    for extra in [&["--force"][..], &["--force", "--dry-run"]] {
+        let mut args = vec!["clean"];
+        args.extend(extra);
+        let o = as_nobody(&env, &args);
+        assert_eq!(o.status.code(), Some(77), "{extra:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.matches("permission denied").count(), 3, "{err}");
+        assert!(err.contains("run clean as that user"), "{err}");
+        assert!(!stdout(&o).contains("remove"), "{}", stdout(&o));
+    }
+    assert!(Shm::open(env.key).is_ok() && shmxfer::sysv::SemSet::open(env.key).is_ok());
+    drop(r);
+}
+
+#[test]
+fn a_mode_that_locks_the_owner_out_is_a_usage_error() {
+    let env = Env::new();
+    for mode in ["0", "0200", "0444", "0066"] {
+        let o = run_bounded(
+            env.cmd(&["recv", "--dir", "out", "--mode", mode]),
+            Duration::from_secs(10),
+        );
+        assert_eq!(o.status.code(), Some(64), "--mode {mode}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("locks the receiver out"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(Shm::open(env.key).is_err());
+    }
+}

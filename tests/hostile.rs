@@ -285,3 +285,96 @@ fn status_shows_a_corrupt_channel_header_as_foreign_without_crashing() {
     assert_eq!(j["channels"].as_array().unwrap().len(), 0);
     assert_eq!(j["shm"][0]["role"], serde_json::Value::Null);
 }
+
+#[test]
+fn a_stray_descriptor_or_a_bad_digest_costs_only_its_own_file() {
+    let env = Env::new();
+    let r = env.recv(&["--keep-name", "--slot-size", "64K", "--slots", "4"]);
+    let h = Hostile::connect(env.key);
+    let slot = 64 << 10;
+
+    // Three slots under a wrong digest: refused once the last one is in.
+    h.request(b"bad-md5.bin", Some(3 * slot as u64), true);
+    assert_eq!(h.answer().0, Status::Accepted.code());
+    h.trailer([0xaa; 16], 3 * slot as u64);
+    for i in 0..3u64 {
+        let kind = if i == 2 {
+            DescKind::Last
+        } else {
+            DescKind::Data
+        };
+        h.chunk_raw(
+            i as usize,
+            h.desc(slot as u64, kind, i),
+            &pattern(slot, i as u8),
+        );
+    }
+    assert_eq!(h.answer().0, Status::Md5Mismatch.code());
+
+    // A descriptor that names another file: the receiver flags the file failed and takes
+    // every descriptor up to the sender's abort, handing each slot back.
+    h.request(b"stray.bin", None, false);
+    assert_eq!(h.answer().0, Status::Accepted.code());
+    let mut stray = h.desc(100, DescKind::Data, 0);
+    stray[20..24].copy_from_slice(&(h.file.get() + 7).to_ne_bytes());
+    h.chunk_raw(0, stray, b"stale bytes of another file");
+    assert!(wait_until(Duration::from_secs(5), || h
+        .ctl
+        .load_u32(frame::STATUS_OFF)
+        .unwrap()
+        == Status::BadRequest.code()));
+    h.chunk_raw(1, h.desc(0, DescKind::Abort(4), 1), b"");
+    assert_eq!(h.answer().0, Status::BadRequest.code());
+
+    // The ring is clean: a two-slot file right after arrives whole.
+    let good = pattern(slot + 10, 9);
+    h.request(b"good.bin", Some(good.len() as u64), false);
+    assert_eq!(h.answer().0, Status::Accepted.code());
+    h.trailer([0; 16], good.len() as u64);
+    h.chunk_raw(0, h.desc(slot as u64, DescKind::Data, 0), &good[..slot]);
+    h.chunk_raw(1, h.desc(10, DescKind::Last, 1), &good[slot..]);
+    assert_eq!(h.answer().0, Status::Committed.code());
+    h.bye();
+    drop(h);
+    drop(r);
+    assert_eq!(listing(&env.out()), ["good.bin"]);
+    assert_eq!(std::fs::read(env.out().join("good.bin")).unwrap(), good);
+}
+
+#[test]
+fn a_reported_md5_is_always_the_md5_of_the_bytes_written() {
+    let env = Env::new();
+    let r = env.recv(&["--keep-name", "-m", "--slot-size", "64K"]);
+    let h = Hostile::connect(env.key);
+    let (a, b) = (vec![b'A'; 60_000], vec![b'B'; 60_000]);
+    let digest_a = md5::compute(&a).0;
+    for i in 0..40u64 {
+        h.request(format!("f{i}").as_bytes(), Some(a.len() as u64), true);
+        assert_eq!(h.answer().0, Status::Accepted.code());
+        h.trailer(digest_a, a.len() as u64);
+        // Posts all-A bytes with their honest digest, then rewrites the slot to B while the
+        // receiver works on it.
+        h.chunk_raw(0, h.desc(a.len() as u64, DescKind::Last, 0), &a);
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < Duration::from_micros(i * 5) {}
+        h.content.write(0, &b).unwrap();
+        let status = h.answer().0;
+        assert!(
+            status == Status::Committed.code() || status == Status::Md5Mismatch.code(),
+            "{status}"
+        );
+    }
+    h.bye();
+    drop(h);
+    let out = r.stop();
+    for line in stdout(&out).lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let written = std::fs::read(f[0]).unwrap();
+        assert_eq!(
+            format!("{:x}", md5::compute(&written)),
+            f[2],
+            "{} was reported under a digest of other bytes",
+            f[0]
+        );
+    }
+}

@@ -391,3 +391,145 @@ fn hundreds_of_random_interrupts_between_files_never_commit_wrong_bytes() {
         );
     }
 }
+
+#[test]
+fn names_with_tabs_newlines_and_escapes_cannot_forge_records_or_reach_the_terminal() {
+    let env = Env::new();
+    let mut c = env.cmd(&["recv", "--dir"]);
+    c.arg(env.out())
+        .args(["--keep-name", "-m"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let r = Receiver {
+        child: Some(c.spawn().unwrap()),
+    };
+    assert!(wait_until(Duration::from_secs(10), || is_idle(&env)));
+    let forged = "report.pdf\t1\t00000000000000000000000000000000\nOTHER.pdf";
+    let ansi = "\x1b[31mred.txt";
+    for name in [forged, ansi] {
+        std::fs::write(env.path(name), b"payload").unwrap();
+        let o = env.send(&[env.path(name).to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let out = r.stop();
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text:?}");
+    for l in &lines {
+        assert_eq!(l.matches('\t').count(), 2, "{l:?}");
+        assert!(!l.contains('\x1b'), "{l:?}");
+    }
+    assert!(
+        lines[0].ends_with(&format!(
+            "report.pdf\\t1\\t{}\\nOTHER.pdf\t7\t{:x}",
+            "0".repeat(32),
+            md5::compute(b"payload")
+        )),
+        "{:?}",
+        lines[0]
+    );
+    assert!(lines[1].contains("\\033[31mred.txt\t"), "{:?}", lines[1]);
+    // The files themselves have the names they were sent with.
+    assert!(env.out().join(forged).exists() && env.out().join(ansi).exists());
+}
+
+#[test]
+fn a_name_shaped_like_a_temporary_file_is_committed_under_another_name_and_survives() {
+    let env = Env::new();
+    let r = receiver_into(&env, &env.out(), &[]);
+    let f = env.path(".shmxfer-999999-0.part");
+    std::fs::write(&f, b"real data").unwrap();
+    let o = env.send(&[f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(r);
+    assert_eq!(listing(&env.out()), ["file01.jpg"]);
+    // The next receiver on DIR cleans dead receivers' temporary files: not this one.
+    let r = receiver_into(&env, &env.out(), &[]);
+    drop(r);
+    assert_eq!(
+        std::fs::read(env.out().join("file01.jpg")).unwrap(),
+        b"real data"
+    );
+}
+
+/// Runs this test binary's `make_blank_segment_helper` in a child, which then exits: a blank
+/// control segment at `key` and a content segment whose creator is dead, as a receiver killed
+/// during setup leaves them.
+fn blank_segment_with_dead_creator(key: shmxfer::sysv::Key) {
+    let o = Command::new(std::env::current_exe().unwrap())
+        .args(["make_blank_segment_helper", "--exact", "--nocapture"])
+        .env("SHMXFER_TEST_BLANK_KEY", key.0.to_string())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(shmxfer::sysv::Shm::open(key).is_ok());
+}
+
+#[test]
+fn make_blank_segment_helper() {
+    if let Ok(k) = std::env::var("SHMXFER_TEST_BLANK_KEY") {
+        // What a receiver creates first: its control segment, then the content segment.
+        let key = shmxfer::sysv::Key(k.parse().unwrap());
+        shmxfer::sysv::Shm::create(key, shmxfer::frame::CONTROL_LEN, 0o600).unwrap();
+        shmxfer::sysv::Shm::create(shmxfer::sysv::Key(key.0 + 1), 1 << 20, 0o600).unwrap();
+    }
+}
+
+#[test]
+fn a_blank_segment_whose_creator_died_is_reclaimed_by_recv_and_clean() {
+    let env = Env::new();
+    blank_segment_with_dead_creator(env.key);
+    let f = env.file("a.bin", 10);
+    let o = env.send(&[f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    let o = run_bounded(env.cmd(&["clean", "--stale"]), Duration::from_secs(10));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("removed shared memory"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(shmxfer::sysv::Shm::open(env.key).is_err());
+    blank_segment_with_dead_creator(env.key);
+    let r = receiver_into(&env, &env.out(), &[]);
+    let o = env.send(&[f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(r);
+    assert_eq!(listing(&env.out()), ["a.bin"]);
+}
+
+#[test]
+fn a_receiver_stopped_during_setup_leaves_nothing_behind() {
+    let env = Env::new();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id());
+    for _ in 0..60 {
+        let mut c = env.cmd(&["recv", "--dir"]);
+        c.arg(env.out()).stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        std::thread::sleep(Duration::from_micros(x % 4000));
+        kill(child.id(), "TERM");
+        let _ = exit_code_within(&mut child, Duration::from_secs(10));
+        assert!(
+            shmxfer::sysv::Shm::open(env.key).is_err()
+                && shmxfer::sysv::SemSet::open(env.key).is_err(),
+            "a stopped receiver left objects at its key"
+        );
+    }
+}
+
+#[test]
+fn a_receiver_that_leaves_after_its_last_commit_does_not_fail_the_sender() {
+    // `--once` removes its channel right after answering "committed": the sender's watcher
+    // sees the receiver go while the main thread is about to succeed.
+    for _ in 0..40 {
+        let env = Env::new();
+        let r = receiver_into(&env, &env.out(), &["--once"]);
+        let f = env.file("one.bin", 1000);
+        let o = env.send(&[f.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let _ = r.wait(Duration::from_secs(10));
+    }
+}

@@ -455,3 +455,31 @@ fn status_marks_the_original_systems_objects_and_clean_legacy_removes_them() {
     );
     assert!(Shm::open(ck).is_err() && SemSet::open(sk).is_err());
 }
+
+#[test]
+fn recv_legacy_never_follows_a_symlink_planted_in_its_directory() {
+    let env = Env::new();
+    let (ck, sk, _g) = keys(&env);
+    std::fs::create_dir_all(env.out()).unwrap();
+    let target = env.path("precious");
+    std::fs::write(&target, b"must stay").unwrap();
+    let r = legacy_recv(&env, ck, sk, &[]);
+    // Every name a temporary file of this receiver could have, planted as a symlink.
+    let pid = r.pid();
+    for name in [
+        format!(".shmxfer-legacy-{pid}.part"),
+        format!(".shmxfer-{pid}-0.part"),
+    ] {
+        std::os::unix::fs::symlink(&target, env.out().join(name)).unwrap();
+    }
+    producer(ck, sk, b"producer bytes", false).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || env
+        .out()
+        .join("file01.jpg")
+        .exists()));
+    drop(r);
+    assert_eq!(std::fs::read(&target).unwrap(), b"must stay");
+    let f = env.out().join("file01.jpg");
+    assert!(std::fs::symlink_metadata(&f).unwrap().is_file());
+    assert_eq!(std::fs::read(&f).unwrap(), b"producer bytes");
+}
