@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Soak: thousands of transfers of random sizes with random kills of either side, then checks
-#  - every transfer whose `send` exited 0 arrived byte-identical;
-#  - every file in the output directory is whole (identical to its input), none partial;
+# Soak: thousands of sends of one to four files of random sizes, with random kills and
+# interrupts of either side and failures in the middle of a file (receivers started under a
+# file-size limit, inputs that shrink while sent), then checks
+#  - every file of a `send` that exited 0 arrived byte-identical;
+#  - every file in the output directory is whole (identical to its input), none partial, none
+#    holding another file's bytes (each send's later files follow a failed one on the ring);
 #  - no temporary file is left, and no IPC object leaks.
 #
-#   tests/soak.sh [TRANSFERS]     (default 2000; SEED=n for a repeatable run)
+#   tests/soak.sh [SENDS]     (default 2000; SEED=n for a repeatable run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,10 +21,14 @@ KEY=$(printf '0x%x' $(( 0x71000000 | (($$ & 0xffff) << 8) )))
 OUT=$WORK/out
 mkdir -p "$WORK/in" "$OUT"
 RPID=
+LIMITED=0
 start_recv() {
-  # Every other receiver writes O_DIRECT (auto needs bigger files than these to switch).
+  # Every other receiver writes O_DIRECT (auto needs bigger files than these to switch); one in
+  # three runs under a 1 MB file-size limit, so larger files fail mid-stream with EFBIG.
   local direct=auto; (( RANDOM % 2 )) && direct=always
-  "$BIN" recv --key "$KEY" --dir "$OUT" --keep-name -q --slot-size 64K --slots 4 --direct="$direct" 2>>"$WORK/recv.err" &
+  local limit=(); LIMITED=0
+  if (( RANDOM % 3 == 0 )); then limit=(prlimit --fsize=1000000); LIMITED=1; fi
+  "${limit[@]}" "$BIN" recv --key "$KEY" --dir "$OUT" --keep-name -q --slot-size 64K --slots 4 --direct="$direct" 2>>"$WORK/recv.err" &
   RPID=$!
   for _ in $(seq 200); do "$BIN" status --json --key "$KEY" 2>/dev/null | grep -q '"state": "idle"' && return; sleep 0.01; done
   echo "receiver did not come up"; exit 1
@@ -41,40 +48,59 @@ for i in $(seq 0 63); do
   head -c "$n" /dev/urandom >"$WORK/in/p$i"
 done
 
-echo "soak: $N transfers, seed $SEED, key $KEY"
+echo "soak: $N sends, seed $SEED, key $KEY"
 start_recv
-ok=0; failed=0; killed_s=0; killed_r=0; restarts=0
-declare -A sent_ok
+ok=0; failed=0; killed_s=0; killed_r=0; restarts=0; shrunk=0; files_sent=0
+declare -A sent_ok alt
+matches() { cmp -s "$1" "$2" || { [[ -n ${alt[$3]:-} ]] && cmp -s "$1" "${alt[$3]}"; }; }
 t0=$(date +%s)
 for t in $(seq -w 1 "$N"); do
-  src="$WORK/in/p$(( RANDOM % 64 ))"
-  name="t$t"
-  ln -sf "$src" "$WORK/in/$name"
+  # One to four files; names tNNNN_J (a clash adds -K, which the checks strip).
+  files=(); nfiles=$(( 1 + RANDOM % 4 ))
+  for j in $(seq 1 "$nfiles"); do
+    src="$WORK/in/p$(( RANDOM % 64 ))"
+    ln -sf "$src" "$WORK/in/t${t}_$j"
+    files+=("$WORK/in/t${t}_$j")
+  done
+  files_sent=$((files_sent + nfiles))
+  md5=""; (( RANDOM % 2 )) && md5=-m
   dice=$(( RANDOM % 100 ))
   if (( dice < 8 )); then
-    # Kill the sender partway through.
-    "$BIN" send --key "$KEY" --wait 10 -q -m "$WORK/in/$name" 2>/dev/null &
+    # Kill or interrupt the sender partway through.
+    "$BIN" send --key "$KEY" --wait 10 -q $md5 "${files[@]}" 2>/dev/null &
     sp=$!
     sleep "0.00$(( RANDOM % 10 ))"
     sigs=(KILL INT TERM); kill -"${sigs[RANDOM % 3]}" "$sp" 2>/dev/null || true
-    if wait "$sp" 2>/dev/null; then sent_ok[$name]=$src; ok=$((ok + 1)); else killed_s=$((killed_s + 1)); fi
+    if wait "$sp" 2>/dev/null; then for f in "${files[@]}"; do sent_ok[$(basename "$f")]=$(readlink -f "$f"); done; ok=$((ok + 1)); else killed_s=$((killed_s + 1)); fi
   elif (( dice < 12 )); then
     # Kill the receiver partway through; a new one takes the key over.
-    "$BIN" send --key "$KEY" --wait 10 -q -m "$WORK/in/$name" 2>/dev/null &
+    "$BIN" send --key "$KEY" --wait 10 -q $md5 "${files[@]}" 2>/dev/null &
     sp=$!
     sleep "0.00$(( RANDOM % 10 ))"
     sigs=(KILL TERM); kill -"${sigs[RANDOM % 2]}" "$RPID" 2>/dev/null || true
     wait "$RPID" 2>/dev/null || true
-    if wait "$sp" 2>/dev/null; then sent_ok[$name]=$src; ok=$((ok + 1)); else killed_r=$((killed_r + 1)); fi
+    if wait "$sp" 2>/dev/null; then for f in "${files[@]}"; do sent_ok[$(basename "$f")]=$(readlink -f "$f"); done; ok=$((ok + 1)); else killed_r=$((killed_r + 1)); fi
     start_recv; restarts=$((restarts + 1))
   else
-    md5=""; (( RANDOM % 2 )) && md5=-m
-    if "$BIN" send --key "$KEY" --wait 10 -q $md5 "$WORK/in/$name" 2>>"$WORK/send.err"; then
-      sent_ok[$name]=$src; ok=$((ok + 1))
+    # The first file may be a private copy of a large input that shrinks while it is sent.
+    if (( dice < 20 )); then
+      first="$WORK/in/t${t}_1"; orig="$WORK/in/p$(( 48 + RANDOM % 16 ))"
+      rm -f "$first"; cp "$orig" "$first"
+      # It arrives whole as it was before the cut or after it, or not at all.
+      alt[t${t}_1]=$orig
+      ( sleep "0.00$(( RANDOM % 5 ))"; truncate -s "$(( RANDOM % 1000 ))" "$first" ) &
+      tp=$!
+      shrunk=$((shrunk + 1))
+    fi
+    if "$BIN" send --key "$KEY" --wait 10 -q $md5 "${files[@]}" 2>>"$WORK/send.err"; then
+      for f in "${files[@]}"; do sent_ok[$(basename "$f")]=$(readlink -f "$f"); done; ok=$((ok + 1))
     else
       failed=$((failed + 1))
     fi
+    [[ -n ${tp:-} ]] && wait "$tp"; tp=
   fi
+  # Under a file-size limit, receivers are replaced now and then so large files also land.
+  if (( LIMITED && RANDOM % 20 == 0 )); then kill -TERM "$RPID"; wait "$RPID" 2>/dev/null || true; start_recv; restarts=$((restarts + 1)); fi
 done
 elapsed=$(( $(date +%s) - t0 ))
 kill -TERM "$RPID"; wait "$RPID" 2>/dev/null || true; RPID=
@@ -82,7 +108,7 @@ kill -TERM "$RPID"; wait "$RPID" 2>/dev/null || true; RPID=
 bad=0; missing=0; partial=0; stray=0
 for name in "${!sent_ok[@]}"; do
   if [[ ! -e "$OUT/$name" ]]; then missing=$((missing + 1)); echo "MISSING: $name"; continue; fi
-  cmp -s "$OUT/$name" "${sent_ok[$name]}" || { bad=$((bad + 1)); echo "DIFFERS: $name"; }
+  matches "$OUT/$name" "${sent_ok[$name]}" "$name" || { bad=$((bad + 1)); echo "DIFFERS: $name"; }
 done
 for f in "$OUT"/* "$OUT"/.[!.]*; do
   [[ -e $f ]] || continue
@@ -90,17 +116,19 @@ for f in "$OUT"/* "$OUT"/.[!.]*; do
   case $base in
     .shmxfer-*) stray=$((stray + 1)); echo "TEMPORARY FILE LEFT: $base" ;;
     t*)
-      # Committed though its sender saw a failure (killed after the commit): must still be whole.
-      cmp -s "$f" "$(readlink -f "$WORK/in/${base%%-*}")" || { partial=$((partial + 1)); echo "PARTIAL: $base"; } ;;
+      # Committed though its send failed (a later file failed, or killed after the commit):
+      # must still be whole, and its own bytes.
+      matches "$f" "$(readlink -f "$WORK/in/${base%%-*}")" "${base%%-*}" || { partial=$((partial + 1)); echo "PARTIAL OR WRONG: $base"; } ;;
     *) stray=$((stray + 1)); echo "UNEXPECTED FILE: $base" ;;
   esac
 done
 leaks=$(ipcs -m -s | awk -v a="$(printf '0x%08x' "$KEY")" -v b="$(printf '0x%08x' $((KEY + 1)))" '$1 == a || $1 == b' | wc -l)
 committed=$(ls "$OUT" | wc -l)
 
-echo "transfers: $N in ${elapsed}s; send exit 0: $ok; failed without a kill: $failed;" \
-  "sender killed: $killed_s; receiver killed: $killed_r (restarts: $restarts)"
-echo "files committed: $committed (of which reported to the sender as failed: $((committed - ok)))"
+echo "sends: $N ($files_sent files) in ${elapsed}s; send exit 0: $ok; failed without a kill: $failed" \
+  "(inputs shrunk mid-send: $shrunk; receivers under a file-size limit among restarts);" \
+  "sender killed or interrupted: $killed_s; receiver killed: $killed_r (restarts: $restarts)"
+echo "files committed: $committed (of which in sends that did not exit 0: $((committed - ${#sent_ok[@]})))"
 echo "checks: differing $bad, missing $missing, partial $partial, temporary/stray $stray, leaked IPC objects $leaks"
 (( bad + missing + partial + stray + leaks == 0 )) || { echo "SOAK FAILED"; exit 1; }
 echo "soak passed"
