@@ -6,7 +6,6 @@
 //! decimal with a NUL; `0` means "nothing pending"; the MD5 reply is 32 lowercase hex digits at
 //! offset 0 of the content segment.
 
-use std::cell::Cell;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -28,6 +27,8 @@ pub const CONTENT_LEN: usize = 5_000_000;
 pub const SIZE_LEN: usize = 10;
 /// How long one wait on the peer lasts before we check that the peer still lives.
 const SLICE: Duration = Duration::from_millis(250);
+/// How often an idle consumer wakes, only to notice a stop request.
+const IDLE_CHECK: Duration = Duration::from_secs(2);
 
 /// What a shared memory segment is to the original system, by shape: the original is
 /// configured by editing its keys, so the key says nothing. A segment of 5,000,000 or 10 bytes
@@ -66,11 +67,15 @@ pub enum LegacyError {
     Size { path: PathBuf, size: u64 },
     #[error("{}: {source}", path.display())]
     Input { path: PathBuf, source: io::Error },
-    #[error("{}: MD5 mismatch: sent {ours}, the consumer replied {theirs:?} (does it run with -m too?)", path.display())]
+    #[error(
+        "{}: MD5 mismatch: sent {ours}, the consumer replied \"{}\" (does it run with -m too?)",
+        crate::text::escape_path(path),
+        crate::text::escape(theirs)
+    )]
     Md5 {
         path: PathBuf,
         ours: String,
-        theirs: String,
+        theirs: Vec<u8>,
     },
     #[error("the consumer (pid {pid}) went away mid-transfer")]
     ConsumerGone { pid: i32 },
@@ -83,7 +88,18 @@ pub enum LegacyError {
     #[error("interrupted")]
     Interrupted,
     #[error(transparent)]
-    Sys(#[from] SysvError),
+    Sys(SysvError),
+}
+
+impl From<SysvError> for LegacyError {
+    /// A set or segment removed under us (a stop, `ipcrm`) is `Removed`.
+    fn from(e: SysvError) -> Self {
+        if e.is_gone() {
+            LegacyError::Removed
+        } else {
+            LegacyError::Sys(e)
+        }
+    }
 }
 
 impl LegacyError {
@@ -219,14 +235,8 @@ impl Legacy {
     }
 
     fn op(&self, set: SemSet, ops: &[SemOp], timeout: Option<Duration>) -> Result<(), LegacyError> {
-        set.op(ops, timeout).map_err(|e| match e {
-            WaitError::Sys(e) if e.is_gone() => LegacyError::Removed,
-            WaitError::Sys(e) => e.into(),
-            WaitError::TimedOut => LegacyError::TimedOut {
-                secs: timeout.map_or(0.0, |t| t.as_secs_f64()),
-            },
-            WaitError::Interrupted => LegacyError::Interrupted,
-        })
+        set.op(ops, timeout)
+            .map_err(|e| self.wait_error(e, timeout))
     }
 
     /// Takes `op` on `set`, in slices: between slices, gives up if `alive` says the peer died or
@@ -313,152 +323,264 @@ pub fn recv(args: &RecvArgs) -> i32 {
     }
 }
 
+/// The consumer's loop. Its invariant: at the top of each round we hold the content
+/// semaphore. A producer takes the size semaphore and then queues for the content one; we hand
+/// it over only once our own take is queued right behind it, so when the producer releases the
+/// content (size and bytes written) the kernel gives it to us inside the producer's own
+/// `semop`, however late we are scheduled, and its take-back for the hash ~3 ms later queues
+/// behind us. Idle we sleep in a wait-for-zero on the size semaphore: no spinning, no polling.
+/// A semaphore is never reset: one that a dead producer held is given back on its behalf, once
+/// the kernel's records show nobody alive could give it back.
 fn serve(ch: &Legacy, args: &RecvArgs, namer: &mut Namer) -> Result<(), LegacyError> {
     let quiet = args.verbosity.quiet;
-    // As the original consumer does once: size "0", both semaphores released.
+    // As the original consumer does once: size "0" and the size semaphore released. The
+    // content semaphore was created at 0: it is ours.
     ch.size
         .write(0, &encode_size(0))
         .expect("size segment holds the field");
     ch.op(ch.size_sem, &[SemOp::give(0)], None)?;
-    ch.op(ch.content_sem, &[SemOp::give(0)], None)?;
     debug!(content = %ch.content_key, size = %ch.size_key, "legacy objects created; waiting for a producer");
     loop {
-        // Idle: the size semaphore stays released and we sleep until a producer takes it
-        // (wait-for-zero). No spinning, no polling, no timeout.
-        match ch.op(ch.size_sem, &[SemOp::zero(0)], None) {
-            Err(LegacyError::Interrupted) if !crate::runtime::stop_requested() => continue,
-            r => r?,
-        }
-        let t = Instant::now();
-        // The producer holds the size semaphore while it writes the size: take it when it
-        // lets go. If the producer dies holding it (the original wedged for good here), the
-        // last pid to touch the semaphore is dead and we reset instead.
-        let seen = Cell::new(0);
-        let producer_dead = || producer_dead(ch, &seen);
-        match ch.wait(ch.size_sem, SemOp::take(0), None, &producer_dead) {
-            Err(LegacyError::ConsumerGone { pid }) => {
-                crate::warn(
-                    quiet,
-                    format_args!("a producer (pid {pid}) died holding the semaphores; reset"),
-                );
-                reset(ch)?;
-                continue;
-            }
-            r => r?,
-        }
         let mut field = [0u8; SIZE_LEN];
         ch.size.read(0, &mut field).expect("size field in bounds");
-        let size = decode_size(&field);
-        ch.size
-            .write(0, &encode_size(0))
-            .expect("size field in bounds");
-        ch.op(ch.size_sem, &[SemOp::give(0)], None)?;
-        let Some(size) = size.filter(|&n| n > 0) else {
-            if size.is_none() {
-                crate::warn(
-                    quiet,
-                    format_args!(
-                        "ignored a malformed size field {:?}",
-                        String::from_utf8_lossy(&field)
-                    ),
-                );
+        match decode_size(&field) {
+            Some(0) => {
+                ch.wait_for_producer()?;
+                ch.pass_content(Pass::Arrival, quiet)?;
             }
-            continue;
-        };
-        debug!(size, "size read; waiting for the content");
-        // Straight into a blocking take: the kernel hands us the content semaphore the moment
-        // the producer releases it, so its quick take-back for the hash cannot win.
-        match ch.wait(ch.content_sem, SemOp::take(0), None, &producer_dead) {
-            Err(LegacyError::ConsumerGone { pid }) => {
-                crate::warn(
-                    quiet,
-                    format_args!(
-                        "a producer (pid {pid}) died holding the content semaphore; reset"
-                    ),
-                );
-                reset(ch)?;
-                continue;
-            }
-            r => r?,
-        }
-        // A copy of our own: the digest we reply is of exactly the bytes we write.
-        let mut bytes = vec![0u8; size];
-        ch.content
-            .read(0, &mut bytes)
-            .expect("size checked against the segment");
-        let digest = md5::compute(&bytes).0;
-        let result = write_out(&bytes, namer);
-        if args.md5 {
-            // The reply the producer reads; on a local failure an impossible digest, so a
-            // producer checking MD5 reports the failure instead of success.
-            let reply = if result.is_ok() {
-                hex(&digest)
-            } else {
-                "0".repeat(32)
-            };
-            let mut r = reply.into_bytes();
-            r.push(0);
-            ch.content.write(0, &r).expect("reply fits");
-        }
-        ch.op(ch.content_sem, &[SemOp::give(0)], None)?;
-        match result {
-            Ok(path) => {
-                debug!(path = %path.display(), size, elapsed_ms = t.elapsed().as_millis() as u64, "committed");
-                if !quiet {
-                    let line = if args.md5 {
-                        format!("{}\t{size}\t{}", path.display(), hex(&digest))
-                    } else {
-                        format!("{}\t{size}", path.display())
-                    };
-                    crate::out_line(&line);
-                }
-                if args.once || args.stdout {
+            size => {
+                // A producer published a file and released the content to us. Nobody writes
+                // the size field while we hold the content semaphore.
+                ch.size
+                    .write(0, &encode_size(0))
+                    .expect("size field in bounds");
+                let Some(size) = size else {
+                    crate::warn(
+                        quiet,
+                        format_args!(
+                            "ignored a malformed size field {:?}",
+                            crate::text::escape(&field)
+                        ),
+                    );
+                    continue;
+                };
+                if receive(ch, size, args, namer)? {
                     return Ok(());
                 }
+                ch.pass_content(Pass::Reply, quiet)?;
             }
-            Err(e) => crate::warn(
+        }
+    }
+}
+
+/// Takes one published file: writes it and, with `-m`, the digest reply. Returns whether the
+/// receiver is done (`--once`).
+fn receive(
+    ch: &Legacy,
+    size: usize,
+    args: &RecvArgs,
+    namer: &mut Namer,
+) -> Result<bool, LegacyError> {
+    let t = Instant::now();
+    // A copy of our own: the digest we reply is of exactly the bytes we write.
+    let mut bytes = vec![0u8; size];
+    ch.content
+        .read(0, &mut bytes)
+        .expect("size checked against the segment");
+    let digest = md5::compute(&bytes).0;
+    let result = write_out(&bytes, namer);
+    if args.md5 {
+        // The reply the producer reads; on a local failure an impossible digest, so a
+        // producer checking MD5 reports the failure instead of success.
+        let reply = if result.is_ok() {
+            hex(&digest)
+        } else {
+            "0".repeat(32)
+        };
+        let mut r = reply.into_bytes();
+        r.push(0);
+        ch.content.write(0, &r).expect("reply fits");
+    }
+    let quiet = args.verbosity.quiet;
+    match result {
+        Ok(path) => {
+            debug!(path = %path.display(), size, elapsed_ms = t.elapsed().as_millis() as u64, "committed");
+            if !quiet {
+                let shown = crate::text::escape_path(&path);
+                let line = if args.md5 {
+                    format!("{shown}\t{size}\t{}", hex(&digest))
+                } else {
+                    format!("{shown}\t{size}")
+                };
+                crate::out_line(&line);
+            }
+            Ok(args.once)
+        }
+        Err(e) => {
+            crate::warn(
                 quiet,
                 format_args!("could not write a received file: {e}; discarded"),
-            ),
+            );
+            Ok(false)
         }
     }
 }
 
-/// Whether the producer we wait for died holding the semaphores. The original producer uses
-/// no SEM_UNDO, so the semaphores' last pids are the only trace of it; our own waits update
-/// them too (so ours is skipped), and for a moment after a producer's first take the other
-/// one can still name an earlier producer, so a pid counts as dead only when seen dead on two
-/// checks in a row (a slice apart).
-fn producer_dead(ch: &Legacy, seen: &Cell<i32>) -> Option<i32> {
-    let me = sysv::getpid();
-    let dead = [ch.size_sem, ch.content_sem]
-        .iter()
-        .filter_map(|s| s.last_pid(0).ok())
-        .find(|&p| p > 0 && p != me && !sysv::process_alive(p));
-    match dead {
-        Some(p) if seen.get() == p => Some(p),
-        other => {
-            seen.set(other.unwrap_or(0));
-            None
-        }
-    }
+/// Why we hand the content semaphore over.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Pass {
+    /// A producer took the size semaphore and will queue for the content one.
+    Arrival,
+    /// We wrote a file (and the reply): its producer takes the content back to read the reply,
+    /// if it checks MD5.
+    Reply,
 }
 
-/// After a producer died holding the semaphores: back to the idle state.
-fn reset(ch: &Legacy) -> Result<(), LegacyError> {
-    ch.size
-        .write(0, &encode_size(0))
-        .expect("size field in bounds");
-    for set in [ch.size_sem, ch.content_sem] {
-        set.set(0, 1).map_err(|e| {
-            if e.is_gone() {
-                LegacyError::Removed
-            } else {
-                e.into()
+/// How long to wait between looks at the queue while a hand-over is due: short at first (a
+/// producer queues within microseconds of taking the size semaphore), then longer.
+fn backoff(round: u32) -> Duration {
+    Duration::from_micros(50u64 << round.min(7))
+}
+
+impl Legacy {
+    /// Idle: sleeps until a producer takes the size semaphore (wait-for-zero), waking every
+    /// 2 s only to notice a stop request.
+    fn wait_for_producer(&self) -> Result<(), LegacyError> {
+        loop {
+            match self.op(self.size_sem, &[SemOp::zero(0)], Some(IDLE_CHECK)) {
+                Ok(()) => return Ok(()),
+                Err(LegacyError::TimedOut { .. } | LegacyError::Interrupted)
+                    if !crate::runtime::stop_requested() => {}
+                Err(_) if crate::runtime::stop_requested() => return Err(LegacyError::Interrupted),
+                Err(e) => return Err(e),
             }
-        })?;
+        }
     }
-    Ok(())
+
+    /// Producers attached to the segments besides us: every producer attaches both before it
+    /// takes a semaphore, and the kernel detaches a producer that dies.
+    fn producers_attached(&self) -> u64 {
+        self.size_shm
+            .stat()
+            .map_or(0, |s| s.nattch.saturating_sub(1))
+    }
+
+    /// Hands the content semaphore (which we hold) to the producer queued for it, with our own
+    /// take queued right behind, and returns once we hold it again. If nobody comes for it
+    /// (`Reply` to a producer that does not check MD5, or an `Arrival` whose producer died
+    /// holding the size semaphore), we keep it.
+    fn pass_content(&self, why: Pass, quiet: bool) -> Result<(), LegacyError> {
+        if !self.wait_for_taker(why, quiet)? {
+            return Ok(());
+        }
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let sem = self.content_sem;
+            scope.spawn(move || {
+                let _ = tx.send(sem.op(&[SemOp::take(0)], None));
+            });
+            // Our take must be queued behind the producer's before we give the semaphore up.
+            let t = Instant::now();
+            while self.content_sem.waiting(0)? < 2 && t.elapsed() < Duration::from_secs(1) {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+            self.op(self.content_sem, &[SemOp::give(0)], None)?;
+            let holder = self.content_sem.last_pid(0).unwrap_or(0);
+            self.await_content(&rx, holder, quiet)
+        })
+    }
+
+    /// Waits until someone is queued for the content semaphore. Returns false if nobody will
+    /// come: no producer is left that could.
+    fn wait_for_taker(&self, why: Pass, quiet: bool) -> Result<bool, LegacyError> {
+        let mut suspect = false;
+        let mut checked = Instant::now();
+        for round in 0u32.. {
+            if self.content_sem.waiting(0)? >= 1 {
+                return Ok(true);
+            }
+            if crate::runtime::stop_requested() {
+                return Err(LegacyError::Interrupted);
+            }
+            let attached = self.producers_attached();
+            match why {
+                // A producer that does not check MD5 exits right after its release.
+                Pass::Reply if attached == 0 => return Ok(false),
+                Pass::Reply => {}
+                Pass::Arrival if self.size_sem.value(0)? > 0 => return Ok(false),
+                // Nobody alive holds the size semaphore if every attached producer is queued
+                // for it: its holder died. Seen twice, a slice apart, it is given back.
+                Pass::Arrival if checked.elapsed() >= SLICE => {
+                    checked = Instant::now();
+                    let dead = attached <= self.size_sem.waiting(0)? as u64;
+                    if dead && suspect {
+                        crate::warn(
+                            quiet,
+                            "a producer died holding the size semaphore; released it for the next one",
+                        );
+                        self.op(self.size_sem, &[SemOp::give(0)], None)?;
+                        return Ok(false);
+                    }
+                    suspect = dead;
+                }
+                Pass::Arrival => {}
+            }
+            std::thread::sleep(backoff(round));
+        }
+        unreachable!()
+    }
+
+    /// After our hand-over: waits for our queued take to complete. If the producer that took
+    /// the semaphore dies holding it (the original dies so when it cannot decode a reply), we
+    /// give it back on its behalf: our take then completes, and whatever it left is discarded.
+    fn await_content(
+        &self,
+        rx: &std::sync::mpsc::Receiver<Result<(), WaitError>>,
+        holder: i32,
+        quiet: bool,
+    ) -> Result<(), LegacyError> {
+        let me = sysv::getpid();
+        let mut gave_back = false;
+        loop {
+            match rx.recv_timeout(SLICE) {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => return Err(self.wait_error(e, None)),
+                Err(_) => {}
+            }
+            if crate::runtime::stop_requested() {
+                return Err(LegacyError::Interrupted);
+            }
+            let taken = self.content_sem.value(0)? == 0;
+            if !gave_back && taken && holder != me && !sysv::process_alive(holder) {
+                crate::warn(
+                    quiet,
+                    format_args!(
+                        "a producer (pid {holder}) died holding the content semaphore; released it"
+                    ),
+                );
+                self.op(self.content_sem, &[SemOp::give(0)], None)?;
+                gave_back = true;
+            }
+        }
+        if gave_back {
+            // Whatever the dead producer wrote is not a file.
+            self.size
+                .write(0, &encode_size(0))
+                .expect("size field in bounds");
+        }
+        Ok(())
+    }
+
+    fn wait_error(&self, e: WaitError, timeout: Option<Duration>) -> LegacyError {
+        match e {
+            WaitError::Sys(e) if e.is_gone() => LegacyError::Removed,
+            WaitError::Sys(e) => e.into(),
+            WaitError::TimedOut => LegacyError::TimedOut {
+                secs: timeout.map_or(0.0, |t| t.as_secs_f64()),
+            },
+            WaitError::Interrupted => LegacyError::Interrupted,
+        }
+    }
 }
 
 /// Writes one file as native recv does: an unnamed temporary file, named without replacing.
@@ -585,9 +707,11 @@ fn send_one(
     md5: bool,
     deadline: Option<Instant>,
 ) -> Result<(), LegacyError> {
-    // The consumer made the content segment; its creator pid is how we tell it is alive.
-    let consumer = ch.content_shm.stat()?.cpid;
-    let gone = || (!sysv::process_alive(consumer)).then_some(consumer);
+    // The consumer made the content segment and stays attached to it while it lives: its pid
+    // alone could be reused, its attachment (in the kernel's map of that process) cannot.
+    let content = ch.content_shm.stat()?;
+    let (consumer, shmid) = (content.cpid, ch.content_shm.id());
+    let gone = || (!sysv::process_attached(consumer, shmid)).then_some(consumer);
     let t = Instant::now();
     ch.wait(ch.size_sem, SemOp::take(0).undo(), deadline, &gone)?;
     if let Err(e) = ch.wait(ch.content_sem, SemOp::take(0).undo(), deadline, &gone) {
@@ -598,13 +722,15 @@ fn send_one(
         waited_ms = t.elapsed().as_millis() as u64,
         "took both semaphores"
     );
+    // The content first, then its size: if we die anywhere from here on, SEM_UNDO gives both
+    // semaphores back, and a consumer that then reads a size finds every byte of it written.
+    ch.content
+        .write(0, data)
+        .expect("size checked against the segment");
     ch.size
         .write(0, &encode_size(data.len()))
         .expect("size field fits");
     ch.op(ch.size_sem, &[SemOp::give(0).undo()], None)?;
-    ch.content
-        .write(0, data)
-        .expect("size checked against the segment");
     // Hand the content over only to a consumer already blocked on it, so our take-back for
     // the hash (below) cannot overtake it. There is no event for "someone waits", so this one
     // step polls, briefly, while the consumer reads the size.
@@ -633,7 +759,7 @@ fn send_one(
         return Err(LegacyError::Md5 {
             path: path.into(),
             ours,
-            theirs: String::from_utf8_lossy(&reply).into_owned(),
+            theirs: reply.to_vec(),
         });
     }
     debug!(md5 = %ours, "consumer's digest matches");

@@ -509,14 +509,21 @@ impl Transfer<'_> {
         self.total += n as u64;
         trace!(seq = self.seq, n, last, "chunk filled");
         if !last {
+            // Hand it over first, then hash our own copy while the receiver drains the slot.
             self.post(slot, n, DescKind::Data)?;
+            if let Some((ctx, buf)) = self.hash.as_mut() {
+                ctx.consume(&buf[..n]);
+            }
             self.seq += 1;
             return Ok(Step::More);
         }
         let digest = self
             .hash
             .take()
-            .map(|(c, _)| c.finalize().0)
+            .map(|(mut c, buf)| {
+                c.consume(&buf[..n]);
+                c.finalize().0
+            })
             .unwrap_or([0; 16]);
         self.ch.set_trailer(&Trailer {
             session: self.session,
@@ -589,9 +596,8 @@ impl Transfer<'_> {
         };
         let n = match &mut self.hash {
             None => self.ch.fill_slot(slot, input, limit).map_err(read_error)?,
-            Some((ctx, buf)) => {
+            Some((_, buf)) => {
                 let n = read_full(input, &mut buf[..limit]).map_err(read_error)?;
-                ctx.consume(&buf[..n]);
                 self.ch.put_slot(slot, &buf[..n]);
                 n
             }

@@ -621,6 +621,24 @@ pub fn process_alive(pid: i32) -> bool {
     r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Whether process `pid` lives and has the segment `shmid` attached, from the kernel's map of
+/// the process (a SysV segment shows as `/SYSV<key>` with the shmid in the inode column). A
+/// reused pid has no such mapping. Where the map cannot be read (another user's process
+/// without privilege), only whether `pid` lives.
+pub fn process_attached(pid: i32, shmid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+        Ok(maps) => maps.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 6 && f[5].starts_with("/SYSV") && f[4] == shmid.to_string()
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(_) => process_alive(pid),
+    }
+}
+
 /// Renames `from` to `to` unless `to` exists (then fails with `AlreadyExists`). Falls back to
 /// link + unlink on filesystems without RENAME_NOREPLACE.
 pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {

@@ -1,6 +1,8 @@
 //! `--legacy` against stand-ins for the original producer and consumer, written from
-//! ../shared/legacy-protocol.md: plain -1/+1 semaphore operations, no SEM_UNDO, the producer
-//! taking the content semaphore back 3 ms after releasing it, as the Python original does.
+//! ../shared/legacy-protocol.md and the programs' behaviour: plain -1/+1 semaphore operations,
+//! no SEM_UNDO, both segments attached before any semaphore is taken, and the producer taking
+//! the content semaphore back 3 ms after releasing it with its CPU busy all the while (its
+//! `import hashlib`), then dying holding it if the reply does not decode as text.
 
 mod common;
 
@@ -17,6 +19,13 @@ const T: Option<Duration> = Some(Duration::from_secs(20));
 /// cores, sibling tests moving megabytes can keep the receiver off the CPU that long. Test
 /// binaries run one at a time, so serializing this binary's tests gives each the machine.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn busy(d: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
@@ -52,12 +61,24 @@ fn producer(ck: Key, sk: Key, data: &[u8], md5: bool) -> Result<(), String> {
     o.content.write(0, data).unwrap();
     o.content_sem.op(&[SemOp::give(0)], None).unwrap();
     if md5 {
-        std::thread::sleep(Duration::from_millis(3));
+        // `import hashlib`: 3 ms on the CPU, not asleep. A sleeping stand-in lets the CPU go
+        // idle and the receiver run, and hides the race the real producer loses.
+        busy(Duration::from_millis(3));
         o.content_sem
             .op(&[SemOp::take(0)], T)
             .map_err(|e| e.to_string())?;
         let mut reply = [0u8; 32];
         o.content.read(0, &mut reply).unwrap();
+        if std::str::from_utf8(&reply).is_err() {
+            // The original decodes the reply before it releases: it dies holding the
+            // semaphore. As a child process, so does the stand-in.
+            if std::env::var_os("SHMXFER_STANDIN_PRODUCE").is_some() {
+                std::process::exit(3);
+            }
+            return Err(
+                "undecodable reply (the original would die holding the content semaphore)".into(),
+            );
+        }
         o.content_sem.op(&[SemOp::give(0)], None).unwrap();
         let want = format!("{:x}", md5::compute(data));
         if reply != want.as_bytes() {
@@ -482,4 +503,214 @@ fn recv_legacy_never_follows_a_symlink_planted_in_its_directory() {
     let f = env.out().join("file01.jpg");
     assert!(std::fs::symlink_metadata(&f).unwrap().is_file());
     assert_eq!(std::fs::read(&f).unwrap(), b"producer bytes");
+}
+
+/// Run as a child process (SHMXFER_STANDIN_PRODUCE=ck,sk,path,md5): the original producer,
+/// with its start-up time, for tests that kill it at random points.
+#[test]
+fn stand_in_producer() {
+    let Ok(args) = std::env::var("SHMXFER_STANDIN_PRODUCE") else {
+        return;
+    };
+    let a: Vec<&str> = args.split(',').collect();
+    let data = std::fs::read(a[2]).unwrap();
+    // The interpreter's start-up and imports, on the CPU.
+    busy(Duration::from_millis(5));
+    let md5 = a[3] == "1";
+    match producer(
+        Key(a[0].parse().unwrap()),
+        Key(a[1].parse().unwrap()),
+        &data,
+        md5,
+    ) {
+        Ok(()) => std::process::exit(0),
+        Err(_) => std::process::exit(1),
+    }
+}
+
+fn spawn_producer(ck: Key, sk: Key, path: &std::path::Path, md5: bool) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "stand_in_producer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            "SHMXFER_STANDIN_PRODUCE",
+            format!("{},{},{},{}", ck.0, sk.0, path.display(), u8::from(md5)),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Files in DIR whose bytes are `want`.
+fn count_holding(dir: &std::path::Path, want: &[u8]) -> usize {
+    listing(dir)
+        .iter()
+        .filter(|n| std::fs::read(dir.join(n)).is_ok_and(|b| b == want))
+        .count()
+}
+
+#[test]
+fn two_hundred_md5_hand_overs_in_a_row_are_never_lost_idle_or_under_load() {
+    let _serial = serial();
+    let env = Env::new();
+    let (ck, sk, _g) = keys(&env);
+    let r = legacy_recv(&env, ck, sk, &["-m", "-q"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut failed = Vec::new();
+    for i in 0..200usize {
+        // The second half runs with the other core busy too.
+        if i == 100 {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            });
+        }
+        let data = pattern(if i % 2 == 0 { 1 } else { 100_000 }, i as u8);
+        if let Err(e) = producer(ck, sk, &data, true) {
+            failed.push(format!("{i}: {e}"));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(wait_until(Duration::from_secs(10), || listing(&env.out())
+        .len()
+        == 200));
+    drop(r);
+    assert!(
+        failed.is_empty(),
+        "{} of 200 hand-overs lost: {failed:?}",
+        failed.len()
+    );
+}
+
+#[test]
+fn producers_killed_anywhere_or_disagreeing_on_md5_never_stop_the_next_ones() {
+    let _serial = serial();
+    let env = Env::new();
+    let (ck, sk, _g) = keys(&env);
+    let r = legacy_recv(&env, ck, sk, &["-q"]);
+    let binary = env.file("binary.bin", 300_000);
+    let mut x: u64 = 0x9e37_79b9 ^ u64::from(std::process::id());
+    let mut next = 0u8;
+    for round in 0..40u64 {
+        if round % 4 == 3 {
+            // -m against a receiver without it: the producer reads its own binary bytes as
+            // the reply and dies holding the content semaphore.
+            let mut p = spawn_producer(ck, sk, &binary, true);
+            let _ = p.wait();
+        } else {
+            let mut p = spawn_producer(ck, sk, &binary, round % 2 == 0);
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            std::thread::sleep(Duration::from_micros(x % 12_000));
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        // Every producer after it lands.
+        for _ in 0..3 {
+            next = next.wrapping_add(1);
+            let data = pattern(1000 + usize::from(next), next);
+            producer(ck, sk, &data, false)
+                .unwrap_or_else(|e| panic!("round {round}: a producer after a fault failed: {e}"));
+            assert!(
+                wait_until(Duration::from_secs(10), || count_holding(&env.out(), &data)
+                    == 1),
+                "round {round}: a producer's file after a fault never arrived"
+            );
+        }
+    }
+    drop(r);
+}
+
+/// A consumer stand-in that serves until `stop`: spins on the size semaphore like the
+/// original, and records every file it writes.
+fn serving_consumer(
+    ck: Key,
+    sk: Key,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ready: std::sync::mpsc::Sender<()>,
+) -> Vec<Vec<u8>> {
+    let content_shm = Shm::create(ck, 5_000_000, 0o600).unwrap();
+    let size_shm = Shm::create(sk, 10, 0o600).unwrap();
+    let content_sem = SemSet::create(ck, 1, 0o600).unwrap();
+    let size_sem = SemSet::create(sk, 1, 0o600).unwrap();
+    let content = content_shm.attach(true).unwrap();
+    let size = size_shm.attach(true).unwrap();
+    size.write(0, &encode_size(0)).unwrap();
+    size_sem.op(&[SemOp::give(0)], None).unwrap();
+    content_sem.op(&[SemOp::give(0)], None).unwrap();
+    ready.send(()).unwrap();
+    let mut got = Vec::new();
+    let slice = Some(Duration::from_millis(50));
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if size_sem.op(&[SemOp::take(0)], slice).is_err() {
+            continue;
+        }
+        let mut f = [0u8; 10];
+        size.read(0, &mut f).unwrap();
+        let n = decode_size(&f).unwrap_or(0);
+        size.write(0, &encode_size(0)).unwrap();
+        size_sem.op(&[SemOp::give(0)], None).unwrap();
+        if n == 0 {
+            std::thread::sleep(Duration::from_micros(100));
+            continue;
+        }
+        while content_sem.op(&[SemOp::take(0)], slice).is_err() {}
+        let mut bytes = vec![0u8; n];
+        content.read(0, &mut bytes).unwrap();
+        content_sem.op(&[SemOp::give(0)], None).unwrap();
+        got.push(bytes);
+    }
+    got
+}
+
+#[test]
+fn send_legacy_killed_anywhere_never_leaves_a_torn_file_at_the_consumer() {
+    let _serial = serial();
+    let env = Env::new();
+    let (ck, sk, _g) = keys(&env);
+    let inputs: Vec<_> = (0..3)
+        .map(|i| env.file(&format!("in{i}"), 3_000_000 + i * 1000))
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = stop.clone();
+    let consumer = std::thread::spawn(move || serving_consumer(ck, sk, s, tx));
+    rx.recv().unwrap();
+    let mut x: u64 = 0x2545_f491 ^ u64::from(std::process::id());
+    for i in 0..200usize {
+        let mut c = legacy_send(ck, sk);
+        c.arg(&inputs[i % 3])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        std::thread::sleep(Duration::from_micros(x % 8000));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let got = consumer.join().unwrap();
+    let wanted: Vec<Vec<u8>> = inputs.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let torn = got.iter().filter(|g| !wanted.contains(g)).count();
+    eprintln!("{} files written by the consumer, {torn} torn", got.len());
+    assert!(
+        got.len() > 10,
+        "too few sends got far enough to test anything"
+    );
+    assert_eq!(
+        torn,
+        0,
+        "{torn} of {} files the consumer wrote are torn",
+        got.len()
+    );
 }
