@@ -714,3 +714,26 @@ fn send_legacy_killed_anywhere_never_leaves_a_torn_file_at_the_consumer() {
         got.len()
     );
 }
+
+#[test]
+fn an_md5_disagreement_names_both_digests_and_never_prints_the_peers_raw_bytes() {
+    let _serial = serial();
+    let env = Env::new();
+    let (ck, sk, _g) = keys(&env);
+    // A consumer without -m: the "reply" is the file's own first bytes.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let consumer = std::thread::spawn(move || consumer(ck, sk, false, 1, tx));
+    rx.recv().unwrap();
+    let f = env.path("ansi.bin");
+    let mut data = b"\x1b[2J\x1b[31mgotcha\n\t".to_vec();
+    data.extend(pattern(100, 1));
+    std::fs::write(&f, &data).unwrap();
+    let mut c = legacy_send(ck, sk);
+    c.arg("-m").arg(&f);
+    let o = run_bounded(c, Duration::from_secs(20));
+    consumer.join().unwrap();
+    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(!err.contains('\x1b') && err.contains("\\033[2J"), "{err:?}");
+    assert!(err.contains(&format!("{:x}", md5::compute(&data))), "{err}");
+}
