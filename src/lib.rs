@@ -13,6 +13,7 @@ pub mod progress;
 pub mod recv;
 pub mod runtime;
 pub mod send;
+pub mod sender;
 pub mod status;
 pub mod sysv;
 pub mod text;

@@ -1,0 +1,699 @@
+//! Sending files to a receiver: [`Sender`] connects to the channel at a key, takes its turn,
+//! and sends files, readers or byte slices, each one committed by the receiver (and verified
+//! with MD5 if asked) before the call returns.
+//!
+//! ```no_run
+//! use shmxfer::sender::{SendOptions, Sender};
+//! use shmxfer::sysv::Key;
+//!
+//! # fn main() -> Result<(), shmxfer::sender::SendError> {
+//! let mut tx = Sender::connect(Key(0x5348_4d58), &SendOptions { md5: true, ..Default::default() })?;
+//! let sent = tx.send_path("photo.jpg".as_ref())?;
+//! println!("the receiver committed it as {}", String::from_utf8_lossy(&sent.name));
+//! tx.send_bytes(b"notes.txt", b"hello")?;
+//! tx.finish()?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, trace};
+
+use crate::frame::{
+    self, Abort, Channel, Desc, DescKind, FrameError, Meta, Op, Request, Status, Trailer, hex,
+};
+use crate::runtime::{self, phase};
+use crate::text::escape_path;
+use crate::{exit, sysv};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("{}: no such file", escape_path(.0))]
+    Missing(PathBuf),
+    #[error("{}: permission denied", escape_path(.0))]
+    Unreadable(PathBuf),
+    #[error("{}: is a directory; send the files in it, or `tar c DIR | shmxfer send -`", escape_path(.0))]
+    IsDir(PathBuf),
+    #[error("{}: {source}", escape_path(path))]
+    Open { path: PathBuf, source: io::Error },
+    #[error("{}: read failed: {source}; nothing was written", escape_path(path))]
+    Read { path: PathBuf, source: io::Error },
+    #[error(
+        "{}: the file changed while it was sent ({announced} bytes announced, {read} read); nothing was written, send it again",
+        escape_path(path)
+    )]
+    Changed {
+        path: PathBuf,
+        announced: u64,
+        read: u64,
+    },
+    #[error(
+        "{}: MD5 mismatch: sent {ours}, the receiver got {theirs}; it discarded the file",
+        escape_path(path)
+    )]
+    Md5 {
+        path: PathBuf,
+        ours: String,
+        theirs: String,
+    },
+    #[error("{}: the receiver could not create its output file ({}): {}", escape_path(path), crate::text::escape(at), io::Error::from_raw_os_error(*errno))]
+    CannotCreate {
+        path: PathBuf,
+        at: Vec<u8>,
+        errno: i32,
+    },
+    #[error("{}: the receiver failed to write the file: {}; it discarded the partial file", escape_path(path), io::Error::from_raw_os_error(*errno))]
+    WriteFailed { path: PathBuf, errno: i32 },
+    #[error("{}: the receiver takes one file only (--once) and already has it; nothing was sent", escape_path(.0))]
+    Closed(PathBuf),
+    #[error(
+        "{}: the receiver refused the transfer ({status:?})",
+        escape_path(path)
+    )]
+    Refused { path: PathBuf, status: Status },
+    #[error(
+        "{}: the receiver answered with a malformed header: {source}",
+        escape_path(path)
+    )]
+    BadAnswer {
+        path: PathBuf,
+        source: frame::HeaderError,
+    },
+    #[error("{}: interrupted; it was not sent (the receiver discarded what it had)", escape_path(.0))]
+    Interrupted(PathBuf),
+    #[error("--name must be a file name of 1 to 255 bytes without `/`")]
+    BadName,
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+impl SendError {
+    pub fn exit_code(&self) -> i32 {
+        use SendError::*;
+        match self {
+            Missing(_) | Unreadable(_) | IsDir(_) | Open { .. } => exit::NOINPUT,
+            Read { .. } | WriteFailed { .. } => exit::IOERR,
+            Changed { .. } | Md5 { .. } | Refused { .. } | BadAnswer { .. } => exit::DATAERR,
+            CannotCreate { .. } => exit::CANTCREAT,
+            Closed(_) => exit::UNAVAILABLE,
+            BadName => exit::USAGE,
+            Interrupted(_) => exit::INTERRUPTED,
+            Frame(e) => e.exit_code(),
+        }
+    }
+    /// Whether the channel itself failed (or a stop came), so no later file can go either.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            SendError::Frame(_) | SendError::BadAnswer { .. } | SendError::Interrupted(_)
+        )
+    }
+}
+
+/// How a [`Sender`] connects and sends.
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    /// Verify every file with MD5 (the receiver may require it anyway).
+    pub md5: bool,
+    /// Wait up to this long for a receiver to appear and for our turn; `None`: fail at once
+    /// without a receiver, wait for the turn as long as the receiver lives.
+    pub wait: Option<Duration>,
+}
+
+/// What the receiver said about a committed file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The path the receiver committed it under (its own name for it: raw bytes).
+    pub name: Vec<u8>,
+    pub bytes: u64,
+    /// The digest both sides agreed on, when MD5 was checked.
+    pub md5: Option<[u8; 16]>,
+}
+
+/// Told how a file's transfer goes (a progress bar, say). Every method has a do-nothing default.
+pub trait Observer {
+    /// A file starts: a label for it and its size, if known.
+    fn start(&mut self, _label: &str, _size: Option<u64>) {}
+    /// Bytes handed to the receiver so far.
+    fn progress(&mut self, _done: u64) {}
+    /// The file is over, however it ended.
+    fn finish(&mut self) {}
+}
+
+struct Quiet;
+impl Observer for Quiet {}
+
+/// A connection to a receiver, holding the channel for all its files: senders queue in the
+/// kernel and take turns, so files of two senders never interleave. Dropping it (or
+/// [`Sender::finish`]) hands the channel to the next sender.
+pub struct Sender {
+    ch: Arc<Channel>,
+    session: u32,
+    md5: bool,
+    observer: Box<dyn Observer + Send>,
+    done: bool,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sender(key {}, session {})", self.ch.key, self.session)
+    }
+}
+
+impl Sender {
+    /// Connects to the receiver at `key` and waits for our turn.
+    ///
+    /// # Errors
+    /// No receiver (or it died), a key holding something else, permission denied, or
+    /// `opts.wait` running out: each a [`SendError::Frame`] naming the key.
+    pub fn connect(key: sysv::Key, opts: &SendOptions) -> Result<Sender, SendError> {
+        let deadline = opts.wait.map(|w| Instant::now() + w);
+        let ch = Arc::new(connect(key, deadline)?);
+        debug!(key = %key, "waiting for our turn: semop GATE -1, SENDER +1 (undo)");
+        let t = Instant::now();
+        let session = ch.admit(deadline).map_err(|e| match e {
+            FrameError::TimedOut { key, .. } => FrameError::TimedOut {
+                key,
+                what: "our turn (another sender holds the channel)",
+                secs: opts.wait.map_or(0.0, |w| w.as_secs_f64()),
+            },
+            e => e,
+        })?;
+        debug!(
+            session,
+            waited_ms = t.elapsed().as_millis() as u64,
+            "admitted: took the gate"
+        );
+        let md5 = opts.md5 || ch.info.require_md5;
+        Ok(Sender {
+            ch,
+            session,
+            md5,
+            observer: Box::new(Quiet),
+            done: false,
+        })
+    }
+
+    /// The channel, for a watcher of the receiver's liveness.
+    pub fn channel(&self) -> Arc<Channel> {
+        self.ch.clone()
+    }
+
+    /// Whether files are verified with MD5 (asked for, or required by the receiver).
+    pub fn md5(&self) -> bool {
+        self.md5
+    }
+
+    /// Reports each file's progress to `o` from now on.
+    pub fn set_observer(&mut self, o: Box<dyn Observer + Send>) {
+        self.observer = o;
+    }
+
+    /// Sends the file at `path` under its last component's name, with its mode and mtime.
+    ///
+    /// # Errors
+    /// The input cannot be opened or read, or changed while sent; the receiver refused or
+    /// failed it; or the channel failed ([`SendError::is_fatal`]: no later file can go).
+    pub fn send_path(&mut self, path: &Path) -> Result<Sent, SendError> {
+        phase::set(phase::INPUT, Some(path));
+        let (file, size, meta) = open_path(path)?;
+        phase::set(phase::IDLE, None);
+        let name = path
+            .file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_default();
+        self.send(path, &name, Input::File(&file), size, meta)
+    }
+
+    /// Sends an open file (a pipe, a terminal, a regular file) under `name`. `size`, if
+    /// given, is checked: the file must hold exactly that many bytes.
+    ///
+    /// # Errors
+    /// As [`Sender::send_path`].
+    pub fn send_file(
+        &mut self,
+        name: &[u8],
+        file: &File,
+        size: Option<u64>,
+    ) -> Result<Sent, SendError> {
+        let label = PathBuf::from(std::ffi::OsStr::from_bytes(name));
+        self.send(&label, name, Input::File(file), size, None)
+    }
+
+    /// Sends everything `reader` yields under `name`; `size`, if given, is checked.
+    ///
+    /// # Errors
+    /// As [`Sender::send_path`].
+    pub fn send_reader(
+        &mut self,
+        name: &[u8],
+        reader: &mut dyn Read,
+        size: Option<u64>,
+    ) -> Result<Sent, SendError> {
+        let label = PathBuf::from(std::ffi::OsStr::from_bytes(name));
+        self.send(&label, name, Input::Reader(reader), size, None)
+    }
+
+    /// Sends `bytes` under `name`.
+    ///
+    /// # Errors
+    /// The receiver refused or failed the file, or the channel failed.
+    pub fn send_bytes(&mut self, name: &[u8], bytes: &[u8]) -> Result<Sent, SendError> {
+        let label = PathBuf::from(std::ffi::OsStr::from_bytes(name));
+        let size = Some(bytes.len() as u64);
+        self.send(&label, name, Input::Bytes(bytes), size, None)
+    }
+
+    /// Says goodbye, handing the channel to the next sender.
+    ///
+    /// # Errors
+    /// The channel failed underneath us (a receiver that left after our last file is fine).
+    pub fn finish(mut self) -> Result<(), SendError> {
+        self.bye()
+    }
+
+    fn bye(&mut self) -> Result<(), SendError> {
+        if std::mem::replace(&mut self.done, true) {
+            return Ok(());
+        }
+        phase::set(phase::DONE, None);
+        match self.ch.send_bye(self.session) {
+            Ok(()) | Err(FrameError::Removed { .. } | FrameError::ReceiverGone { .. }) => {
+                debug!("said goodbye: semop SENDER -1 (undo), REQ +1; released the channel");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn send(
+        &mut self,
+        label: &Path,
+        name: &[u8],
+        input: Input,
+        size: Option<u64>,
+        meta: Option<Meta>,
+    ) -> Result<Sent, SendError> {
+        if runtime::stop_requested() {
+            return Err(SendError::Interrupted(label.into()));
+        }
+        let t = Instant::now();
+        self.ch.send_request(&Request {
+            op: Op::File,
+            sender_pid: sysv::getpid(),
+            size,
+            md5: self.md5,
+            meta,
+            name: name.to_vec(),
+            session: self.session,
+        })?;
+        debug!(file = %escape_path(label), size, md5 = self.md5, "request posted (REQ +1); waiting for the receiver to accept (ACK -1)");
+        let (file, answer) = await_answer(&self.ch, label, None)?;
+        if answer.status != Status::Accepted {
+            return Err(refusal(label, answer));
+        }
+        self.observer.start(&escape_path(label), size);
+        let mut x = Transfer {
+            ch: &self.ch,
+            path: label,
+            session: self.session,
+            file,
+            size,
+            hash: self.md5.then(md5::Context::new),
+            hash_used: self.md5,
+            buf: Vec::new(),
+            total: 0,
+            seq: 0,
+            input,
+        };
+        let r = x.run(&mut *self.observer, t);
+        self.observer.finish();
+        r
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let _ = self.bye();
+    }
+}
+
+/// Opens a path to send: its size (a regular file's; 0 counts as unknown, as /proc files
+/// have content and say 0) and metadata.
+fn open_path(path: &Path) -> Result<(File, Option<u64>, Option<Meta>), SendError> {
+    let f = File::open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => SendError::Missing(path.into()),
+        io::ErrorKind::PermissionDenied => SendError::Unreadable(path.into()),
+        _ => SendError::Open {
+            path: path.into(),
+            source: e,
+        },
+    })?;
+    let md = f.metadata().map_err(|source| SendError::Open {
+        path: path.into(),
+        source,
+    })?;
+    if md.is_dir() {
+        return Err(SendError::IsDir(path.into()));
+    }
+    let meta = Meta {
+        mode: md.mode() & 0o7777,
+        mtime_sec: md.mtime(),
+        mtime_nsec: md.mtime_nsec() as u32,
+    };
+    let size = (md.is_file() && md.len() > 0).then_some(md.len());
+    if size.is_some() {
+        sysv::advise_sequential(&f);
+    }
+    Ok((f, size, Some(meta)))
+}
+
+/// Attaches to the channel, waiting for a receiver to appear until `deadline` if one is given.
+/// There is no kernel event for "a segment appeared at a key", so this one wait polls, and only
+/// while nothing else can happen.
+/// A receiver caught setting its channel up is waited for even without a deadline.
+fn connect(key: sysv::Key, deadline: Option<Instant>) -> Result<Channel, FrameError> {
+    let mut grace: Option<Instant> = None;
+    loop {
+        if runtime::stop_requested() {
+            return Err(FrameError::Interrupted);
+        }
+        let waiting = deadline.is_some_and(|d| Instant::now() < d);
+        match Channel::open(key) {
+            Err(
+                FrameError::NoReceiver { .. }
+                | FrameError::ReceiverGone { .. }
+                | FrameError::Removed { .. },
+            ) if waiting => {}
+            Err(FrameError::Starting { .. })
+                if waiting
+                    || *grace.get_or_insert_with(|| Instant::now() + frame::STARTUP_GRACE)
+                        > Instant::now() => {}
+            r => return r,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Where a file's bytes come from.
+enum Input<'a> {
+    /// Read straight into the slot (one copy), or through our buffer with MD5.
+    File(&'a File),
+    Reader(&'a mut dyn Read),
+    Bytes(&'a [u8]),
+}
+
+impl Input<'_> {
+    /// Reads until `buf` is full or the input ends.
+    fn read_into(&mut self, buf: &mut [u8], done: u64) -> io::Result<usize> {
+        match self {
+            Input::File(f) => read_full(&mut &**f, buf),
+            Input::Reader(r) => read_full(*r, buf),
+            Input::Bytes(b) => {
+                let rest = &b[(done as usize).min(b.len())..];
+                let n = rest.len().min(buf.len());
+                buf[..n].copy_from_slice(&rest[..n]);
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// One file's transfer: the tags its messages carry and how far it got.
+struct Transfer<'a, 'i> {
+    ch: &'a Channel,
+    path: &'a Path,
+    session: u32,
+    file: u32,
+    size: Option<u64>,
+    /// With MD5: the digest of what we read (from our own copy of each chunk, never from
+    /// the slot, which others may write).
+    hash: Option<md5::Context>,
+    hash_used: bool,
+    /// Our own copy of the current chunk, where it does not go straight into the slot.
+    buf: Vec<u8>,
+    total: u64,
+    seq: u64,
+    input: Input<'i>,
+}
+
+enum Step {
+    More,
+    /// The last chunk is posted; the file's digest.
+    Last([u8; 16]),
+    /// An abort is posted: ours (with the error to report), or at the receiver's word.
+    Aborted(Option<SendError>),
+}
+
+impl Transfer<'_, '_> {
+    /// Sends every chunk, then returns the receiver's verdict; or, if the file is abandoned
+    /// (by us or at the receiver's word), its answer and why.
+    fn run(&mut self, observer: &mut dyn Observer, t: Instant) -> Result<Sent, SendError> {
+        let failure = loop {
+            match self.next_chunk()? {
+                Step::More => observer.progress(self.total),
+                Step::Last(digest) => return self.verdict(digest, t),
+                Step::Aborted(failure) => break failure,
+            }
+        };
+        let (_, answer) = await_answer(self.ch, self.path, Some(self.file))?;
+        match failure {
+            Some(f) => Err(f),
+            None => Err(refusal(self.path, answer)),
+        }
+    }
+
+    /// Takes a free slot and posts the next chunk into it, or an abort: when a stop was
+    /// asked for, the receiver flagged a failure, or the input failed or changed.
+    fn next_chunk(&mut self) -> Result<Step, SendError> {
+        let slot = self.ch.free_slot(self.seq)?;
+        let abort = if runtime::stop_requested() {
+            Some((
+                Abort::Interrupted,
+                Some(SendError::Interrupted(self.path.into())),
+            ))
+        } else if self.ch.receiver_failure(self.file).is_some() {
+            Some((Abort::ReceiverFailed, None))
+        } else {
+            phase::set(phase::INPUT, Some(self.path));
+            match self.fill(slot) {
+                Ok((n, last)) => {
+                    phase::set(phase::IDLE, None);
+                    return self.post_data(slot, n, last);
+                }
+                Err((why, e)) => Some((why, Some(e))),
+            }
+        };
+        let (why, e) = abort.expect("every other path returned");
+        phase::set(phase::IDLE, None);
+        self.post(slot, 0, DescKind::Abort(why as u32))?;
+        Ok(Step::Aborted(e))
+    }
+
+    fn post(&self, slot: usize, len: usize, kind: DescKind) -> Result<(), FrameError> {
+        let d = Desc {
+            len: len as u64,
+            kind,
+            session: self.session,
+            file: self.file,
+            index: self.seq,
+        };
+        self.ch.post(slot, &d)
+    }
+
+    fn post_data(&mut self, slot: usize, n: usize, last: bool) -> Result<Step, SendError> {
+        self.total += n as u64;
+        trace!(seq = self.seq, n, last, "chunk filled");
+        if !last {
+            // Hand it over first, then hash our own copy while the receiver drains the slot.
+            self.post(slot, n, DescKind::Data)?;
+            self.hash_chunk(n);
+            self.seq += 1;
+            return Ok(Step::More);
+        }
+        self.hash_chunk(n);
+        let digest = self.hash.take().map(|c| c.finalize().0).unwrap_or([0; 16]);
+        self.ch.set_trailer(&Trailer {
+            session: self.session,
+            file: self.file,
+            bytes: self.total,
+            md5: digest,
+        });
+        phase::set(phase::VERDICT, Some(self.path));
+        self.post(slot, n, DescKind::Last)?;
+        debug!(bytes = self.total, md5 = %hex(&digest), "last chunk posted (FULL +1); waiting for the commit (ACK -1)");
+        Ok(Step::Last(digest))
+    }
+
+    /// The receiver's verdict on a file whose last chunk is posted.
+    fn verdict(&self, digest: [u8; 16], t: Instant) -> Result<Sent, SendError> {
+        let (_, answer) = await_answer(self.ch, self.path, Some(self.file))?;
+        phase::set(phase::IDLE, None);
+        match answer.status {
+            Status::Committed => {
+                let secs = t.elapsed().as_secs_f64();
+                debug!(
+                    as_name = %crate::text::escape(&answer.name),
+                    elapsed_ms = (secs * 1e3) as u64,
+                    mib_per_s = (self.total as f64 / 1048576.0 / secs.max(1e-9)) as u64,
+                    "committed (ACK -1)"
+                );
+                Ok(Sent {
+                    name: answer.name,
+                    bytes: self.total,
+                    md5: self.hash_used.then_some(digest),
+                })
+            }
+            Status::Md5Mismatch => Err(SendError::Md5 {
+                path: self.path.into(),
+                ours: hex(&digest),
+                theirs: hex(&answer.md5),
+            }),
+            _ => Err(refusal(self.path, answer)),
+        }
+    }
+
+    /// Fills one slot from the input. Returns its length and whether it is the file's last
+    /// chunk, or why the file must be abandoned: a read error, a stop, or a size other than
+    /// the announced one.
+    /// Hashes the chunk of `n` bytes just placed, from our own copy of it.
+    fn hash_chunk(&mut self, n: usize) {
+        let Some(ctx) = self.hash.as_mut() else {
+            return;
+        };
+        match &self.input {
+            Input::Bytes(b) => ctx.consume(&b[self.total as usize - n..self.total as usize]),
+            _ => ctx.consume(&self.buf[..n]),
+        }
+    }
+
+    /// Places the next `limit` bytes (at most) in `slot`: straight from a file into the
+    /// segment (one copy) when nothing needs a copy of our own, else through `buf`.
+    fn place(&mut self, slot: usize, limit: usize) -> io::Result<usize> {
+        match (&mut self.input, self.hash.is_some()) {
+            (Input::File(f), false) => self.ch.fill_slot(slot, f, limit),
+            (Input::Bytes(b), _) => {
+                let at = (self.total as usize).min(b.len());
+                let chunk = &b[at..(at + limit).min(b.len())];
+                self.ch.put_slot(slot, chunk);
+                Ok(chunk.len())
+            }
+            (input, _) => {
+                if self.buf.len() < limit {
+                    self.buf.resize(self.ch.info.slot_size, 0);
+                }
+                let n = input.read_into(&mut self.buf[..limit], self.total)?;
+                self.ch.put_slot(slot, &self.buf[..n]);
+                Ok(n)
+            }
+        }
+    }
+
+    fn fill(&mut self, slot: usize) -> Result<(usize, bool), (Abort, SendError)> {
+        let path = self.path;
+        let limit = match self.size {
+            Some(s) => (s - self.total).min(self.ch.info.slot_size as u64) as usize,
+            None => self.ch.info.slot_size,
+        };
+        let read_error = |source: io::Error| {
+            if source.kind() == io::ErrorKind::Interrupted {
+                (Abort::Interrupted, SendError::Interrupted(path.into()))
+            } else {
+                (
+                    Abort::ReadError,
+                    SendError::Read {
+                        path: path.into(),
+                        source,
+                    },
+                )
+            }
+        };
+        let size = self.size;
+        let changed = |read| {
+            (
+                Abort::FileChanged,
+                SendError::Changed {
+                    path: path.into(),
+                    announced: size.unwrap_or(0),
+                    read,
+                },
+            )
+        };
+        let n = self.place(slot, limit).map_err(read_error)?;
+        let done = self.total + n as u64;
+        match self.size {
+            Some(_) if n < limit => Err(changed(done)),
+            // The announced size is reached: one more read tells whether the file grew.
+            Some(s) if done == s => match self.input.read_into(&mut [0u8; 1], done) {
+                Ok(0) => Ok((n, true)),
+                Ok(_) => Err(changed(done + 1)),
+                Err(e) => Err(read_error(e)),
+            },
+            Some(_) => Ok((n, false)),
+            // Streaming: a slot not filled to the brim means EOF (reads loop over short ones).
+            None => Ok((n, n < limit)),
+        }
+    }
+}
+
+/// Reads until `buf` is full or EOF; EINTR is retried unless a stop was asked for.
+fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && !runtime::stop_requested() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Waits for the receiver's answer; `file` is the file it must be about (None: the answer
+/// to a request, which names the file the receiver assigned).
+fn await_answer(
+    ch: &Channel,
+    path: &Path,
+    file: Option<u32>,
+) -> Result<(u32, frame::Outcome), SendError> {
+    let bad = |source| SendError::BadAnswer {
+        path: path.into(),
+        source,
+    };
+    let (about, outcome) = ch.wait_answer()?;
+    let outcome = outcome.map_err(bad)?;
+    if file.is_some_and(|f| f != about) {
+        return Err(bad(frame::HeaderError::Field {
+            field: "answer's file number",
+            value: about.into(),
+        }));
+    }
+    Ok((about, outcome))
+}
+
+fn refusal(path: &Path, o: frame::Outcome) -> SendError {
+    match o.status {
+        Status::CannotCreate => SendError::CannotCreate {
+            path: path.into(),
+            at: o.name,
+            errno: o.errno,
+        },
+        Status::WriteFailed => SendError::WriteFailed {
+            path: path.into(),
+            errno: o.errno,
+        },
+        Status::Closed => SendError::Closed(path.into()),
+        status => SendError::Refused {
+            path: path.into(),
+            status,
+        },
+    }
+}
