@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::sysv::Key;
 
@@ -98,16 +98,7 @@ pub struct Verbosity {
     pub quiet: bool,
 }
 
-/// How `recv` writes files: `--direct=WHEN`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DirectMode {
-    /// Through the page cache, switching a large file to O_DIRECT if that measures faster
-    Auto,
-    /// O_DIRECT for every whole slot (the unaligned tail goes through the page cache)
-    Always,
-    /// Always through the page cache, as cp does
-    Never,
-}
+pub use crate::pacer::DirectMode;
 
 #[derive(Debug, Args)]
 pub struct RecvArgs {

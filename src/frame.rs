@@ -578,10 +578,24 @@ impl FrameError {
 /// How a receiver lays out a channel it creates.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Permissions of the channel's objects; the owner needs read and write.
     pub mode: u32,
     pub slot_size: usize,
     pub slot_count: u32,
+    /// Every file is verified with MD5, whatever its sender asks.
     pub require_md5: bool,
+}
+
+impl Default for Config {
+    /// Mode 0600, 8 slots of 1 MiB, MD5 as each sender asks.
+    fn default() -> Self {
+        Config {
+            mode: 0o600,
+            slot_size: DEFAULT_SLOT,
+            slot_count: DEFAULT_SLOTS,
+            require_md5: false,
+        }
+    }
 }
 
 /// What is at a key, as seen without trusting it.

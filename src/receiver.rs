@@ -1,0 +1,747 @@
+//! Receiving files: [`Receiver`] serves a channel at a key; each [`Event::File`] is a file a
+//! sender offers, which the caller takes into a file of its choosing
+//! ([`Incoming::receive`]) and then names ([`Received::commit`]): the sender's call returns
+//! only once the caller committed it.
+//!
+//! ```no_run
+//! use shmxfer::frame::Config;
+//! use shmxfer::pacer::DirectMode;
+//! use shmxfer::receiver::{Event, Receiver};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (mut rx, _takeover) = Receiver::bind(shmxfer::sysv::Key(0x5348_4d58), &Config::default())?;
+//! loop {
+//!     if let Event::File(incoming) = rx.next()? {
+//!         let name = String::from_utf8_lossy(incoming.name()).into_owned();
+//!         let mut out = std::fs::File::create("received.part")?;
+//!         match incoming.receive(&mut out, DirectMode::Never, &mut |_| {}) {
+//!             Ok(done) => {
+//!                 std::fs::rename("received.part", &name)?;
+//!                 done.commit(name.as_ref())?;
+//!             }
+//!             Err(e) => eprintln!("{name}: {e}"),
+//!         }
+//!     }
+//! }
+//! # }
+//! ```
+
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, trace};
+
+use crate::frame::{
+    self, Channel, Config, Desc, DescKind, FrameError, Meta, Op, Outcome, Probe, Request,
+    STARTUP_GRACE, State, Status, hex,
+};
+use crate::pacer::{DirectMode, PacedFile, Pacer};
+use crate::runtime;
+use crate::sysv::{self, Source};
+use crate::text::escape;
+
+/// Why a file did not make it (the sender was told), or the channel failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The file failed; the sender has been told why and the receiver goes on serving.
+    #[error("{why} ({status:?}); discarded")]
+    Answered { status: Status, why: String },
+    /// The channel failed underneath (the sender went away, objects removed, a stop).
+    #[error(transparent)]
+    Channel(#[from] FrameError),
+}
+
+type FileFailure = FileError;
+
+/// What serving a channel yields.
+#[derive(Debug)]
+pub enum Event<'r> {
+    /// A sender offers a file: take it, or refuse it.
+    File(Incoming<'r>),
+    /// A sender's session ended (it said goodbye, or went away); the next event may be
+    /// another sender's.
+    SessionEnd,
+    /// Something was refused or noticed (a malformed request, a sender gone between files);
+    /// the receiver goes on serving.
+    Notice(String),
+}
+
+/// A channel being served. It is removed when this is dropped.
+pub struct Receiver {
+    ch: Arc<Channel>,
+    session: u32,
+    file: u32,
+    /// A sender is admitted.
+    in_session: bool,
+    /// The session ended and `SessionEnd` is still to be said.
+    ended: bool,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Receiver(key {}, session {})", self.ch.key, self.session)
+    }
+}
+
+impl Receiver {
+    /// Creates the channel at `key`, taking the key over from a dead receiver (the returned
+    /// notice says so).
+    ///
+    /// # Errors
+    /// A live receiver serves the key, or the key holds something that is not a shmxfer
+    /// channel, or another user's channel, or the kernel refused an object.
+    pub fn bind(key: sysv::Key, cfg: &Config) -> Result<(Receiver, Option<String>), FrameError> {
+        let note = take_key(key)?;
+        let ch = Arc::new(Channel::create(key, cfg)?);
+        debug!(key = %key, pid = sysv::getpid(), slots = cfg.slot_count, slot_size = cfg.slot_size, "channel created; serving");
+        let rx = Receiver {
+            ch,
+            session: 0,
+            file: 0,
+            in_session: false,
+            ended: false,
+        };
+        Ok((rx, note))
+    }
+
+    /// The channel, for a stop handler (removing its semaphore set wakes every wait).
+    pub fn channel(&self) -> Arc<Channel> {
+        self.ch.clone()
+    }
+
+    /// Waits for the next event: sleeps in the kernel while no sender comes.
+    ///
+    /// # Errors
+    /// The channel was removed underneath us, or a stop was requested
+    /// ([`FrameError::Interrupted`]).
+    pub fn next(&mut self) -> Result<Event<'_>, FrameError> {
+        self.next_inner().map_err(stopped)
+    }
+
+    fn next_inner(&mut self) -> Result<Event<'_>, FrameError> {
+        if std::mem::take(&mut self.ended) {
+            return Ok(Event::SessionEnd);
+        }
+        if !self.in_session {
+            self.admit()?;
+        }
+        let req = match self.ch.next_request() {
+            Ok(r) => r,
+            Err(FrameError::SenderGone) => {
+                self.end_session();
+                return Ok(Event::Notice(
+                    "the sender went away before its next request".into(),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        let req = match req {
+            Ok(r) if r.session == self.session => r,
+            Ok(r) => {
+                self.ch.answer(0, &refused(Status::BadRequest))?;
+                return Ok(Event::Notice(format!(
+                    "a request of session {} in session {}; refused",
+                    r.session, self.session
+                )));
+            }
+            Err(e) => {
+                self.ch.answer(0, &refused(Status::BadRequest))?;
+                return Ok(Event::Notice(format!("malformed request: {e}; refused")));
+            }
+        };
+        if req.op == Op::Bye {
+            debug!("sender said goodbye");
+            self.end_session();
+            return Ok(Event::SessionEnd);
+        }
+        self.file += 1;
+        let tags = Tags {
+            session: self.session,
+            file: self.file,
+        };
+        Ok(Event::File(Incoming {
+            rx: self,
+            req,
+            tags,
+        }))
+    }
+
+    /// Opens the gate to the next sender and sleeps until one takes it (after the previous
+    /// sender is gone: at once after its goodbye).
+    fn admit(&mut self) -> Result<(), FrameError> {
+        if self.session > 0 {
+            self.ch.wait_sender_gone()?;
+        }
+        self.session += 1;
+        self.file = 0;
+        self.ch.open_gate(self.session)?;
+        debug!(
+            session = self.session,
+            "gate open (GATE +1); sleeping until a sender takes it (wait for GATE == 0)"
+        );
+        self.ch.wait_for_sender()?;
+        self.ch.set_state(State::Busy);
+        debug!(session = self.session, "a sender took the gate");
+        self.in_session = true;
+        Ok(())
+    }
+
+    fn end_session(&mut self) {
+        self.in_session = false;
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.ch.set_state(State::Stopping);
+        self.ch.remove();
+    }
+}
+
+/// A wait that failed because we were asked to stop is an interruption, not an error.
+fn stopped(e: FrameError) -> FrameError {
+    if runtime::stop_requested() {
+        FrameError::Interrupted
+    } else {
+        e
+    }
+}
+
+/// A file a sender offers.
+pub struct Incoming<'r> {
+    rx: &'r mut Receiver,
+    req: Request,
+    tags: Tags,
+}
+
+impl std::fmt::Debug for Incoming<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Incoming({})", escape(&self.req.name))
+    }
+}
+
+impl<'r> Incoming<'r> {
+    /// The sender's name for the file: raw bytes, untrusted (see `output::safe_name`).
+    pub fn name(&self) -> &[u8] {
+        &self.req.name
+    }
+    /// The announced size; `None` for a stream of unknown length.
+    pub fn size(&self) -> Option<u64> {
+        self.req.size
+    }
+    /// The sender's permission bits and mtime, if it sent them.
+    pub fn meta(&self) -> Option<Meta> {
+        self.req.meta
+    }
+    /// Whether the file is verified with MD5 (the sender asked, or the channel requires it).
+    pub fn md5(&self) -> bool {
+        self.req.md5 || self.rx.ch.info.require_md5
+    }
+    /// The sender's pid, as it says (untrusted).
+    pub fn sender_pid(&self) -> i32 {
+        self.req.sender_pid
+    }
+
+    /// Refuses the file with `status` (say `Status::Closed`); nothing of it is sent.
+    ///
+    /// # Errors
+    /// The channel failed.
+    pub fn refuse(self, status: Status) -> Result<(), FrameError> {
+        self.rx.ch.answer(self.tags.file, &refused(status))
+    }
+
+    /// Refuses the file because no output could be created in `at`.
+    ///
+    /// # Errors
+    /// The channel failed.
+    pub fn cannot_create(self, at: &Path, e: &io::Error) -> Result<(), FrameError> {
+        let o = Outcome {
+            status: Status::CannotCreate,
+            errno: e.raw_os_error().unwrap_or(0),
+            name: at.as_os_str().as_bytes().to_vec(),
+            md5: [0; 16],
+            bytes: 0,
+        };
+        self.rx.ch.answer(self.tags.file, &o)
+    }
+
+    /// Accepts the file and writes it to `out` (the way `direct` says), reporting the bytes
+    /// received so far to `progress`. Returns it whole and verified; the sender still waits
+    /// for [`Received::commit`] or [`Received::fail`].
+    ///
+    /// # Errors
+    /// [`FileError::Answered`]: the file failed (the sender aborted, a write failed, sizes or
+    /// digests disagree) and the sender was told; [`FileError::Channel`]: the sender went
+    /// away or the channel failed.
+    pub fn receive(
+        self,
+        out: &mut File,
+        direct: DirectMode,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Received<'r>, FileError> {
+        let Incoming { rx, req, tags } = self;
+        let r = receive_into(&rx.ch, tags, &req, out, Pacer::new(direct), progress);
+        if matches!(r, Err(FileError::Channel(FrameError::SenderGone))) {
+            rx.end_session();
+            rx.ended = true;
+        }
+        let (bytes, md5) = r?;
+        Ok(Received {
+            ch: &rx.ch,
+            tags,
+            bytes,
+            md5,
+        })
+    }
+}
+
+/// A file received whole (and verified): the sender waits to hear where it went.
+#[derive(Debug)]
+pub struct Received<'r> {
+    ch: &'r Channel,
+    tags: Tags,
+    pub bytes: u64,
+    /// The digest of the bytes written, when MD5 was checked (the sender's agreed).
+    pub md5: Option<[u8; 16]>,
+}
+
+impl Received<'_> {
+    /// Tells the sender the file is committed under `name`.
+    ///
+    /// # Errors
+    /// The channel failed.
+    pub fn commit(self, name: &Path) -> Result<(), FrameError> {
+        self.ch.answer(
+            self.tags.file,
+            &Outcome {
+                status: Status::Committed,
+                errno: 0,
+                name: name.as_os_str().as_bytes().to_vec(),
+                md5: self.md5.unwrap_or([0; 16]),
+                bytes: self.bytes,
+            },
+        )
+    }
+
+    /// Tells the sender the file could not be kept (the commit failed with `e`).
+    ///
+    /// # Errors
+    /// The channel failed.
+    pub fn fail(self, e: &io::Error) -> Result<(), FrameError> {
+        self.ch.answer(
+            self.tags.file,
+            &Outcome {
+                status: Status::WriteFailed,
+                errno: e.raw_os_error().unwrap_or(0),
+                name: Vec::new(),
+                md5: self.md5.unwrap_or([0; 16]),
+                bytes: self.bytes,
+            },
+        )
+    }
+}
+
+/// Accepts the file, drains it into `out` and checks it: its length against the announced
+/// size and the trailer, its digest against the sender's. Returns the length and digest.
+fn receive_into(
+    ch: &Channel,
+    tags: Tags,
+    req: &Request,
+    out: &mut File,
+    pacer: Pacer,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(u64, Option<[u8; 16]>), FileError> {
+    let t = Instant::now();
+    let md5 = req.md5 || ch.info.require_md5;
+    debug!(name = %escape(&req.name), size = req.size, md5, sender = req.sender_pid, file = tags.file, "request");
+    ch.begin_file(tags.file);
+    ch.answer(tags.file, &refused(Status::Accepted))?;
+    let (total, digest) = drain(ch, tags, req, out, md5, pacer, progress)?;
+    let fail = |status: Status, why: String| -> Result<_, FileError> {
+        let o = Outcome {
+            status,
+            errno: 0,
+            name: Vec::new(),
+            md5: digest,
+            bytes: total,
+        };
+        ch.answer(tags.file, &o)?;
+        Err(FileError::Answered { status, why })
+    };
+    let trailer = ch.trailer();
+    if (trailer.session, trailer.file) != (tags.session, tags.file) {
+        return fail(Status::BadRequest, "the trailer is another file's".into());
+    }
+    if req.size.is_some_and(|s| s != total) || trailer.bytes != total {
+        let why = format!(
+            "received {total} bytes, the sender announced {:?}/{}",
+            req.size, trailer.bytes
+        );
+        return fail(Status::LengthMismatch, why);
+    }
+    if md5 && digest != trailer.md5 {
+        let why = format!(
+            "MD5 mismatch: got {}, sender has {}",
+            hex(&digest),
+            hex(&trailer.md5)
+        );
+        return fail(Status::Md5Mismatch, why);
+    }
+    debug!(
+        bytes = total,
+        md5 = md5.then(|| hex(&digest)),
+        elapsed_ms = t.elapsed().as_millis() as u64,
+        "received whole"
+    );
+    Ok((total, md5.then_some(digest)))
+}
+
+/// Makes sure the key is free for us: absent, or a dead receiver's channel (removed; the
+/// returned notice says so). A live receiver, or anything that is not a shmxfer channel, is
+/// left alone.
+fn take_key(key: sysv::Key) -> Result<Option<String>, FrameError> {
+    // A receiver that is creating its channel right now has not written its magic yet; give it
+    // a moment to finish (it then serves, and we are refused) before giving up.
+    let started = Instant::now();
+    loop {
+        match frame::probe(key)? {
+            Probe::Absent => return Ok(None),
+            Probe::Channel {
+                alive: true, info, ..
+            } => {
+                return Err(FrameError::InUse {
+                    key,
+                    pid: info.receiver_pid,
+                });
+            }
+            Probe::Channel {
+                alive: false,
+                info,
+                shmid,
+            } => {
+                frame::remove_channel(key, shmid, &info, false);
+                return Ok(Some(format!(
+                    "the receiver of key {key} (pid {}) died; taking the key over",
+                    info.receiver_pid
+                )));
+            }
+            Probe::Abandoned { shmid, pid } => {
+                frame::remove_abandoned(key, shmid, pid, false);
+                return Ok(Some(format!(
+                    "a receiver (pid {pid}) died setting up key {key}; taking the key over"
+                )));
+            }
+            Probe::NoPermission { uid, mode, .. } => {
+                return Err(FrameError::PermissionDenied {
+                    key,
+                    owner: sysv::user_name(uid),
+                    mode,
+                });
+            }
+            Probe::Starting { pid, .. } if started.elapsed() > STARTUP_GRACE => {
+                return Err(FrameError::Starting { key, pid });
+            }
+            Probe::Foreign { why, .. } if started.elapsed() > Duration::from_millis(500) => {
+                return Err(FrameError::Foreign { key, why });
+            }
+            Probe::Foreign { .. } | Probe::Starting { .. } => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+        }
+    }
+}
+
+fn refused(status: Status) -> Outcome {
+    Outcome {
+        status,
+        errno: 0,
+        name: Vec::new(),
+        md5: [0; 16],
+        bytes: 0,
+    }
+}
+
+/// The session and file every message about the current file must carry.
+#[derive(Clone, Copy, Debug)]
+struct Tags {
+    session: u32,
+    file: u32,
+}
+
+/// How the chunk loop ended: at the file's last chunk, or at the sender's abort.
+enum End {
+    Complete,
+    SenderAborted(u32),
+}
+
+/// Writes slots to the output. The first write error is kept and the rest of the file is
+/// still taken (not written), so the sender is never left blocked; it is told to stop through
+/// the status field.
+struct Writer<'a> {
+    ch: &'a Channel,
+    out: PacedFile<'a>,
+    error: Option<io::Error>,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, src: Source) {
+        if self.error.is_none()
+            && let Err(e) = self.out.write_all(src)
+        {
+            self.ch.flag_failure(Status::WriteFailed);
+            self.error = Some(e);
+        }
+    }
+}
+
+/// A buffer of our own for one slot, page-aligned so it can be written with O_DIRECT.
+struct SlotBuf {
+    v: Vec<u8>,
+    at: usize,
+    len: usize,
+}
+
+impl SlotBuf {
+    fn new(len: usize) -> SlotBuf {
+        let v = vec![0u8; len + sysv::DIRECT_ALIGN];
+        let at = v.as_ptr().align_offset(sysv::DIRECT_ALIGN);
+        SlotBuf { v, at, len }
+    }
+    fn get(&mut self, n: usize) -> &mut [u8] {
+        &mut self.v[self.at..self.at + n.min(self.len)]
+    }
+}
+
+/// The chunk loop's state for one file: its tags, what arrived, and the first failure met
+/// (after which the rest of the file is taken but not written, until its end marker).
+struct Drain<'a> {
+    ch: &'a Channel,
+    tags: Tags,
+    size: Option<u64>,
+    total: u64,
+    failure: Option<(Status, String)>,
+}
+
+impl Drain<'_> {
+    fn fail(&mut self, status: Status, why: String) {
+        if self.failure.is_none() {
+            self.ch.flag_failure(status);
+            self.failure = Some((status, why));
+        }
+    }
+
+    /// Takes the file's descriptors in ring order until its last chunk or its abort. Every
+    /// descriptor taken is balanced by a slot handed back, so when this returns the ring is
+    /// empty and the next file starts clean. `each` gets each good chunk's slot and length
+    /// and must hand the slot back; anything else is handed back here.
+    fn run(
+        &mut self,
+        progress: &mut dyn FnMut(u64),
+        mut each: impl FnMut(usize, usize, u64) -> Result<(), FrameError>,
+    ) -> Result<End, FrameError> {
+        let slot_size = self.ch.info.slot_size;
+        for seq in 0u64.. {
+            let (slot, desc) = self.ch.next_desc(seq)?;
+            let d = match desc {
+                Ok(d) if (d.session, d.file) == (self.tags.session, self.tags.file) => d,
+                Ok(d) => {
+                    self.fail(
+                        Status::BadRequest,
+                        format!("a chunk of session {} file {}", d.session, d.file),
+                    );
+                    self.ch.release_slot(self.total)?;
+                    continue;
+                }
+                Err(e) => {
+                    self.fail(Status::BadRequest, format!("bad chunk: {e}"));
+                    self.ch.release_slot(self.total)?;
+                    continue;
+                }
+            };
+            trace!(seq, len = d.len, kind = ?d.kind, "chunk");
+            if let DescKind::Abort(code) = d.kind {
+                self.ch.release_slot(self.total)?;
+                return Ok(End::SenderAborted(code));
+            }
+            let len = self.check(&d, seq, slot_size);
+            match len {
+                Some(n) if self.failure.is_none() => each(slot, n, self.total)?,
+                _ => self.ch.release_slot(self.total)?,
+            }
+            progress(self.total);
+            if d.kind == DescKind::Last {
+                return Ok(End::Complete);
+            }
+        }
+        unreachable!("2^64 chunks")
+    }
+
+    /// Accounts a data descriptor; returns its length if it is well-formed.
+    fn check(&mut self, d: &Desc, seq: u64, slot_size: usize) -> Option<usize> {
+        if d.index != seq {
+            self.fail(
+                Status::BadRequest,
+                format!("chunk {} where {seq} was due", d.index),
+            );
+            return None;
+        }
+        let Some(n) = d.len_in(slot_size) else {
+            self.fail(
+                Status::BadRequest,
+                format!("a chunk of {} bytes in a {slot_size}-byte slot", d.len),
+            );
+            return None;
+        };
+        self.total += n as u64;
+        if self.size.is_some_and(|s| self.total > s) {
+            self.fail(
+                Status::LengthMismatch,
+                format!("more bytes than the {:?} announced", self.size),
+            );
+        }
+        Some(n)
+    }
+}
+
+/// How many slot buffers of our own the MD5 path keeps: enough for the writer thread to lag
+/// a few slots behind, within a few MiB.
+fn buffer_count(ch: &Channel) -> usize {
+    ((8 << 20) / ch.info.slot_size).clamp(2, ch.info.slot_count as usize)
+}
+
+/// Takes chunks until the file's end marker, writing them to the sink, then answers for the
+/// failures it met. Returns the length and digest of a whole file.
+///
+/// With MD5, each slot is first copied into memory of our own and handed back at once; the
+/// digest and the write are both of that copy, so the digest we report is of the bytes we
+/// wrote, whoever writes the segment meanwhile. A second thread writes while this one copies
+/// and hashes. Without MD5 each slot is written straight from shared memory (one copy).
+fn drain(
+    ch: &Channel,
+    tags: Tags,
+    req: &Request,
+    out: &mut File,
+    md5: bool,
+    pacer: Pacer,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(u64, [u8; 16]), FileFailure> {
+    let mut d = Drain {
+        ch,
+        tags,
+        size: req.size,
+        total: 0,
+        failure: None,
+    };
+    let mut writer = Writer {
+        ch,
+        out: PacedFile::new(out, pacer),
+        error: None,
+    };
+    let mut ctx = md5.then(md5::Context::new);
+    let one_slot = req.size.is_some_and(|s| s <= ch.info.slot_size as u64);
+    let end = match ctx.as_mut() {
+        None => d.run(progress, |slot, n, total| {
+            writer.put(ch.slot_source(slot, n));
+            ch.release_slot(total)
+        })?,
+        Some(ctx) if one_slot => {
+            let mut buf = SlotBuf::new(ch.info.slot_size);
+            d.run(progress, |slot, n, total| {
+                let b = buf.get(n);
+                ch.copy_slot(slot, b);
+                ch.release_slot(total)?;
+                ctx.consume(&*b);
+                writer.put(Source::Own(b));
+                Ok(())
+            })?
+        }
+        Some(ctx) => copy_hash_and_write(ch, &mut d, progress, ctx, &mut writer)?,
+    };
+    finish(ch, d, writer.error, end, ctx)
+}
+
+/// The MD5 path for files of several slots: this thread copies each slot out, hands it back
+/// and hashes the copy; a writer thread writes the copies.
+fn copy_hash_and_write(
+    ch: &Channel,
+    d: &mut Drain,
+    progress: &mut dyn FnMut(u64),
+    ctx: &mut md5::Context,
+    writer: &mut Writer,
+) -> Result<End, FrameError> {
+    use std::sync::mpsc;
+    let count = buffer_count(ch);
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = mpsc::sync_channel::<(SlotBuf, usize)>(count);
+        let (free_tx, free_rx) = mpsc::channel::<SlotBuf>();
+        for _ in 0..count {
+            let _ = free_tx.send(SlotBuf::new(ch.info.slot_size));
+        }
+        scope.spawn(move || {
+            for (mut buf, n) in full_rx {
+                writer.put(Source::Own(buf.get(n)));
+                // Once the file's end marker is taken nobody wants buffers back: not an error.
+                let _ = free_tx.send(buf);
+            }
+        });
+        let end = d.run(progress, |slot, n, total| {
+            let mut buf = free_rx
+                .recv()
+                .expect("the writer thread hands every buffer back");
+            let b = buf.get(n);
+            ch.copy_slot(slot, b);
+            ch.release_slot(total)?;
+            ctx.consume(&*b);
+            let _ = full_tx.send((buf, n));
+            Ok(())
+        });
+        drop(full_tx);
+        end
+    })
+}
+
+/// Answers for a file whose end marker came: our own failure first (the sender may have
+/// aborted because we flagged it), then the sender's abort.
+fn finish(
+    ch: &Channel,
+    d: Drain,
+    write_error: Option<io::Error>,
+    end: End,
+    ctx: Option<md5::Context>,
+) -> Result<(u64, [u8; 16]), FileFailure> {
+    let total = d.total;
+    let answer = |status: Status, errno: i32, why: String| -> Result<_, FileFailure> {
+        let o = Outcome {
+            status,
+            errno,
+            name: Vec::new(),
+            md5: [0; 16],
+            bytes: total,
+        };
+        ch.answer(d.tags.file, &o)?;
+        Err(FileError::Answered { status, why })
+    };
+    if let Some(e) = write_error {
+        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+        return answer(Status::WriteFailed, errno, format!("write failed: {e}"));
+    }
+    if let Some((status, why)) = d.failure {
+        return answer(status, 0, why);
+    }
+    match end {
+        End::Complete => Ok((total, ctx.map(|c| c.finalize().0).unwrap_or([0; 16]))),
+        End::SenderAborted(code) => {
+            let why = match code {
+                1 => "the sender was interrupted",
+                2 => "the sender could not read its file",
+                3 => "the file changed while it was sent",
+                _ => "the sender aborted",
+            };
+            answer(Status::Aborted, 0, why.into())
+        }
+    }
+}
