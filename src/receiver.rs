@@ -11,7 +11,7 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let (mut rx, _takeover) = Receiver::bind(shmxfer::sysv::Key(0x5348_4d58), &Config::default())?;
 //! loop {
-//!     if let Event::File(incoming) = rx.next()? {
+//!     if let Event::File(incoming) = rx.next_event()? {
 //!         let name = String::from_utf8_lossy(incoming.name()).into_owned();
 //!         let mut out = std::fs::File::create("received.part")?;
 //!         match incoming.receive(&mut out, DirectMode::Never, &mut |_| {}) {
@@ -118,7 +118,7 @@ impl Receiver {
     /// # Errors
     /// The channel was removed underneath us, or a stop was requested
     /// ([`FrameError::Interrupted`]).
-    pub fn next(&mut self) -> Result<Event<'_>, FrameError> {
+    pub fn next_event(&mut self) -> Result<Event<'_>, FrameError> {
         self.next_inner().map_err(stopped)
     }
 

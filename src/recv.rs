@@ -116,7 +116,7 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
     };
     let mut tally = Served::default();
     loop {
-        match rx.next()? {
+        match rx.next_event()? {
             Event::File(incoming) => {
                 take_file(incoming, &opts, namer.as_mut(), &mut tally)?;
             }

@@ -1,0 +1,180 @@
+//! The library API: the seed's two programs rewritten on it (examples/) against the CLI, and
+//! a sender and a receiver in one process.
+
+mod common;
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use shmxfer::frame::Config;
+use shmxfer::pacer::DirectMode;
+use shmxfer::receiver::{Event, Receiver};
+use shmxfer::sender::{SendOptions, Sender};
+
+/// An example program built beside the binary (`cargo test` builds the examples).
+fn example(name: &str) -> PathBuf {
+    let bin = PathBuf::from(BIN);
+    bin.parent().unwrap().join("examples").join(name)
+}
+
+#[test]
+fn the_example_consumer_takes_what_shmxfer_send_sends() {
+    let env = Env::new();
+    let mut c = Command::new(example("consumer"));
+    c.arg(env.key_arg())
+        .arg(env.out())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let r = Receiver_::spawn(c, &env);
+    let a = env.file("a.bin", 3 << 20);
+    let b = env.file("b.bin", 0);
+    let o = env.send(&["-m", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = r.stop();
+    assert_eq!(listing(&env.out()), ["file01.jpg", "file02.jpg"]);
+    assert!(same(&env.out().join("file01.jpg"), &a));
+    assert!(same(&env.out().join("file02.jpg"), &b));
+    assert_eq!(stdout(&out).lines().count(), 2, "{}", stdout(&out));
+}
+
+#[test]
+fn the_example_producer_feeds_shmxfer_recv() {
+    let env = Env::new();
+    let r = env.recv(&["--keep-name", "-m"]);
+    let files: Vec<_> = [0usize, 1, 1 << 20, (5 << 20) + 3]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| env.file(&format!("f{i}"), n))
+        .collect();
+    let mut c = Command::new(example("producer"));
+    c.arg(env.key_arg()).args(&files);
+    let o = run_bounded(c, Duration::from_secs(60));
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(r);
+    for f in &files {
+        let name = f.file_name().unwrap();
+        assert!(same(&env.out().join(name), f), "{name:?}");
+    }
+    // Without a receiver it fails, saying why.
+    let env2 = Env::new();
+    let mut c = Command::new(example("producer"));
+    c.arg(env2.key_arg()).arg(&files[0]);
+    let o = run_bounded(c, Duration::from_secs(20));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("start `shmxfer recv` first"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_sender_and_a_receiver_in_one_process_move_bytes_readers_and_paths() {
+    let env = Env::new();
+    let (mut rx, _) = Receiver::bind(
+        env.key,
+        &Config {
+            slot_size: 64 << 10,
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    let dir = env.dir.path().to_path_buf();
+    let serve = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        loop {
+            let inc = match rx.next_event().unwrap() {
+                Event::File(inc) => inc,
+                Event::SessionEnd => return got,
+                Event::Notice(n) => panic!("{n}"),
+            };
+            let name = String::from_utf8(inc.name().to_vec()).unwrap();
+            let path = dir.join(format!("got-{name}"));
+            let mut f = std::fs::File::create(&path).unwrap();
+            match inc.receive(&mut f, DirectMode::Never, &mut |_| {}) {
+                Ok(r) => {
+                    got.push((name, r.bytes, r.md5.is_some()));
+                    r.commit(&path).unwrap();
+                }
+                Err(e) => got.push((format!("{name}: {e}"), 0, false)),
+            }
+        }
+    });
+    let opts = SendOptions {
+        md5: true,
+        wait: Some(Duration::from_secs(10)),
+    };
+    let mut tx = Sender::connect(env.key, &opts).unwrap();
+    let bytes = pattern(200_000, 1);
+    let sent = tx.send_bytes(b"bytes.bin", &bytes).unwrap();
+    assert_eq!(sent.md5, Some(md5::compute(&bytes).0));
+    assert!(sent.name.ends_with(b"got-bytes.bin"));
+    let streamed = pattern(300_001, 2);
+    tx.send_reader(b"stream.bin", &mut Cursor::new(streamed.clone()), None)
+        .unwrap();
+    tx.send_bytes(b"empty.bin", b"").unwrap();
+    let p = env.file("path.bin", 70_000);
+    tx.send_path(&p).unwrap();
+    // A reader shorter than it claims is refused, and the sender goes on.
+    let e = tx
+        .send_reader(b"liar.bin", &mut Cursor::new(vec![0u8; 10]), Some(100))
+        .unwrap_err();
+    assert!(!e.is_fatal(), "{e}");
+    tx.finish().unwrap();
+    let got = serve.join().unwrap();
+    assert_eq!(
+        got,
+        [
+            ("bytes.bin".to_string(), 200_000, true),
+            ("stream.bin".into(), 300_001, true),
+            ("empty.bin".into(), 0, true),
+            ("path.bin".into(), 70_000, true),
+            (
+                "liar.bin: the file changed while it was sent (Aborted); discarded".into(),
+                0,
+                false
+            ),
+        ]
+    );
+    assert_eq!(std::fs::read(env.path("got-stream.bin")).unwrap(), streamed);
+    assert!(same(&env.path("got-path.bin"), &p));
+}
+
+/// A child receiver that is not `shmxfer recv` (the example), stopped with SIGINT when
+/// dropped, as Ctrl-C would.
+struct Receiver_ {
+    child: Option<std::process::Child>,
+}
+
+impl Receiver_ {
+    fn spawn(mut c: Command, env: &Env) -> Receiver_ {
+        let r = Receiver_ {
+            child: Some(c.spawn().unwrap()),
+        };
+        assert!(wait_until(Duration::from_secs(10), || matches!(
+            shmxfer::frame::probe(env.key),
+            Ok(shmxfer::frame::Probe::Channel { alive: true, .. })
+        )));
+        r
+    }
+    fn stop(mut self) -> std::process::Output {
+        let c = self.child.take().unwrap();
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(c.id().to_string())
+            .status();
+        finish(c, Duration::from_secs(10))
+    }
+}
+
+impl Drop for Receiver_ {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
