@@ -1,8 +1,17 @@
 //! shmxfer: move files between processes on one host through System V shared memory.
 //!
-//! Layers, top to bottom (data flows one way): [`cli`] parses; the commands ([`send`],
-//! [`recv`], [`status`], [`clean`], [`legacy`]) do the work; [`frame`] owns the wire layout and
-//! the handshake; [`sysv`] wraps the syscalls and is the only module with `unsafe`.
+//! As a library: [`sender::Sender`] sends paths, readers and byte slices to a receiver;
+//! [`receiver::Receiver`] serves a channel and hands each offered file to the caller to write
+//! and name; [`status::snapshot`] lists IPC objects and channels as typed values.
+//!
+//! Layers, top to bottom (see docs/architecture.md): the face ([`cli`], and the command
+//! modules [`send`], [`recv`], [`status`], [`clean`]); the protocols ([`sender`],
+//! [`receiver`] and [`frame`] for the native channel, [`legacy`] for the original one);
+//! shared mechanisms ([`output`], [`pacer`], [`runtime`], [`text`]); and [`sysv`], the only
+//! module allowed `unsafe`.
+
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod clean;
 pub mod cli;
@@ -17,6 +26,7 @@ pub mod runtime;
 pub mod send;
 pub mod sender;
 pub mod status;
+#[allow(unsafe_code)]
 pub mod sysv;
 pub mod text;
 

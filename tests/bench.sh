@@ -15,8 +15,9 @@ RUNS=${RUNS:-5}
 LAYOUT=0
 [[ "${1:-}" == "--layout" ]] && LAYOUT=1
 
-cargo build --release --quiet
+cargo build --release --quiet --bin shmxfer --example api_bench
 BIN=$PWD/target/release/shmxfer
+API=$PWD/target/release/examples/api_bench
 WORK=$(mktemp -d /var/tmp/shmxfer-bench.XXXXXX)
 KEY=$(printf '0x%x' $(( 0x70000000 | (($$ & 0xffff) << 8) )))
 FKEY=$(printf '0x%x' $(( KEY + 4 )))
@@ -89,7 +90,7 @@ case_sx() { timed send_big; T_SX+=("$LAST"); check_big "$(out_big)"; keep "$(out
 case_sxm() { timed send_big -m; T_SXM+=("$LAST"); check_big "$(out_big)"; keep "$(out_big)"; }
 case_never() { timed "$BIN" send --key "$NKEY" -m "$WORK/big"; S_NVM+=("$LAST"); check_big "$WORK/nout"/*; rm -f "$WORK/nout"/*; }
 
-declare -a T_DD T_CAT T_CP T_SX T_SXM T_MD5 T_SMALL_SX T_SMALL_CP T_ONE T_ONE_F
+declare -a T_DD T_CAT T_CP T_SX T_SXM T_MD5 T_SMALL_SX T_SMALL_CP T_ONE T_ONE_F T_API
 SENDER_RSS=0
 keep_ballast() { head -c 1073741824 "$WORK/big" >"$WORK/base/x"; keep "$WORK/base/x"; }
 keep_ballast # the first recycled run needs something to recycle
@@ -115,6 +116,10 @@ for r in $(seq "$RUNS"); do
   timed "$BIN" send --key "$FKEY" "$WORK"/small/*; T_ONE_F+=("$LAST")
   same_files "$WORK/fout"
   rm -f "$WORK/fout"/*
+  # The library in one process: 200 files of 100 KB from memory (it prints ms per file).
+  sync; T_API+=("$("$API" "$KEY" 200 102400)")
+  [[ $(ls "$WORK/out" | wc -l) == 200 ]] || { echo "api files missing"; exit 1; }
+  rm -f "$WORK/out"/*
   echo "  run $r/$RUNS done"
 done
 RECV_RSS=$(awk '/VmHWM/ {print $2}' /proc/$RPID/status)
@@ -160,6 +165,7 @@ printf '  one process per file: shmxfer %.2f ms/file, cp %.2f ms/file\n' "$(awk 
 verdict "per-process shmxfer / cp loop" "$(ratio "$SSX" "$SCP")" "<=" 3
 PER=$(awk -v n="$ONE" 'BEGIN {printf "%.3f", n/200/1e6}')
 verdict "one send, per file" "$PER" "<=" 0.5 " ms"
+verdict "library, one process, from memory, per file" "$(m "${T_API[@]}")" "<=" 0.05 " ms"
 echo "memory:"
 verdict "sender peak RSS" "$(awk -v k="$SENDER_RSS" 'BEGIN {printf "%.1f", k/1024}')" "<=" 64 " MiB"
 verdict "receiver peak RSS" "$(awk -v k="$RECV_RSS" 'BEGIN {printf "%.1f", k/1024}')" "<=" 64 " MiB"

@@ -1,0 +1,22 @@
+//! For tests/bench.sh: `api_bench KEY N SIZE` sends N files of SIZE bytes from memory, in one
+//! process through the library, to the receiver on KEY, and prints the time per file in ms.
+
+use std::time::Instant;
+
+use shmxfer::sender::{SendOptions, Sender};
+
+fn main() {
+    let a: Vec<String> = std::env::args().skip(1).collect();
+    let key = shmxfer::cli::parse_key(&a[0]).expect("KEY");
+    let n: usize = a[1].parse().expect("N");
+    let size: usize = a[2].parse().expect("SIZE");
+    let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    let t = Instant::now();
+    let mut tx = Sender::connect(key, &SendOptions::default()).expect("connect");
+    for i in 0..n {
+        tx.send_bytes(format!("api{i}").as_bytes(), &data)
+            .expect("send");
+    }
+    tx.finish().expect("goodbye");
+    println!("{:.3}", t.elapsed().as_secs_f64() * 1e3 / n as f64);
+}
