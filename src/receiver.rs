@@ -251,7 +251,10 @@ impl<'r> Incoming<'r> {
     /// # Errors
     /// The channel failed.
     pub fn refuse(self, status: Status) -> Result<(), FrameError> {
-        self.rx.ch.answer(self.tags.file, &refused(status))
+        self.rx
+            .ch
+            .answer(self.tags.file, &refused(status))
+            .map_err(stopped)
     }
 
     /// Refuses the file because no output could be created in `at`.
@@ -266,7 +269,7 @@ impl<'r> Incoming<'r> {
             md5: [0; 16],
             bytes: 0,
         };
-        self.rx.ch.answer(self.tags.file, &o)
+        self.rx.ch.answer(self.tags.file, &o).map_err(stopped)
     }
 
     /// Accepts the file and writes it to `out` (the way `direct` says), reporting the bytes
@@ -284,7 +287,13 @@ impl<'r> Incoming<'r> {
         progress: &mut dyn FnMut(u64),
     ) -> Result<Received<'r>, FileError> {
         let Incoming { rx, req, tags } = self;
-        let r = receive_into(&rx.ch, tags, &req, out, Pacer::new(direct), progress);
+        let r =
+            receive_into(&rx.ch, tags, &req, out, Pacer::new(direct), progress).map_err(
+                |e| match e {
+                    FileError::Channel(c) => FileError::Channel(stopped(c)),
+                    answered => answered,
+                },
+            );
         if matches!(r, Err(FileError::Channel(FrameError::SenderGone))) {
             rx.end_session();
             rx.ended = true;
@@ -315,16 +324,18 @@ impl Received<'_> {
     /// # Errors
     /// The channel failed.
     pub fn commit(self, name: &Path) -> Result<(), FrameError> {
-        self.ch.answer(
-            self.tags.file,
-            &Outcome {
-                status: Status::Committed,
-                errno: 0,
-                name: name.as_os_str().as_bytes().to_vec(),
-                md5: self.md5.unwrap_or([0; 16]),
-                bytes: self.bytes,
-            },
-        )
+        self.ch
+            .answer(
+                self.tags.file,
+                &Outcome {
+                    status: Status::Committed,
+                    errno: 0,
+                    name: name.as_os_str().as_bytes().to_vec(),
+                    md5: self.md5.unwrap_or([0; 16]),
+                    bytes: self.bytes,
+                },
+            )
+            .map_err(stopped)
     }
 
     /// Tells the sender the file could not be kept (the commit failed with `e`).
@@ -332,16 +343,18 @@ impl Received<'_> {
     /// # Errors
     /// The channel failed.
     pub fn fail(self, e: &io::Error) -> Result<(), FrameError> {
-        self.ch.answer(
-            self.tags.file,
-            &Outcome {
-                status: Status::WriteFailed,
-                errno: e.raw_os_error().unwrap_or(0),
-                name: Vec::new(),
-                md5: self.md5.unwrap_or([0; 16]),
-                bytes: self.bytes,
-            },
-        )
+        self.ch
+            .answer(
+                self.tags.file,
+                &Outcome {
+                    status: Status::WriteFailed,
+                    errno: e.raw_os_error().unwrap_or(0),
+                    name: Vec::new(),
+                    md5: self.md5.unwrap_or([0; 16]),
+                    bytes: self.bytes,
+                },
+            )
+            .map_err(stopped)
     }
 }
 
