@@ -747,12 +747,14 @@ pub fn removal(
     remove: impl FnOnce() -> sysv::Result<()>,
 ) -> Removal {
     let result = match stat {
+        // Gone meanwhile (its receiver removed it as it left): what we wanted.
+        Err(e) if e.is_gone() => Ok(()),
         Err(e) => Err(e),
         Ok(perm) if dry_run && !may_remove(&perm) => {
             Err(SysvError::denied("IPC_RMID", what.clone()))
         }
         Ok(_) if dry_run => Ok(()),
-        Ok(_) => remove(),
+        Ok(_) => remove().or_else(|e| if e.is_gone() { Ok(()) } else { Err(e) }),
     };
     Removal { what, result }
 }

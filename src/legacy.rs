@@ -7,17 +7,15 @@
 //! offset 0 of the content segment.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::debug;
 
-use crate::cli::{RecvArgs, SendArgs};
 use crate::exit;
 use crate::frame::hex;
-use crate::output::{self, Namer, TempFile};
 use crate::sysv::{self, Key, Mapping, SemOp, SemSet, Shm, SysvError, WaitError};
 
 /// The original system's keys and sizes, fixed by its programs.
@@ -271,55 +269,73 @@ impl Legacy {
     }
 }
 
-// ---------------------------------------------------------------- recv --legacy
+// ---------------------------------------------------------------- the consumer
 
-pub fn recv(args: &RecvArgs) -> i32 {
-    if args.stdout || args.keep_name || args.preserve {
-        crate::error(
-            "--stdout, --keep-name and --preserve need the native protocol (the original carries no name)",
-        );
-        return exit::USAGE;
+/// What the caller did with a file a producer published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Took {
+    /// Written; `stop`: serve no more (after the reply).
+    Kept { stop: bool },
+    /// Could not be written: a producer checking MD5 gets an impossible digest.
+    Failed,
+}
+
+/// The consumer's side: it creates the four objects (and removes them when dropped) and
+/// serves producers, one at a time.
+pub struct Consumer {
+    ch: Arc<Legacy>,
+}
+
+/// Lets a stop handler wake a serving consumer (and, as a last resort, remove its objects).
+#[derive(Clone)]
+pub struct Stopper(Arc<Legacy>);
+
+impl Stopper {
+    /// Removes the semaphore sets, which wakes every wait of the consumer at once (EIDRM).
+    pub fn wake(&self) {
+        let _ = self.0.size_sem.remove();
+        let _ = self.0.content_sem.remove();
     }
-    let mut namer = match output::prepare(&args.dir, &args.basename, &args.ext) {
-        Ok(n) => n,
-        Err(e) => {
-            let e = crate::recv::RecvError::from(e);
-            crate::error(&e);
-            return e.exit_code();
-        }
-    };
-    let (content_key, size_key) = args.channel.legacy_keys();
-    sysv::ignore_file_size_signal();
-    let ch = match Legacy::create(content_key, size_key, args.mode) {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            crate::error(&e);
-            return e.exit_code();
-        }
-    };
-    let guard = ch.clone();
-    let _ = ctrlc::set_handler(move || {
-        crate::runtime::request_stop();
-        // Removing the sets wakes every wait of ours at once (EIDRM).
-        let _ = guard.size_sem.remove();
-        let _ = guard.content_sem.remove();
-        std::thread::sleep(Duration::from_secs(3));
-        guard.remove();
-        std::process::exit(exit::INTERRUPTED);
-    });
-    let r = serve(&ch, args, &mut namer);
-    ch.remove();
-    match r {
-        Ok(()) => exit::OK,
-        Err(LegacyError::Interrupted | LegacyError::Removed)
-            if crate::runtime::stop_requested() =>
-        {
-            exit::INTERRUPTED
-        }
-        Err(e) => {
-            crate::error(&e);
-            e.exit_code()
-        }
+    /// Removes all four objects.
+    pub fn remove(&self) {
+        self.0.remove();
+    }
+}
+
+impl Consumer {
+    /// Creates the four objects as the original consumer does (mode `mode`, values 0).
+    ///
+    /// # Errors
+    /// The objects exist already (another consumer, or leftovers), permission, the kernel.
+    pub fn create(content_key: Key, size_key: Key, mode: u32) -> Result<Consumer, LegacyError> {
+        Ok(Consumer {
+            ch: Arc::new(Legacy::create(content_key, size_key, mode)?),
+        })
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.ch.clone())
+    }
+
+    /// Serves producers until `take` says stop or the objects go. Each published file is
+    /// handed to `take` (a copy of our own: the digest we reply, with `md5`, is of exactly
+    /// these bytes); `note` hears of what was noticed and repaired on the way.
+    ///
+    /// # Errors
+    /// A stop ([`LegacyError::Interrupted`]), the objects removed, the kernel.
+    pub fn serve(
+        &self,
+        md5: bool,
+        take: &mut dyn FnMut(&[u8]) -> Took,
+        note: &mut dyn FnMut(String),
+    ) -> Result<(), LegacyError> {
+        serve(&self.ch, md5, take, note)
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.ch.remove();
     }
 }
 
@@ -331,8 +347,12 @@ pub fn recv(args: &RecvArgs) -> i32 {
 /// behind us. Idle we sleep in a wait-for-zero on the size semaphore: no spinning, no polling.
 /// A semaphore is never reset: one that a dead producer held is given back on its behalf, once
 /// the kernel's records show nobody alive could give it back.
-fn serve(ch: &Legacy, args: &RecvArgs, namer: &mut Namer) -> Result<(), LegacyError> {
-    let quiet = args.verbosity.quiet;
+fn serve(
+    ch: &Legacy,
+    md5: bool,
+    take: &mut dyn FnMut(&[u8]) -> Took,
+    note: &mut dyn FnMut(String),
+) -> Result<(), LegacyError> {
     // As the original consumer does once: size "0" and the size semaphore released. The
     // content semaphore was created at 0: it is ours.
     ch.size
@@ -346,7 +366,7 @@ fn serve(ch: &Legacy, args: &RecvArgs, namer: &mut Namer) -> Result<(), LegacyEr
         match decode_size(&field) {
             Some(0) => {
                 ch.wait_for_producer()?;
-                ch.pass_content(Pass::Arrival, quiet)?;
+                ch.pass_content(Pass::Arrival, note)?;
             }
             size => {
                 // A producer published a file and released the content to us. Nobody writes
@@ -355,75 +375,41 @@ fn serve(ch: &Legacy, args: &RecvArgs, namer: &mut Namer) -> Result<(), LegacyEr
                     .write(0, &encode_size(0))
                     .expect("size field in bounds");
                 let Some(size) = size else {
-                    crate::warn(
-                        quiet,
-                        format_args!(
-                            "ignored a malformed size field {:?}",
-                            crate::text::escape(&field)
-                        ),
-                    );
+                    note(format!(
+                        "ignored a malformed size field \"{}\"",
+                        crate::text::escape(&field)
+                    ));
                     continue;
                 };
-                if receive(ch, size, args, namer)? {
+                if receive(ch, size, md5, take) {
                     return Ok(());
                 }
-                ch.pass_content(Pass::Reply, quiet)?;
+                ch.pass_content(Pass::Reply, note)?;
             }
         }
     }
 }
 
-/// Takes one published file: writes it and, with `-m`, the digest reply. Returns whether the
-/// receiver is done (`--once`).
-fn receive(
-    ch: &Legacy,
-    size: usize,
-    args: &RecvArgs,
-    namer: &mut Namer,
-) -> Result<bool, LegacyError> {
-    let t = Instant::now();
-    // A copy of our own: the digest we reply is of exactly the bytes we write.
+/// Takes one published file: hands a copy to `take` and, with `md5`, writes the digest reply.
+/// Returns whether to stop.
+fn receive(ch: &Legacy, size: usize, md5: bool, take: &mut dyn FnMut(&[u8]) -> Took) -> bool {
     let mut bytes = vec![0u8; size];
     ch.content
         .read(0, &mut bytes)
         .expect("size checked against the segment");
-    let digest = md5::compute(&bytes).0;
-    let result = write_out(&bytes, namer);
-    if args.md5 {
-        // The reply the producer reads; on a local failure an impossible digest, so a
+    let took = take(&bytes);
+    if md5 {
+        // The reply the producer reads; after a local failure an impossible digest, so a
         // producer checking MD5 reports the failure instead of success.
-        let reply = if result.is_ok() {
-            hex(&digest)
-        } else {
-            "0".repeat(32)
+        let reply = match took {
+            Took::Kept { .. } => hex(&md5::compute(&bytes).0),
+            Took::Failed => "0".repeat(32),
         };
         let mut r = reply.into_bytes();
         r.push(0);
         ch.content.write(0, &r).expect("reply fits");
     }
-    let quiet = args.verbosity.quiet;
-    match result {
-        Ok(path) => {
-            debug!(path = %path.display(), size, elapsed_ms = t.elapsed().as_millis() as u64, "committed");
-            if !quiet {
-                let shown = crate::text::escape_path(&path);
-                let line = if args.md5 {
-                    format!("{shown}\t{size}\t{}", hex(&digest))
-                } else {
-                    format!("{shown}\t{size}")
-                };
-                crate::out_line(&line);
-            }
-            Ok(args.once)
-        }
-        Err(e) => {
-            crate::warn(
-                quiet,
-                format_args!("could not write a received file: {e}; discarded"),
-            );
-            Ok(false)
-        }
-    }
+    matches!(took, Took::Kept { stop: true })
 }
 
 /// Why we hand the content semaphore over.
@@ -469,8 +455,8 @@ impl Legacy {
     /// take queued right behind, and returns once we hold it again. If nobody comes for it
     /// (`Reply` to a producer that does not check MD5, or an `Arrival` whose producer died
     /// holding the size semaphore), we keep it.
-    fn pass_content(&self, why: Pass, quiet: bool) -> Result<(), LegacyError> {
-        if !self.wait_for_taker(why, quiet)? {
+    fn pass_content(&self, why: Pass, note: &mut dyn FnMut(String)) -> Result<(), LegacyError> {
+        if !self.wait_for_taker(why, note)? {
             return Ok(());
         }
         std::thread::scope(|scope| {
@@ -486,13 +472,13 @@ impl Legacy {
             }
             self.op(self.content_sem, &[SemOp::give(0)], None)?;
             let holder = self.content_sem.last_pid(0).unwrap_or(0);
-            self.await_content(&rx, holder, quiet)
+            self.await_content(&rx, holder, note)
         })
     }
 
     /// Waits until someone is queued for the content semaphore. Returns false if nobody will
     /// come: no producer is left that could.
-    fn wait_for_taker(&self, why: Pass, quiet: bool) -> Result<bool, LegacyError> {
+    fn wait_for_taker(&self, why: Pass, note: &mut dyn FnMut(String)) -> Result<bool, LegacyError> {
         let mut suspect = false;
         let mut checked = Instant::now();
         for round in 0u32.. {
@@ -514,10 +500,7 @@ impl Legacy {
                     checked = Instant::now();
                     let dead = attached <= self.size_sem.waiting(0)? as u64;
                     if dead && suspect {
-                        crate::warn(
-                            quiet,
-                            "a producer died holding the size semaphore; released it for the next one",
-                        );
+                        note("a producer died holding the size semaphore; released it for the next one".into());
                         self.op(self.size_sem, &[SemOp::give(0)], None)?;
                         return Ok(false);
                     }
@@ -537,7 +520,7 @@ impl Legacy {
         &self,
         rx: &std::sync::mpsc::Receiver<Result<(), WaitError>>,
         holder: i32,
-        quiet: bool,
+        note: &mut dyn FnMut(String),
     ) -> Result<(), LegacyError> {
         let me = sysv::getpid();
         let mut gave_back = false;
@@ -552,12 +535,9 @@ impl Legacy {
             }
             let taken = self.content_sem.value(0)? == 0;
             if !gave_back && taken && holder != me && !sysv::process_alive(holder) {
-                crate::warn(
-                    quiet,
-                    format_args!(
-                        "a producer (pid {holder}) died holding the content semaphore; released it"
-                    ),
-                );
+                note(format!(
+                    "a producer (pid {holder}) died holding the content semaphore; released it"
+                ));
                 self.op(self.content_sem, &[SemOp::give(0)], None)?;
                 gave_back = true;
             }
@@ -583,73 +563,47 @@ impl Legacy {
     }
 }
 
-/// Writes one file as native recv does: an unnamed temporary file, named without replacing.
-fn write_out(bytes: &[u8], namer: &mut Namer) -> io::Result<PathBuf> {
-    let mut tmp = TempFile::create(namer.dir())?;
-    tmp.file.write_all(bytes)?;
-    namer.commit(&mut tmp, None)
+// ---------------------------------------------------------------- the producer
+
+/// The producer's side: attached to a consumer's four objects.
+pub struct Producer {
+    ch: Legacy,
 }
 
-// ---------------------------------------------------------------- send --legacy
-
-pub fn send(args: &SendArgs) -> i32 {
-    let (content_key, size_key) = args.channel.legacy_keys();
-    let deadline = args
-        .wait
-        .map(|s| Instant::now() + Duration::from_secs_f64(s));
-    // Every semaphore we take, we take with SEM_UNDO: if we die or are interrupted at any
-    // point, the kernel gives it back. The original producer wedged its consumer for good.
-    let _ = ctrlc::set_handler(|| {
-        crate::error("interrupted");
-        std::process::exit(exit::INTERRUPTED);
-    });
-    let mut code = exit::OK;
-    let mut ch: Option<Legacy> = None;
-    for path in &args.files {
-        let data = match read_input(path) {
-            Ok(d) => d,
-            Err(e) => {
-                crate::error(&e);
-                code = merge(code, e.exit_code());
-                continue;
-            }
-        };
-        if ch.is_none() {
-            ch = match connect(content_key, size_key, deadline) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    crate::error(&e);
-                    return e.exit_code();
-                }
-            };
-        }
-        let c = ch.as_ref().expect("connected above");
-        match send_one(c, path, &data, args.md5, deadline) {
-            Ok(()) => {}
-            Err(e @ LegacyError::Md5 { .. }) => {
-                crate::error(&e);
-                code = merge(code, e.exit_code());
-            }
-            Err(e) => {
-                crate::error(&e);
-                return e.exit_code();
-            }
-        }
+impl Producer {
+    /// Attaches to the consumer's objects, waiting for them to appear until `deadline`.
+    ///
+    /// # Errors
+    /// No consumer, objects of another shape, permission.
+    pub fn connect(
+        content_key: Key,
+        size_key: Key,
+        deadline: Option<Instant>,
+    ) -> Result<Producer, LegacyError> {
+        Ok(Producer {
+            ch: connect(content_key, size_key, deadline)?,
+        })
     }
-    code
-}
 
-fn merge(code: i32, new: i32) -> i32 {
-    if code == exit::OK || code == new {
-        new
-    } else {
-        exit::FAILURE
+    /// Hands `data` (1 to 5,000,000 bytes) to the consumer and, with `md5`, checks its reply.
+    /// `path` names the file in errors.
+    ///
+    /// # Errors
+    /// The consumer went away, `deadline` ran out, a stop, an MD5 disagreement.
+    pub fn send(
+        &self,
+        path: &Path,
+        data: &[u8],
+        md5: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), LegacyError> {
+        send_one(&self.ch, path, data, md5, deadline)
     }
 }
 
 /// Reads the whole file (at most 5,000,000 bytes), refusing sizes the protocol cannot carry
 /// before any semaphore is touched.
-fn read_input(path: &Path) -> Result<Vec<u8>, LegacyError> {
+pub fn read_input(path: &Path) -> Result<Vec<u8>, LegacyError> {
     let input = |source| LegacyError::Input {
         path: path.into(),
         source,

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::cli::RecvArgs;
 use crate::frame::{Channel, Config, FrameError, State, Status, hex};
+use crate::legacy::{Consumer, LegacyError, Took};
 use crate::output::{self, Namer, OutputError, TempFile};
 use crate::pacer::DirectMode;
 use crate::progress::Progress;
@@ -53,7 +54,7 @@ struct Opts {
 pub fn run(args: RecvArgs) -> i32 {
     crate::init_logging(&args.verbosity);
     if args.legacy {
-        return crate::legacy::recv(&args);
+        return legacy(&args);
     }
     match serve(args) {
         Ok(code) => code,
@@ -326,4 +327,82 @@ fn commit(
         File::open(namer.dir())?.sync_all()?;
     }
     Ok(path)
+}
+
+// ---------------------------------------------------------------- recv --legacy
+
+/// `recv --legacy`: the original consumer's part, with output named as natively.
+fn legacy(args: &RecvArgs) -> i32 {
+    if args.stdout || args.keep_name || args.preserve {
+        crate::error(
+            "--stdout, --keep-name and --preserve need the native protocol (the original carries no name)",
+        );
+        return exit::USAGE;
+    }
+    if let Err(e) = check_mode(args.mode) {
+        crate::error(&e);
+        return e.exit_code();
+    }
+    let mut namer = match output::prepare(&args.dir, &args.basename, &args.ext) {
+        Ok(n) => n,
+        Err(e) => {
+            let e = RecvError::from(e);
+            crate::error(&e);
+            return e.exit_code();
+        }
+    };
+    let (content_key, size_key) = args.channel.legacy_keys();
+    sysv::ignore_file_size_signal();
+    let consumer = match Consumer::create(content_key, size_key, args.mode) {
+        Ok(c) => c,
+        Err(e) => {
+            crate::error(&e);
+            return e.exit_code();
+        }
+    };
+    let stopper = consumer.stopper();
+    let _ = ctrlc::set_handler(move || {
+        runtime::request_stop();
+        stopper.wake();
+        std::thread::sleep(Duration::from_secs(3));
+        stopper.remove();
+        std::process::exit(exit::INTERRUPTED);
+    });
+    let quiet = args.verbosity.quiet;
+    let mut take = |bytes: &[u8]| match write_out(bytes, &mut namer) {
+        Ok(path) => {
+            if !quiet {
+                let md5 = args.md5.then(|| md5::compute(bytes).0);
+                crate::out_line(&record(&path, bytes.len() as u64, md5));
+            }
+            Took::Kept { stop: args.once }
+        }
+        Err(e) => {
+            crate::warn(
+                quiet,
+                format_args!("could not write a received file: {e}; discarded"),
+            );
+            Took::Failed
+        }
+    };
+    let r = consumer.serve(args.md5, &mut take, &mut |n| crate::warn(quiet, n));
+    drop(consumer);
+    match r {
+        Ok(()) => exit::OK,
+        Err(LegacyError::Interrupted | LegacyError::Removed) if runtime::stop_requested() => {
+            exit::INTERRUPTED
+        }
+        Err(e) => {
+            crate::error(&e);
+            e.exit_code()
+        }
+    }
+}
+
+/// Writes one file as native recv does: an unnamed temporary file, named without replacing.
+fn write_out(bytes: &[u8], namer: &mut Namer) -> io::Result<PathBuf> {
+    use std::io::Write;
+    let mut tmp = TempFile::create(namer.dir())?;
+    tmp.file.write_all(bytes)?;
+    namer.commit(&mut tmp, None)
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::cli::SendArgs;
 use crate::exit;
 use crate::frame::{self, Channel, FrameError};
+use crate::legacy::{self, LegacyError, Producer};
 use crate::progress::Progress;
 use crate::runtime::{self, phase};
 use crate::sender::{Observer, SendError, SendOptions, Sender};
@@ -84,7 +85,7 @@ impl Observer for Bar {
 pub fn run(args: SendArgs) -> i32 {
     crate::init_logging(&args.verbosity);
     if args.legacy {
-        return crate::legacy::send(&args);
+        return legacy(&args);
     }
     if args.name.is_empty() || args.name.len() > frame::MAX_NAME || args.name.contains('/') {
         crate::error(SendError::BadName);
@@ -202,4 +203,64 @@ fn watch_receiver(ch: Arc<Channel>) {
             report_and_exit(format!("{gone}; {file} was not sent"), exit::UNAVAILABLE);
         }
     });
+}
+
+// ---------------------------------------------------------------- send --legacy
+
+/// `send --legacy`: the original producer's part, for each file in turn. A file the protocol
+/// cannot carry is refused before any semaphore is touched.
+fn legacy(args: &SendArgs) -> i32 {
+    let (content_key, size_key) = args.channel.legacy_keys();
+    let deadline = args
+        .wait
+        .map(|s| std::time::Instant::now() + Duration::from_secs_f64(s));
+    // Every semaphore the producer takes, it takes with SEM_UNDO: if we die or are
+    // interrupted at any point, the kernel gives it back.
+    let _ = ctrlc::set_handler(|| {
+        crate::error("interrupted");
+        std::process::exit(exit::INTERRUPTED);
+    });
+    let mut code = exit::OK;
+    let mut producer: Option<Producer> = None;
+    for path in &args.files {
+        let data = match legacy::read_input(path) {
+            Ok(d) => d,
+            Err(e) => {
+                crate::error(&e);
+                code = merge(code, e.exit_code());
+                continue;
+            }
+        };
+        if producer.is_none() {
+            producer = match Producer::connect(content_key, size_key, deadline) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    crate::error(&e);
+                    return e.exit_code();
+                }
+            };
+        }
+        let p = producer.as_ref().expect("connected above");
+        match p.send(path, &data, args.md5, deadline) {
+            Ok(()) => {}
+            Err(e @ LegacyError::Md5 { .. }) => {
+                crate::error(&e);
+                code = merge(code, e.exit_code());
+            }
+            Err(e) => {
+                crate::error(&e);
+                return e.exit_code();
+            }
+        }
+    }
+    code
+}
+
+/// Several failures: their code if they agree, else 1.
+fn merge(code: i32, new: i32) -> i32 {
+    if code == exit::OK || code == new {
+        new
+    } else {
+        exit::FAILURE
+    }
 }
