@@ -4,19 +4,21 @@
 
 use std::io;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::cli::SendArgs;
+use super::progress::Progress;
 use crate::exit;
 use crate::frame::{self, Channel, FrameError};
 use crate::legacy::{self, LegacyError, Producer};
-use crate::progress::Progress;
 use crate::runtime::{self, phase};
 use crate::sender::{Observer, SendError, SendOptions, Sender};
 use crate::text::escape_path;
+use clap::Args;
+
+use super::{ChannelArgs, Verbosity};
 
 /// Set by whichever thread reports the end, so the end is reported once.
 static EXITING: AtomicBool = AtomicBool::new(false);
@@ -57,7 +59,7 @@ fn install_stop_handler() {
 
 /// Prints `msg` from a thread of its own (stderr may be a full pipe) and exits soon after.
 fn report_and_exit(msg: String, code: i32) -> ! {
-    std::thread::spawn(move || crate::error(msg));
+    std::thread::spawn(move || crate::term::error(msg));
     std::thread::sleep(Duration::from_millis(100));
     std::process::exit(code);
 }
@@ -83,18 +85,18 @@ impl Observer for Bar {
 }
 
 pub fn run(args: SendArgs) -> i32 {
-    crate::init_logging(&args.verbosity);
+    crate::term::init_logging(args.verbosity.verbose);
     if args.legacy {
         return legacy(&args);
     }
     if args.name.is_empty() || args.name.len() > frame::MAX_NAME || args.name.contains('/') {
-        crate::error(SendError::BadName);
+        crate::term::error(SendError::BadName);
         return exit::USAGE;
     }
     let key = match args.channel.native_key() {
         Ok(k) => k,
         Err(e) => {
-            crate::error(e);
+            crate::term::error(e);
             return exit::USAGE;
         }
     };
@@ -135,12 +137,12 @@ fn send_all(tx: &mut Sender, args: &SendArgs) -> i32 {
             Err(e) => e,
         };
         if !e.is_fatal() {
-            crate::error(&e);
+            crate::term::error(&e);
         } else if claim_exit() {
-            crate::error(&e);
+            crate::term::error(&e);
             let rest: Vec<String> = args.files[i + 1..].iter().map(|p| escape_path(p)).collect();
             if !rest.is_empty() {
-                crate::error(format_args!("not sent: {}", rest.join(", ")));
+                crate::term::error(format_args!("not sent: {}", rest.join(", ")));
             }
             return e.exit_code();
         } else {
@@ -181,7 +183,7 @@ fn send_one(tx: &mut Sender, path: &Path, stdin_name: &str) -> Result<(), SendEr
 
 fn fail(e: &SendError) -> i32 {
     if claim_exit() {
-        crate::error(e);
+        crate::term::error(e);
     }
     e.exit_code()
 }
@@ -217,7 +219,7 @@ fn legacy(args: &SendArgs) -> i32 {
     // Every semaphore the producer takes, it takes with SEM_UNDO: if we die or are
     // interrupted at any point, the kernel gives it back.
     let _ = ctrlc::set_handler(|| {
-        crate::error("interrupted");
+        crate::term::error("interrupted");
         std::process::exit(exit::INTERRUPTED);
     });
     let mut code = exit::OK;
@@ -226,7 +228,7 @@ fn legacy(args: &SendArgs) -> i32 {
         let data = match legacy::read_input(path) {
             Ok(d) => d,
             Err(e) => {
-                crate::error(&e);
+                crate::term::error(&e);
                 code = merge(code, e.exit_code());
                 continue;
             }
@@ -235,7 +237,7 @@ fn legacy(args: &SendArgs) -> i32 {
             producer = match Producer::connect(content_key, size_key, deadline) {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    crate::error(&e);
+                    crate::term::error(&e);
                     return e.exit_code();
                 }
             };
@@ -244,11 +246,11 @@ fn legacy(args: &SendArgs) -> i32 {
         match p.send(path, &data, args.md5, deadline) {
             Ok(()) => {}
             Err(e @ LegacyError::Md5 { .. }) => {
-                crate::error(&e);
+                crate::term::error(&e);
                 code = merge(code, e.exit_code());
             }
             Err(e) => {
-                crate::error(&e);
+                crate::term::error(&e);
                 return e.exit_code();
             }
         }
@@ -263,4 +265,27 @@ fn merge(code: i32, new: i32) -> i32 {
     } else {
         exit::FAILURE
     }
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub channel: ChannelArgs,
+    /// Wait up to SECS for a receiver to appear and for our turn
+    #[arg(long, value_name = "SECS", value_parser = crate::shared::parse::parse_secs)]
+    pub wait: Option<f64>,
+    /// Name to send for stdin (`-`), for `recv --keep-name`
+    #[arg(long, default_value = "stdin")]
+    pub name: String,
+    /// Verify every file with MD5
+    #[arg(short = 'm', long = "md5-check")]
+    pub md5: bool,
+    /// Speak the original system's protocol (keys 42/44)
+    #[arg(long)]
+    pub legacy: bool,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+    /// Files to send; `-` is stdin
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
 }

@@ -6,10 +6,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::cli::StatusArgs;
 use crate::frame::{self, State, View};
 use crate::sysv::{self, Key, Kind, TableRow};
 use crate::{exit, legacy};
+use clap::Args;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
@@ -309,7 +309,7 @@ pub fn run(args: StatusArgs) -> i32 {
     let mut snap = match snapshot() {
         Ok(s) => s,
         Err(e) => {
-            crate::error(&e);
+            crate::term::error(&e);
             return exit::OSERR;
         }
     };
@@ -324,11 +324,11 @@ pub fn run(args: StatusArgs) -> i32 {
         let text = match serde_json::to_string_pretty(&snap) {
             Ok(t) => t,
             Err(e) => {
-                crate::error(e);
+                crate::term::error(e);
                 return exit::OSERR;
             }
         };
-        crate::out_line(&text);
+        crate::term::out_line(&text);
         return exit::OK;
     }
     let all = !(args.shm || args.sem || args.queues);
@@ -339,7 +339,7 @@ pub fn run(args: StatusArgs) -> i32 {
         render(&mut out, &snap, all, &args);
     }
     // One write: into a closed pipe it fails once, quietly.
-    let _ = crate::out_line(out.trim_end_matches('\n'));
+    let _ = crate::term::out_line(out.trim_end_matches('\n'));
     exit::OK
 }
 
@@ -677,4 +677,35 @@ mod tests {
         assert_eq!(when(0), "not set");
         assert_eq!(when(1_700_000_000), "2023-11-14 22:13:20");
     }
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Show only the channel at this key (decimal or 0x hex)
+    #[arg(long, value_parser = crate::shared::parse::parse_key)]
+    pub key: Option<Key>,
+    /// Shared memory segments
+    #[arg(short = 'm', long)]
+    pub shm: bool,
+    /// Semaphore sets
+    #[arg(short = 's', long)]
+    pub sem: bool,
+    /// Message queues
+    #[arg(short = 'q', long)]
+    pub queues: bool,
+    /// Attach, detach and change times
+    #[arg(short = 't', long)]
+    pub time: bool,
+    /// Creator and last-operation pids
+    #[arg(short = 'p', long)]
+    pub pid: bool,
+    /// The kernel's IPC limits
+    #[arg(short = 'l', long)]
+    pub limits: bool,
+    /// Sizes in bytes, not human-readable
+    #[arg(short = 'b', long)]
+    pub bytes: bool,
+    /// One JSON object for scripts (schema: docs/status-json.md)
+    #[arg(long, conflicts_with_all = ["time", "pid", "limits"])]
+    pub json: bool,
 }

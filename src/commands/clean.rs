@@ -2,10 +2,12 @@
 //! shmxfer's (or, with `--legacy`, the original system's). Every object it could not remove
 //! is reported with the reason.
 
-use crate::cli::CleanArgs;
 use crate::frame::{self, FrameError, Probe, Removal};
 use crate::sysv::{self, Key, SemSet, Shm, SysvError};
 use crate::{exit, legacy};
+use clap::Args;
+
+use super::{ChannelArgs, Verbosity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CleanError {
@@ -51,7 +53,7 @@ pub fn run(args: CleanArgs) -> i32 {
         match args.channel.native_key() {
             Ok(key) => clean_key(key, &args),
             Err(e) => {
-                crate::error(e);
+                crate::term::error(e);
                 return exit::USAGE;
             }
         }
@@ -60,7 +62,7 @@ pub fn run(args: CleanArgs) -> i32 {
     match result {
         Ok(()) => exit::OK,
         Err(e) => {
-            crate::error(&e);
+            crate::term::error(&e);
             e.exit_code()
         }
     }
@@ -89,19 +91,19 @@ fn report(o: Outcome, args: &CleanArgs) -> Result<(), CleanError> {
         match &r.result {
             Ok(()) => {
                 if stdout_open {
-                    stdout_open = crate::out_line(&format!("{verb} {}", r.what));
+                    stdout_open = crate::term::out_line(&format!("{verb} {}", r.what));
                 }
             }
             Err(e) => {
                 failed += 1;
                 permission &= e.is_permission();
-                crate::error(cannot_remove(&r.what, e, args.dry_run));
+                crate::term::error(cannot_remove(&r.what, e, args.dry_run));
             }
         }
     }
     for n in o.notes {
         if stdout_open {
-            stdout_open = crate::out_line(&n);
+            stdout_open = crate::term::out_line(&n);
         }
     }
     if failed > 0 {
@@ -269,4 +271,24 @@ fn removal(
     remove: impl FnOnce() -> sysv::Result<()>,
 ) -> Removal {
     frame::removal(what, dry_run, Ok(perm), remove)
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    #[command(flatten)]
+    pub channel: ChannelArgs,
+    /// Remove every shmxfer channel whose receiver is dead, and nothing else
+    #[arg(long, conflicts_with = "force")]
+    pub stale: bool,
+    /// Remove the original system's four objects (keys 42 and 44)
+    #[arg(long, conflicts_with = "stale")]
+    pub legacy: bool,
+    /// Remove the channel even though its receiver is alive
+    #[arg(long)]
+    pub force: bool,
+    /// Print what would be removed; remove nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 }

@@ -10,15 +10,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use crate::cli::RecvArgs;
+use super::progress::Progress;
 use crate::frame::{Channel, Config, FrameError, State, Status, hex};
 use crate::legacy::{Consumer, LegacyError, Took};
 use crate::output::{self, Namer, OutputError, TempFile};
 use crate::pacer::DirectMode;
-use crate::progress::Progress;
 use crate::receiver::{Event, FileError, Incoming, Receiver};
 use crate::text::{escape, escape_path};
 use crate::{exit, runtime, sysv};
+use clap::Args;
+
+use super::{ChannelArgs, Verbosity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecvError {
@@ -52,7 +54,7 @@ struct Opts {
 }
 
 pub fn run(args: RecvArgs) -> i32 {
-    crate::init_logging(&args.verbosity);
+    crate::term::init_logging(args.verbosity.verbose);
     if args.legacy {
         return legacy(&args);
     }
@@ -60,7 +62,7 @@ pub fn run(args: RecvArgs) -> i32 {
         Ok(code) => code,
         Err(e) => {
             if !matches!(e, RecvError::Frame(FrameError::Interrupted)) {
-                crate::error(&e);
+                crate::term::error(&e);
             }
             e.exit_code()
         }
@@ -105,7 +107,7 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
     let (mut rx, takeover) = Receiver::bind(key, &cfg)?;
     let _ = CHANNEL.set(rx.channel());
     if let Some(note) = takeover {
-        crate::warn(opts.quiet, note);
+        crate::term::warn(opts.quiet, note);
     }
     if runtime::stop_requested() {
         return Err(FrameError::Interrupted.into());
@@ -130,7 +132,7 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
                 });
             }
             Event::SessionEnd => {}
-            Event::Notice(n) => crate::warn(opts.quiet, n),
+            Event::Notice(n) => crate::term::warn(opts.quiet, n),
         }
     }
 }
@@ -169,7 +171,7 @@ fn take_file(
             tally.failed = true;
             incoming.cannot_create(&opts.dir, &e)?;
             let why = format!("cannot create a file in {}: {e}", escape_path(&opts.dir));
-            crate::warn(opts.quiet, format_args!("{shown}: {why}; discarded"));
+            crate::term::warn(opts.quiet, format_args!("{shown}: {why}; discarded"));
             return Ok(());
         }
     };
@@ -186,7 +188,7 @@ fn take_file(
         Ok(r) => r,
         Err(FileError::Answered { status, why }) => {
             tally.failed = true;
-            crate::warn(
+            crate::term::warn(
                 opts.quiet,
                 format_args!("{shown}: {why} ({status:?}); discarded"),
             );
@@ -194,7 +196,7 @@ fn take_file(
         }
         Err(FileError::Channel(FrameError::SenderGone)) => {
             tally.failed = true;
-            crate::warn(
+            crate::term::warn(
                 opts.quiet,
                 format_args!("{shown}: the sender went away mid-transfer; discarded"),
             );
@@ -209,7 +211,7 @@ fn take_file(
             Err(e) => {
                 tally.failed = true;
                 received.fail(&e)?;
-                crate::warn(
+                crate::term::warn(
                     opts.quiet,
                     format_args!("{shown}: commit failed: {e}; discarded"),
                 );
@@ -225,7 +227,7 @@ fn take_file(
         if opts.stdout {
             eprintln!("{record}");
         } else {
-            crate::out_line(&record);
+            crate::term::out_line(&record);
         }
     }
     Ok(())
@@ -334,20 +336,20 @@ fn commit(
 /// `recv --legacy`: the original consumer's part, with output named as natively.
 fn legacy(args: &RecvArgs) -> i32 {
     if args.stdout || args.keep_name || args.preserve {
-        crate::error(
+        crate::term::error(
             "--stdout, --keep-name and --preserve need the native protocol (the original carries no name)",
         );
         return exit::USAGE;
     }
     if let Err(e) = check_mode(args.mode) {
-        crate::error(&e);
+        crate::term::error(&e);
         return e.exit_code();
     }
     let mut namer = match output::prepare(&args.dir, &args.basename, &args.ext) {
         Ok(n) => n,
         Err(e) => {
             let e = RecvError::from(e);
-            crate::error(&e);
+            crate::term::error(&e);
             return e.exit_code();
         }
     };
@@ -356,7 +358,7 @@ fn legacy(args: &RecvArgs) -> i32 {
     let consumer = match Consumer::create(content_key, size_key, args.mode) {
         Ok(c) => c,
         Err(e) => {
-            crate::error(&e);
+            crate::term::error(&e);
             return e.exit_code();
         }
     };
@@ -373,19 +375,19 @@ fn legacy(args: &RecvArgs) -> i32 {
         Ok(path) => {
             if !quiet {
                 let md5 = args.md5.then(|| md5::compute(bytes).0);
-                crate::out_line(&record(&path, bytes.len() as u64, md5));
+                crate::term::out_line(&record(&path, bytes.len() as u64, md5));
             }
             Took::Kept { stop: args.once }
         }
         Err(e) => {
-            crate::warn(
+            crate::term::warn(
                 quiet,
                 format_args!("could not write a received file: {e}; discarded"),
             );
             Took::Failed
         }
     };
-    let r = consumer.serve(args.md5, &mut take, &mut |n| crate::warn(quiet, n));
+    let r = consumer.serve(args.md5, &mut take, &mut |n| crate::term::warn(quiet, n));
     drop(consumer);
     match r {
         Ok(()) => exit::OK,
@@ -393,7 +395,7 @@ fn legacy(args: &RecvArgs) -> i32 {
             exit::INTERRUPTED
         }
         Err(e) => {
-            crate::error(&e);
+            crate::term::error(&e);
             e.exit_code()
         }
     }
@@ -405,4 +407,64 @@ fn write_out(bytes: &[u8], namer: &mut Namer) -> io::Result<PathBuf> {
     let mut tmp = TempFile::create(namer.dir())?;
     tmp.file.write_all(bytes)?;
     namer.commit(&mut tmp, None)
+}
+
+#[derive(Debug, Args)]
+pub struct RecvArgs {
+    #[command(flatten)]
+    pub channel: ChannelArgs,
+    /// Directory for received files (created if missing)
+    #[arg(long, default_value = "output")]
+    pub dir: PathBuf,
+    /// Base name of output files
+    #[arg(long, default_value = "file")]
+    pub basename: String,
+    /// Extension of output files
+    #[arg(long, default_value = ".jpg")]
+    pub ext: String,
+    /// Name each file as the sender named it (made safe; never overwrites)
+    #[arg(long)]
+    pub keep_name: bool,
+    /// Apply the sender's permission bits and mtime, as `cp -p` does
+    #[arg(long)]
+    pub preserve: bool,
+    /// Exit after one file
+    #[arg(long)]
+    pub once: bool,
+    /// Write the one received file to stdout (implies --once)
+    #[arg(long, conflicts_with_all = ["keep_name", "preserve", "fsync"])]
+    pub stdout: bool,
+    /// fsync each file and its directory before reporting it committed
+    #[arg(long)]
+    pub fsync: bool,
+    /// When to write around the page cache with O_DIRECT: auto switches a large file over
+    /// when the page cache proves slower than direct writes; --direct alone means always
+    #[arg(
+        long,
+        value_name = "WHEN",
+        value_enum,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "auto",
+        default_missing_value = "always",
+        conflicts_with = "stdout"
+    )]
+    pub direct: DirectMode,
+    /// Permissions of the channel's IPC objects, octal
+    #[arg(long, default_value = "0600", value_parser = crate::shared::parse::parse_mode)]
+    pub mode: u32,
+    /// Size of one slot of the content ring (K, M suffixes)
+    #[arg(long, value_parser = crate::shared::parse::parse_size, default_value = "1M")]
+    pub slot_size: usize,
+    /// Number of slots in the content ring
+    #[arg(long, default_value_t = crate::frame::DEFAULT_SLOTS, value_parser = clap::value_parser!(u32).range(1..=crate::frame::MAX_SLOTS as i64))]
+    pub slots: u32,
+    /// Verify every file with MD5, whatever the sender asks
+    #[arg(short = 'm', long = "md5-check")]
+    pub md5: bool,
+    /// Speak the original system's protocol (keys 42/44)
+    #[arg(long)]
+    pub legacy: bool,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 }

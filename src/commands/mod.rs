@@ -1,0 +1,58 @@
+//! The commands: each takes its parsed flags (its own `Args`, composed by the face's clap
+//! definition), calls the library and reports.
+
+pub mod clean;
+pub mod recv;
+pub mod send;
+pub mod status;
+
+mod progress;
+
+use clap::Args;
+
+use crate::sysv::Key;
+
+/// Flags every subcommand that talks to a channel shares.
+#[derive(Debug, Args, Clone)]
+pub struct ChannelArgs {
+    /// Channel key, decimal or 0x hex [env: SHMXFER_KEY] [default: 0x53484d58; 42 with --legacy]
+    #[arg(long, value_parser = crate::shared::parse::parse_key)]
+    pub key: Option<Key>,
+    /// With --legacy: the size segment's key [default: 44]
+    #[arg(long, value_parser = crate::shared::parse::parse_key, requires = "legacy")]
+    pub size_key: Option<Key>,
+}
+
+impl ChannelArgs {
+    /// The native channel key: --key, else SHMXFER_KEY, else the default. (The environment
+    /// variable is read here, not by clap, because it must not apply in --legacy mode.)
+    pub fn native_key(&self) -> Result<Key, String> {
+        if let Some(k) = self.key {
+            return Ok(k);
+        }
+        match std::env::var("SHMXFER_KEY") {
+            Ok(v) if !v.is_empty() => {
+                crate::shared::parse::parse_key(&v).map_err(|e| format!("SHMXFER_KEY: {e}"))
+            }
+            _ => Ok(crate::frame::DEFAULT_KEY),
+        }
+    }
+
+    /// The original system's (content key, size key).
+    pub fn legacy_keys(&self) -> (Key, Key) {
+        (
+            self.key.unwrap_or(crate::legacy::CONTENT_KEY),
+            self.size_key.unwrap_or(crate::legacy::SIZE_KEY),
+        )
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Verbosity {
+    /// Log each step of the handshake on stderr (-vv: every chunk)
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Print nothing but errors
+    #[arg(short, long)]
+    pub quiet: bool,
+}

@@ -1,0 +1,71 @@
+//! Command-line parsing only: no I/O, no IPC. Each subcommand's flags live on the subcommand.
+
+use clap::{Parser, Subcommand};
+
+pub use crate::commands::clean::CleanArgs;
+pub use crate::commands::recv::RecvArgs;
+pub use crate::commands::send::SendArgs;
+pub use crate::commands::status::StatusArgs;
+pub use crate::commands::{ChannelArgs, Verbosity};
+pub use crate::pacer::DirectMode;
+pub use crate::shared::parse::{parse_key, parse_mode, parse_size};
+
+const ABOUT: &str = "Move files between processes on one host through System V shared memory";
+
+#[derive(Debug, Parser)]
+#[command(name = "shmxfer", version, about = ABOUT, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a channel and write each received file
+    #[command(after_long_help = RECV_EXAMPLES)]
+    Recv(RecvArgs),
+    /// Send files (or stdin) to the receiver
+    #[command(after_long_help = SEND_EXAMPLES)]
+    Send(SendArgs),
+    /// Remove a channel's leftover IPC objects, safely
+    #[command(after_long_help = CLEAN_EXAMPLES)]
+    Clean(CleanArgs),
+    /// List System V IPC objects, like ipcs, and shmxfer's channels
+    #[command(after_long_help = STATUS_EXAMPLES)]
+    Status(StatusArgs),
+    /// Print a shell completion script
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout
+    Man,
+}
+
+const RECV_EXAMPLES: &str = "Examples:
+  shmxfer recv -m                 serve the default channel, verify with MD5
+  shmxfer recv --dir in --keep-name
+  shmxfer recv --stdout | tar x   receive one file onto stdout";
+const SEND_EXAMPLES: &str = "Examples:
+  shmxfer send -m photo.jpg       send one file, verified with MD5
+  shmxfer send a.jpg b.jpg c.jpg  several files, each as its own
+  tar c dir | shmxfer send --name dir.tar -";
+const CLEAN_EXAMPLES: &str = "Examples:
+  shmxfer clean                   remove the default channel if its receiver is gone
+  shmxfer clean --stale           remove every dead shmxfer channel on the host
+  shmxfer clean --legacy          remove the original system's objects (keys 42, 44)";
+const STATUS_EXAMPLES: &str = "Examples:
+  shmxfer status                  every IPC object, and shmxfer's channels
+  shmxfer status -m -p            shared memory only, with creator and last pids
+  shmxfer status --json | jq .channels";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

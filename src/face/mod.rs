@@ -1,0 +1,62 @@
+//! The face: command-line parsing ([`cli`]), dispatch to the commands, and the one place where
+//! errors, warnings and records are printed and a command's outcome becomes an exit code.
+
+pub mod cli;
+
+use std::io::Write;
+
+pub use crate::shared::term::{color_stderr, error, init_logging, out_line, warn};
+
+use clap::{CommandFactory, Parser};
+
+use crate::commands;
+use crate::shared::exit;
+
+/// Parses the command line and runs the command; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match cli.command {
+        cli::Command::Recv(a) => commands::recv::run(a),
+        cli::Command::Send(a) => commands::send::run(a),
+        cli::Command::Clean(a) => commands::clean::run(a),
+        cli::Command::Status(a) => commands::status::run(a),
+        cli::Command::Completions { shell } => {
+            let mut cmd = cli::Cli::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "shmxfer", &mut buf);
+            write_all_stdout(&buf)
+        }
+        cli::Command::Man => {
+            let mut buf = Vec::new();
+            match clap_mangen::Man::new(cli::Cli::command()).render(&mut buf) {
+                Ok(()) => write_all_stdout(&buf),
+                Err(e) => {
+                    error(e);
+                    exit::OSERR
+                }
+            }
+        }
+    }
+}
+
+fn write_all_stdout(buf: &[u8]) -> i32 {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(buf).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            error(format_args!("writing to stdout: {e}"));
+            exit::IOERR
+        }
+        _ => exit::OK,
+    }
+}

@@ -1,0 +1,10 @@
+//! Mechanisms the protocols and commands share.
+
+pub mod exit;
+pub mod output;
+pub mod pacer;
+pub mod parse;
+pub mod runtime;
+pub mod term;
+pub mod text;
+pub mod wire;

@@ -1,0 +1,88 @@
+//! The values flags take: keys, modes, sizes, seconds. Pure; errors say what was wrong.
+
+use crate::sysv::Key;
+
+/// A key in decimal or 0x hex, in 1..=0xfffffffe (0 is IPC_PRIVATE; the content segment sits at
+/// KEY+1, which must not wrap).
+pub fn parse_key(s: &str) -> Result<Key, String> {
+    let t = s.trim();
+    let v = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u64::from_str_radix(h, 16)
+    } else {
+        t.parse::<u64>()
+    }
+    .map_err(|_| format!("`{s}` is not a key: give a decimal number or 0x hex"))?;
+    if v == 0 || v >= 0xffff_ffff {
+        return Err(format!("key {s} is out of range: use 1 to 0xfffffffe"));
+    }
+    Ok(Key(v as u32))
+}
+
+/// Octal permission bits, as chmod takes them: `600`, `0600`, `0o600`.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let t = s.trim_start_matches("0o");
+    match u32::from_str_radix(t, 8) {
+        Ok(m) if m <= 0o777 && !t.is_empty() => Ok(m),
+        _ => Err(format!("`{s}` is not an octal mode (like 0600 or 0666)")),
+    }
+}
+
+/// A byte count with an optional K/M/G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (num, mul) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1usize << 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let v = num
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or(format!("`{s}` is not a size"))?;
+    if !(crate::wire::MIN_SLOT..=crate::wire::MAX_SLOT).contains(&v) {
+        return Err(format!("slot size {s} is out of range: use 4K to 256M"));
+    }
+    Ok(v)
+}
+
+pub fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..1e9).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_in_decimal_and_hex_within_range() {
+        assert_eq!(parse_key("42"), Ok(Key(42)));
+        assert_eq!(parse_key("0x2A"), Ok(Key(42)));
+        assert!(parse_key("0").is_err());
+        assert!(parse_key("0xffffffff").is_err());
+        assert!(parse_key("-1").is_err());
+        assert!(parse_key("0x1ffffffff").is_err());
+        assert!(parse_key("forty").is_err());
+    }
+
+    #[test]
+    fn modes_must_be_octal_permission_bits() {
+        assert_eq!(parse_mode("0600"), Ok(0o600));
+        assert_eq!(parse_mode("666"), Ok(0o666));
+        assert!(parse_mode("0800").is_err());
+        assert!(parse_mode("1777").is_err());
+        assert!(parse_mode("").is_err());
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert!(parse_size("1").is_err());
+        assert!(parse_size("1G").is_err());
+    }
+}

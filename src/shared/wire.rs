@@ -1,0 +1,692 @@
+//! The wire format of a channel's control segment: its layout and a pure `encode_*` /
+//! `decode_*` pair for each region (docs/protocol.md is the contract; change both together).
+//! Nothing here touches IPC, so all of it is unit- and property-tested on plain bytes.
+//!
+//! | offset | region   | writer   |
+//! |--------|----------|----------|
+//! | 0      | info     | receiver, once, magic last |
+//! | 128    | request  | sender   |
+//! | 512    | trailer  | sender   |
+//! | 576    | response | receiver |
+//! | 1024   | slots    | sender (one 32-byte descriptor per content slot) |
+
+use crate::sysv::Key;
+
+pub const MAGIC: [u8; 8] = *b"SHMXFER\0";
+/// Version 2 tags every per-file message with its session and file (see docs/protocol.md).
+pub const VERSION: u32 = 2;
+/// The default channel key: "SHMX" in ASCII. Not 42/44, which the original system uses.
+pub const DEFAULT_KEY: Key = Key(0x5348_4d58);
+pub const CONTROL_LEN: usize = 16384;
+pub const MAX_NAME: usize = 255;
+pub const MIN_SLOT: usize = 4096;
+pub const MAX_SLOT: usize = 256 << 20;
+pub const MAX_SLOTS: u32 = 256;
+pub const DEFAULT_SLOT: usize = 1 << 20;
+pub const DEFAULT_SLOTS: u32 = 8;
+pub const INFO_OFF: usize = 0;
+pub const INFO_LEN: usize = 128;
+pub const REQUEST_OFF: usize = 128;
+pub const REQUEST_LEN: usize = 304;
+pub const TRAILER_OFF: usize = 512;
+pub const TRAILER_LEN: usize = 32;
+pub const RESPONSE_OFF: usize = 576;
+pub const STATE_OFF: usize = RESPONSE_OFF;
+pub const STATUS_OFF: usize = RESPONSE_OFF + 4;
+pub const RESULT_OFF: usize = RESPONSE_OFF + 8;
+pub const RESULT_LEN: usize = 288;
+pub const PROGRESS_OFF: usize = RESPONSE_OFF + 296;
+/// The session the receiver admits next (written before the gate opens).
+pub const SESSION_OFF: usize = RESPONSE_OFF + 304;
+/// The file that STATUS and the result describe.
+pub const FILE_OFF: usize = RESPONSE_OFF + 308;
+pub const SLOTS_OFF: usize = 1024;
+pub const SLOT_DESC_LEN: usize = 32;
+
+/// Semaphore numbers in the channel's set.
+pub mod sem {
+    /// 1 while the receiver admits a new sender; a sender takes it to start its session.
+    pub const GATE: u16 = 0;
+    /// The sender has written a request (a file, or goodbye).
+    pub const REQ: u16 = 1;
+    /// Filled slots.
+    pub const FULL: u16 = 2;
+    /// Free slots.
+    pub const EMPTY: u16 = 3;
+    /// The receiver has answered (accepted, or the file's outcome).
+    pub const ACK: u16 = 4;
+    /// 1 while the receiver lives: taken with SEM_UNDO, so the kernel zeroes it at its death.
+    pub const RECEIVER: u16 = 5;
+    /// 1 while an admitted sender lives, likewise.
+    pub const SENDER: u16 = 6;
+    pub const COUNT: u16 = 7;
+}
+
+/// Why a header could not be accepted. Each names what was wrong, for `status` and errors.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum HeaderError {
+    #[error("segment of {size} bytes is too small for a shmxfer header ({CONTROL_LEN} bytes)")]
+    TooSmall { size: usize },
+    #[error("segment does not start with shmxfer's magic")]
+    NotShmxfer,
+    #[error("segment has shmxfer protocol version {found}; this shmxfer speaks version {VERSION}")]
+    Version { found: u32 },
+    #[error("invalid {field} in header: {value}")]
+    Field { field: &'static str, value: u64 },
+}
+
+fn rd_u32(b: &[u8], off: usize) -> u32 {
+    u32::from_ne_bytes(b[off..off + 4].try_into().unwrap())
+}
+fn rd_u64(b: &[u8], off: usize) -> u64 {
+    u64::from_ne_bytes(b[off..off + 8].try_into().unwrap())
+}
+fn wr_u32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+}
+fn wr_u64(b: &mut [u8], off: usize, v: u64) {
+    b[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// What the receiver publishes about its channel; written once, before the magic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    pub slot_size: usize,
+    pub slot_count: u32,
+    pub require_md5: bool,
+    pub receiver_pid: i32,
+    pub content_shmid: i32,
+    pub semid: i32,
+    pub mode: u32,
+    pub created: u64,
+}
+
+impl Info {
+    pub fn ring_len(&self) -> usize {
+        self.slot_size * self.slot_count as usize
+    }
+}
+
+pub fn encode_info(info: &Info) -> [u8; INFO_LEN] {
+    let mut b = [0u8; INFO_LEN];
+    b[0..8].copy_from_slice(&MAGIC);
+    wr_u32(&mut b, 8, VERSION);
+    wr_u32(&mut b, 12, CONTROL_LEN as u32);
+    wr_u64(&mut b, 16, info.slot_size as u64);
+    wr_u32(&mut b, 24, info.slot_count);
+    wr_u32(&mut b, 28, u32::from(info.require_md5));
+    wr_u32(&mut b, 32, info.receiver_pid as u32);
+    wr_u32(&mut b, 36, info.content_shmid as u32);
+    wr_u32(&mut b, 40, info.semid as u32);
+    wr_u32(&mut b, 44, info.mode);
+    wr_u64(&mut b, 48, info.created);
+    b
+}
+
+/// Decodes the info region of a control segment of `segment_size` bytes (from IPC_STAT).
+pub fn decode_info(b: &[u8], segment_size: usize) -> Result<Info, HeaderError> {
+    if segment_size < CONTROL_LEN || b.len() < INFO_LEN {
+        return Err(HeaderError::TooSmall {
+            size: segment_size.min(b.len()),
+        });
+    }
+    if b[0..8] != MAGIC {
+        return Err(HeaderError::NotShmxfer);
+    }
+    let version = rd_u32(b, 8);
+    if version != VERSION {
+        return Err(HeaderError::Version { found: version });
+    }
+    let field = |field, value: u64| HeaderError::Field { field, value };
+    let control_len = rd_u32(b, 12);
+    if control_len as usize != CONTROL_LEN {
+        return Err(field("control length", control_len.into()));
+    }
+    let slot_size = rd_u64(b, 16);
+    if !(MIN_SLOT as u64..=MAX_SLOT as u64).contains(&slot_size) {
+        return Err(field("slot size", slot_size));
+    }
+    let slot_count = rd_u32(b, 24);
+    if !(1..=MAX_SLOTS).contains(&slot_count) {
+        return Err(field("slot count", slot_count.into()));
+    }
+    let flags = rd_u32(b, 28);
+    if flags > 1 {
+        return Err(field("flags", flags.into()));
+    }
+    let mode = rd_u32(b, 44);
+    if mode > 0o777 {
+        return Err(field("mode", mode.into()));
+    }
+    Ok(Info {
+        slot_size: slot_size as usize,
+        slot_count,
+        require_md5: flags == 1,
+        receiver_pid: rd_u32(b, 32) as i32,
+        content_shmid: rd_u32(b, 36) as i32,
+        semid: rd_u32(b, 40) as i32,
+        mode,
+        created: rd_u64(b, 48),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    File,
+    Bye,
+}
+
+/// The sender's permission bits and modification time, for `recv --preserve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub mode: u32,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub op: Op,
+    pub sender_pid: i32,
+    /// `None`: streaming, length unknown until the last chunk.
+    pub size: Option<u64>,
+    pub md5: bool,
+    pub meta: Option<Meta>,
+    /// The sender's file name, raw bytes; the receiver sanitizes it before any use.
+    pub name: Vec<u8>,
+    /// The session the receiver announced when it admitted this sender.
+    pub session: u32,
+}
+
+const UNKNOWN_SIZE: u64 = u64::MAX;
+const REQ_MD5: u32 = 1;
+const REQ_META: u32 = 2;
+
+pub fn encode_request(r: &Request) -> [u8; REQUEST_LEN] {
+    let mut b = [0u8; REQUEST_LEN];
+    wr_u32(&mut b, 0, r.sender_pid as u32);
+    wr_u32(&mut b, 4, if r.op == Op::File { 1 } else { 2 });
+    wr_u64(&mut b, 8, r.size.unwrap_or(UNKNOWN_SIZE));
+    let mut flags = 0;
+    if r.md5 {
+        flags |= REQ_MD5;
+    }
+    if let Some(m) = r.meta {
+        flags |= REQ_META;
+        wr_u32(&mut b, 20, m.mode);
+        wr_u64(&mut b, 24, m.mtime_sec as u64);
+        wr_u32(&mut b, 32, m.mtime_nsec);
+    }
+    wr_u32(&mut b, 16, flags);
+    let name = &r.name[..r.name.len().min(MAX_NAME)];
+    wr_u32(&mut b, 36, name.len() as u32);
+    b[40..40 + name.len()].copy_from_slice(name);
+    wr_u32(&mut b, 296, r.session);
+    b
+}
+
+pub fn decode_request(b: &[u8]) -> Result<Request, HeaderError> {
+    if b.len() < REQUEST_LEN {
+        return Err(HeaderError::TooSmall { size: b.len() });
+    }
+    let field = |field, value: u64| HeaderError::Field { field, value };
+    let op = match rd_u32(b, 4) {
+        1 => Op::File,
+        2 => Op::Bye,
+        v => return Err(field("request op", v.into())),
+    };
+    let flags = rd_u32(b, 16);
+    if flags & !(REQ_MD5 | REQ_META) != 0 {
+        return Err(field("request flags", flags.into()));
+    }
+    let meta = if flags & REQ_META != 0 {
+        let mode = rd_u32(b, 20);
+        let mtime_nsec = rd_u32(b, 32);
+        if mode > 0o7777 {
+            return Err(field("file mode", mode.into()));
+        }
+        if mtime_nsec >= 1_000_000_000 {
+            return Err(field("mtime nanoseconds", mtime_nsec.into()));
+        }
+        Some(Meta {
+            mode,
+            mtime_sec: rd_u64(b, 24) as i64,
+            mtime_nsec,
+        })
+    } else {
+        None
+    };
+    let name_len = rd_u32(b, 36) as usize;
+    if name_len > MAX_NAME {
+        return Err(field("name length", name_len as u64));
+    }
+    let size = rd_u64(b, 8);
+    Ok(Request {
+        op,
+        sender_pid: rd_u32(b, 0) as i32,
+        size: (size != UNKNOWN_SIZE).then_some(size),
+        md5: flags & REQ_MD5 != 0,
+        meta,
+        name: b[40..40 + name_len].to_vec(),
+        session: rd_u32(b, 296),
+    })
+}
+
+/// What the receiver says about the current request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Nothing decided yet (also: the receiver is still taking data).
+    Pending,
+    Accepted,
+    Committed,
+    /// The receiver could not create the output file.
+    CannotCreate,
+    /// Writing the output failed (disk full, file size limit, closed stdout...).
+    WriteFailed,
+    Md5Mismatch,
+    /// The sender aborted; the partial file was discarded.
+    Aborted,
+    /// The request or a chunk descriptor was malformed.
+    BadRequest,
+    /// The received length differs from the size the sender announced.
+    LengthMismatch,
+    /// The receiver takes no more files (`--once` and it has its one).
+    Closed,
+}
+
+impl Status {
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+    pub fn from_code(c: u32) -> Option<Status> {
+        use Status::*;
+        [
+            Pending,
+            Accepted,
+            Committed,
+            CannotCreate,
+            WriteFailed,
+            Md5Mismatch,
+            Aborted,
+            BadRequest,
+            LengthMismatch,
+            Closed,
+        ]
+        .get(c as usize)
+        .copied()
+    }
+}
+
+/// The receiver's answer about one file: written before each ACK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    /// The errno behind CannotCreate / WriteFailed, 0 otherwise.
+    pub errno: i32,
+    /// The name the file got (committed), or the path that failed.
+    pub name: Vec<u8>,
+    pub md5: [u8; 16],
+    pub bytes: u64,
+}
+
+pub fn encode_outcome(o: &Outcome) -> [u8; RESULT_LEN] {
+    let mut b = [0u8; RESULT_LEN];
+    wr_u32(&mut b, 0, o.errno as u32);
+    let name = &o.name[..o.name.len().min(MAX_NAME)];
+    wr_u32(&mut b, 4, name.len() as u32);
+    b[8..8 + name.len()].copy_from_slice(name);
+    b[264..280].copy_from_slice(&o.md5);
+    wr_u64(&mut b, 280, o.bytes);
+    b
+}
+
+pub fn decode_outcome(status: u32, b: &[u8]) -> Result<Outcome, HeaderError> {
+    if b.len() < RESULT_LEN {
+        return Err(HeaderError::TooSmall { size: b.len() });
+    }
+    let status = Status::from_code(status).ok_or(HeaderError::Field {
+        field: "status",
+        value: status.into(),
+    })?;
+    let name_len = rd_u32(b, 4) as usize;
+    if name_len > MAX_NAME {
+        return Err(HeaderError::Field {
+            field: "result name length",
+            value: name_len as u64,
+        });
+    }
+    Ok(Outcome {
+        status,
+        errno: rd_u32(b, 0) as i32,
+        name: b[8..8 + name_len].to_vec(),
+        md5: b[264..280].try_into().unwrap(),
+        bytes: rd_u64(b, 280),
+    })
+}
+
+/// What a slot descriptor says about its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DescKind {
+    /// A chunk of the file; more follow.
+    Data,
+    /// The file's last chunk (possibly empty); the trailer is written.
+    Last,
+    /// No data: the sender abandons the file, for this reason (an [`Abort`] code).
+    Abort(u32),
+}
+
+/// One content slot's descriptor. Every descriptor names the session, the file and its place
+/// in the file, so the receiver never takes a descriptor of another file for one of this file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Desc {
+    /// As the sender wrote it: check it with [`Desc::len_in`] before use.
+    pub len: u64,
+    pub kind: DescKind,
+    pub session: u32,
+    pub file: u32,
+    /// The chunk's number within its file, from 0.
+    pub index: u64,
+}
+
+impl Desc {
+    /// The chunk's length, if it fits in a slot of `slot_size` bytes.
+    pub fn len_in(&self, slot_size: usize) -> Option<usize> {
+        usize::try_from(self.len).ok().filter(|&n| n <= slot_size)
+    }
+}
+
+const DESC_LAST: u32 = 1;
+const DESC_ABORT: u32 = 2;
+
+pub fn encode_desc(d: &Desc) -> [u8; SLOT_DESC_LEN] {
+    let mut b = [0u8; SLOT_DESC_LEN];
+    wr_u64(&mut b, 0, d.len);
+    let (flags, code) = match d.kind {
+        DescKind::Data => (0, 0),
+        DescKind::Last => (DESC_LAST, 0),
+        DescKind::Abort(code) => (DESC_ABORT, code),
+    };
+    wr_u32(&mut b, 8, flags);
+    wr_u32(&mut b, 12, code);
+    wr_u32(&mut b, 16, d.session);
+    wr_u32(&mut b, 20, d.file);
+    wr_u64(&mut b, 24, d.index);
+    b
+}
+
+/// Decodes a slot descriptor. Its tags and kind are taken as written (the receiver compares
+/// them with the file it expects); its length is checked by [`Desc::len_in`].
+pub fn decode_desc(b: &[u8]) -> Result<Desc, HeaderError> {
+    if b.len() < SLOT_DESC_LEN {
+        return Err(HeaderError::TooSmall { size: b.len() });
+    }
+    let len = rd_u64(b, 0);
+    let kind = match rd_u32(b, 8) {
+        0 => DescKind::Data,
+        DESC_LAST => DescKind::Last,
+        DESC_ABORT if len == 0 => DescKind::Abort(rd_u32(b, 12)),
+        flags => {
+            return Err(HeaderError::Field {
+                field: "chunk flags",
+                value: flags.into(),
+            });
+        }
+    };
+    Ok(Desc {
+        len,
+        kind,
+        session: rd_u32(b, 16),
+        file: rd_u32(b, 20),
+        index: rd_u64(b, 24),
+    })
+}
+
+/// What the sender says about a whole file, written before its last descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trailer {
+    pub session: u32,
+    pub file: u32,
+    pub bytes: u64,
+    /// The sender's MD5 of what it read (zeros without MD5).
+    pub md5: [u8; 16],
+}
+
+pub fn encode_trailer(t: &Trailer) -> [u8; TRAILER_LEN] {
+    let mut b = [0u8; TRAILER_LEN];
+    wr_u32(&mut b, 0, t.session);
+    wr_u32(&mut b, 4, t.file);
+    wr_u64(&mut b, 8, t.bytes);
+    b[16..32].copy_from_slice(&t.md5);
+    b
+}
+
+pub fn decode_trailer(b: &[u8; TRAILER_LEN]) -> Trailer {
+    Trailer {
+        session: rd_u32(b, 0),
+        file: rd_u32(b, 4),
+        bytes: rd_u64(b, 8),
+        md5: b[16..32].try_into().expect("16 bytes"),
+    }
+}
+
+/// An MD5 digest as 32 lowercase hex digits, as md5sum prints it.
+pub fn hex(d: &[u8; 16]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Channel state as the receiver publishes it, for `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Starting = 0,
+    Idle = 1,
+    Busy = 2,
+    Stopping = 3,
+}
+
+/// Why a sender gave up on a file, as it tells the receiver in its trailer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abort {
+    Interrupted = 1,
+    ReadError = 2,
+    FileChanged = 3,
+    /// The receiver reported a failure mid-transfer; the sender stops sending.
+    ReceiverFailed = 4,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> Info {
+        Info {
+            slot_size: 1 << 20,
+            slot_count: 8,
+            require_md5: true,
+            receiver_pid: 1234,
+            content_shmid: 7,
+            semid: 9,
+            mode: 0o600,
+            created: 1_700_000_000,
+        }
+    }
+
+    #[test]
+    fn info_round_trips() {
+        let b = encode_info(&info());
+        assert_eq!(decode_info(&b, CONTROL_LEN), Ok(info()));
+    }
+
+    #[test]
+    fn info_rejects_a_segment_smaller_than_the_header() {
+        let b = encode_info(&info());
+        assert_eq!(
+            decode_info(&b, 100),
+            Err(HeaderError::TooSmall { size: 100 })
+        );
+    }
+
+    #[test]
+    fn info_rejects_foreign_magic_and_other_versions() {
+        let mut b = encode_info(&info());
+        b[0] = b'X';
+        assert_eq!(decode_info(&b, CONTROL_LEN), Err(HeaderError::NotShmxfer));
+        let mut b = encode_info(&info());
+        b[8..12].copy_from_slice(&1u32.to_ne_bytes());
+        assert_eq!(
+            decode_info(&b, CONTROL_LEN),
+            Err(HeaderError::Version { found: 1 })
+        );
+    }
+
+    #[test]
+    fn info_rejects_slot_layouts_out_of_range() {
+        for (off, v) in [
+            (16usize, 0u64),
+            (16, (MAX_SLOT as u64) + 1),
+            (24, 0),
+            (24, 1000),
+        ] {
+            let mut b = encode_info(&info());
+            if off == 16 {
+                b[16..24].copy_from_slice(&v.to_ne_bytes());
+            } else {
+                b[24..28].copy_from_slice(&(v as u32).to_ne_bytes());
+            }
+            assert!(
+                matches!(decode_info(&b, CONTROL_LEN), Err(HeaderError::Field { .. })),
+                "{off}={v}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_round_trips_with_and_without_size_and_meta() {
+        let r = Request {
+            op: Op::File,
+            sender_pid: 42,
+            size: Some(0),
+            md5: true,
+            meta: Some(Meta {
+                mode: 0o644,
+                mtime_sec: -5,
+                mtime_nsec: 999_999_999,
+            }),
+            name: b"photo.jpg".to_vec(),
+            session: 77,
+        };
+        assert_eq!(decode_request(&encode_request(&r)), Ok(r.clone()));
+        let s = Request {
+            size: None,
+            meta: None,
+            md5: false,
+            op: Op::Bye,
+            ..r
+        };
+        assert_eq!(decode_request(&encode_request(&s)), Ok(s));
+    }
+
+    #[test]
+    fn request_rejects_overlong_names_and_unknown_ops() {
+        let r = Request {
+            op: Op::File,
+            sender_pid: 1,
+            size: None,
+            md5: false,
+            meta: None,
+            name: vec![b'a'; 10],
+            session: 1,
+        };
+        let mut b = encode_request(&r);
+        b[36..40].copy_from_slice(&10_000u32.to_ne_bytes());
+        assert_eq!(
+            decode_request(&b),
+            Err(HeaderError::Field {
+                field: "name length",
+                value: 10_000
+            })
+        );
+        let mut b = encode_request(&r);
+        b[4..8].copy_from_slice(&7u32.to_ne_bytes());
+        assert!(decode_request(&b).is_err());
+    }
+
+    #[test]
+    fn encoding_truncates_names_to_the_field() {
+        let r = Request {
+            op: Op::File,
+            sender_pid: 1,
+            size: None,
+            md5: false,
+            meta: None,
+            name: vec![b'x'; 1000],
+            session: 1,
+        };
+        assert_eq!(
+            decode_request(&encode_request(&r)).unwrap().name.len(),
+            MAX_NAME
+        );
+    }
+
+    #[test]
+    fn descriptors_carry_their_file_and_a_length_is_checked_against_the_slot() {
+        let d = Desc {
+            len: 4097,
+            kind: DescKind::Last,
+            session: 3,
+            file: 9,
+            index: 1 << 40,
+        };
+        let back = decode_desc(&encode_desc(&d)).unwrap();
+        assert_eq!(back, d);
+        assert_eq!(back.len_in(4096), None);
+        assert_eq!(back.len_in(8192), Some(4097));
+        let a = Desc {
+            len: 0,
+            kind: DescKind::Abort(Abort::ReadError as u32),
+            ..d
+        };
+        assert_eq!(decode_desc(&encode_desc(&a)), Ok(a));
+    }
+
+    #[test]
+    fn descriptors_with_unknown_flags_or_an_abort_with_data_are_refused() {
+        let d = Desc {
+            len: 10,
+            kind: DescKind::Data,
+            session: 1,
+            file: 1,
+            index: 0,
+        };
+        let mut b = encode_desc(&d);
+        b[8..12].copy_from_slice(&4u32.to_ne_bytes());
+        assert!(decode_desc(&b).is_err());
+        b[8..12].copy_from_slice(&DESC_ABORT.to_ne_bytes());
+        assert!(decode_desc(&b).is_err());
+        assert!(decode_desc(&b[..10]).is_err());
+    }
+
+    #[test]
+    fn trailer_round_trips() {
+        let t = Trailer {
+            session: 7,
+            file: 2,
+            bytes: u64::MAX - 1,
+            md5: [5; 16],
+        };
+        assert_eq!(decode_trailer(&encode_trailer(&t)), t);
+    }
+
+    #[test]
+    fn outcome_round_trips_and_rejects_unknown_status() {
+        let o = Outcome {
+            status: Status::Md5Mismatch,
+            errno: 28,
+            name: b"file01.jpg".to_vec(),
+            md5: [7; 16],
+            bytes: 99,
+        };
+        let b = encode_outcome(&o);
+        assert_eq!(decode_outcome(Status::Md5Mismatch.code(), &b), Ok(o));
+        assert!(decode_outcome(99, &b).is_err());
+    }
+}
