@@ -77,11 +77,39 @@ pub struct Transfer {
     pub sender_pid: i32,
 }
 
+/// A channel's state as `status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelState {
+    /// The receiver is creating the channel.
+    Starting,
+    /// The receiver lives and waits for a sender.
+    Idle,
+    /// A sender is admitted.
+    Busy,
+    /// The receiver is leaving.
+    Stopping,
+    /// The receiver is dead: `shmxfer clean` removes the channel.
+    Stale,
+}
+
+impl std::fmt::Display for ChannelState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            ChannelState::Starting => "starting",
+            ChannelState::Idle => "idle",
+            ChannelState::Busy => "busy",
+            ChannelState::Stopping => "stopping",
+            ChannelState::Stale => "stale",
+        };
+        f.write_str(s)
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct ChannelRow {
     pub key: u32,
-    /// idle, busy, stale, starting or stopping.
-    pub state: &'static str,
+    pub state: ChannelState,
     pub receiver_pid: i32,
     pub mode: String,
     pub slot_size: u64,
@@ -235,13 +263,13 @@ fn channel_row(key: Key, control_id: i32, view: &View) -> ChannelRow {
     let alive = frame::receiver_alive(info);
     let raw_state = view.state();
     let state = match (alive, raw_state) {
-        (false, _) => "stale",
-        (true, s) if s == State::Busy as u32 => "busy",
-        (true, s) if s == State::Idle as u32 => "idle",
-        (true, s) if s == State::Stopping as u32 => "stopping",
-        (true, _) => "starting",
+        (false, _) => ChannelState::Stale,
+        (true, s) if s == State::Busy as u32 => ChannelState::Busy,
+        (true, s) if s == State::Idle as u32 => ChannelState::Idle,
+        (true, s) if s == State::Stopping as u32 => ChannelState::Stopping,
+        (true, _) => ChannelState::Starting,
     };
-    let transfer = (state == "busy")
+    let transfer = (state == ChannelState::Busy)
         .then(|| view.request().ok())
         .flatten()
         .filter(|r| r.op == frame::Op::File)
@@ -347,28 +375,52 @@ fn size(n: u64, bytes: bool) -> String {
     if bytes { n.to_string() } else { human(n) }
 }
 
+/// One column of a view: its header, its least width, and how a row shows in it (`bytes`:
+/// sizes in bytes rather than human units).
+struct Column<R> {
+    name: &'static str,
+    width: usize,
+    cell: fn(&R, bool) -> String,
+}
+
+const fn col<R>(name: &'static str, width: usize, cell: fn(&R, bool) -> String) -> Column<R> {
+    Column { name, width, cell }
+}
+
 /// Writes one section as ipcs lays it out: a title, a header row, then one row per object,
-/// each column left-aligned to its width.
-fn section(
-    out: &mut String,
-    title: &str,
-    cols: &[(&str, usize)],
-    rows: impl Iterator<Item = Vec<String>>,
-) {
+/// each column left-aligned. A column is as wide as its widest cell, so a long value never
+/// shifts the columns after it.
+fn section<R>(out: &mut String, title: &str, cols: &[Column<R>], rows: &[R], bytes: bool) {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| cols.iter().map(|c| (c.cell)(r, bytes)).collect())
+        .collect();
+    let widths: Vec<usize> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let widest = cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0);
+            c.width.max(c.name.len()).max(widest)
+        })
+        .collect();
     let line = |cells: &mut dyn Iterator<Item = String>| {
-        let cells: Vec<String> = cells
-            .zip(cols)
-            .map(|(c, (_, w))| format!("{c:<w$}"))
+        let padded: Vec<String> = cells
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        cells.join(" ").trim_end().to_string()
+        padded.join(" ").trim_end().to_string()
     };
     let _ = writeln!(out, "------ {title} --------");
     let _ = writeln!(
         out,
         "{}",
-        line(&mut cols.iter().map(|(name, _)| name.to_string()))
+        line(&mut cols.iter().map(|c| c.name.to_string()))
     );
-    for r in rows {
+    for r in cells {
         let _ = writeln!(out, "{}", line(&mut r.into_iter()));
     }
     let _ = writeln!(out);
@@ -378,236 +430,138 @@ fn hex_key(k: u32) -> String {
     format!("0x{k:08x}")
 }
 
-fn render(out: &mut String, s: &Snapshot, all: bool, a: &StatusArgs) {
-    let mark = |role: Option<&str>| match role {
+/// What an object is to shmxfer or to the original system, for the last column.
+fn mark(role: Option<&str>) -> String {
+    match role {
         Some(r) if r.starts_with("legacy-") => format!("original system ({})", &r[7..]),
         Some(r) => format!("shmxfer {r}"),
         None => String::new(),
-    };
-    let sz = |n: u64| size(n, a.bytes);
-    if all || a.queues {
-        let title = "Message Queues";
+    }
+}
+
+const MSG: &[Column<MsgRow>] = &[
+    col("key", 10, |r, _| hex_key(r.key)),
+    col("msqid", 10, |r, _| r.id.to_string()),
+    col("owner", 10, |r, _| r.owner.clone()),
+    col("perms", 10, |r, _| r.perms.clone()),
+    col("used-bytes", 12, |r, b| size(r.used_bytes, b)),
+    col("messages", 10, |r, _| r.messages.to_string()),
+];
+const MSG_TIME: &[Column<MsgRow>] = &[
+    col("msqid", 10, |r, _| r.id.to_string()),
+    col("owner", 10, |r, _| r.owner.clone()),
+    col("perms", 10, |r, _| r.perms.clone()),
+    col("send", 20, |r, _| when(r.stime)),
+    col("recv", 20, |r, _| when(r.rtime)),
+    col("change", 20, |r, _| when(r.ctime)),
+];
+const MSG_PID: &[Column<MsgRow>] = &[
+    col("msqid", 10, |r, _| r.id.to_string()),
+    col("owner", 10, |r, _| r.owner.clone()),
+    col("lspid", 10, |r, _| r.lspid.to_string()),
+    col("lrpid", 10, |r, _| r.lrpid.to_string()),
+];
+const SHM: &[Column<ShmRow>] = &[
+    col("key", 10, |r, _| hex_key(r.key)),
+    col("shmid", 10, |r, _| r.id.to_string()),
+    col("owner", 10, |r, _| r.owner.clone()),
+    col("perms", 10, |r, _| r.perms.clone()),
+    col("bytes", 10, |r, b| size(r.bytes, b)),
+    col("nattch", 10, |r, _| r.nattch.to_string()),
+    col("status", 12, |r, _| r.status.join(",")),
+    col("what", 0, |r, _| mark(r.role)),
+];
+const SHM_TIME: &[Column<ShmRow>] = &[
+    col("shmid", 10, |r, _| r.id.to_string()),
+    col("owner", 10, |r, _| r.owner.clone()),
+    col("attached", 20, |r, _| when(r.atime)),
+    col("detached", 20, |r, _| when(r.dtime)),
+    col("changed", 20, |r, _| when(r.ctime)),
+];
+const SHM_PID: &[Column<ShmRow>] = &[
+    col("shmid", 10, |r, _| r.id.to_string()),
+    col("owner", 10, |r, _| r.owner.clone()),
+    col("cpid", 10, |r, _| r.cpid.to_string()),
+    col("lpid", 10, |r, _| r.lpid.to_string()),
+];
+const SEM: &[Column<SemRow>] = &[
+    col("key", 10, |r, _| hex_key(r.key)),
+    col("semid", 10, |r, _| r.id.to_string()),
+    col("owner", 10, |r, _| r.owner.clone()),
+    col("perms", 10, |r, _| r.perms.clone()),
+    col("nsems", 10, |r, _| r.nsems.to_string()),
+    col("what", 0, |r, _| mark(r.role)),
+];
+const SEM_TIME: &[Column<SemRow>] = &[
+    col("semid", 10, |r, _| r.id.to_string()),
+    col("owner", 10, |r, _| r.owner.clone()),
+    col("last-op", 20, |r, _| when(r.otime)),
+    col("last-changed", 20, |r, _| when(r.ctime)),
+];
+const CHANNELS: &[Column<ChannelRow>] = &[
+    col("key", 10, |c, _| hex_key(c.key)),
+    col("state", 8, |c, _| c.state.to_string()),
+    col("receiver", 10, |c, _| match c.state {
+        ChannelState::Stale => format!("{} (dead)", c.receiver_pid),
+        _ => c.receiver_pid.to_string(),
+    }),
+    col("mode", 6, |c, _| c.mode.clone()),
+    col("slots", 12, |c, b| {
+        format!("{} x {}", c.slot_count, size(c.slot_size, b))
+    }),
+    col("transfer", 0, |c, b| {
+        c.transfer.as_ref().map_or(String::new(), |t| {
+            // Progress is read live: never show more done than the total.
+            let done = t.total.map_or(t.bytes_done, |n| t.bytes_done.min(n));
+            let total = t.total.map_or("?".into(), |n| size(n, b));
+            format!(
+                "{} {}/{total} from pid {}",
+                crate::text::escape(t.name.as_bytes()),
+                size(done, b),
+                t.sender_pid
+            )
+        })
+    }),
+];
+
+/// The object sections and the channels, in the layout the flags ask for (`-t` times, `-p`
+/// pids, else the default; `-m`/`-s`/`-q` pick sections).
+fn render(out: &mut String, s: &Snapshot, all: bool, a: &StatusArgs) {
+    let b = a.bytes;
+    fn pick<'c, R>(
+        a: &StatusArgs,
+        time: &'c [Column<R>],
+        pid: &'c [Column<R>],
+        default: &'c [Column<R>],
+    ) -> &'c [Column<R>] {
         if a.time {
-            let cols = [
-                ("msqid", 10),
-                ("owner", 10),
-                ("perms", 10),
-                ("send", 20),
-                ("recv", 20),
-                ("change", 20),
-            ];
-            section(
-                out,
-                title,
-                &cols,
-                s.msg.iter().map(|r| {
-                    vec![
-                        r.id.to_string(),
-                        r.owner.clone(),
-                        r.perms.clone(),
-                        when(r.stime),
-                        when(r.rtime),
-                        when(r.ctime),
-                    ]
-                }),
-            );
+            time
         } else if a.pid {
-            let cols = [("msqid", 10), ("owner", 10), ("lspid", 10), ("lrpid", 10)];
-            section(
-                out,
-                title,
-                &cols,
-                s.msg.iter().map(|r| {
-                    vec![
-                        r.id.to_string(),
-                        r.owner.clone(),
-                        r.lspid.to_string(),
-                        r.lrpid.to_string(),
-                    ]
-                }),
-            );
+            pid
         } else {
-            let cols = [
-                ("key", 10),
-                ("msqid", 10),
-                ("owner", 10),
-                ("perms", 10),
-                ("used-bytes", 12),
-                ("messages", 10),
-            ];
-            section(
-                out,
-                title,
-                &cols,
-                s.msg.iter().map(|r| {
-                    vec![
-                        hex_key(r.key),
-                        r.id.to_string(),
-                        r.owner.clone(),
-                        r.perms.clone(),
-                        sz(r.used_bytes),
-                        r.messages.to_string(),
-                    ]
-                }),
-            );
+            default
         }
     }
+    if all || a.queues {
+        section(
+            out,
+            "Message Queues",
+            pick(a, MSG_TIME, MSG_PID, MSG),
+            &s.msg,
+            b,
+        );
+    }
     if all || a.shm {
-        let title = "Shared Memory Segments";
-        if a.time {
-            let cols = [
-                ("shmid", 10),
-                ("owner", 10),
-                ("attached", 20),
-                ("detached", 20),
-                ("changed", 20),
-            ];
-            section(
-                out,
-                title,
-                &cols,
-                s.shm.iter().map(|r| {
-                    vec![
-                        r.id.to_string(),
-                        r.owner.clone(),
-                        when(r.atime),
-                        when(r.dtime),
-                        when(r.ctime),
-                    ]
-                }),
-            );
-        } else if a.pid {
-            let cols = [("shmid", 10), ("owner", 10), ("cpid", 10), ("lpid", 10)];
-            section(
-                out,
-                title,
-                &cols,
-                s.shm.iter().map(|r| {
-                    vec![
-                        r.id.to_string(),
-                        r.owner.clone(),
-                        r.cpid.to_string(),
-                        r.lpid.to_string(),
-                    ]
-                }),
-            );
-        } else {
-            let cols = [
-                ("key", 10),
-                ("shmid", 10),
-                ("owner", 10),
-                ("perms", 10),
-                ("bytes", 10),
-                ("nattch", 10),
-                ("status", 12),
-                ("what", 0),
-            ];
-            section(
-                out,
-                title,
-                &cols,
-                s.shm.iter().map(|r| {
-                    vec![
-                        hex_key(r.key),
-                        r.id.to_string(),
-                        r.owner.clone(),
-                        r.perms.clone(),
-                        sz(r.bytes),
-                        r.nattch.to_string(),
-                        r.status.join(","),
-                        mark(r.role),
-                    ]
-                }),
-            );
-        }
+        let cols = pick(a, SHM_TIME, SHM_PID, SHM);
+        section(out, "Shared Memory Segments", cols, &s.shm, b);
     }
     // ipcs -p has no semaphore section: semaphores keep no creator or last pid per set.
     if (all || a.sem) && !a.pid {
-        let title = "Semaphore Arrays";
-        if a.time {
-            let cols = [
-                ("semid", 10),
-                ("owner", 10),
-                ("last-op", 20),
-                ("last-changed", 20),
-            ];
-            section(
-                out,
-                title,
-                &cols,
-                s.sem.iter().map(|r| {
-                    vec![
-                        r.id.to_string(),
-                        r.owner.clone(),
-                        when(r.otime),
-                        when(r.ctime),
-                    ]
-                }),
-            );
-        } else {
-            let cols = [
-                ("key", 10),
-                ("semid", 10),
-                ("owner", 10),
-                ("perms", 10),
-                ("nsems", 10),
-                ("what", 0),
-            ];
-            section(
-                out,
-                title,
-                &cols,
-                s.sem.iter().map(|r| {
-                    vec![
-                        hex_key(r.key),
-                        r.id.to_string(),
-                        r.owner.clone(),
-                        r.perms.clone(),
-                        r.nsems.to_string(),
-                        mark(r.role),
-                    ]
-                }),
-            );
-        }
+        let cols = if a.time { SEM_TIME } else { SEM };
+        section(out, "Semaphore Arrays", cols, &s.sem, b);
     }
     if !s.channels.is_empty() && all {
-        let cols = [
-            ("key", 10),
-            ("state", 8),
-            ("receiver", 10),
-            ("mode", 6),
-            ("slots", 12),
-            ("transfer", 0),
-        ];
-        section(
-            out,
-            "shmxfer channels",
-            &cols,
-            s.channels.iter().map(|c| {
-                let transfer = c.transfer.as_ref().map_or(String::new(), |t| {
-                    let total = t.total.map_or("?".into(), sz);
-                    format!(
-                        "{} {}/{total} from pid {}",
-                        t.name,
-                        sz(t.bytes_done),
-                        t.sender_pid
-                    )
-                });
-                let pid = if c.state == "stale" {
-                    format!("{} (dead)", c.receiver_pid)
-                } else {
-                    c.receiver_pid.to_string()
-                };
-                vec![
-                    hex_key(c.key),
-                    c.state.to_string(),
-                    pid,
-                    c.mode.clone(),
-                    format!("{} x {}", c.slot_count, sz(c.slot_size)),
-                    transfer,
-                ]
-            }),
-        );
+        section(out, "shmxfer channels", CHANNELS, &s.channels, b);
     }
 }
 
