@@ -182,11 +182,20 @@ pub fn probe(key: Key) -> Result<Probe, FrameError> {
         Err(e) if e.is_gone() => return Ok(Probe::Absent),
         Err(e) => return Err(e.into()),
     };
+    let size = map.len();
+    let control = match Control::new(map) {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(Probe::Foreign {
+                shmid: shm.id(),
+                why: e.to_string(),
+            });
+        }
+    };
     let mut head = [0u8; INFO_LEN];
-    map.read(INFO_OFF, &mut head)
-        .expect("segment is at least CONTROL_LEN");
+    control.read(INFO_OFF, &mut head);
     let blank = head[..8] == [0; 8];
-    match decode_info(&head, map.len()) {
+    match decode_info(&head, size) {
         Err(_) if blank && sysv::process_alive(stat.cpid) => Ok(Probe::Starting {
             shmid: shm.id(),
             pid: stat.cpid,
@@ -371,7 +380,7 @@ pub struct Channel {
     pub control_shm: Shm,
     pub content_shm: Shm,
     pub sems: SemSet,
-    control: Mapping,
+    control: Control,
     content: Mapping,
     pub info: Info,
 }
@@ -398,7 +407,8 @@ impl Channel {
         sems.set(sem::EMPTY, cfg.slot_count as i32)?;
         sems.op(&[SemOp::give(sem::RECEIVER).undo()], None)
             .map_err(|e| FrameError::from_wait(key, e))?;
-        let control = control_shm.attach(true)?;
+        let control = Control::new(control_shm.attach(true)?)
+            .map_err(|source| FrameError::Header { key, source })?;
         let content = content_shm.attach(true)?;
         let info = Info {
             slot_size: cfg.slot_size,
@@ -414,13 +424,9 @@ impl Channel {
                 .unwrap_or(0),
         };
         let head = encode_info(&info);
-        control
-            .write(8, &head[8..])
-            .expect("control segment holds the header");
+        control.write(8, &head[8..]);
         std::sync::atomic::fence(Ordering::Release);
-        control
-            .write(0, &head[..8])
-            .expect("control segment holds the header");
+        control.write(0, &head[..8]);
         undo.disarm();
         Ok(Channel {
             key,
@@ -474,15 +480,8 @@ impl Channel {
                 e.into()
             }
         };
-        let control = control_shm.attach(true).map_err(gone)?;
-        if control.len() < CONTROL_LEN {
-            return Err(FrameError::Header {
-                key,
-                source: HeaderError::TooSmall {
-                    size: control.len(),
-                },
-            });
-        }
+        let control = Control::new(control_shm.attach(true).map_err(gone)?)
+            .map_err(|source| FrameError::Header { key, source })?;
         let content = content_shm.attach(true).map_err(gone)?;
         // The content segment is found by the id the header names, so confirm it is the one at
         // KEY+1 and big enough for the ring the header describes.
@@ -569,7 +568,7 @@ impl Channel {
     // ---- receiver steps ----
 
     pub fn set_state(&self, s: State) {
-        let _ = self.control.store_u32(STATE_OFF, s as u32);
+        self.control.store_u32(STATE_OFF, s as u32);
     }
 
     /// Opens the gate to one new sender. First the per-session semaphores are reset (no
@@ -733,7 +732,7 @@ impl Channel {
             match self.wait(&ops, left) {
                 // The receiver wrote the session before it gave the gate, and changes it only
                 // after this session ends.
-                Ok(()) => return Ok(self.control.load_u32(SESSION_OFF).unwrap_or(0)),
+                Ok(()) => return Ok(self.control.load_u32(SESSION_OFF)),
                 Err(FrameError::TimedOut { .. }) | Err(FrameError::Interrupted) => {}
                 Err(e) => return Err(e),
             }
@@ -778,15 +777,15 @@ impl Channel {
         self.wait_on_peer(&[SemOp::take(sem::ACK)], sem::RECEIVER, false)?;
         let mut b = [0u8; RESULT_LEN];
         self.read(RESULT_OFF, &mut b);
-        let status = self.control.load_u32(STATUS_OFF).unwrap_or(u32::MAX);
-        let file = self.control.load_u32(FILE_OFF).unwrap_or(0);
+        let status = self.control.load_u32(STATUS_OFF);
+        let file = self.control.load_u32(FILE_OFF);
         Ok((file, decode_outcome(status, &b)))
     }
 
     /// The receiver's failure verdict on `file` while it is still being sent, if any.
     pub fn receiver_failure(&self, file: u32) -> Option<u32> {
-        let status = self.control.load_u32(STATUS_OFF).unwrap_or(0);
-        let about = self.control.load_u32(FILE_OFF).unwrap_or(0);
+        let status = self.control.load_u32(STATUS_OFF);
+        let about = self.control.load_u32(FILE_OFF);
         let pending = [Status::Pending.code(), Status::Accepted.code()];
         (about == file && !pending.contains(&status)).then_some(status)
     }
@@ -854,67 +853,83 @@ impl Channel {
         }
     }
 
-    // ---- field access: every offset below is a constant inside CONTROL_LEN, which the
-    // control mapping was checked to hold when the channel was created or opened ----
-
     fn slot_of(&self, seq: u64) -> usize {
         (seq % u64::from(self.info.slot_count)) as usize
     }
     fn read(&self, off: usize, out: &mut [u8]) {
-        self.control
-            .read(off, out)
-            .expect("fixed field inside the control segment");
+        self.control.read(off, out);
     }
     fn write(&self, off: usize, bytes: &[u8]) {
-        self.control
-            .write(off, bytes)
-            .expect("fixed field inside the control segment");
+        self.control.write(off, bytes);
     }
     fn store_u32(&self, off: usize, v: u32) {
-        self.control
-            .store_u32(off, v)
-            .expect("fixed field inside the control segment");
+        self.control.store_u32(off, v);
     }
     fn store_u64(&self, off: usize, v: u64) {
-        self.control
-            .store_u64(off, v)
-            .expect("fixed field inside the control segment");
+        self.control.store_u64(off, v);
+    }
+}
+
+/// A control segment's attachment, checked once to hold `CONTROL_LEN` bytes: every field is at
+/// a constant offset inside it, so no access below can fall outside, and none returns an error.
+#[derive(Debug)]
+struct Control(Mapping);
+
+impl Control {
+    fn new(m: Mapping) -> Result<Control, HeaderError> {
+        if m.len() < CONTROL_LEN {
+            return Err(HeaderError::TooSmall { size: m.len() });
+        }
+        Ok(Control(m))
+    }
+    const CHECKED: &str = "a fixed field inside a control segment checked to hold CONTROL_LEN";
+    fn read(&self, off: usize, out: &mut [u8]) {
+        self.0.read(off, out).expect(Self::CHECKED);
+    }
+    fn write(&self, off: usize, bytes: &[u8]) {
+        self.0.write(off, bytes).expect(Self::CHECKED);
+    }
+    fn load_u32(&self, off: usize) -> u32 {
+        self.0.load_u32(off).expect(Self::CHECKED)
+    }
+    fn load_u64(&self, off: usize) -> u64 {
+        self.0.load_u64(off).expect(Self::CHECKED)
+    }
+    fn store_u32(&self, off: usize, v: u32) {
+        self.0.store_u32(off, v).expect(Self::CHECKED);
+    }
+    fn store_u64(&self, off: usize, v: u64) {
+        self.0.store_u64(off, v).expect(Self::CHECKED);
     }
 }
 
 /// A read-only look at a channel's live fields for `status`: attaches without writing.
 pub struct View {
-    control: Mapping,
+    control: Control,
     pub info: Info,
 }
 
 impl View {
     pub fn open(shmid: i32) -> Result<View, FrameError> {
-        let control = Shm::from_id(shmid).attach(false)?;
-        let mut head = [0u8; INFO_LEN];
-        control.read(0, &mut head).map_err(|_| FrameError::Header {
-            key: Key(0),
-            source: HeaderError::TooSmall {
-                size: control.len(),
-            },
-        })?;
-        let info = decode_info(&head, control.len()).map_err(|source| FrameError::Header {
+        let header = |source| FrameError::Header {
             key: Key(0),
             source,
-        })?;
+        };
+        let control = Control::new(Shm::from_id(shmid).attach(false)?).map_err(header)?;
+        let mut head = [0u8; INFO_LEN];
+        control.read(0, &mut head);
+        let info = decode_info(&head, control.0.len()).map_err(header)?;
         Ok(View { control, info })
     }
     pub fn state(&self) -> u32 {
-        self.control.load_u32(STATE_OFF).unwrap_or(u32::MAX)
+        self.control.load_u32(STATE_OFF)
     }
     pub fn progress(&self) -> u64 {
-        self.control.load_u64(PROGRESS_OFF).unwrap_or(0)
+        self.control.load_u64(PROGRESS_OFF)
     }
     pub fn request(&self) -> Result<Request, HeaderError> {
         let mut b = [0u8; REQUEST_LEN];
-        self.control
-            .read(REQUEST_OFF, &mut b)
-            .expect("request in bounds");
+        self.control.read(REQUEST_OFF, &mut b);
         decode_request(&b)
     }
 }
