@@ -822,24 +822,24 @@ pub fn read_table(kind: Kind) -> io::Result<Vec<TableRow>> {
     Ok(parse_table(&std::fs::read_to_string(kind.path())?))
 }
 
-/// The user name for a uid, from the password database file; the number where there is none.
+/// The user name for a uid, through NSS as `ls` and `ipcs` look it up (local files, LDAP,
+/// systemd's dynamic users…); the number where there is none.
 pub fn user_name(uid: u32) -> String {
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|text| {
-            text.lines().find_map(|l| {
-                let mut f = l.split(':');
-                let name = f.next()?;
-                f.next()?;
-                (f.next()?.parse::<u32>().ok()? == uid).then(|| name.to_string())
-            })
-        })
-        .unwrap_or_else(|| uid.to_string())
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => u.name,
+        _ => uid.to_string(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_are_named_through_nss_and_numbered_when_unknown() {
+        assert_eq!(user_name(0), "root");
+        assert_eq!(user_name(4_000_000_000), "4000000000");
+    }
 
     #[test]
     fn proc_keys_are_read_as_unsigned() {
