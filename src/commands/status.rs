@@ -145,117 +145,126 @@ pub fn snapshot() -> Result<Snapshot, StatusError> {
     let shm_rows = table(Kind::Shm)?;
     let sem_rows = table(Kind::Sem)?;
     let msg_rows = table(Kind::Msg)?;
-
-    let mut channels = Vec::new();
-    for r in &shm_rows {
-        if r.num("size") as usize != frame::CONTROL_LEN {
-            continue;
-        }
-        // Attach read-only and decode with every check; a foreign or corrupt segment is just
-        // not a channel, never a crash.
-        if let Ok(view) = View::open(r.num("shmid") as i32) {
-            channels.push(channel_row(r.key(), r.num("shmid") as i32, &view));
-        }
-    }
-    let control_keys: Vec<(Key, i32, i32)> = channels
-        .iter()
-        .map(|c| (Key(c.key), c.content_id, c.sem_id))
-        .collect();
-    let one_sem_at = |key: Key| {
-        sem_rows
-            .iter()
-            .any(|r| r.key() == key && r.num("nsems") == 1)
+    let channels = channels(&shm_rows);
+    let roles = Roles {
+        channels: &channels,
+        shm: &shm_rows,
+        sem: &sem_rows,
     };
-    let segment_at = |key: Key| {
-        shm_rows
-            .iter()
-            .find(|r| r.key() == key && key.0 != 0)
-            .map(|r| r.num("size") as u64)
-    };
-    let role_of_shm = |key: Key, id: i32, size: i64| -> Option<&'static str> {
-        if control_keys.iter().any(|(k, _, _)| *k == key) {
-            Some("control")
-        } else if control_keys.iter().any(|(_, c, _)| *c == id) {
-            Some("content")
-        } else {
-            legacy::shm_role(size as u64, key.0 != 0 && one_sem_at(key))
-        }
-    };
-    let shm = shm_rows
-        .iter()
-        .map(|r| {
-            let p = perms(r);
-            let mut status = Vec::new();
-            if p & 0o1000 != 0 {
-                status.push("dest");
-            }
-            if p & 0o2000 != 0 {
-                status.push("locked");
-            }
-            let id = r.num("shmid") as i32;
-            ShmRow {
-                key: r.key().0,
-                id,
-                owner: sysv::user_name(r.num("uid") as u32),
-                uid: r.num("uid") as u32,
-                perms: format!("{:o}", p & 0o777),
-                bytes: r.num("size") as u64,
-                nattch: r.num("nattch") as u64,
-                cpid: r.num("cpid") as i32,
-                lpid: r.num("lpid") as i32,
-                atime: r.num("atime"),
-                dtime: r.num("dtime"),
-                ctime: r.num("ctime"),
-                status,
-                role: role_of_shm(r.key(), id, r.num("size")),
-            }
-        })
-        .collect();
-    let sem = sem_rows
-        .iter()
-        .map(|r| {
-            let id = r.num("semid") as i32;
-            let nsems = r.num("nsems") as u32;
-            SemRow {
-                key: r.key().0,
-                id,
-                owner: sysv::user_name(r.num("uid") as u32),
-                uid: r.num("uid") as u32,
-                perms: format!("{:o}", perms(r) & 0o777),
-                nsems,
-                otime: r.num("otime"),
-                ctime: r.num("ctime"),
-                role: if control_keys.iter().any(|(_, _, s)| *s == id) {
-                    Some("semaphores")
-                } else {
-                    legacy::sem_role(nsems, segment_at(r.key()))
-                },
-            }
-        })
-        .collect();
-    let msg = msg_rows
-        .iter()
-        .map(|r| MsgRow {
-            key: r.key().0,
-            id: r.num("msqid") as i32,
-            owner: sysv::user_name(r.num("uid") as u32),
-            uid: r.num("uid") as u32,
-            perms: format!("{:o}", perms(r) & 0o777),
-            used_bytes: r.num("cbytes") as u64,
-            messages: r.num("qnum") as u64,
-            lspid: r.num("lspid") as i32,
-            lrpid: r.num("lrpid") as i32,
-            stime: r.num("stime"),
-            rtime: r.num("rtime"),
-            ctime: r.num("ctime"),
-        })
-        .collect();
     Ok(Snapshot {
-        shm,
-        sem,
-        msg,
+        shm: shm_rows.iter().map(|r| shm_row(r, &roles)).collect(),
+        sem: sem_rows.iter().map(|r| sem_row(r, &roles)).collect(),
+        msg: msg_rows.iter().map(msg_row).collect(),
         channels,
     })
+}
+
+/// Every segment of a control segment's size that decodes as a channel. Attached read-only
+/// and decoded with every check: a foreign or corrupt segment is just not a channel.
+fn channels(shm: &[TableRow]) -> Vec<ChannelRow> {
+    shm.iter()
+        .filter(|r| r.num("size") as usize == frame::CONTROL_LEN)
+        .filter_map(|r| {
+            let id = r.num("shmid") as i32;
+            View::open(id).ok().map(|v| channel_row(r.key(), id, &v))
+        })
+        .collect()
+}
+
+/// What each object is to shmxfer (a channel's part) or to the original system (by shape).
+struct Roles<'a> {
+    channels: &'a [ChannelRow],
+    shm: &'a [TableRow],
+    sem: &'a [TableRow],
+}
+
+impl Roles<'_> {
+    fn shm(&self, key: Key, id: i32, size: u64) -> Option<&'static str> {
+        if self.channels.iter().any(|c| c.key == key.0) {
+            Some("control")
+        } else if self.channels.iter().any(|c| c.content_id == id) {
+            Some("content")
+        } else {
+            let one_sem = key.0 != 0
+                && self
+                    .sem
+                    .iter()
+                    .any(|r| r.key() == key && r.num("nsems") == 1);
+            legacy::shm_role(size, one_sem)
+        }
+    }
+    fn sem(&self, key: Key, id: i32, nsems: u32) -> Option<&'static str> {
+        if self.channels.iter().any(|c| c.sem_id == id) {
+            return Some("semaphores");
+        }
+        let segment = self
+            .shm
+            .iter()
+            .find(|r| r.key() == key && key.0 != 0)
+            .map(|r| r.num("size") as u64);
+        legacy::sem_role(nsems, segment)
+    }
+}
+
+fn shm_row(r: &TableRow, roles: &Roles) -> ShmRow {
+    let p = perms(r);
+    let mut status = Vec::new();
+    if p & 0o1000 != 0 {
+        status.push("dest");
+    }
+    if p & 0o2000 != 0 {
+        status.push("locked");
+    }
+    let id = r.num("shmid") as i32;
+    ShmRow {
+        key: r.key().0,
+        id,
+        owner: sysv::user_name(r.num("uid") as u32),
+        uid: r.num("uid") as u32,
+        perms: format!("{:o}", p & 0o777),
+        bytes: r.num("size") as u64,
+        nattch: r.num("nattch") as u64,
+        cpid: r.num("cpid") as i32,
+        lpid: r.num("lpid") as i32,
+        atime: r.num("atime"),
+        dtime: r.num("dtime"),
+        ctime: r.num("ctime"),
+        status,
+        role: roles.shm(r.key(), id, r.num("size") as u64),
+    }
+}
+
+fn sem_row(r: &TableRow, roles: &Roles) -> SemRow {
+    let id = r.num("semid") as i32;
+    let nsems = r.num("nsems") as u32;
+    SemRow {
+        key: r.key().0,
+        id,
+        owner: sysv::user_name(r.num("uid") as u32),
+        uid: r.num("uid") as u32,
+        perms: format!("{:o}", perms(r) & 0o777),
+        nsems,
+        otime: r.num("otime"),
+        ctime: r.num("ctime"),
+        role: roles.sem(r.key(), id, nsems),
+    }
+}
+
+fn msg_row(r: &TableRow) -> MsgRow {
+    MsgRow {
+        key: r.key().0,
+        id: r.num("msqid") as i32,
+        owner: sysv::user_name(r.num("uid") as u32),
+        uid: r.num("uid") as u32,
+        perms: format!("{:o}", perms(r) & 0o777),
+        used_bytes: r.num("cbytes") as u64,
+        messages: r.num("qnum") as u64,
+        lspid: r.num("lspid") as i32,
+        lrpid: r.num("lrpid") as i32,
+        stime: r.num("stime"),
+        rtime: r.num("rtime"),
+        ctime: r.num("ctime"),
+    }
 }
 
 fn channel_row(key: Key, control_id: i32, view: &View) -> ChannelRow {
