@@ -44,28 +44,17 @@ impl CleanError {
     }
 }
 
-pub fn run(args: CleanArgs) -> i32 {
-    let result = if args.legacy {
-        clean_legacy(&args)
+pub fn run(args: CleanArgs) -> super::Outcome {
+    let found = if args.legacy {
+        clean_legacy(&args)?
     } else if args.stale {
-        clean_stale(&args)
+        clean_stale(&args)?
     } else {
-        match args.channel.native_key() {
-            Ok(key) => clean_key(key, &args),
-            Err(e) => {
-                crate::term::error(e);
-                return exit::USAGE;
-            }
-        }
+        let key = args.channel.native_key().map_err(super::Error::Usage)?;
+        clean_key(key, &args)?
     };
-    let result = result.and_then(|r| report(r, &args));
-    match result {
-        Ok(()) => exit::OK,
-        Err(e) => {
-            crate::term::error(&e);
-            e.exit_code()
-        }
-    }
+    report(found, &args)?;
+    Ok(exit::OK)
 }
 
 /// What a clean did: lines to print, and the objects it tried to remove.

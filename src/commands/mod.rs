@@ -8,6 +8,8 @@ pub mod status;
 
 mod progress;
 
+use crate::shared::exit;
+
 use clap::Args;
 
 use crate::sysv::Key;
@@ -56,3 +58,47 @@ pub struct Verbosity {
     #[arg(short, long)]
     pub quiet: bool,
 }
+
+/// Why a command failed. The face prints it once and exits with its code; a command prints
+/// only its records and the fate of each file of several.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Recv(#[from] recv::RecvError),
+    #[error(transparent)]
+    Send(#[from] crate::sender::SendError),
+    #[error(transparent)]
+    Clean(#[from] clean::CleanError),
+    #[error(transparent)]
+    Status(#[from] status::StatusError),
+    #[error(transparent)]
+    Legacy(#[from] crate::legacy::LegacyError),
+    #[error("{0}")]
+    Usage(String),
+    /// Already said (by another thread that is ending the process, or a stop, which needs no
+    /// words): only the exit code is left.
+    #[error("")]
+    Said(i32),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Recv(e) => e.exit_code(),
+            Error::Send(e) => e.exit_code(),
+            Error::Clean(e) => e.exit_code(),
+            Error::Status(_) => exit::OSERR,
+            Error::Legacy(e) => e.exit_code(),
+            Error::Usage(_) => exit::USAGE,
+            Error::Said(code) => *code,
+        }
+    }
+    /// Whether there is anything to print.
+    pub fn is_said(&self) -> bool {
+        matches!(self, Error::Said(_))
+    }
+}
+
+/// What a command returns: its exit code when it ran (0, or the code of the files that
+/// failed, each already reported), or why it failed as a whole.
+pub type Outcome = Result<i32, Error>;

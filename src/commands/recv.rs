@@ -53,19 +53,17 @@ struct Opts {
     once: bool,
 }
 
-pub fn run(args: RecvArgs) -> i32 {
+pub fn run(args: RecvArgs) -> super::Outcome {
     crate::term::init_logging(args.verbosity.verbose);
     if args.legacy {
         return legacy(&args);
     }
     match serve(args) {
-        Ok(code) => code,
-        Err(e) => {
-            if !matches!(e, RecvError::Frame(FrameError::Interrupted)) {
-                crate::term::error(&e);
-            }
-            e.exit_code()
+        // A stop needs no words: the receiver removed its objects and leaves.
+        Err(RecvError::Frame(FrameError::Interrupted)) => {
+            Err(super::Error::Said(exit::INTERRUPTED))
         }
+        r => Ok(r?),
     }
 }
 
@@ -334,34 +332,18 @@ fn commit(
 // ---------------------------------------------------------------- recv --legacy
 
 /// `recv --legacy`: the original consumer's part, with output named as natively.
-fn legacy(args: &RecvArgs) -> i32 {
+fn legacy(args: &RecvArgs) -> super::Outcome {
     if args.stdout || args.keep_name || args.preserve {
-        crate::term::error(
-            "--stdout, --keep-name and --preserve need the native protocol (the original carries no name)",
-        );
-        return exit::USAGE;
+        return Err(super::Error::Usage(
+            "--stdout, --keep-name and --preserve need the native protocol (the original carries no name)".into(),
+        ));
     }
-    if let Err(e) = check_mode(args.mode) {
-        crate::term::error(&e);
-        return e.exit_code();
-    }
-    let mut namer = match output::prepare(&args.dir, &args.basename, &args.ext) {
-        Ok(n) => n,
-        Err(e) => {
-            let e = RecvError::from(e);
-            crate::term::error(&e);
-            return e.exit_code();
-        }
-    };
+    check_mode(args.mode)?;
+    let mut namer =
+        output::prepare(&args.dir, &args.basename, &args.ext).map_err(RecvError::from)?;
     let (content_key, size_key) = args.channel.legacy_keys();
     sysv::ignore_file_size_signal();
-    let consumer = match Consumer::create(content_key, size_key, args.mode) {
-        Ok(c) => c,
-        Err(e) => {
-            crate::term::error(&e);
-            return e.exit_code();
-        }
-    };
+    let consumer = Consumer::create(content_key, size_key, args.mode)?;
     let stopper = consumer.stopper();
     let _ = ctrlc::set_handler(move || {
         runtime::request_stop();
@@ -390,14 +372,11 @@ fn legacy(args: &RecvArgs) -> i32 {
     let r = consumer.serve(args.md5, &mut take, &mut |n| crate::term::warn(quiet, n));
     drop(consumer);
     match r {
-        Ok(()) => exit::OK,
+        Ok(()) => Ok(exit::OK),
         Err(LegacyError::Interrupted | LegacyError::Removed) if runtime::stop_requested() => {
-            exit::INTERRUPTED
+            Err(super::Error::Said(exit::INTERRUPTED))
         }
-        Err(e) => {
-            crate::term::error(&e);
-            e.exit_code()
-        }
+        Err(e) => Err(e.into()),
     }
 }
 

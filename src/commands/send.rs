@@ -84,31 +84,21 @@ impl Observer for Bar {
     }
 }
 
-pub fn run(args: SendArgs) -> i32 {
+pub fn run(args: SendArgs) -> super::Outcome {
     crate::term::init_logging(args.verbosity.verbose);
     if args.legacy {
         return legacy(&args);
     }
     if args.name.is_empty() || args.name.len() > frame::MAX_NAME || args.name.contains('/') {
-        crate::term::error(SendError::BadName);
-        return exit::USAGE;
+        return Err(SendError::BadName.into());
     }
-    let key = match args.channel.native_key() {
-        Ok(k) => k,
-        Err(e) => {
-            crate::term::error(e);
-            return exit::USAGE;
-        }
-    };
+    let key = args.channel.native_key().map_err(super::Error::Usage)?;
     install_stop_handler();
     let opts = SendOptions {
         md5: args.md5,
         wait: args.wait.map(Duration::from_secs_f64),
     };
-    let mut tx = match Sender::connect(key, &opts) {
-        Ok(tx) => tx,
-        Err(e) => return fail(&e),
-    };
+    let mut tx = Sender::connect(key, &opts).map_err(fail)?;
     watch_receiver(tx.channel());
     tx.set_observer(Box::new(Bar {
         quiet: args.verbosity.quiet,
@@ -116,8 +106,8 @@ pub fn run(args: SendArgs) -> i32 {
     }));
     let code = send_all(&mut tx, &args);
     match tx.finish() {
-        Err(e) if code == exit::OK => fail(&e),
-        _ => code,
+        Err(e) if code == exit::OK => Err(fail(e)),
+        _ => Ok(code),
     }
 }
 
@@ -181,11 +171,14 @@ fn send_one(tx: &mut Sender, path: &Path, stdin_name: &str) -> Result<(), SendEr
     tx.send_file(stdin_name.as_bytes(), &stdin, size).map(drop)
 }
 
-fn fail(e: &SendError) -> i32 {
+/// The error for the face to print, unless another thread is ending the process with its own
+/// report.
+fn fail(e: SendError) -> super::Error {
     if claim_exit() {
-        crate::term::error(e);
+        e.into()
+    } else {
+        super::Error::Said(e.exit_code())
     }
-    e.exit_code()
 }
 
 /// A sender may sit in read(2) on a slow pipe, or in open(2) of a FIFO, while the receiver
@@ -211,7 +204,7 @@ fn watch_receiver(ch: Arc<Channel>) {
 
 /// `send --legacy`: the original producer's part, for each file in turn. A file the protocol
 /// cannot carry is refused before any semaphore is touched.
-fn legacy(args: &SendArgs) -> i32 {
+fn legacy(args: &SendArgs) -> super::Outcome {
     let (content_key, size_key) = args.channel.legacy_keys();
     let deadline = args
         .wait
@@ -233,29 +226,21 @@ fn legacy(args: &SendArgs) -> i32 {
                 continue;
             }
         };
-        if producer.is_none() {
-            producer = match Producer::connect(content_key, size_key, deadline) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    crate::term::error(&e);
-                    return e.exit_code();
-                }
-            };
-        }
-        let p = producer.as_ref().expect("connected above");
+        let p = match producer.take() {
+            Some(p) => p,
+            None => Producer::connect(content_key, size_key, deadline)?,
+        };
         match p.send(path, &data, args.md5, deadline) {
             Ok(()) => {}
             Err(e @ LegacyError::Md5 { .. }) => {
                 crate::term::error(&e);
                 code = merge(code, e.exit_code());
             }
-            Err(e) => {
-                crate::term::error(&e);
-                return e.exit_code();
-            }
+            Err(e) => return Err(e.into()),
         }
+        producer = Some(p);
     }
-    code
+    Ok(code)
 }
 
 /// Several failures: their code if they agree, else 1.

@@ -18,6 +18,8 @@ pub enum StatusError {
         path: &'static str,
         source: std::io::Error,
     },
+    #[error("cannot write JSON: {0}")]
+    Json(serde_json::Error),
 }
 
 #[derive(Debug, Serialize)]
@@ -342,14 +344,8 @@ pub fn when(t: i64) -> String {
     )
 }
 
-pub fn run(args: StatusArgs) -> i32 {
-    let mut snap = match snapshot() {
-        Ok(s) => s,
-        Err(e) => {
-            crate::term::error(&e);
-            return exit::OSERR;
-        }
-    };
+pub fn run(args: StatusArgs) -> super::Outcome {
+    let mut snap = snapshot()?;
     if let Some(k) = args.key {
         let near = |key: u32| key == k.0 || Some(Key(key)) == k.offset(1);
         snap.shm.retain(|r| near(r.key));
@@ -358,15 +354,9 @@ pub fn run(args: StatusArgs) -> i32 {
         snap.channels.retain(|c| c.key == k.0);
     }
     if args.json {
-        let text = match serde_json::to_string_pretty(&snap) {
-            Ok(t) => t,
-            Err(e) => {
-                crate::term::error(e);
-                return exit::OSERR;
-            }
-        };
+        let text = serde_json::to_string_pretty(&snap).map_err(StatusError::Json)?;
         crate::term::out_line(&text);
-        return exit::OK;
+        return Ok(exit::OK);
     }
     let all = !(args.shm || args.sem || args.queues);
     let mut out = String::new();
@@ -377,7 +367,7 @@ pub fn run(args: StatusArgs) -> i32 {
     }
     // One write: into a closed pipe it fails once, quietly.
     let _ = crate::term::out_line(out.trim_end_matches('\n'));
-    exit::OK
+    Ok(exit::OK)
 }
 
 fn size(n: u64, bytes: bool) -> String {

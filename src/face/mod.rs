@@ -26,7 +26,7 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    match cli.command {
+    let outcome = match cli.command {
         cli::Command::Recv(a) => commands::recv::run(a),
         cli::Command::Send(a) => commands::send::run(a),
         cli::Command::Clean(a) => commands::clean::run(a),
@@ -35,17 +35,27 @@ pub fn main() -> i32 {
             let mut cmd = cli::Cli::command();
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut cmd, "shmxfer", &mut buf);
-            write_all_stdout(&buf)
+            Ok(write_all_stdout(&buf))
         }
         cli::Command::Man => {
             let mut buf = Vec::new();
             match clap_mangen::Man::new(cli::Cli::command()).render(&mut buf) {
-                Ok(()) => write_all_stdout(&buf),
-                Err(e) => {
+                Ok(()) => Ok(write_all_stdout(&buf)),
+                Err(e) => Err(commands::Error::Usage(e.to_string())).map_err(|_| {
                     error(e);
-                    exit::OSERR
-                }
+                    commands::Error::Said(exit::OSERR)
+                }),
             }
+        }
+    };
+    // The one place a command's failure is printed and becomes the exit code.
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            if !e.is_said() {
+                error(&e);
+            }
+            e.exit_code()
         }
     }
 }
