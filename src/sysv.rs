@@ -669,40 +669,24 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 /// Gives an unnamed (`O_TMPFILE`) file the name `to`, failing with `AlreadyExists` rather
-/// than replace anything there. Through `/proc/self/fd`, which needs no privilege.
+/// than replace anything there. Through `/proc/self/fd`, which needs no privilege; where /proc
+/// is not mounted, with `AT_EMPTY_PATH`, which works where we are privileged enough for it.
 pub fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
-    let c_to = std::ffi::CString::new(to.as_os_str().as_bytes())?;
-    // SAFETY: both paths are NUL-terminated C strings that outlive the call.
-    let r = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            c_to.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    };
-    if r == 0 {
-        return Ok(());
+    let proc_path = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let to = std::ffi::CString::new(to.as_os_str().as_bytes())?;
+    match linkat(libc::AT_FDCWD, &proc_path, &to, libc::AT_SYMLINK_FOLLOW) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            linkat(file.as_raw_fd(), c"", &to, libc::AT_EMPTY_PATH)
+        }
+        r => r,
     }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::ENOENT) {
-        return Err(err);
-    }
-    // No /proc mounted: AT_EMPTY_PATH works where we are privileged enough for it.
-    let empty = std::ffi::CString::default();
-    // SAFETY: as above; the empty path names the descriptor itself.
-    let r = unsafe {
-        libc::linkat(
-            file.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_FDCWD,
-            c_to.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    };
+}
+
+fn linkat(dirfd: i32, from: &std::ffi::CStr, to: &std::ffi::CStr, flags: i32) -> io::Result<()> {
+    // SAFETY: both paths are NUL-terminated C strings that outlive the call; `dirfd` is
+    // AT_FDCWD or a descriptor the caller holds open.
+    let r = unsafe { libc::linkat(dirfd, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), flags) };
     if r == 0 {
         Ok(())
     } else {

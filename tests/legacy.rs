@@ -88,6 +88,19 @@ fn producer(ck: Key, sk: Key, data: &[u8], md5: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// The four objects, made and set up as the original consumer does at its start.
+fn create_as_the_original_consumer(ck: Key, sk: Key) -> Objects {
+    Shm::create(ck, 5_000_000, 0o600).unwrap();
+    Shm::create(sk, 10, 0o600).unwrap();
+    SemSet::create(ck, 1, 0o600).unwrap();
+    SemSet::create(sk, 1, 0o600).unwrap();
+    let o = attach(ck, sk);
+    o.size.write(0, &encode_size(0)).unwrap();
+    o.size_sem.op(&[SemOp::give(0)], None).unwrap();
+    o.content_sem.op(&[SemOp::give(0)], None).unwrap();
+    o
+}
+
 /// The original consumer: creates the four objects and serves `files` transfers, returning
 /// what it received. It spins on the size semaphore like the original, with a short sleep.
 fn consumer(
@@ -109,15 +122,12 @@ fn consumer_after(
     ready: std::sync::mpsc::Sender<()>,
     go: Option<std::sync::mpsc::Receiver<()>>,
 ) -> Vec<Vec<u8>> {
-    let content_shm = Shm::create(ck, 5_000_000, 0o600).unwrap();
-    let size_shm = Shm::create(sk, 10, 0o600).unwrap();
-    let content_sem = SemSet::create(ck, 1, 0o600).unwrap();
-    let size_sem = SemSet::create(sk, 1, 0o600).unwrap();
-    let content = content_shm.attach(true).unwrap();
-    let size = size_shm.attach(true).unwrap();
-    size.write(0, &encode_size(0)).unwrap();
-    size_sem.op(&[SemOp::give(0)], None).unwrap();
-    content_sem.op(&[SemOp::give(0)], None).unwrap();
+    let Objects {
+        content_sem,
+        size_sem,
+        content,
+        size,
+    } = create_as_the_original_consumer(ck, sk);
     ready.send(()).unwrap();
     if let Some(go) = go {
         go.recv().unwrap();
@@ -148,7 +158,7 @@ fn consumer_after(
     }
     // The objects stay until the test's key guards remove them: the original consumer never
     // leaves while a producer may still be reading its reply.
-    let _ = (size_sem, content_sem, size_shm, content_shm);
+    let _ = (size_sem, content_sem);
     got
 }
 
@@ -637,15 +647,12 @@ fn serving_consumer(
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ready: std::sync::mpsc::Sender<()>,
 ) -> Vec<Vec<u8>> {
-    let content_shm = Shm::create(ck, 5_000_000, 0o600).unwrap();
-    let size_shm = Shm::create(sk, 10, 0o600).unwrap();
-    let content_sem = SemSet::create(ck, 1, 0o600).unwrap();
-    let size_sem = SemSet::create(sk, 1, 0o600).unwrap();
-    let content = content_shm.attach(true).unwrap();
-    let size = size_shm.attach(true).unwrap();
-    size.write(0, &encode_size(0)).unwrap();
-    size_sem.op(&[SemOp::give(0)], None).unwrap();
-    content_sem.op(&[SemOp::give(0)], None).unwrap();
+    let Objects {
+        content_sem,
+        size_sem,
+        content,
+        size,
+    } = create_as_the_original_consumer(ck, sk);
     ready.send(()).unwrap();
     let mut got = Vec::new();
     let slice = Some(Duration::from_millis(50));
