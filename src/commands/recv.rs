@@ -356,7 +356,7 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
     let mut take = |bytes: &[u8]| match write_out(bytes, &mut namer) {
         Ok(path) => {
             if !quiet {
-                let md5 = args.md5.then(|| md5::compute(bytes).0);
+                let md5 = args.md5.then(|| crate::shared::digest::md5(bytes));
                 crate::term::out_line(&record(&path, bytes.len() as u64, md5));
             }
             Took::Kept { stop: args.once }

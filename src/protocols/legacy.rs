@@ -16,6 +16,7 @@ use tracing::debug;
 
 use crate::exit;
 use crate::frame::hex;
+use crate::shared::digest;
 use crate::sysv::{self, Key, Mapping, SemOp, SemSet, Shm, SysvError, WaitError};
 
 /// The original system's keys and sizes, fixed by its programs.
@@ -402,7 +403,7 @@ fn receive(ch: &Legacy, size: usize, md5: bool, take: &mut dyn FnMut(&[u8]) -> T
         // The reply the producer reads; after a local failure an impossible digest, so a
         // producer checking MD5 reports the failure instead of success.
         let reply = match took {
-            Took::Kept { .. } => hex(&md5::compute(&bytes).0),
+            Took::Kept { .. } => hex(&digest::md5(&bytes)),
             Took::Failed => "0".repeat(32),
         };
         let mut r = reply.into_bytes();
@@ -708,7 +709,7 @@ fn send_one(
     let mut reply = [0u8; 32];
     ch.content.read(0, &mut reply).expect("reply in bounds");
     ch.op(ch.content_sem, &[SemOp::give(0).undo()], None)?;
-    let ours = hex(&md5::compute(data).0);
+    let ours = hex(&digest::md5(data));
     if reply != ours.as_bytes() {
         return Err(LegacyError::Md5 {
             path: path.into(),

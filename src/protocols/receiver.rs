@@ -41,6 +41,7 @@ use crate::frame::{
 };
 use crate::pacer::{DirectMode, PacedFile, Pacer};
 use crate::runtime;
+use crate::shared::digest::Md5;
 use crate::sysv::{self, Source};
 use crate::text::escape;
 
@@ -654,7 +655,7 @@ fn drain(
         out: PacedFile::new(out, pacer),
         error: None,
     };
-    let mut ctx = md5.then(md5::Context::new);
+    let mut ctx = md5.then(Md5::new);
     let one_slot = req.size.is_some_and(|s| s <= ch.info.slot_size as u64);
     let end = match ctx.as_mut() {
         None => d.run(progress, |slot, n, total| {
@@ -683,7 +684,7 @@ fn copy_hash_and_write(
     ch: &Channel,
     d: &mut Drain,
     progress: &mut dyn FnMut(u64),
-    ctx: &mut md5::Context,
+    ctx: &mut Md5,
     writer: &mut Writer,
 ) -> Result<End, FrameError> {
     use std::sync::mpsc;
@@ -724,7 +725,7 @@ fn finish(
     d: Drain,
     write_error: Option<io::Error>,
     end: End,
-    ctx: Option<md5::Context>,
+    ctx: Option<Md5>,
 ) -> Result<(u64, [u8; 16]), FileFailure> {
     let total = d.total;
     let answer = |status: Status, errno: i32, why: String| -> Result<_, FileFailure> {
@@ -746,7 +747,7 @@ fn finish(
         return answer(status, 0, why);
     }
     match end {
-        End::Complete => Ok((total, ctx.map(|c| c.finalize().0).unwrap_or([0; 16]))),
+        End::Complete => Ok((total, ctx.map(Md5::finalize).unwrap_or([0; 16]))),
         End::SenderAborted(code) => {
             let why = match code {
                 1 => "the sender was interrupted",

@@ -30,6 +30,7 @@ use crate::frame::{
     self, Abort, Channel, Desc, DescKind, FrameError, Meta, Op, Request, Status, Trailer, hex,
 };
 use crate::runtime::{self, phase};
+use crate::shared::digest::Md5;
 use crate::text::escape_path;
 use crate::{exit, sysv};
 
@@ -326,7 +327,7 @@ impl Sender {
             session: self.session,
             file,
             size,
-            hash: self.md5.then(md5::Context::new),
+            hash: self.md5.then(Md5::new),
             hash_used: self.md5,
             buf: Vec::new(),
             total: 0,
@@ -435,7 +436,7 @@ struct Transfer<'a, 'i> {
     size: Option<u64>,
     /// With MD5: the digest of what we read (from our own copy of each chunk, never from
     /// the slot, which others may write).
-    hash: Option<md5::Context>,
+    hash: Option<Md5>,
     hash_used: bool,
     /// Our own copy of the current chunk, where it does not go straight into the slot.
     buf: Vec<u8>,
@@ -519,7 +520,7 @@ impl Transfer<'_, '_> {
             return Ok(Step::More);
         }
         self.hash_chunk(n);
-        let digest = self.hash.take().map(|c| c.finalize().0).unwrap_or([0; 16]);
+        let digest = self.hash.take().map(Md5::finalize).unwrap_or([0; 16]);
         self.ch.set_trailer(&Trailer {
             session: self.session,
             file: self.file,
