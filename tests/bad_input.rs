@@ -233,3 +233,53 @@ fn a_mode_that_locks_the_owner_out_is_a_usage_error() {
         assert!(Shm::open(env.key).is_err());
     }
 }
+
+#[test]
+fn stdin_twice_or_a_name_without_stdin_is_a_usage_error_before_anything_is_sent() {
+    let env = Env::new();
+    let r = env.recv(&["--keep-name"]);
+    let f = env.file("a.bin", 10);
+    for args in [vec!["-", "-"], vec!["--name", "x.bin", f.to_str().unwrap()]] {
+        let o = env.send(&args);
+        assert_eq!(o.status.code(), Some(64), "{args:?}: {}", stderr(&o));
+    }
+    drop(r);
+    assert!(listing(&env.out()).is_empty(), "{:?}", listing(&env.out()));
+}
+
+#[test]
+fn direct_takes_its_value_with_or_without_an_equals_sign() {
+    let env = Env::new();
+    for args in [
+        vec!["--direct", "never", "--once"],
+        vec!["--direct=always", "--once"],
+        vec!["--direct", "--once"],
+    ] {
+        let r = env.recv(&args);
+        let f = env.file("d.bin", 70_000);
+        let o = env.send(&[f.to_str().unwrap()]);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let out = r.wait(Duration::from_secs(10));
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn a_refused_receiver_creates_no_directory_and_a_file_as_dir_is_named_so() {
+    let env = Env::new();
+    let _r = env.recv(&[]);
+    let o = run_bounded(
+        env.cmd(&["recv", "--dir", "never-made"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    assert!(!env.path("never-made").exists());
+    let other = Env::new();
+    std::fs::write(other.path("ok.txt"), b"").unwrap();
+    let o = run_bounded(
+        other.cmd(&["recv", "--dir", "ok.txt"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(o.status.code(), Some(73), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a directory"), "{}", stderr(&o));
+}

@@ -51,7 +51,7 @@ impl ChannelArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct Verbosity {
-    /// Log each step of the handshake on stderr (-vv: every chunk)
+    /// Log each step on stderr, with timestamps (-vv: more detail, as each chunk)
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
     /// Print nothing but errors

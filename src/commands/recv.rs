@@ -423,7 +423,6 @@ pub struct RecvArgs {
         value_name = "WHEN",
         value_enum,
         num_args = 0..=1,
-        require_equals = true,
         default_value = "auto",
         default_missing_value = "always",
         conflicts_with = "stdout"

@@ -92,6 +92,7 @@ pub fn run(args: SendArgs) -> super::Outcome {
     if args.name.is_empty() || args.name.len() > frame::MAX_NAME || args.name.contains('/') {
         return Err(SendError::BadName.into());
     }
+    check_stdin_use(&args)?;
     let key = args.channel.native_key().map_err(super::Error::Usage)?;
     install_stop_handler();
     let opts = SendOptions {
@@ -110,6 +111,26 @@ pub fn run(args: SendArgs) -> super::Outcome {
         _ => Ok(code),
     }
 }
+
+/// `-` (stdin) can be sent once, and `--name` names only it: anything else is a usage error,
+/// not something to ignore.
+fn check_stdin_use(args: &SendArgs) -> Result<(), super::Error> {
+    let stdin = args.files.iter().filter(|p| p.as_os_str() == "-").count();
+    if stdin > 1 {
+        return Err(super::Error::Usage(
+            "stdin (`-`) can be sent only once per send".into(),
+        ));
+    }
+    if stdin == 0 && args.name != DEFAULT_STDIN_NAME {
+        return Err(super::Error::Usage(
+            "--name names stdin: give `-` among the files, or drop --name".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The name stdin is sent under without `--name`.
+const DEFAULT_STDIN_NAME: &str = "stdin";
 
 /// Sends each file in turn; returns the exit code. A failure of one file is reported and the
 /// next is tried; a failure of the channel, or a stop, ends the send.

@@ -529,7 +529,11 @@ impl Transfer<'_, '_> {
         });
         phase::set(phase::VERDICT, Some(self.path));
         self.post(slot, n, DescKind::Last)?;
-        debug!(bytes = self.total, md5 = %hex(&digest), "last chunk posted (FULL +1); waiting for the commit (ACK -1)");
+        debug!(
+            bytes = self.total,
+            md5 = self.hash_used.then(|| hex(&digest)),
+            "last chunk posted (FULL +1); waiting for the commit (ACK -1)"
+        );
         Ok(Step::Last(digest))
     }
 
