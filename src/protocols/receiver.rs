@@ -56,7 +56,6 @@ pub enum FileError {
     Channel(#[from] FrameError),
 }
 
-type FileFailure = FileError;
 
 /// What serving a channel yields.
 #[derive(Debug)]
@@ -642,7 +641,7 @@ fn drain(
     md5: bool,
     pacer: Pacer,
     progress: &mut dyn FnMut(u64),
-) -> Result<(u64, [u8; 16]), FileFailure> {
+) -> Result<(u64, [u8; 16]), FileError> {
     let mut d = Drain {
         ch,
         tags,
@@ -726,9 +725,9 @@ fn finish(
     write_error: Option<io::Error>,
     end: End,
     ctx: Option<Md5>,
-) -> Result<(u64, [u8; 16]), FileFailure> {
+) -> Result<(u64, [u8; 16]), FileError> {
     let total = d.total;
-    let answer = |status: Status, errno: i32, why: String| -> Result<_, FileFailure> {
+    let answer = |status: Status, errno: i32, why: String| -> Result<_, FileError> {
         let o = Outcome {
             status,
             errno,
