@@ -15,8 +15,8 @@ use shmxfer::status;
 const HANG: Duration = Duration::from_secs(10);
 
 fn channel_state(env: &Env) -> Option<serde_json::Value> {
-    let snap = status::snapshot().ok()?;
-    let c = snap.channels.into_iter().find(|c| c.key == env.key.0)?;
+    let snap = status::snapshot(status::Parts::ALL).ok()?;
+    let c = snap.channels?.into_iter().find(|c| c.key == env.key.0)?;
     Some(serde_json::to_value(c).unwrap())
 }
 

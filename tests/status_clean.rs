@@ -371,3 +371,80 @@ fn a_receiver_whose_stdout_reader_left_keeps_serving_quietly() {
         "{err}"
     );
 }
+
+/// The last pid to attach or detach the channel's control segment (/proc/sysvipc/shm).
+fn control_lpid(env: &Env) -> i64 {
+    let rows = shmxfer::sysv::read_table(shmxfer::sysv::Kind::Shm).unwrap();
+    rows.iter()
+        .find(|r| r.key() == env.key)
+        .unwrap()
+        .num("lpid")
+}
+
+#[test]
+fn listing_objects_never_attaches_to_them_and_json_keeps_to_the_kinds_asked_for() {
+    let env = Env::new();
+    let _r = env.recv(&[]);
+    for args in [
+        &["-m"][..],
+        &["-s"],
+        &["-q"],
+        &["-m", "-t"],
+        &["-p"],
+        &["-m", "--json"],
+        &["-s", "--json"],
+    ] {
+        // Other tests' full views may attach meanwhile: what counts is that ours never did.
+        let mut c = Command::new(BIN);
+        c.arg("status")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = c.spawn().unwrap();
+        let pid = i64::from(child.id());
+        let o = finish(child, Duration::from_secs(10));
+        assert!(o.status.success(), "{args:?}");
+        assert_ne!(
+            control_lpid(&env),
+            pid,
+            "status {args:?} attached to the segment"
+        );
+    }
+    // The check can see an attachment: the full view attaches (read-only). (Another test's
+    // view may attach right after ours, so a few tries.)
+    let seen = (0..10).any(|_| {
+        let mut c = Command::new(BIN);
+        c.args(["status", "--key", &env.key_arg()])
+            .stdout(Stdio::null());
+        let child = c.spawn().unwrap();
+        let pid = i64::from(child.id());
+        finish(child, Duration::from_secs(10));
+        control_lpid(&env) == pid
+    });
+    assert!(seen, "the full view never showed as an attachment");
+    let j = status_json(&["-m"]);
+    assert!(
+        j.get("shm").is_some() && j.get("sem").is_none() && j.get("channels").is_none(),
+        "{j}"
+    );
+    let j = status_json(&["-s", "-q"]);
+    assert!(
+        j.get("sem").is_some() && j.get("msg").is_some() && j.get("shm").is_none(),
+        "{j}"
+    );
+    // Shmxfer's objects are still marked, by shape.
+    let j = status_json(&["-m", "-s", "--key", &env.key_arg()]);
+    let role_at = |kind: &str, key: u32| {
+        j[kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == key)
+            .map(|r| r["role"].clone())
+    };
+    assert_eq!(role_at("shm", env.key.0), Some("control".into()), "{j}");
+    assert_eq!(role_at("shm", env.key.0 + 1), Some("content".into()), "{j}");
+    assert_eq!(role_at("sem", env.key.0), Some("semaphores".into()), "{j}");
+    let j = status_json(&["--key", &env.key_arg()]);
+    assert_eq!(j["channels"].as_array().map(Vec::len), Some(1), "{j}");
+}

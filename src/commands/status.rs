@@ -125,10 +125,35 @@ pub struct ChannelRow {
 
 #[derive(Debug, Serialize)]
 pub struct Snapshot {
-    pub shm: Vec<ShmRow>,
-    pub sem: Vec<SemRow>,
-    pub msg: Vec<MsgRow>,
-    pub channels: Vec<ChannelRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shm: Option<Vec<ShmRow>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sem: Option<Vec<SemRow>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub msg: Option<Vec<MsgRow>>,
+    /// Only in the full view: reading a channel's state means attaching its control segment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<ChannelRow>>,
+}
+
+/// Which parts of the host's IPC a snapshot covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Parts {
+    pub shm: bool,
+    pub sem: bool,
+    pub msg: bool,
+    /// The channels' states: the only part that attaches (read-only) to anything.
+    pub channels: bool,
+}
+
+impl Parts {
+    /// Everything, channels included.
+    pub const ALL: Parts = Parts {
+        shm: true,
+        sem: true,
+        msg: true,
+        channels: true,
+    };
 }
 
 fn table(kind: Kind) -> Result<Vec<TableRow>, StatusError> {
@@ -142,21 +167,28 @@ fn perms(r: &TableRow) -> u32 {
     u32::from_str_radix(r.get("perms").unwrap_or("0"), 8).unwrap_or(0)
 }
 
-/// Reads every table and looks at every segment that could be a channel's control segment.
-pub fn snapshot() -> Result<Snapshot, StatusError> {
+/// Reads the kernel's tables for the `parts` asked for. Listing objects touches nothing (the
+/// tables are files in /proc, and roles are told by shape); only the channels' states attach,
+/// read-only, to each segment that could be a channel's control segment.
+pub fn snapshot(parts: Parts) -> Result<Snapshot, StatusError> {
     let shm_rows = table(Kind::Shm)?;
     let sem_rows = table(Kind::Sem)?;
-    let msg_rows = table(Kind::Msg)?;
-    let channels = channels(&shm_rows);
+    let channels = parts.channels.then(|| channels(&shm_rows));
     let roles = Roles {
-        channels: &channels,
         shm: &shm_rows,
         sem: &sem_rows,
     };
     Ok(Snapshot {
-        shm: shm_rows.iter().map(|r| shm_row(r, &roles)).collect(),
-        sem: sem_rows.iter().map(|r| sem_row(r, &roles)).collect(),
-        msg: msg_rows.iter().map(msg_row).collect(),
+        shm: parts
+            .shm
+            .then(|| shm_rows.iter().map(|r| shm_row(r, &roles)).collect()),
+        sem: parts
+            .sem
+            .then(|| sem_rows.iter().map(|r| sem_row(r, &roles)).collect()),
+        msg: match parts.msg {
+            true => Some(table(Kind::Msg)?.iter().map(msg_row).collect()),
+            false => None,
+        },
         channels,
     })
 }
@@ -173,38 +205,47 @@ fn channels(shm: &[TableRow]) -> Vec<ChannelRow> {
         .collect()
 }
 
-/// What each object is to shmxfer (a channel's part) or to the original system (by shape).
+/// What each object is to shmxfer (a channel's part) or to the original system, told by shape
+/// from the tables alone: a channel is a control-sized segment at K with a set of 7
+/// semaphores at K and a segment at K+1.
 struct Roles<'a> {
-    channels: &'a [ChannelRow],
     shm: &'a [TableRow],
     sem: &'a [TableRow],
 }
 
 impl Roles<'_> {
-    fn shm(&self, key: Key, id: i32, size: u64) -> Option<&'static str> {
-        if self.channels.iter().any(|c| c.key == key.0) {
+    fn segment_at(&self, key: Key) -> Option<u64> {
+        (key.0 != 0)
+            .then(|| self.shm.iter().find(|r| r.key() == key))
+            .flatten()
+            .map(|r| r.num("size") as u64)
+    }
+    fn nsems_at(&self, key: Key) -> Option<u32> {
+        (key.0 != 0)
+            .then(|| self.sem.iter().find(|r| r.key() == key))
+            .flatten()
+            .map(|r| r.num("nsems") as u32)
+    }
+    /// Whether K is a channel's key by shape.
+    fn channel_at(&self, key: Key) -> bool {
+        self.segment_at(key) == Some(frame::CONTROL_LEN as u64)
+            && self.nsems_at(key) == Some(u32::from(frame::sem::COUNT))
+            && key.offset(1).and_then(|k| self.segment_at(k)).is_some()
+    }
+    fn shm(&self, key: Key, size: u64) -> Option<&'static str> {
+        if self.channel_at(key) {
             Some("control")
-        } else if self.channels.iter().any(|c| c.content_id == id) {
+        } else if key.0 > 1 && self.channel_at(Key(key.0 - 1)) {
             Some("content")
         } else {
-            let one_sem = key.0 != 0
-                && self
-                    .sem
-                    .iter()
-                    .any(|r| r.key() == key && r.num("nsems") == 1);
-            legacy::shm_role(size, one_sem)
+            legacy::shm_role(size, self.nsems_at(key) == Some(1))
         }
     }
-    fn sem(&self, key: Key, id: i32, nsems: u32) -> Option<&'static str> {
-        if self.channels.iter().any(|c| c.sem_id == id) {
+    fn sem(&self, key: Key, nsems: u32) -> Option<&'static str> {
+        if self.channel_at(key) {
             return Some("semaphores");
         }
-        let segment = self
-            .shm
-            .iter()
-            .find(|r| r.key() == key && key.0 != 0)
-            .map(|r| r.num("size") as u64);
-        legacy::sem_role(nsems, segment)
+        legacy::sem_role(nsems, self.segment_at(key))
     }
 }
 
@@ -232,7 +273,7 @@ fn shm_row(r: &TableRow, roles: &Roles) -> ShmRow {
         dtime: r.num("dtime"),
         ctime: r.num("ctime"),
         status,
-        role: roles.shm(r.key(), id, r.num("size") as u64),
+        role: roles.shm(r.key(), r.num("size") as u64),
     }
 }
 
@@ -248,7 +289,7 @@ fn sem_row(r: &TableRow, roles: &Roles) -> SemRow {
         nsems,
         otime: r.num("otime"),
         ctime: r.num("ctime"),
-        role: roles.sem(r.key(), id, nsems),
+        role: roles.sem(r.key(), nsems),
     }
 }
 
@@ -345,26 +386,43 @@ pub fn when(t: i64) -> String {
 }
 
 pub fn run(args: StatusArgs) -> super::Outcome {
-    let mut snap = snapshot()?;
+    let all = !(args.shm || args.sem || args.queues);
+    if args.limits {
+        let mut out = String::new();
+        limits(&mut out, all, &args);
+        let _ = crate::term::out_line(out.trim_end_matches('\n'));
+        return Ok(exit::OK);
+    }
+    // The channels' states are read only in the full view: listing objects never attaches.
+    let parts = Parts {
+        shm: all || args.shm,
+        sem: (all || args.sem) && (!args.pid || args.json),
+        msg: all || args.queues,
+        channels: all && !args.time && !args.pid,
+    };
+    let mut snap = snapshot(parts)?;
     if let Some(k) = args.key {
         let near = |key: u32| key == k.0 || Some(Key(key)) == k.offset(1);
-        snap.shm.retain(|r| near(r.key));
-        snap.sem.retain(|r| near(r.key));
-        snap.msg.retain(|r| near(r.key));
-        snap.channels.retain(|c| c.key == k.0);
+        if let Some(v) = snap.shm.as_mut() {
+            v.retain(|r| near(r.key));
+        }
+        if let Some(v) = snap.sem.as_mut() {
+            v.retain(|r| near(r.key));
+        }
+        if let Some(v) = snap.msg.as_mut() {
+            v.retain(|r| near(r.key));
+        }
+        if let Some(v) = snap.channels.as_mut() {
+            v.retain(|c| c.key == k.0);
+        }
     }
     if args.json {
         let text = serde_json::to_string_pretty(&snap).map_err(StatusError::Json)?;
         crate::term::out_line(&text);
         return Ok(exit::OK);
     }
-    let all = !(args.shm || args.sem || args.queues);
     let mut out = String::new();
-    if args.limits {
-        limits(&mut out, all, &args);
-    } else {
-        render(&mut out, &snap, all, &args);
-    }
+    render(&mut out, &snap, &args);
     // One write: into a closed pipe it fails once, quietly.
     let _ = crate::term::out_line(out.trim_end_matches('\n'));
     Ok(exit::OK)
@@ -525,7 +583,7 @@ const CHANNELS: &[Column<ChannelRow>] = &[
 
 /// The object sections and the channels, in the layout the flags ask for (`-t` times, `-p`
 /// pids, else the default; `-m`/`-s`/`-q` pick sections).
-fn render(out: &mut String, s: &Snapshot, all: bool, a: &StatusArgs) {
+fn render(out: &mut String, s: &Snapshot, a: &StatusArgs) {
     let b = a.bytes;
     fn pick<'c, R>(
         a: &StatusArgs,
@@ -541,26 +599,26 @@ fn render(out: &mut String, s: &Snapshot, all: bool, a: &StatusArgs) {
             default
         }
     }
-    if all || a.queues {
+    if let Some(msg) = &s.msg {
         section(
             out,
             "Message Queues",
             pick(a, MSG_TIME, MSG_PID, MSG),
-            &s.msg,
+            msg,
             b,
         );
     }
-    if all || a.shm {
+    if let Some(shm) = &s.shm {
         let cols = pick(a, SHM_TIME, SHM_PID, SHM);
-        section(out, "Shared Memory Segments", cols, &s.shm, b);
+        section(out, "Shared Memory Segments", cols, shm, b);
     }
     // ipcs -p has no semaphore section: semaphores keep no creator or last pid per set.
-    if (all || a.sem) && !a.pid {
+    if let Some(sem) = &s.sem {
         let cols = if a.time { SEM_TIME } else { SEM };
-        section(out, "Semaphore Arrays", cols, &s.sem, b);
+        section(out, "Semaphore Arrays", cols, sem, b);
     }
-    if !s.channels.is_empty() && all {
-        section(out, "shmxfer channels", CHANNELS, &s.channels, b);
+    if let Some(channels) = s.channels.as_ref().filter(|c| !c.is_empty()) {
+        section(out, "shmxfer channels", CHANNELS, channels, b);
     }
 }
 

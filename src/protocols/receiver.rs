@@ -56,7 +56,6 @@ pub enum FileError {
     Channel(#[from] FrameError),
 }
 
-
 /// What serving a channel yields.
 #[derive(Debug)]
 pub enum Event<'r> {
