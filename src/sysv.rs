@@ -694,6 +694,15 @@ fn linkat(dirfd: i32, from: &std::ffi::CStr, to: &std::ffi::CStr, flags: i32) ->
     }
 }
 
+/// The size of a memory page (`shmall` counts pages), 4096 where the system does not say.
+pub fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(4096)
+}
+
 /// The effective user id.
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid cannot fail and touches no memory.

@@ -647,7 +647,7 @@ fn limits(out: &mut String, all: bool, a: &StatusArgs) {
         );
     }
     if all || a.shm {
-        let page = 4096u64;
+        let page = sysv::page_size();
         let _ = writeln!(out, "------ Shared Memory Limits --------");
         let _ = writeln!(out, "max number of segments = {}", read_limit("shmmni"));
         let _ = writeln!(out, "max seg size = {}", sz(num("shmmax")));
