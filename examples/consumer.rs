@@ -28,9 +28,19 @@ fn run(key: &str, dir: &str) -> Result<(), Box<dyn std::error::Error>> {
     let key = shmxfer::cli::parse_key(key)?;
     let mut names = output::prepare(dir.as_ref(), "file", ".jpg")?;
     let (mut rx, _) = Receiver::bind(key, &Config::default())?;
+    // Ctrl-C: removing the semaphore set wakes the wait with an interruption; the receiver is
+    // then dropped, which removes the channel.
+    let ch = rx.channel();
+    ctrlc::set_handler(move || {
+        shmxfer::runtime::request_stop();
+        let _ = ch.sems.remove();
+    })?;
     loop {
-        let Event::File(incoming) = rx.next_event()? else {
-            continue;
+        let incoming = match rx.next_event() {
+            Ok(Event::File(incoming)) => incoming,
+            Ok(_) => continue,
+            Err(shmxfer::frame::FrameError::Interrupted) => return Ok(()),
+            Err(e) => return Err(e.into()),
         };
         let mut tmp = TempFile::create(names.dir())?;
         let received = match incoming.receive(&mut tmp.file, DirectMode::Auto, &mut |_| {}) {

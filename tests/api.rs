@@ -34,6 +34,11 @@ fn the_example_consumer_takes_what_shmxfer_send_sends() {
     let o = env.send(&["-m", a.to_str().unwrap(), b.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = r.stop();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        shmxfer::sysv::Shm::open(env.key).is_err(),
+        "Ctrl-C must remove the channel"
+    );
     assert_eq!(listing(&env.out()), ["file01.jpg", "file02.jpg"]);
     assert!(same(&env.out().join("file01.jpg"), &a));
     assert!(same(&env.out().join("file02.jpg"), &b));
