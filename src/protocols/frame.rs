@@ -207,7 +207,11 @@ pub fn probe(key: Key) -> Result<Probe, FrameError> {
                 pid: stat.cpid,
             })
         }
-        Ok(info) => {
+        Ok(mut info) => {
+            // The receiver's pid as the kernel gives it to us (the control segment's creator,
+            // translated into our PID namespace), not the one it wrote about itself, which is
+            // its own namespace's view (pid 1 in a container).
+            info.receiver_pid = stat.cpid;
             let alive = receiver_alive(&info);
             Ok(Probe::Channel {
                 shmid: shm.id(),
@@ -915,10 +919,14 @@ impl View {
             key: Key(0),
             source,
         };
-        let control = Control::new(Shm::from_id(shmid).attach(false)?).map_err(header)?;
+        let shm = Shm::from_id(shmid);
+        let creator = shm.stat()?.cpid;
+        let control = Control::new(shm.attach(false)?).map_err(header)?;
         let mut head = [0u8; INFO_LEN];
         control.read(0, &mut head);
-        let info = decode_info(&head, control.0.len()).map_err(header)?;
+        let mut info = decode_info(&head, control.0.len()).map_err(header)?;
+        // As in `probe`: the pid the kernel translates into our namespace.
+        info.receiver_pid = creator;
         Ok(View { control, info })
     }
     pub fn state(&self) -> u32 {
