@@ -70,8 +70,7 @@ impl SysvError {
         }
     }
     /// A permission failure found without making the call (a dry run).
-    pub fn denied(call: &'static str, what: String) -> SysvError {
-        let _ = what;
+    pub fn denied(call: &'static str) -> SysvError {
         SysvError {
             call,
             target: Target::Id(-1),

@@ -132,12 +132,7 @@ fn clean_key(key: Key, args: &CleanArgs) -> Result<Outcome, CleanError> {
         Probe::Foreign { why, .. } => return Err(CleanError::Foreign { key, why }),
         Probe::Starting { pid, .. } => return Err(FrameError::Starting { key, pid }.into()),
         Probe::NoPermission { uid, mode, .. } => {
-            return Err(FrameError::PermissionDenied {
-                key,
-                owner: sysv::user_name(uid),
-                mode,
-            }
-            .into());
+            return Err(FrameError::denied(key, uid, mode).into());
         }
         Probe::Channel {
             alive: true, info, ..

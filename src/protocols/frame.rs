@@ -26,6 +26,15 @@ pub const LIVENESS_SLICE: Duration = Duration::from_millis(250);
 pub const PUBLISHED_CHECK: Duration = Duration::from_secs(2);
 
 impl FrameError {
+    /// Permission denied on the channel at `key`, naming its owner (by uid) and mode.
+    pub fn denied(key: Key, uid: u32, mode: u32) -> FrameError {
+        FrameError::PermissionDenied {
+            key,
+            owner: sysv::user_name(uid),
+            mode,
+        }
+    }
+
     /// The exit code a command ends with when this is why.
     pub fn exit_code(&self) -> i32 {
         use FrameError::*;
@@ -291,9 +300,7 @@ pub fn removal(
         // Gone meanwhile (its receiver removed it as it left): what we wanted.
         Err(e) if e.is_gone() => Ok(()),
         Err(e) => Err(e),
-        Ok(perm) if dry_run && !may_remove(&perm) => {
-            Err(SysvError::denied("IPC_RMID", what.clone()))
-        }
+        Ok(perm) if dry_run && !may_remove(&perm) => Err(SysvError::denied("IPC_RMID")),
         Ok(_) if dry_run => Ok(()),
         Ok(_) => remove().or_else(|e| if e.is_gone() { Ok(()) } else { Err(e) }),
     };
@@ -450,11 +457,7 @@ impl Channel {
             Probe::Starting { pid, .. } => return Err(FrameError::Starting { key, pid }),
             Probe::Foreign { why, .. } => return Err(FrameError::Foreign { key, why }),
             Probe::NoPermission { uid, mode, .. } => {
-                return Err(FrameError::PermissionDenied {
-                    key,
-                    owner: sysv::user_name(uid),
-                    mode,
-                });
+                return Err(FrameError::denied(key, uid, mode));
             }
             Probe::Channel {
                 alive: false, info, ..

@@ -307,6 +307,28 @@ impl<'r> Incoming<'r> {
     }
 }
 
+/// Tells the sender that `file` failed (`status`, with the errno and what we got of it), and
+/// returns the matching error.
+fn fail_file<T>(
+    ch: &Channel,
+    file: u32,
+    status: Status,
+    errno: i32,
+    md5: [u8; 16],
+    bytes: u64,
+    why: String,
+) -> Result<T, FileError> {
+    let o = Outcome {
+        status,
+        errno,
+        name: Vec::new(),
+        md5,
+        bytes,
+    };
+    ch.answer(file, &o)?;
+    Err(FileError::Answered { status, why })
+}
+
 /// A file received whole (and verified): the sender waits to hear where it went.
 #[derive(Debug)]
 pub struct Received<'r> {
@@ -373,17 +395,7 @@ fn receive_into(
     ch.begin_file(tags.file);
     ch.answer(tags.file, &refused(Status::Accepted))?;
     let (total, digest) = drain(ch, tags, req, out, md5, pacer, progress)?;
-    let fail = |status: Status, why: String| -> Result<_, FileError> {
-        let o = Outcome {
-            status,
-            errno: 0,
-            name: Vec::new(),
-            md5: digest,
-            bytes: total,
-        };
-        ch.answer(tags.file, &o)?;
-        Err(FileError::Answered { status, why })
-    };
+    let fail = |status, why| fail_file(ch, tags.file, status, 0, digest, total, why);
     let trailer = ch.trailer();
     if (trailer.session, trailer.file) != (tags.session, tags.file) {
         return fail(Status::BadRequest, "the trailer is another file's".into());
@@ -448,11 +460,7 @@ fn take_key(key: sysv::Key) -> Result<Option<String>, FrameError> {
                 )));
             }
             Probe::NoPermission { uid, mode, .. } => {
-                return Err(FrameError::PermissionDenied {
-                    key,
-                    owner: sysv::user_name(uid),
-                    mode,
-                });
+                return Err(FrameError::denied(key, uid, mode));
             }
             Probe::Starting { pid, .. } if started.elapsed() > STARTUP_GRACE => {
                 return Err(FrameError::Starting { key, pid });
@@ -726,17 +734,8 @@ fn finish(
     ctx: Option<Md5>,
 ) -> Result<(u64, [u8; 16]), FileError> {
     let total = d.total;
-    let answer = |status: Status, errno: i32, why: String| -> Result<_, FileError> {
-        let o = Outcome {
-            status,
-            errno,
-            name: Vec::new(),
-            md5: [0; 16],
-            bytes: total,
-        };
-        ch.answer(d.tags.file, &o)?;
-        Err(FileError::Answered { status, why })
-    };
+    let answer =
+        |status, errno, why| fail_file(ch, d.tags.file, status, errno, [0; 16], total, why);
     if let Some(e) = write_error {
         let errno = e.raw_os_error().unwrap_or(libc::EIO);
         return answer(Status::WriteFailed, errno, format!("write failed: {e}"));

@@ -328,7 +328,6 @@ impl Sender {
             file,
             size,
             hash: self.md5.then(Md5::new),
-            hash_used: self.md5,
             buf: Vec::new(),
             total: 0,
             seq: 0,
@@ -437,7 +436,6 @@ struct Transfer<'a, 'i> {
     /// With MD5: the digest of what we read (from our own copy of each chunk, never from
     /// the slot, which others may write).
     hash: Option<Md5>,
-    hash_used: bool,
     /// Our own copy of the current chunk, where it does not go straight into the slot.
     buf: Vec<u8>,
     total: u64,
@@ -447,8 +445,8 @@ struct Transfer<'a, 'i> {
 
 enum Step {
     More,
-    /// The last chunk is posted; the file's digest.
-    Last([u8; 16]),
+    /// The last chunk is posted; the file's digest, if MD5 is checked.
+    Last(Option<[u8; 16]>),
     /// An abort is posted: ours (with the error to report), or at the receiver's word.
     Aborted(Option<SendError>),
 }
@@ -520,25 +518,25 @@ impl Transfer<'_, '_> {
             return Ok(Step::More);
         }
         self.hash_chunk(n);
-        let digest = self.hash.take().map(Md5::finalize).unwrap_or([0; 16]);
+        let digest = self.hash.take().map(Md5::finalize);
         self.ch.set_trailer(&Trailer {
             session: self.session,
             file: self.file,
             bytes: self.total,
-            md5: digest,
+            md5: digest.unwrap_or([0; 16]),
         });
         phase::set(phase::VERDICT, Some(self.path));
         self.post(slot, n, DescKind::Last)?;
         debug!(
             bytes = self.total,
-            md5 = self.hash_used.then(|| hex(&digest)),
+            md5 = digest.as_ref().map(hex),
             "last chunk posted (FULL +1); waiting for the commit (ACK -1)"
         );
         Ok(Step::Last(digest))
     }
 
     /// The receiver's verdict on a file whose last chunk is posted.
-    fn verdict(&self, digest: [u8; 16], t: Instant) -> Result<Sent, SendError> {
+    fn verdict(&self, digest: Option<[u8; 16]>, t: Instant) -> Result<Sent, SendError> {
         let (_, answer) = await_answer(self.ch, self.path, Some(self.file))?;
         phase::set(phase::IDLE, None);
         match answer.status {
@@ -553,12 +551,12 @@ impl Transfer<'_, '_> {
                 Ok(Sent {
                     name: answer.name,
                     bytes: self.total,
-                    md5: self.hash_used.then_some(digest),
+                    md5: digest,
                 })
             }
             Status::Md5Mismatch => Err(SendError::Md5 {
                 path: self.path.into(),
-                ours: hex(&digest),
+                ours: hex(&digest.unwrap_or([0; 16])),
                 theirs: hex(&answer.md5),
             }),
             _ => Err(refusal(self.path, answer)),
