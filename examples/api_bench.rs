@@ -7,7 +7,7 @@ use shmxfer::sender::{SendOptions, Sender};
 
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    let key = shmxfer::cli::parse_key(&a[0]).expect("KEY");
+    let key = shmxfer::parse::parse_key(&a[0]).expect("KEY");
     let n: usize = a[1].parse().expect("N");
     let size: usize = a[2].parse().expect("SIZE");
     let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
 }
 
 fn run(key: &str, dir: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let key = shmxfer::cli::parse_key(key)?;
+    let key = shmxfer::parse::parse_key(key)?;
     let mut names = output::prepare(dir.as_ref(), "file", ".jpg")?;
     let (mut rx, _) = Receiver::bind(key, &Config::default())?;
     // Ctrl-C: removing the semaphore set wakes the wait with an interruption; the receiver is

@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         eprintln!("usage: producer KEY FILE...");
         return ExitCode::from(64);
     };
-    let key = match shmxfer::cli::parse_key(key) {
+    let key = match shmxfer::parse::parse_key(key) {
         Ok(k) => k,
         Err(e) => {
             eprintln!("producer: {e}");

@@ -2,7 +2,7 @@
 //!
 //! As a library: [`sender::Sender`] sends paths, readers and byte slices to a receiver;
 //! [`receiver::Receiver`] serves a channel and hands each offered file to the caller to write
-//! and name; [`status::snapshot`] lists IPC objects and channels as typed values.
+//! and name; [`inventory::snapshot`] lists IPC objects and channels as typed values.
 //!
 //! The layers, one folder each, top to bottom; each imports only from the layers below it
 //! (docs/architecture.md):
@@ -17,17 +17,16 @@
 //! The paths at the crate root (`shmxfer::frame`, `shmxfer::sender`, …) are the same modules.
 
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod commands;
+pub(crate) mod commands;
 pub mod face;
 pub mod protocols;
 pub mod shared;
 #[allow(unsafe_code)]
 pub mod sysv;
 
-pub use commands::{clean, recv, send, status};
-pub use face::{cli, main};
-pub use protocols::{frame, legacy, receiver, sender};
-pub use shared::term::{color_stderr, error, init_logging, out_line, warn};
-pub use shared::{exit, output, pacer, parse, runtime, term, text, wire};
+pub use face::main;
+pub use protocols::{frame, inventory, legacy, receiver, sender};
+pub use shared::{exit, output, pacer, parse, runtime, text, wire};

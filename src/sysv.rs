@@ -253,10 +253,36 @@ impl Mapping {
     }
 
     /// Copies bytes out of the segment.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if the range is not inside the mapping.
     pub fn read(&self, offset: usize, out: &mut [u8]) -> std::result::Result<(), OutOfBounds> {
         self.check(offset, out.len())?;
-        // SAFETY: the range is inside the mapping (checked above) and `out` is ours; the two
-        // cannot overlap because the mapping is not Rust-owned memory.
+        // SAFETY: checked just above.
+        unsafe { self.copy_out(offset, out) };
+        Ok(())
+    }
+
+    /// Copies bytes into the segment.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if the range is not inside the mapping.
+    ///
+    /// # Panics
+    /// On a read-only attachment: writing through one is a bug in the caller.
+    pub fn write(&self, offset: usize, data: &[u8]) -> std::result::Result<(), OutOfBounds> {
+        self.check(offset, data.len())?;
+        // SAFETY: checked just above.
+        unsafe { self.copy_in(offset, data) };
+        Ok(())
+    }
+
+    /// # Safety
+    /// `offset..offset + out.len()` must lie inside the mapping.
+    unsafe fn copy_out(&self, offset: usize, out: &mut [u8]) {
+        // SAFETY: the range is inside the mapping (the caller's promise) and `out` is ours; the
+        // two cannot overlap because the mapping is not Rust-owned memory. A byte copy has no
+        // invalid values, so a peer writing meanwhile gives odd bytes, never UB.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 self.ptr.as_ptr().add(offset),
@@ -264,33 +290,46 @@ impl Mapping {
                 out.len(),
             )
         };
-        Ok(())
     }
 
-    /// Copies bytes into the segment.
-    pub fn write(&self, offset: usize, data: &[u8]) -> std::result::Result<(), OutOfBounds> {
+    /// # Safety
+    /// `offset..offset + data.len()` must lie inside the mapping.
+    unsafe fn copy_in(&self, offset: usize, data: &[u8]) {
         assert!(self.writable, "write to a read-only attachment");
-        self.check(offset, data.len())?;
-        // SAFETY: as in `read`, and the attachment is writable (asserted).
+        // SAFETY: as in `copy_out`, and the attachment is writable (asserted).
         unsafe {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len())
         };
-        Ok(())
     }
 
     fn atomic_u64(&self, offset: usize) -> std::result::Result<&AtomicU64, OutOfBounds> {
         self.check(offset, 8)?;
-        assert!(offset.is_multiple_of(8), "unaligned atomic at {offset}");
-        // SAFETY: in bounds and 8-aligned (shmat returns page-aligned memory); AtomicU64 has the
-        // layout of u64 and every bit pattern is valid.
-        Ok(unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU64>() })
+        // SAFETY: checked just above.
+        Ok(unsafe { self.atomic_u64_at(offset) })
     }
 
     fn atomic_u32(&self, offset: usize) -> std::result::Result<&AtomicU32, OutOfBounds> {
         self.check(offset, 4)?;
+        // SAFETY: checked just above.
+        Ok(unsafe { self.atomic_u32_at(offset) })
+    }
+
+    /// # Safety
+    /// `offset..offset + 8` must lie inside the mapping.
+    unsafe fn atomic_u64_at(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset.is_multiple_of(8), "unaligned atomic at {offset}");
+        // SAFETY: in bounds (the caller's promise) and 8-aligned (shmat returns page-aligned
+        // memory); AtomicU64 has the layout of u64, every bit pattern is valid, and an atomic
+        // may be written by others while we hold a reference to it.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU64>() }
+    }
+
+    /// # Safety
+    /// `offset..offset + 4` must lie inside the mapping.
+    unsafe fn atomic_u32_at(&self, offset: usize) -> &AtomicU32 {
         assert!(offset.is_multiple_of(4), "unaligned atomic at {offset}");
-        // SAFETY: as in `atomic_u64`, for 4 bytes.
-        Ok(unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() })
+        // SAFETY: as in `atomic_u64_at`, for 4 bytes.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() }
     }
 
     /// A single field another process may be updating concurrently (progress, status).
@@ -356,6 +395,84 @@ impl Mapping {
             return Err(io::Error::last_os_error());
         }
         Ok(n as usize)
+    }
+}
+
+/// A mapping checked once to hold at least `N` bytes, for a header's fixed-offset fields:
+/// an access inside the first `N` bytes needs no further check and cannot fail. The offsets
+/// are the protocol's constants, so one past `N` is a bug in the caller, and panics.
+pub struct Fixed<const N: usize>(Mapping);
+
+impl<const N: usize> Fixed<N> {
+    /// Wraps `map` if it holds `N` bytes.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] (with the mapping's real size) if it is smaller.
+    pub fn new(map: Mapping) -> std::result::Result<Self, OutOfBounds> {
+        map.check(0, N)?;
+        Ok(Fixed(map))
+    }
+
+    /// The whole mapping, for accesses past the fixed part (each checked).
+    pub fn mapping(&self) -> &Mapping {
+        &self.0
+    }
+
+    fn inside(offset: usize, len: usize) {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= N),
+            "field of {len} bytes at {offset} is outside the {N}-byte header"
+        );
+    }
+
+    /// Copies the field at `offset` out.
+    pub fn read(&self, offset: usize, out: &mut [u8]) {
+        Self::inside(offset, out.len());
+        // SAFETY: inside the first N bytes (asserted), which the mapping holds (checked in new).
+        unsafe { self.0.copy_out(offset, out) }
+    }
+
+    /// Copies `data` into the field at `offset`.
+    pub fn write(&self, offset: usize, data: &[u8]) {
+        Self::inside(offset, data.len());
+        // SAFETY: as in `read`.
+        unsafe { self.0.copy_in(offset, data) }
+    }
+
+    /// Loads a field that another process may be updating (acquire).
+    pub fn load_u32(&self, offset: usize) -> u32 {
+        Self::inside(offset, 4);
+        // SAFETY: as in `read`.
+        unsafe { self.0.atomic_u32_at(offset) }.load(Ordering::Acquire)
+    }
+
+    /// Loads a field that another process may be updating (acquire).
+    pub fn load_u64(&self, offset: usize) -> u64 {
+        Self::inside(offset, 8);
+        // SAFETY: as in `read`.
+        unsafe { self.0.atomic_u64_at(offset) }.load(Ordering::Acquire)
+    }
+
+    /// Stores a field that another process may be reading (release).
+    pub fn store_u32(&self, offset: usize, v: u32) {
+        Self::inside(offset, 4);
+        assert!(self.0.writable, "write to a read-only attachment");
+        // SAFETY: as in `read`.
+        unsafe { self.0.atomic_u32_at(offset) }.store(v, Ordering::Release);
+    }
+
+    /// Stores a field that another process may be reading (release).
+    pub fn store_u64(&self, offset: usize, v: u64) {
+        Self::inside(offset, 8);
+        assert!(self.0.writable, "write to a read-only attachment");
+        // SAFETY: as in `read`.
+        unsafe { self.0.atomic_u64_at(offset) }.store(v, Ordering::Release);
+    }
+}
+
+impl<const N: usize> fmt::Debug for Fixed<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fixed<{N}>({:?})", self.0)
     }
 }
 

@@ -10,12 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use shmxfer::status;
+use shmxfer::inventory;
 
 const HANG: Duration = Duration::from_secs(10);
 
 fn channel_state(env: &Env) -> Option<serde_json::Value> {
-    let snap = status::snapshot(status::Parts::ALL).ok()?;
+    let snap = inventory::snapshot(inventory::Parts::ALL).ok()?;
     let c = snap.channels?.into_iter().find(|c| c.key == env.key.0)?;
     Some(serde_json::to_value(c).unwrap())
 }

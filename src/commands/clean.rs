@@ -2,7 +2,7 @@
 //! shmxfer's (or, with `--legacy`, the original system's). Every object it could not remove
 //! is reported with the reason.
 
-use crate::frame::{self, FrameError, Probe, Removal};
+use crate::protocols::frame::{self, FrameError, Probe, Removal};
 use crate::sysv::{self, Key, SemSet, Shm, SysvError};
 use crate::{exit, legacy};
 use clap::Args;
@@ -80,19 +80,19 @@ fn report(o: Outcome, args: &CleanArgs) -> Result<(), CleanError> {
         match &r.result {
             Ok(()) => {
                 if stdout_open {
-                    stdout_open = crate::term::out_line(&format!("{verb} {}", r.what));
+                    stdout_open = crate::shared::term::out_line(&format!("{verb} {}", r.what));
                 }
             }
             Err(e) => {
                 failed += 1;
                 permission &= e.is_permission();
-                crate::term::error(cannot_remove(&r.what, e, args.dry_run));
+                crate::shared::term::error(cannot_remove(&r.what, e, args.dry_run));
             }
         }
     }
     for n in o.notes {
         if stdout_open {
-            stdout_open = crate::term::out_line(&n);
+            stdout_open = crate::shared::term::out_line(&n);
         }
     }
     if failed > 0 {

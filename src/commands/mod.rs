@@ -36,15 +36,15 @@ impl ChannelArgs {
             Ok(v) if !v.is_empty() => {
                 crate::shared::parse::parse_key(&v).map_err(|e| format!("SHMXFER_KEY: {e}"))
             }
-            _ => Ok(crate::frame::DEFAULT_KEY),
+            _ => Ok(crate::protocols::frame::DEFAULT_KEY),
         }
     }
 
     /// The original system's (content key, size key).
     pub fn legacy_keys(&self) -> (Key, Key) {
         (
-            self.key.unwrap_or(crate::legacy::CONTENT_KEY),
-            self.size_key.unwrap_or(crate::legacy::SIZE_KEY),
+            self.key.unwrap_or(crate::protocols::legacy::CONTENT_KEY),
+            self.size_key.unwrap_or(crate::protocols::legacy::SIZE_KEY),
         )
     }
 }
@@ -66,13 +66,13 @@ pub enum Error {
     #[error(transparent)]
     Recv(#[from] recv::RecvError),
     #[error(transparent)]
-    Send(#[from] crate::sender::SendError),
+    Send(#[from] crate::protocols::sender::SendError),
     #[error(transparent)]
     Clean(#[from] clean::CleanError),
     #[error(transparent)]
     Status(#[from] status::StatusError),
     #[error(transparent)]
-    Legacy(#[from] crate::legacy::LegacyError),
+    Legacy(#[from] crate::protocols::legacy::LegacyError),
     #[error("{0}")]
     Usage(String),
     /// Already said (by another thread that is ending the process, or a stop, which needs no

@@ -11,12 +11,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use super::progress::Progress;
-use crate::frame::{Channel, Config, FrameError, State, Status, hex};
-use crate::legacy::{Consumer, LegacyError, Took};
-use crate::output::{self, Namer, OutputError, TempFile};
-use crate::pacer::DirectMode;
-use crate::receiver::{Event, FileError, Incoming, Receiver};
-use crate::text::{escape, escape_path};
+use crate::protocols::frame::{Channel, Config, FrameError, State, Status, hex};
+use crate::protocols::legacy::{Consumer, LegacyError, Took};
+use crate::protocols::receiver::{Event, FileError, Incoming, Receiver};
+use crate::shared::output::{self, Namer, OutputError, TempFile};
+use crate::shared::pacer::DirectMode;
+use crate::shared::text::{escape, escape_path};
 use crate::{exit, runtime, sysv};
 use clap::Args;
 
@@ -54,7 +54,7 @@ struct Opts {
 }
 
 pub fn run(args: RecvArgs) -> super::Outcome {
-    crate::term::init_logging(args.verbosity.verbose);
+    crate::shared::term::init_logging(args.verbosity.verbose);
     if args.legacy {
         return legacy(&args);
     }
@@ -105,7 +105,7 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
     let (mut rx, takeover) = Receiver::bind(key, &cfg)?;
     let _ = CHANNEL.set(rx.channel());
     if let Some(note) = takeover {
-        crate::term::warn(opts.quiet, note);
+        crate::shared::term::warn(opts.quiet, note);
     }
     if runtime::stop_requested() {
         return Err(FrameError::Interrupted.into());
@@ -130,7 +130,7 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
                 });
             }
             Event::SessionEnd => {}
-            Event::Notice(n) => crate::term::warn(opts.quiet, n),
+            Event::Notice(n) => crate::shared::term::warn(opts.quiet, n),
         }
     }
 }
@@ -169,7 +169,7 @@ fn take_file(
             tally.failed = true;
             incoming.cannot_create(&opts.dir, &e)?;
             let why = format!("cannot create a file in {}: {e}", escape_path(&opts.dir));
-            crate::term::warn(opts.quiet, format_args!("{shown}: {why}; discarded"));
+            crate::shared::term::warn(opts.quiet, format_args!("{shown}: {why}; discarded"));
             return Ok(());
         }
     };
@@ -186,7 +186,7 @@ fn take_file(
         Ok(r) => r,
         Err(FileError::Answered { status, why }) => {
             tally.failed = true;
-            crate::term::warn(
+            crate::shared::term::warn(
                 opts.quiet,
                 format_args!("{shown}: {why} ({status:?}); discarded"),
             );
@@ -194,7 +194,7 @@ fn take_file(
         }
         Err(FileError::Channel(FrameError::SenderGone)) => {
             tally.failed = true;
-            crate::term::warn(
+            crate::shared::term::warn(
                 opts.quiet,
                 format_args!("{shown}: the sender went away mid-transfer; discarded"),
             );
@@ -209,7 +209,7 @@ fn take_file(
             Err(e) => {
                 tally.failed = true;
                 received.fail(&e)?;
-                crate::term::warn(
+                crate::shared::term::warn(
                     opts.quiet,
                     format_args!("{shown}: commit failed: {e}; discarded"),
                 );
@@ -225,7 +225,7 @@ fn take_file(
         if opts.stdout {
             eprintln!("{record}");
         } else {
-            crate::term::out_line(&record);
+            crate::shared::term::out_line(&record);
         }
     }
     Ok(())
@@ -297,7 +297,7 @@ impl Sink {
 fn commit(
     mut tmp: TempFile,
     name: &[u8],
-    meta: Option<crate::frame::Meta>,
+    meta: Option<crate::protocols::frame::Meta>,
     opts: &Opts,
     namer: Option<&mut Namer>,
 ) -> io::Result<PathBuf> {
@@ -357,19 +357,21 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
         Ok(path) => {
             if !quiet {
                 let md5 = args.md5.then(|| crate::shared::digest::md5(bytes));
-                crate::term::out_line(&record(&path, bytes.len() as u64, md5));
+                crate::shared::term::out_line(&record(&path, bytes.len() as u64, md5));
             }
             Took::Kept { stop: args.once }
         }
         Err(e) => {
-            crate::term::warn(
+            crate::shared::term::warn(
                 quiet,
                 format_args!("could not write a received file: {e}; discarded"),
             );
             Took::Failed
         }
     };
-    let r = consumer.serve(args.md5, &mut take, &mut |n| crate::term::warn(quiet, n));
+    let r = consumer.serve(args.md5, &mut take, &mut |n| {
+        crate::shared::term::warn(quiet, n)
+    });
     drop(consumer);
     match r {
         Ok(()) => Ok(exit::OK),
@@ -435,7 +437,7 @@ pub struct RecvArgs {
     #[arg(long, value_parser = crate::shared::parse::parse_size, default_value = "1M")]
     pub slot_size: usize,
     /// Number of slots in the content ring
-    #[arg(long, default_value_t = crate::frame::DEFAULT_SLOTS, value_parser = clap::value_parser!(u32).range(1..=crate::frame::MAX_SLOTS as i64))]
+    #[arg(long, default_value_t = crate::protocols::frame::DEFAULT_SLOTS, value_parser = clap::value_parser!(u32).range(1..=crate::protocols::frame::MAX_SLOTS as i64))]
     pub slots: u32,
     /// Verify every file with MD5, whatever the sender asks
     #[arg(short = 'm', long = "md5-check")]

@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::progress::Progress;
-use crate::exit;
-use crate::frame::{self, Channel, FrameError};
-use crate::legacy::{self, LegacyError, Producer};
-use crate::runtime::{self, phase};
-use crate::sender::{Observer, SendError, SendOptions, Sender};
-use crate::text::escape_path;
+use crate::protocols::frame::{self, Channel, FrameError};
+use crate::protocols::legacy::{self, LegacyError, Producer};
+use crate::protocols::sender::{Observer, SendError, SendOptions, Sender};
+use crate::shared::exit;
+use crate::shared::runtime::{self, phase};
+use crate::shared::text::escape_path;
 use clap::Args;
 
 use super::{ChannelArgs, Verbosity};
@@ -59,7 +59,7 @@ fn install_stop_handler() {
 
 /// Prints `msg` from a thread of its own (stderr may be a full pipe) and exits soon after.
 fn report_and_exit(msg: String, code: i32) -> ! {
-    std::thread::spawn(move || crate::term::error(msg));
+    std::thread::spawn(move || crate::shared::term::error(msg));
     std::thread::sleep(Duration::from_millis(100));
     std::process::exit(code);
 }
@@ -85,7 +85,7 @@ impl Observer for Bar {
 }
 
 pub fn run(args: SendArgs) -> super::Outcome {
-    crate::term::init_logging(args.verbosity.verbose);
+    crate::shared::term::init_logging(args.verbosity.verbose);
     if args.legacy {
         return legacy(&args);
     }
@@ -148,12 +148,12 @@ fn send_all(tx: &mut Sender, args: &SendArgs) -> i32 {
             Err(e) => e,
         };
         if !e.is_fatal() {
-            crate::term::error(&e);
+            crate::shared::term::error(&e);
         } else if claim_exit() {
-            crate::term::error(&e);
+            crate::shared::term::error(&e);
             let rest: Vec<String> = args.files[i + 1..].iter().map(|p| escape_path(p)).collect();
             if !rest.is_empty() {
-                crate::term::error(format_args!("not sent: {}", rest.join(", ")));
+                crate::shared::term::error(format_args!("not sent: {}", rest.join(", ")));
             }
             return e.exit_code();
         } else {
@@ -233,7 +233,7 @@ fn legacy(args: &SendArgs) -> super::Outcome {
     // Every semaphore the producer takes, it takes with SEM_UNDO: if we die or are
     // interrupted at any point, the kernel gives it back.
     let _ = ctrlc::set_handler(|| {
-        crate::term::error("interrupted");
+        crate::shared::term::error("interrupted");
         std::process::exit(exit::INTERRUPTED);
     });
     let mut code = exit::OK;
@@ -242,7 +242,7 @@ fn legacy(args: &SendArgs) -> super::Outcome {
         let data = match legacy::read_input(path) {
             Ok(d) => d,
             Err(e) => {
-                crate::term::error(&e);
+                crate::shared::term::error(&e);
                 code = merge(code, e.exit_code());
                 continue;
             }
@@ -254,7 +254,7 @@ fn legacy(args: &SendArgs) -> super::Outcome {
         match p.send(path, &data, args.md5, deadline) {
             Ok(()) => {}
             Err(e @ LegacyError::Md5 { .. }) => {
-                crate::term::error(&e);
+                crate::shared::term::error(&e);
                 code = merge(code, e.exit_code());
             }
             Err(e) => return Err(e.into()),

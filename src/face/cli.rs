@@ -6,9 +6,6 @@ pub use crate::commands::clean::CleanArgs;
 pub use crate::commands::recv::RecvArgs;
 pub use crate::commands::send::SendArgs;
 pub use crate::commands::status::StatusArgs;
-pub use crate::commands::{ChannelArgs, Verbosity};
-pub use crate::pacer::DirectMode;
-pub use crate::shared::parse::{parse_key, parse_mode, parse_size};
 
 const ABOUT: &str = "Move files between processes on one host through System V shared memory";
 

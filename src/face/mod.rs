@@ -1,16 +1,15 @@
 //! The face: command-line parsing ([`cli`]), dispatch to the commands, and the one place where
 //! errors, warnings and records are printed and a command's outcome becomes an exit code.
 
-pub mod cli;
+pub(crate) mod cli;
 
 use std::io::Write;
-
-pub use crate::shared::term::{color_stderr, error, init_logging, out_line, warn};
 
 use clap::{CommandFactory, Parser};
 
 use crate::commands;
 use crate::shared::exit;
+use crate::shared::term::error;
 
 /// Parses the command line and runs the command; returns the exit code.
 pub fn main() -> i32 {

@@ -1,5 +1,5 @@
 //! The native channel: what is at a key ([`probe`]), and the handshake over a channel's three
-//! objects ([`Channel`], one method per step). The bytes themselves are [`crate::wire`]'s;
+//! objects ([`Channel`], one method per step). The bytes themselves are [`crate::shared::wire`]'s;
 //! docs/protocol.md is the contract.
 //!
 //! A channel at KEY is the control segment (KEY), the content segment (KEY+1) and one semaphore
@@ -10,11 +10,11 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-pub use crate::wire::*;
+pub use crate::shared::wire::*;
 
-use crate::exit;
-use crate::runtime;
-use crate::sysv::{self, Key, Mapping, SemOp, SemSet, Shm, SysvError, WaitError};
+use crate::shared::exit;
+use crate::shared::runtime;
+use crate::sysv::{self, Fixed, Key, Mapping, SemOp, SemSet, Shm, SysvError, WaitError};
 
 /// How long a wait on the peer sleeps before it checks whether the peer is still alive.
 pub const LIVENESS_SLICE: Duration = Duration::from_millis(250);
@@ -192,7 +192,7 @@ pub fn probe(key: Key) -> Result<Probe, FrameError> {
         Err(e) => return Err(e.into()),
     };
     let size = map.len();
-    let control = match Control::new(map) {
+    let control = match control(map) {
         Ok(c) => c,
         Err(e) => {
             return Ok(Probe::Foreign {
@@ -418,7 +418,7 @@ impl Channel {
         sems.set(sem::EMPTY, cfg.slot_count as i32)?;
         sems.op(&[SemOp::give(sem::RECEIVER).undo()], None)
             .map_err(|e| FrameError::from_wait(key, e))?;
-        let control = Control::new(control_shm.attach(true)?)
+        let control = control(control_shm.attach(true)?)
             .map_err(|source| FrameError::Header { key, source })?;
         let content = content_shm.attach(true)?;
         let info = Info {
@@ -487,7 +487,7 @@ impl Channel {
                 e.into()
             }
         };
-        let control = Control::new(control_shm.attach(true).map_err(gone)?)
+        let control = control(control_shm.attach(true).map_err(gone)?)
             .map_err(|source| FrameError::Header { key, source })?;
         let content = content_shm.attach(true).map_err(gone)?;
         // The content segment is found by the id the header names, so confirm it is the one at
@@ -878,36 +878,12 @@ impl Channel {
 }
 
 /// A control segment's attachment, checked once to hold `CONTROL_LEN` bytes: every field is at
-/// a constant offset inside it, so no access below can fall outside, and none returns an error.
-#[derive(Debug)]
-struct Control(Mapping);
+/// a constant offset inside it, so no access can fall outside, and none returns an error.
+type Control = Fixed<CONTROL_LEN>;
 
-impl Control {
-    fn new(m: Mapping) -> Result<Control, HeaderError> {
-        if m.len() < CONTROL_LEN {
-            return Err(HeaderError::TooSmall { size: m.len() });
-        }
-        Ok(Control(m))
-    }
-    const CHECKED: &str = "a fixed field inside a control segment checked to hold CONTROL_LEN";
-    fn read(&self, off: usize, out: &mut [u8]) {
-        self.0.read(off, out).expect(Self::CHECKED);
-    }
-    fn write(&self, off: usize, bytes: &[u8]) {
-        self.0.write(off, bytes).expect(Self::CHECKED);
-    }
-    fn load_u32(&self, off: usize) -> u32 {
-        self.0.load_u32(off).expect(Self::CHECKED)
-    }
-    fn load_u64(&self, off: usize) -> u64 {
-        self.0.load_u64(off).expect(Self::CHECKED)
-    }
-    fn store_u32(&self, off: usize, v: u32) {
-        self.0.store_u32(off, v).expect(Self::CHECKED);
-    }
-    fn store_u64(&self, off: usize, v: u64) {
-        self.0.store_u64(off, v).expect(Self::CHECKED);
-    }
+/// Checks an attachment's size once, as [`Control`] wants.
+fn control(m: Mapping) -> Result<Control, HeaderError> {
+    Fixed::new(m).map_err(|e| HeaderError::TooSmall { size: e.size })
 }
 
 /// A read-only look at a channel's live fields for `status`: attaches without writing.
@@ -924,10 +900,10 @@ impl View {
         };
         let shm = Shm::from_id(shmid);
         let creator = shm.stat()?.cpid;
-        let control = Control::new(shm.attach(false)?).map_err(header)?;
+        let control = control(shm.attach(false)?).map_err(header)?;
         let mut head = [0u8; INFO_LEN];
         control.read(0, &mut head);
-        let mut info = decode_info(&head, control.0.len()).map_err(header)?;
+        let mut info = decode_info(&head, control.mapping().len()).map_err(header)?;
         // As in `probe`: the pid the kernel translates into our namespace.
         info.receiver_pid = creator;
         Ok(View { control, info })

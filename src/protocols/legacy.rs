@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
-use crate::exit;
-use crate::frame::hex;
+use crate::protocols::frame::hex;
 use crate::shared::digest;
-use crate::sysv::{self, Key, Mapping, SemOp, SemSet, Shm, SysvError, WaitError};
+use crate::shared::exit;
+use crate::sysv::{self, Fixed, Key, Mapping, SemOp, SemSet, Shm, SysvError, WaitError};
 
 /// The original system's keys and sizes, fixed by its programs.
 pub const CONTENT_KEY: Key = Key(42);
@@ -29,24 +29,25 @@ const SLICE: Duration = Duration::from_millis(250);
 /// How often an idle consumer wakes, only to notice a stop request.
 const IDLE_CHECK: Duration = Duration::from_secs(2);
 
-/// What a shared memory segment is to the original system, by shape: the original is
-/// configured by editing its keys, so the key says nothing. A segment of 5,000,000 or 10 bytes
-/// with a one-semaphore set at the same key is its content or size segment.
-pub fn shm_role(size: u64, one_sem_at_key: bool) -> Option<&'static str> {
-    match (size as usize, one_sem_at_key) {
-        (CONTENT_LEN, true) => Some("legacy-content"),
-        (SIZE_LEN, true) => Some("legacy-size"),
-        _ => None,
-    }
+/// The original system's two segments, each beside a one-semaphore set at its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The 5,000,000-byte content segment (key 42 by default).
+    Content,
+    /// The 10-byte size segment (key 44 by default).
+    Size,
 }
 
-/// What a semaphore set is to the original system: one semaphore beside a segment of the
-/// original's shape (`segment_at_key`: that segment's size).
-pub fn sem_role(nsems: u32, segment_at_key: Option<u64>) -> Option<&'static str> {
-    match (nsems, segment_at_key.map(|s| s as usize)) {
-        (1, Some(CONTENT_LEN)) => Some("legacy-content-sem"),
-        (1, Some(SIZE_LEN)) => Some("legacy-size-sem"),
-        _ => None,
+impl Part {
+    /// Which of the original's segments one of `size` bytes would be, by shape alone: the
+    /// original is configured by editing its keys, so the key says nothing. (A caller also
+    /// checks for the one-semaphore set at the same key.)
+    pub fn of_size(size: u64) -> Option<Part> {
+        match usize::try_from(size) {
+            Ok(CONTENT_LEN) => Some(Part::Content),
+            Ok(SIZE_LEN) => Some(Part::Size),
+            _ => None,
+        }
     }
 }
 
@@ -68,8 +69,8 @@ pub enum LegacyError {
     Input { path: PathBuf, source: io::Error },
     #[error(
         "{}: MD5 mismatch: sent {ours}, the consumer replied \"{}\" (does it run with -m too?)",
-        crate::text::escape_path(path),
-        crate::text::escape(theirs)
+        crate::shared::text::escape_path(path),
+        crate::shared::text::escape(theirs)
     )]
     Md5 {
         path: PathBuf,
@@ -145,6 +146,15 @@ pub fn decode_size(b: &[u8]) -> Option<usize> {
     (n <= CONTENT_LEN).then_some(n)
 }
 
+/// Checks once that the segment at `key` holds the original's `N` bytes, so every access to
+/// its fields after that is in bounds.
+fn shaped<const N: usize>(key: Key, map: Mapping) -> Result<Fixed<N>, LegacyError> {
+    Fixed::new(map).map_err(|e| LegacyError::Foreign {
+        key,
+        what: format!("{}-byte segment", e.size),
+    })
+}
+
 /// The four objects, attached.
 struct Legacy {
     content_key: Key,
@@ -153,15 +163,15 @@ struct Legacy {
     size_shm: Shm,
     content_sem: SemSet,
     size_sem: SemSet,
-    content: Mapping,
-    size: Mapping,
+    content: Fixed<CONTENT_LEN>,
+    size: Fixed<SIZE_LEN>,
 }
 
 impl Legacy {
     /// Creates the four objects as the original consumer does (mode 0600, values 0).
     fn create(content_key: Key, size_key: Key, mode: u32) -> Result<Legacy, LegacyError> {
         let in_use = |e| LegacyError::from_sys(e, content_key, size_key);
-        let mut undo = crate::runtime::Rollback::default();
+        let mut undo = crate::shared::runtime::Rollback::default();
         let content_shm = Shm::create(content_key, CONTENT_LEN, mode).map_err(in_use)?;
         undo.push(move || drop(content_shm.remove()));
         let size_shm = Shm::create(size_key, SIZE_LEN, mode).map_err(in_use)?;
@@ -170,8 +180,8 @@ impl Legacy {
         undo.push(move || drop(content_sem.remove()));
         let size_sem = SemSet::create(size_key, 1, mode).map_err(in_use)?;
         undo.push(move || drop(size_sem.remove()));
-        let content = content_shm.attach(true)?;
-        let size = size_shm.attach(true)?;
+        let content = shaped(content_key, content_shm.attach(true)?)?;
+        let size = shaped(size_key, size_shm.attach(true)?)?;
         undo.disarm();
         Ok(Legacy {
             content_key,
@@ -192,19 +202,8 @@ impl Legacy {
         let size_shm = Shm::open(size_key).map_err(missing)?;
         let content_sem = SemSet::open(content_key).map_err(missing)?;
         let size_sem = SemSet::open(size_key).map_err(missing)?;
-        let content = content_shm.attach(true).map_err(missing)?;
-        let size = size_shm.attach(true).map_err(missing)?;
-        for (key, map, want) in [
-            (content_key, &content, CONTENT_LEN),
-            (size_key, &size, SIZE_LEN),
-        ] {
-            if map.len() < want {
-                return Err(LegacyError::Foreign {
-                    key,
-                    what: format!("{}-byte segment", map.len()),
-                });
-            }
-        }
+        let content = shaped(content_key, content_shm.attach(true).map_err(missing)?)?;
+        let size = shaped(size_key, size_shm.attach(true).map_err(missing)?)?;
         for (key, set) in [(content_key, content_sem), (size_key, size_sem)] {
             let n = set.stat().map_err(missing)?.nsems;
             if n != 1 {
@@ -260,7 +259,7 @@ impl Legacy {
                 Err(LegacyError::TimedOut { .. } | LegacyError::Interrupted) => {}
                 Err(e) => return Err(e),
             }
-            if crate::runtime::stop_requested() {
+            if crate::shared::runtime::stop_requested() {
                 return Err(LegacyError::Interrupted);
             }
             if let Some(pid) = alive() {
@@ -356,14 +355,12 @@ fn serve(
 ) -> Result<(), LegacyError> {
     // As the original consumer does once: size "0" and the size semaphore released. The
     // content semaphore was created at 0: it is ours.
-    ch.size
-        .write(0, &encode_size(0))
-        .expect("size segment holds the field");
+    ch.size.write(0, &encode_size(0));
     ch.op(ch.size_sem, &[SemOp::give(0)], None)?;
     debug!(content = %ch.content_key, size = %ch.size_key, "legacy objects created; waiting for a producer");
     loop {
         let mut field = [0u8; SIZE_LEN];
-        ch.size.read(0, &mut field).expect("size field in bounds");
+        ch.size.read(0, &mut field);
         match decode_size(&field) {
             Some(0) => {
                 ch.wait_for_producer()?;
@@ -372,13 +369,11 @@ fn serve(
             size => {
                 // A producer published a file and released the content to us. Nobody writes
                 // the size field while we hold the content semaphore.
-                ch.size
-                    .write(0, &encode_size(0))
-                    .expect("size field in bounds");
+                ch.size.write(0, &encode_size(0));
                 let Some(size) = size else {
                     note(format!(
                         "ignored a malformed size field \"{}\"",
-                        crate::text::escape(&field)
+                        crate::shared::text::escape(&field)
                     ));
                     continue;
                 };
@@ -395,9 +390,7 @@ fn serve(
 /// Returns whether to stop.
 fn receive(ch: &Legacy, size: usize, md5: bool, take: &mut dyn FnMut(&[u8]) -> Took) -> bool {
     let mut bytes = vec![0u8; size];
-    ch.content
-        .read(0, &mut bytes)
-        .expect("size checked against the segment");
+    ch.content.read(0, &mut bytes);
     let took = take(&bytes);
     if md5 {
         // The reply the producer reads; after a local failure an impossible digest, so a
@@ -408,7 +401,7 @@ fn receive(ch: &Legacy, size: usize, md5: bool, take: &mut dyn FnMut(&[u8]) -> T
         };
         let mut r = reply.into_bytes();
         r.push(0);
-        ch.content.write(0, &r).expect("reply fits");
+        ch.content.write(0, &r);
     }
     matches!(took, Took::Kept { stop: true })
 }
@@ -437,8 +430,10 @@ impl Legacy {
             match self.op(self.size_sem, &[SemOp::zero(0)], Some(IDLE_CHECK)) {
                 Ok(()) => return Ok(()),
                 Err(LegacyError::TimedOut { .. } | LegacyError::Interrupted)
-                    if !crate::runtime::stop_requested() => {}
-                Err(_) if crate::runtime::stop_requested() => return Err(LegacyError::Interrupted),
+                    if !crate::shared::runtime::stop_requested() => {}
+                Err(_) if crate::shared::runtime::stop_requested() => {
+                    return Err(LegacyError::Interrupted);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -486,7 +481,7 @@ impl Legacy {
             if self.content_sem.waiting(0)? >= 1 {
                 return Ok(true);
             }
-            if crate::runtime::stop_requested() {
+            if crate::shared::runtime::stop_requested() {
                 return Err(LegacyError::Interrupted);
             }
             let attached = self.producers_attached();
@@ -531,7 +526,7 @@ impl Legacy {
                 Ok(Err(e)) => return Err(self.wait_error(e, None)),
                 Err(_) => {}
             }
-            if crate::runtime::stop_requested() {
+            if crate::shared::runtime::stop_requested() {
                 return Err(LegacyError::Interrupted);
             }
             let taken = self.content_sem.value(0)? == 0;
@@ -545,9 +540,7 @@ impl Legacy {
         }
         if gave_back {
             // Whatever the dead producer wrote is not a file.
-            self.size
-                .write(0, &encode_size(0))
-                .expect("size field in bounds");
+            self.size.write(0, &encode_size(0));
         }
         Ok(())
     }
@@ -590,7 +583,8 @@ impl Producer {
     /// `path` names the file in errors.
     ///
     /// # Errors
-    /// The consumer went away, `deadline` ran out, a stop, an MD5 disagreement.
+    /// [`LegacyError::Size`] for empty or oversized `data`; the consumer went away,
+    /// `deadline` ran out, a stop, an MD5 disagreement.
     pub fn send(
         &self,
         path: &Path,
@@ -598,6 +592,13 @@ impl Producer {
         md5: bool,
         deadline: Option<Instant>,
     ) -> Result<(), LegacyError> {
+        // The original's size field cannot say 0, and its segment holds 5,000,000 bytes.
+        if data.is_empty() || data.len() > CONTENT_LEN {
+            return Err(LegacyError::Size {
+                path: path.into(),
+                size: data.len() as u64,
+            });
+        }
         send_one(&self.ch, path, data, md5, deadline)
     }
 }
@@ -679,12 +680,8 @@ fn send_one(
     );
     // The content first, then its size: if we die anywhere from here on, SEM_UNDO gives both
     // semaphores back, and a consumer that then reads a size finds every byte of it written.
-    ch.content
-        .write(0, data)
-        .expect("size checked against the segment");
-    ch.size
-        .write(0, &encode_size(data.len()))
-        .expect("size field fits");
+    ch.content.write(0, data);
+    ch.size.write(0, &encode_size(data.len()));
     ch.op(ch.size_sem, &[SemOp::give(0).undo()], None)?;
     // Hand the content over only to a consumer already blocked on it, so our take-back for
     // the hash (below) cannot overtake it. There is no event for "someone waits", so this one
@@ -695,7 +692,7 @@ fn send_one(
             let _ = ch.op(ch.content_sem, &[SemOp::give(0).undo()], None);
             return Err(LegacyError::ConsumerGone { pid });
         }
-        if Instant::now() > poll_until || crate::runtime::stop_requested() {
+        if Instant::now() > poll_until || crate::shared::runtime::stop_requested() {
             break;
         }
         std::thread::sleep(Duration::from_micros(200));
@@ -707,7 +704,7 @@ fn send_one(
     }
     ch.wait(ch.content_sem, SemOp::take(0).undo(), deadline, &gone)?;
     let mut reply = [0u8; 32];
-    ch.content.read(0, &mut reply).expect("reply in bounds");
+    ch.content.read(0, &mut reply);
     ch.op(ch.content_sem, &[SemOp::give(0).undo()], None)?;
     let ours = hex(&digest::md5(data));
     if reply != ours.as_bytes() {

@@ -35,15 +35,15 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
 
-use crate::frame::{
+use crate::protocols::frame::{
     self, Channel, Config, Desc, DescKind, FrameError, Meta, Op, Outcome, Probe, Request,
     STARTUP_GRACE, State, Status, hex,
 };
-use crate::pacer::{DirectMode, PacedFile, Pacer};
-use crate::runtime;
 use crate::shared::digest::Md5;
+use crate::shared::pacer::{DirectMode, PacedFile, Pacer};
+use crate::shared::runtime;
+use crate::shared::text::escape;
 use crate::sysv::{self, Source};
-use crate::text::escape;
 
 /// Why a file did not make it (the sender was told), or the channel failed.
 #[derive(Debug, thiserror::Error)]

@@ -26,12 +26,12 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
 
-use crate::frame::{
+use crate::protocols::frame::{
     self, Abort, Channel, Desc, DescKind, FrameError, Meta, Op, Request, Status, Trailer, hex,
 };
-use crate::runtime::{self, phase};
 use crate::shared::digest::Md5;
-use crate::text::escape_path;
+use crate::shared::runtime::{self, phase};
+use crate::shared::text::escape_path;
 use crate::{exit, sysv};
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +64,7 @@ pub enum SendError {
         ours: String,
         theirs: String,
     },
-    #[error("{}: the receiver could not create its output file ({}): {}", escape_path(path), crate::text::escape(at), io::Error::from_raw_os_error(*errno))]
+    #[error("{}: the receiver could not create its output file ({}): {}", escape_path(path), crate::shared::text::escape(at), io::Error::from_raw_os_error(*errno))]
     CannotCreate {
         path: PathBuf,
         at: Vec<u8>,
@@ -543,7 +543,7 @@ impl Transfer<'_, '_> {
             Status::Committed => {
                 let secs = t.elapsed().as_secs_f64();
                 debug!(
-                    as_name = %crate::text::escape(&answer.name),
+                    as_name = %crate::shared::text::escape(&answer.name),
                     elapsed_ms = (secs * 1e3) as u64,
                     mib_per_s = (self.total as f64 / 1048576.0 / secs.max(1e-9)) as u64,
                     "committed (ACK -1)"

@@ -32,14 +32,14 @@ mod tests {
     #[test]
     fn digests_are_md5() {
         assert_eq!(
-            crate::wire::hex(&md5(b"")),
+            crate::shared::wire::hex(&md5(b"")),
             "d41d8cd98f00b204e9800998ecf8427e"
         );
         let mut m = Md5::new();
         m.consume(b"The quick brown fox ");
         m.consume(b"jumps over the lazy dog");
         assert_eq!(
-            crate::wire::hex(&m.finalize()),
+            crate::shared::wire::hex(&m.finalize()),
             "9e107d9d372bb6826bd81d3542a419d6"
         );
     }

@@ -6,6 +6,6 @@ pub mod output;
 pub mod pacer;
 pub mod parse;
 pub mod runtime;
-pub mod term;
+pub(crate) mod term;
 pub mod text;
 pub mod wire;

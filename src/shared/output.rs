@@ -24,10 +24,10 @@ pub const MAX_NAME: usize = 255;
 pub enum OutputError {
     #[error(
         "cannot create output directory {}: {source}",
-        crate::text::escape_path(dir)
+        crate::shared::text::escape_path(dir)
     )]
     Dir { dir: PathBuf, source: io::Error },
-    #[error("--dir {}: not a directory", crate::text::escape_path(.0))]
+    #[error("--dir {}: not a directory", crate::shared::text::escape_path(.0))]
     NotDir(PathBuf),
     #[error("--basename must be a plain name without `/`")]
     BadBasename,

@@ -41,7 +41,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .ok()
         .and_then(|n| n.checked_mul(mul))
         .ok_or(format!("`{s}` is not a size"))?;
-    if !(crate::wire::MIN_SLOT..=crate::wire::MAX_SLOT).contains(&v) {
+    if !(crate::shared::wire::MIN_SLOT..=crate::shared::wire::MAX_SLOT).contains(&v) {
         return Err(format!("slot size {s} is out of range: use 4K to 256M"));
     }
     Ok(v)

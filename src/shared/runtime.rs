@@ -59,7 +59,7 @@ pub mod phase {
 
     pub fn set(p: u8, file: Option<&std::path::Path>) {
         if let (Some(f), Ok(mut g)) = (file, FILE.lock()) {
-            *g = crate::text::escape_path(f);
+            *g = crate::shared::text::escape_path(f);
         }
         PHASE.store(p, Ordering::SeqCst);
     }

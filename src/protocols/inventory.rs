@@ -1,0 +1,393 @@
+//! The host's System V IPC objects as typed values: what `shmxfer status` shows, for programs.
+//!
+//! Read from the kernel's own tables (`/proc/sysvipc`, as util-linux's `ipcs` does), with
+//! shmxfer's channels and the original system's objects marked by shape, and each channel's
+//! state read from its control segment.
+//!
+//! ```no_run
+//! let snap = shmxfer::inventory::snapshot(shmxfer::inventory::Parts::ALL)?;
+//! for c in snap.channels.unwrap_or_default() {
+//!     println!("channel 0x{:08x}: {}", c.key, c.state);
+//! }
+//! # Ok::<(), shmxfer::inventory::InventoryError>(())
+//! ```
+
+use serde::Serialize;
+
+use super::frame::{self, State, View};
+use super::legacy;
+use crate::sysv::{self, Key, Kind, TableRow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("cannot read the kernel's IPC tables ({path}): {source}; is /proc mounted?")]
+    Proc {
+        path: &'static str,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShmRow {
+    pub key: u32,
+    pub id: i32,
+    pub owner: String,
+    pub uid: u32,
+    pub perms: String,
+    pub bytes: u64,
+    pub nattch: u64,
+    pub cpid: i32,
+    pub lpid: i32,
+    pub atime: i64,
+    pub dtime: i64,
+    pub ctime: i64,
+    /// "dest" once marked for removal, "locked" with SHM_LOCK.
+    pub status: Vec<&'static str>,
+    /// What the segment is to shmxfer or to the original system; `None` for others'.
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SemRow {
+    pub key: u32,
+    pub id: i32,
+    pub owner: String,
+    pub uid: u32,
+    pub perms: String,
+    pub nsems: u32,
+    pub otime: i64,
+    pub ctime: i64,
+    /// What the set is to shmxfer or to the original system; `None` for others'.
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MsgRow {
+    pub key: u32,
+    pub id: i32,
+    pub owner: String,
+    pub uid: u32,
+    pub perms: String,
+    pub used_bytes: u64,
+    pub messages: u64,
+    pub lspid: i32,
+    pub lrpid: i32,
+    pub stime: i64,
+    pub rtime: i64,
+    pub ctime: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Transfer {
+    pub name: String,
+    pub bytes_done: u64,
+    pub total: Option<u64>,
+    pub sender_pid: i32,
+}
+
+/// What an IPC object is to shmxfer or to the original system, told by its shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A channel's control segment (at the channel's key K).
+    Control,
+    /// A channel's content segment (at K+1).
+    Content,
+    /// A channel's semaphore set (at K).
+    Semaphores,
+    /// One of the original system's segments.
+    Legacy(legacy::Part),
+    /// The semaphore beside one of the original system's segments.
+    LegacySem(legacy::Part),
+}
+
+impl Role {
+    /// The role's name in `status --json` (docs/status-json.md).
+    pub fn name(self) -> &'static str {
+        use legacy::Part;
+        match self {
+            Role::Control => "control",
+            Role::Content => "content",
+            Role::Semaphores => "semaphores",
+            Role::Legacy(Part::Content) => "legacy-content",
+            Role::Legacy(Part::Size) => "legacy-size",
+            Role::LegacySem(Part::Content) => "legacy-content-sem",
+            Role::LegacySem(Part::Size) => "legacy-size-sem",
+        }
+    }
+}
+
+impl Serialize for Role {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// A channel's state as `status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelState {
+    /// The receiver is creating the channel.
+    Starting,
+    /// The receiver lives and waits for a sender.
+    Idle,
+    /// A sender is admitted.
+    Busy,
+    /// The receiver is leaving.
+    Stopping,
+    /// The receiver is dead: `shmxfer clean` removes the channel.
+    Stale,
+}
+
+impl std::fmt::Display for ChannelState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            ChannelState::Starting => "starting",
+            ChannelState::Idle => "idle",
+            ChannelState::Busy => "busy",
+            ChannelState::Stopping => "stopping",
+            ChannelState::Stale => "stale",
+        };
+        f.write_str(s)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChannelRow {
+    pub key: u32,
+    pub state: ChannelState,
+    pub receiver_pid: i32,
+    pub mode: String,
+    pub slot_size: u64,
+    pub slot_count: u32,
+    pub require_md5: bool,
+    pub control_id: i32,
+    pub content_id: i32,
+    pub sem_id: i32,
+    pub transfer: Option<Transfer>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shm: Option<Vec<ShmRow>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sem: Option<Vec<SemRow>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub msg: Option<Vec<MsgRow>>,
+    /// Only in the full view: reading a channel's state means attaching its control segment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<ChannelRow>>,
+}
+
+/// Which parts of the host's IPC a snapshot covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Parts {
+    pub shm: bool,
+    pub sem: bool,
+    pub msg: bool,
+    /// The channels' states: the only part that attaches (read-only) to anything.
+    pub channels: bool,
+}
+
+impl Parts {
+    /// Everything, channels included.
+    pub const ALL: Parts = Parts {
+        shm: true,
+        sem: true,
+        msg: true,
+        channels: true,
+    };
+}
+
+fn table(kind: Kind) -> Result<Vec<TableRow>, InventoryError> {
+    sysv::read_table(kind).map_err(|source| InventoryError::Proc {
+        path: kind.path(),
+        source,
+    })
+}
+
+fn perms(r: &TableRow) -> u32 {
+    u32::from_str_radix(r.get("perms").unwrap_or("0"), 8).unwrap_or(0)
+}
+
+/// Reads the kernel's tables for the `parts` asked for. Listing objects touches nothing (the
+/// tables are files in /proc, and roles are told by shape); only the channels' states attach,
+/// read-only, to each segment that could be a channel's control segment.
+pub fn snapshot(parts: Parts) -> Result<Snapshot, InventoryError> {
+    let shm_rows = table(Kind::Shm)?;
+    let sem_rows = table(Kind::Sem)?;
+    let channels = parts.channels.then(|| channels(&shm_rows));
+    let roles = Roles {
+        shm: &shm_rows,
+        sem: &sem_rows,
+    };
+    Ok(Snapshot {
+        shm: parts
+            .shm
+            .then(|| shm_rows.iter().map(|r| shm_row(r, &roles)).collect()),
+        sem: parts
+            .sem
+            .then(|| sem_rows.iter().map(|r| sem_row(r, &roles)).collect()),
+        msg: match parts.msg {
+            true => Some(table(Kind::Msg)?.iter().map(msg_row).collect()),
+            false => None,
+        },
+        channels,
+    })
+}
+
+/// Every segment of a control segment's size that decodes as a channel. Attached read-only
+/// and decoded with every check: a foreign or corrupt segment is just not a channel.
+fn channels(shm: &[TableRow]) -> Vec<ChannelRow> {
+    shm.iter()
+        .filter(|r| r.num("size") as usize == frame::CONTROL_LEN)
+        .filter_map(|r| {
+            let id = r.num("shmid") as i32;
+            View::open(id).ok().map(|v| channel_row(r.key(), id, &v))
+        })
+        .collect()
+}
+
+/// What each object is to shmxfer (a channel's part) or to the original system, told by shape
+/// from the tables alone: a channel is a control-sized segment at K with a set of 7
+/// semaphores at K and a segment at K+1.
+struct Roles<'a> {
+    shm: &'a [TableRow],
+    sem: &'a [TableRow],
+}
+
+impl Roles<'_> {
+    fn segment_at(&self, key: Key) -> Option<u64> {
+        (key.0 != 0)
+            .then(|| self.shm.iter().find(|r| r.key() == key))
+            .flatten()
+            .map(|r| r.num("size") as u64)
+    }
+    fn nsems_at(&self, key: Key) -> Option<u32> {
+        (key.0 != 0)
+            .then(|| self.sem.iter().find(|r| r.key() == key))
+            .flatten()
+            .map(|r| r.num("nsems") as u32)
+    }
+    /// Whether K is a channel's key by shape.
+    fn channel_at(&self, key: Key) -> bool {
+        self.segment_at(key) == Some(frame::CONTROL_LEN as u64)
+            && self.nsems_at(key) == Some(u32::from(frame::sem::COUNT))
+            && key.offset(1).and_then(|k| self.segment_at(k)).is_some()
+    }
+    fn shm(&self, key: Key, size: u64) -> Option<Role> {
+        if self.channel_at(key) {
+            Some(Role::Control)
+        } else if key.0 > 1 && self.channel_at(Key(key.0 - 1)) {
+            Some(Role::Content)
+        } else if self.nsems_at(key) == Some(1) {
+            legacy::Part::of_size(size).map(Role::Legacy)
+        } else {
+            None
+        }
+    }
+    fn sem(&self, key: Key, nsems: u32) -> Option<Role> {
+        if self.channel_at(key) {
+            return Some(Role::Semaphores);
+        }
+        let part = self.segment_at(key).and_then(legacy::Part::of_size);
+        (nsems == 1).then_some(part).flatten().map(Role::LegacySem)
+    }
+}
+
+fn shm_row(r: &TableRow, roles: &Roles) -> ShmRow {
+    let p = perms(r);
+    let mut status = Vec::new();
+    if p & 0o1000 != 0 {
+        status.push("dest");
+    }
+    if p & 0o2000 != 0 {
+        status.push("locked");
+    }
+    let id = r.num("shmid") as i32;
+    ShmRow {
+        key: r.key().0,
+        id,
+        owner: sysv::user_name(r.num("uid") as u32),
+        uid: r.num("uid") as u32,
+        perms: format!("{:o}", p & 0o777),
+        bytes: r.num("size") as u64,
+        nattch: r.num("nattch") as u64,
+        cpid: r.num("cpid") as i32,
+        lpid: r.num("lpid") as i32,
+        atime: r.num("atime"),
+        dtime: r.num("dtime"),
+        ctime: r.num("ctime"),
+        status,
+        role: roles.shm(r.key(), r.num("size") as u64),
+    }
+}
+
+fn sem_row(r: &TableRow, roles: &Roles) -> SemRow {
+    let id = r.num("semid") as i32;
+    let nsems = r.num("nsems") as u32;
+    SemRow {
+        key: r.key().0,
+        id,
+        owner: sysv::user_name(r.num("uid") as u32),
+        uid: r.num("uid") as u32,
+        perms: format!("{:o}", perms(r) & 0o777),
+        nsems,
+        otime: r.num("otime"),
+        ctime: r.num("ctime"),
+        role: roles.sem(r.key(), nsems),
+    }
+}
+
+fn msg_row(r: &TableRow) -> MsgRow {
+    MsgRow {
+        key: r.key().0,
+        id: r.num("msqid") as i32,
+        owner: sysv::user_name(r.num("uid") as u32),
+        uid: r.num("uid") as u32,
+        perms: format!("{:o}", perms(r) & 0o777),
+        used_bytes: r.num("cbytes") as u64,
+        messages: r.num("qnum") as u64,
+        lspid: r.num("lspid") as i32,
+        lrpid: r.num("lrpid") as i32,
+        stime: r.num("stime"),
+        rtime: r.num("rtime"),
+        ctime: r.num("ctime"),
+    }
+}
+
+fn channel_row(key: Key, control_id: i32, view: &View) -> ChannelRow {
+    let info = &view.info;
+    let alive = frame::receiver_alive(info);
+    let raw_state = view.state();
+    let state = match (alive, raw_state) {
+        (false, _) => ChannelState::Stale,
+        (true, s) if s == State::Busy as u32 => ChannelState::Busy,
+        (true, s) if s == State::Idle as u32 => ChannelState::Idle,
+        (true, s) if s == State::Stopping as u32 => ChannelState::Stopping,
+        (true, _) => ChannelState::Starting,
+    };
+    let transfer = (state == ChannelState::Busy)
+        .then(|| view.request().ok())
+        .flatten()
+        .filter(|r| r.op == frame::Op::File)
+        .map(|r| Transfer {
+            name: String::from_utf8_lossy(&r.name).into_owned(),
+            bytes_done: view.progress(),
+            total: r.size,
+            sender_pid: r.sender_pid,
+        });
+    ChannelRow {
+        key: key.0,
+        state,
+        receiver_pid: info.receiver_pid,
+        mode: format!("{:o}", info.mode),
+        slot_size: info.slot_size as u64,
+        slot_count: info.slot_count,
+        require_md5: info.require_md5,
+        control_id,
+        content_id: info.content_shmid,
+        sem_id: info.semid,
+        transfer,
+    }
+}
