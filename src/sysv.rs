@@ -18,6 +18,7 @@ use std::time::Duration;
 pub struct Key(pub u32);
 
 impl Key {
+    /// The key as libc's `key_t` (the same bits, signed).
     pub fn raw(self) -> libc::key_t {
         self.0 as libc::key_t
     }
@@ -25,6 +26,7 @@ impl Key {
     pub fn offset(self, n: u32) -> Option<Key> {
         self.0.checked_add(n).filter(|&k| k != 0).map(Key)
     }
+    /// A key as `/proc/sysvipc` prints it (signed decimal).
     pub fn from_raw(raw: i64) -> Key {
         Key(raw as i32 as u32)
     }
@@ -40,15 +42,21 @@ impl fmt::Display for Key {
 #[derive(Debug, thiserror::Error)]
 #[error("{call}({target}): {source}")]
 pub struct SysvError {
+    /// The call that failed, as `semctl(IPC_STAT)`.
     pub call: &'static str,
+    /// The key or id it was called on.
     pub target: Target,
     #[source]
+    /// The errno.
     pub source: io::Error,
 }
 
 #[derive(Debug, Clone, Copy)]
+/// What a failed call was called on.
 pub enum Target {
+    /// An object looked up by key.
     Key(Key),
+    /// An object by its id.
     Id(i32),
 }
 
@@ -77,6 +85,7 @@ impl SysvError {
             source: io::Error::from_raw_os_error(libc::EPERM),
         }
     }
+    /// The errno behind the failure.
     pub fn errno(&self) -> Option<i32> {
         self.source.raw_os_error()
     }
@@ -87,19 +96,25 @@ impl SysvError {
             Some(libc::EIDRM) | Some(libc::EINVAL) | Some(libc::ENOENT)
         )
     }
+    /// Whether the kernel refused for lack of permission (EACCES, EPERM).
     pub fn is_permission(&self) -> bool {
         matches!(self.errno(), Some(libc::EACCES) | Some(libc::EPERM))
     }
 }
 
+/// A SysV call's result.
 pub type Result<T> = std::result::Result<T, SysvError>;
 
 /// Owner, mode and times common to every IPC object, as `IPC_STAT` reports them.
 #[derive(Debug, Clone, Copy)]
 pub struct Perm {
+    /// The owner's uid.
     pub uid: u32,
+    /// The owner's gid.
     pub gid: u32,
+    /// The creator's uid (the owner may have been changed since).
     pub cuid: u32,
+    /// The permission bits (`0o777` part only).
     pub mode: u32,
 }
 
@@ -110,11 +125,17 @@ pub struct Shm {
 }
 
 #[derive(Debug, Clone, Copy)]
+/// What `shmctl(IPC_STAT)` says about a segment.
 pub struct ShmStat {
+    /// The segment's real size: check every number read from it against this.
     pub size: usize,
+    /// Owner and mode.
     pub perm: Perm,
+    /// The creator's pid, as the kernel translates it into our PID namespace.
     pub cpid: i32,
+    /// The pid of the last attach or detach.
     pub lpid: i32,
+    /// How many attachments it has.
     pub nattch: u64,
 }
 
@@ -140,14 +161,20 @@ impl Shm {
         Ok(Shm { id })
     }
 
+    /// The segment with this id (nothing is checked: a later call fails if it is gone).
     pub fn from_id(id: i32) -> Shm {
         Shm { id }
     }
 
+    /// The segment's id, as `ipcs` shows it.
     pub fn id(&self) -> i32 {
         self.id
     }
 
+    /// The segment's size, owner, mode and pids (`IPC_STAT`).
+    ///
+    /// # Errors
+    /// The segment is gone, or we may not read it.
     pub fn stat(&self) -> Result<ShmStat> {
         // SAFETY: shmid_ds is plain old data; zeroed is a valid value for every field.
         let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
@@ -225,18 +252,24 @@ impl fmt::Debug for Mapping {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("access of {len} bytes at offset {offset} is outside a {size}-byte segment")]
 pub struct OutOfBounds {
+    /// Where the access started.
     pub offset: usize,
+    /// How many bytes it wanted.
     pub len: usize,
+    /// The mapping's size.
     pub size: usize,
 }
 
 impl Mapping {
+    /// The mapping's size: the segment's real size when it was attached.
     pub fn len(&self) -> usize {
         self.len
     }
+    /// Whether the mapping has no bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// The id of the attached segment.
     pub fn id(&self) -> i32 {
         self.id
     }
@@ -336,14 +369,26 @@ impl Mapping {
     pub fn load_u64(&self, offset: usize) -> std::result::Result<u64, OutOfBounds> {
         Ok(self.atomic_u64(offset)?.load(Ordering::Acquire))
     }
+    /// A single field another process may be reading concurrently (release).
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if the field is not inside the mapping.
     pub fn store_u64(&self, offset: usize, v: u64) -> std::result::Result<(), OutOfBounds> {
         assert!(self.writable, "write to a read-only attachment");
         self.atomic_u64(offset)?.store(v, Ordering::Release);
         Ok(())
     }
+    /// As [`Mapping::load_u64`], for 4 bytes.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if the field is not inside the mapping.
     pub fn load_u32(&self, offset: usize) -> std::result::Result<u32, OutOfBounds> {
         Ok(self.atomic_u32(offset)?.load(Ordering::Acquire))
     }
+    /// As [`Mapping::store_u64`], for 4 bytes.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if the field is not inside the mapping.
     pub fn store_u32(&self, offset: usize, v: u32) -> std::result::Result<(), OutOfBounds> {
         assert!(self.writable, "write to a read-only attachment");
         self.atomic_u32(offset)?.store(v, Ordering::Release);
@@ -480,21 +525,28 @@ impl<const N: usize> fmt::Debug for Fixed<N> {
 /// slice, since another process may write it at any moment).
 #[derive(Clone, Copy)]
 pub enum Source<'a> {
+    /// Bytes in our own memory.
     Own(&'a [u8]),
+    /// A range of a shared segment, copied out only by the kernel or a byte copy.
     Shared {
+        /// The attachment.
         map: &'a Mapping,
+        /// Where the range starts.
         offset: usize,
+        /// Its length (checked against the mapping at each use).
         len: usize,
     },
 }
 
 impl Source<'_> {
+    /// How many bytes.
     pub fn len(&self) -> usize {
         match self {
             Source::Own(b) => b.len(),
             Source::Shared { len, .. } => *len,
         }
     }
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -526,8 +578,11 @@ impl Drop for Mapping {
 /// One operation of a `semop` call.
 #[derive(Debug, Clone, Copy)]
 pub struct SemOp {
+    /// The semaphore's number in its set.
     pub num: u16,
+    /// Negative: take; positive: give; 0: wait for zero.
     pub op: i16,
+    /// `SEM_UNDO`, `IPC_NOWAIT`.
     pub flags: i16,
 }
 
@@ -561,6 +616,7 @@ impl SemOp {
         self.flags |= libc::SEM_UNDO as i16;
         self
     }
+    /// Fail with EAGAIN instead of blocking.
     pub fn nowait(mut self) -> SemOp {
         self.flags |= libc::IPC_NOWAIT as i16;
         self
@@ -571,18 +627,26 @@ impl SemOp {
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
     #[error("timed out")]
+    /// The deadline passed first.
     TimedOut,
     #[error("interrupted by a signal")]
+    /// A signal arrived (the caller looks at its stop flag).
     Interrupted,
     #[error(transparent)]
+    /// The call failed (the set was removed, permission).
     Sys(#[from] SysvError),
 }
 
 #[derive(Debug, Clone, Copy)]
+/// What `semctl(IPC_STAT)` says about a set.
 pub struct SemStat {
+    /// How many semaphores it has.
     pub nsems: u32,
+    /// Owner and mode.
     pub perm: Perm,
+    /// When the last `semop` ran (Unix seconds; 0: never).
     pub otime: i64,
+    /// When the set was created or last changed.
     pub ctime: i64,
 }
 
@@ -593,6 +657,10 @@ pub struct SemSet {
 }
 
 impl SemSet {
+    /// Creates a set of `nsems` semaphores, all 0, at `key`.
+    ///
+    /// # Errors
+    /// EEXIST if an object is already there; EACCES, ENOSPC.
     pub fn create(key: Key, nsems: u16, mode: u32) -> Result<SemSet> {
         let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as i32;
         // SAFETY: semget takes plain integers.
@@ -603,6 +671,10 @@ impl SemSet {
         Ok(SemSet { id })
     }
 
+    /// Opens the set at `key`.
+    ///
+    /// # Errors
+    /// ENOENT if there is none; EACCES.
     pub fn open(key: Key) -> Result<SemSet> {
         // SAFETY: semget takes plain integers.
         let id = unsafe { libc::semget(key.raw(), 0, 0) };
@@ -612,14 +684,20 @@ impl SemSet {
         Ok(SemSet { id })
     }
 
+    /// The set with this id (nothing is checked: a later call fails if it is gone).
     pub fn from_id(id: i32) -> SemSet {
         SemSet { id }
     }
 
+    /// The set's id, as `ipcs` shows it.
     pub fn id(&self) -> i32 {
         self.id
     }
 
+    /// The set's size, owner, mode and times (`IPC_STAT`).
+    ///
+    /// # Errors
+    /// The set is gone, or we may not read it.
     pub fn stat(&self) -> Result<SemStat> {
         // SAFETY: semid_ds is plain old data; zeroed is valid.
         let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
@@ -650,6 +728,10 @@ impl SemSet {
         Ok(v)
     }
 
+    /// A semaphore's value.
+    ///
+    /// # Errors
+    /// The set is gone, or we may not read it.
     pub fn value(&self, num: u16) -> Result<i32> {
         self.ctl(num, libc::GETVAL, "semctl(GETVAL)")
     }
@@ -716,6 +798,10 @@ impl SemSet {
         }
     }
 
+    /// Removes the set: every process blocked on it wakes with EIDRM.
+    ///
+    /// # Errors
+    /// The set is gone already, or we may not remove it.
     pub fn remove(&self) -> Result<()> {
         // SAFETY: IPC_RMID takes no fourth argument.
         if unsafe { libc::semctl(self.id, 0, libc::IPC_RMID) } < 0 {
@@ -862,6 +948,7 @@ pub fn ignore_file_size_signal() {
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 }
 
+/// This process's pid.
 pub fn getpid() -> i32 {
     std::process::id() as i32
 }
@@ -875,15 +962,18 @@ pub struct TableRow {
 }
 
 impl TableRow {
+    /// A column's text.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+    /// A column as a number (0 if it is missing or not one).
     pub fn num(&self, name: &str) -> i64 {
         self.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
     }
+    /// The row's `key` column.
     pub fn key(&self) -> Key {
         Key::from_raw(self.num("key"))
     }
@@ -911,8 +1001,11 @@ pub fn parse_table(text: &str) -> Vec<TableRow> {
 /// Which kernel table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// Shared memory segments.
     Shm,
+    /// Semaphore sets.
     Sem,
+    /// Message queues.
     Msg,
 }
 
@@ -927,6 +1020,10 @@ impl Kind {
     }
 }
 
+/// Reads one of the kernel's tables.
+///
+/// # Errors
+/// The file cannot be read (no /proc, or no SysV IPC in this kernel).
 pub fn read_table(kind: Kind) -> io::Result<Vec<TableRow>> {
     Ok(parse_table(&std::fs::read_to_string(kind.path())?))
 }

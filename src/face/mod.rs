@@ -1,4 +1,4 @@
-//! The face: command-line parsing ([`cli`]), dispatch to the commands, and the one place where
+//! The face: command-line parsing (`cli`), dispatch to the commands, and the one place where
 //! errors, warnings and records are printed and a command's outcome becomes an exit code.
 
 pub(crate) mod cli;

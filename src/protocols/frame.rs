@@ -51,49 +51,104 @@ impl FrameError {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why a channel could not be created, found, or used. Each message names the key and says
+/// what to do next.
 pub enum FrameError {
     #[error("no receiver on key {key}: start `shmxfer recv` first")]
-    NoReceiver { key: Key },
+    /// Nothing at the key: no receiver was started there.
+    NoReceiver {
+        /// The channel's key.
+        key: Key,
+    },
     #[error(
         "permission denied on key {key}: the channel belongs to {owner} (mode {mode:04o}); \
          run as {owner}, or have the receiver started with `--mode 0660`/`0666`"
     )]
-    PermissionDenied { key: Key, owner: String, mode: u32 },
+    /// The channel's objects do not let us in.
+    PermissionDenied {
+        /// The channel's key.
+        key: Key,
+        /// Who owns the channel (a user name, or a uid).
+        owner: String,
+        /// The channel's permission bits.
+        mode: u32,
+    },
     #[error(
         "key {key} is in use by something that is not a shmxfer channel ({why}); leaving it alone: choose another --key"
     )]
-    Foreign { key: Key, why: String },
+    /// Something that is not a shmxfer channel is at the key: never touched.
+    Foreign {
+        /// The key.
+        key: Key,
+        /// What was found there.
+        why: String,
+    },
     #[error(
         "a receiver (pid {pid}) is already serving key {key}; stop it first, or choose another --key"
     )]
-    InUse { key: Key, pid: i32 },
+    /// A live receiver already serves the key.
+    InUse {
+        /// The key.
+        key: Key,
+        /// That receiver's pid.
+        pid: i32,
+    },
     #[error(
         "the receiver (pid {pid}) on key {key} is still setting its channel up; try again, or wait with --wait SECS"
     )]
-    Starting { key: Key, pid: i32 },
+    /// A receiver is still creating the channel at the key.
+    Starting {
+        /// The key.
+        key: Key,
+        /// The creating receiver's pid.
+        pid: i32,
+    },
     #[error(
         "the receiver (pid {pid}) on key {key} is gone; start `shmxfer recv` again (it takes the key over)"
     )]
-    ReceiverGone { key: Key, pid: i32 },
+    /// The receiver died: its channel is stale.
+    ReceiverGone {
+        /// The key.
+        key: Key,
+        /// The dead receiver's pid.
+        pid: i32,
+    },
     #[error(
         "the channel on key {key} was removed while in use (ipcrm, or the receiver stopped); start `shmxfer recv` again"
     )]
-    Removed { key: Key },
+    /// The channel's objects were removed under us.
+    Removed {
+        /// The key.
+        key: Key,
+    },
     #[error("the sender went away mid-transfer")]
+    /// The admitted sender died or left mid-file (the receiver's side).
     SenderGone,
     #[error(
         "timed out after {secs}s waiting for {what} on key {key}; wait longer with --wait SECS, or see `shmxfer status`"
     )]
+    /// A deadline passed.
     TimedOut {
+        /// The key.
         key: Key,
+        /// What we waited for ("the receiver", "the gate"…).
         what: &'static str,
+        /// How long we waited.
         secs: f64,
     },
     #[error("interrupted")]
+    /// A stop was asked for ([`crate::runtime::request_stop`], a signal).
     Interrupted,
     #[error("bad header on key {key}: {source}")]
-    Header { key: Key, source: HeaderError },
+    /// The control segment's header failed a check.
+    Header {
+        /// The key.
+        key: Key,
+        /// Which check.
+        source: HeaderError,
+    },
     #[error("{0}")]
+    /// A SysV call failed.
     Sys(#[from] SysvError),
 }
 
@@ -117,7 +172,9 @@ impl FrameError {
 pub struct Config {
     /// Permissions of the channel's objects; the owner needs read and write.
     pub mode: u32,
+    /// Bytes per content slot (4 KiB to 256 MiB).
     pub slot_size: usize,
+    /// How many slots the ring has (1 to 256).
     pub slot_count: u32,
     /// Every file is verified with MD5, whatever its sender asks.
     pub require_md5: bool,
@@ -141,18 +198,47 @@ pub enum Probe {
     /// No control segment at the key.
     Absent,
     /// A segment is there but it is not (or not yet) a channel we understand.
-    Foreign { shmid: i32, why: String },
+    Foreign {
+        /// The segment's id.
+        shmid: i32,
+        /// Why it is not a channel.
+        why: String,
+    },
     /// We may not look at it.
-    NoPermission { shmid: i32, uid: u32, mode: u32 },
+    NoPermission {
+        /// The segment's id.
+        shmid: i32,
+        /// Its owner.
+        uid: u32,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// A shmxfer channel; `alive` says whether its receiver still lives.
-    Channel { shmid: i32, info: Info, alive: bool },
+    Channel {
+        /// The control segment's id.
+        shmid: i32,
+        /// Its validated header.
+        info: Info,
+        /// Whether the receiver lives.
+        alive: bool,
+    },
     /// A blank segment whose creator lives: a receiver between `shmget` and writing its
     /// magic (`Channel::create` writes it last). Ask again shortly.
-    Starting { shmid: i32, pid: i32 },
+    Starting {
+        /// The segment's id.
+        shmid: i32,
+        /// Its creator, alive.
+        pid: i32,
+    },
     /// A blank control segment of our size whose creator is dead and that nobody has
     /// attached, beside a content segment the same process created: a receiver that died
     /// setting up. Safe to reclaim.
-    Abandoned { shmid: i32, pid: i32 },
+    Abandoned {
+        /// The segment's id.
+        shmid: i32,
+        /// Its creator, dead.
+        pid: i32,
+    },
 }
 
 /// How long a peer waits for a receiver seen in `Probe::Starting` to finish setting up; it
@@ -279,7 +365,9 @@ pub fn receiver_alive(info: &Info) -> bool {
 /// One object `remove_channel` removed (or, with `dry_run`, would remove), or why it could not.
 #[derive(Debug)]
 pub struct Removal {
+    /// The object, as `clean` names it ("control segment 0x… (shmid 12)").
     pub what: String,
+    /// Removed, or why not.
     pub result: Result<(), SysvError>,
 }
 
@@ -290,6 +378,8 @@ fn may_remove(perm: &sysv::Perm) -> bool {
     me == 0 || me == perm.uid || me == perm.cuid
 }
 
+/// Removes one object (or, with `dry_run`, checks that we may) and says how it went. `stat`
+/// is the object's permissions; an object gone meanwhile counts as removed.
 pub fn removal(
     what: String,
     dry_run: bool,
@@ -387,12 +477,17 @@ pub fn remove_abandoned(key: Key, control_shmid: i32, creator: i32, dry_run: boo
 /// An attached channel: its three objects, both mappings and the validated header.
 #[derive(Debug)]
 pub struct Channel {
+    /// The channel's key (the control segment and the semaphores; content at key + 1).
     pub key: Key,
+    /// The control segment.
     pub control_shm: Shm,
+    /// The content segment (the ring of slots).
     pub content_shm: Shm,
+    /// The channel's semaphores ([`sem`]).
     pub sems: SemSet,
     control: Control,
     content: Mapping,
+    /// The validated header.
     pub info: Info,
 }
 
@@ -574,6 +669,7 @@ impl Channel {
 
     // ---- receiver steps ----
 
+    /// Publishes the channel's state for `status`.
     pub fn set_state(&self, s: State) {
         self.control.store_u32(STATE_OFF, s as u32);
     }
@@ -755,6 +851,10 @@ impl Channel {
         }
     }
 
+    /// Writes a request and posts it (the sender's side).
+    ///
+    /// # Errors
+    /// The channel was removed.
     pub fn send_request(&self, r: &Request) -> Result<(), FrameError> {
         self.write(REQUEST_OFF, &encode_request(r));
         self.wait(&[SemOp::give(sem::REQ)], None)
@@ -889,10 +989,15 @@ fn control(m: Mapping) -> Result<Control, HeaderError> {
 /// A read-only look at a channel's live fields for `status`: attaches without writing.
 pub struct View {
     control: Control,
+    /// The validated header.
     pub info: Info,
 }
 
 impl View {
+    /// Attaches read-only to the segment `shmid` and validates its header.
+    ///
+    /// # Errors
+    /// The segment is gone, unreadable, or not a channel.
     pub fn open(shmid: i32) -> Result<View, FrameError> {
         let header = |source| FrameError::Header {
             key: Key(0),
@@ -908,12 +1013,18 @@ impl View {
         info.receiver_pid = creator;
         Ok(View { control, info })
     }
+    /// The published state ([`State`] as a number; anything else is "starting").
     pub fn state(&self) -> u32 {
         self.control.load_u32(STATE_OFF)
     }
+    /// Bytes the receiver has taken of the current file.
     pub fn progress(&self) -> u64 {
         self.control.load_u64(PROGRESS_OFF)
     }
+    /// The current request.
+    ///
+    /// # Errors
+    /// It does not decode (none yet, or torn).
     pub fn request(&self) -> Result<Request, HeaderError> {
         let mut b = [0u8; REQUEST_LEN];
         self.control.read(REQUEST_OFF, &mut b);

@@ -4,7 +4,7 @@
 //! shmxfer's channels and the original system's objects marked by shape, and each channel's
 //! state read from its control segment.
 //!
-//! ```no_run
+//! ```
 //! let snap = shmxfer::inventory::snapshot(shmxfer::inventory::Parts::ALL)?;
 //! for c in snap.channels.unwrap_or_default() {
 //!     println!("channel 0x{:08x}: {}", c.key, c.state);
@@ -19,27 +19,44 @@ use super::legacy;
 use crate::sysv::{self, Key, Kind, TableRow};
 
 #[derive(Debug, thiserror::Error)]
+/// Why the host's IPC objects could not be listed.
 pub enum InventoryError {
     #[error("cannot read the kernel's IPC tables ({path}): {source}; is /proc mounted?")]
+    /// A kernel table could not be read.
     Proc {
+        /// The table's path.
         path: &'static str,
+        /// Why.
         source: std::io::Error,
     },
 }
 
 #[derive(Debug, Serialize)]
+/// A shared memory segment, as `ipcs -m` lists it, with what it is to shmxfer.
 pub struct ShmRow {
+    /// The key (0 for IPC_PRIVATE).
     pub key: u32,
+    /// The kernel's id, as `ipcs` shows it.
     pub id: i32,
+    /// The owner's user name (through NSS), or the uid where there is none.
     pub owner: String,
+    /// The owner's uid.
     pub uid: u32,
+    /// The permission bits, in octal.
     pub perms: String,
+    /// The size.
     pub bytes: u64,
+    /// How many attachments it has.
     pub nattch: u64,
+    /// The creator's pid, as the kernel translates it into our PID namespace.
     pub cpid: i32,
+    /// The pid of the last attach or detach.
     pub lpid: i32,
+    /// The last attach (Unix seconds; 0: never).
     pub atime: i64,
+    /// The last detach (Unix seconds; 0: never).
     pub dtime: i64,
+    /// When it was created or last changed (Unix seconds; 0: never).
     pub ctime: i64,
     /// "dest" once marked for removal, "locked" with SHM_LOCK.
     pub status: Vec<&'static str>,
@@ -48,40 +65,67 @@ pub struct ShmRow {
 }
 
 #[derive(Debug, Serialize)]
+/// A semaphore set, as `ipcs -s` lists it, with what it is to shmxfer.
 pub struct SemRow {
+    /// The key (0 for IPC_PRIVATE).
     pub key: u32,
+    /// The kernel's id, as `ipcs` shows it.
     pub id: i32,
+    /// The owner's user name (through NSS), or the uid where there is none.
     pub owner: String,
+    /// The owner's uid.
     pub uid: u32,
+    /// The permission bits, in octal.
     pub perms: String,
+    /// How many semaphores it has.
     pub nsems: u32,
+    /// The last `semop` (Unix seconds; 0: never).
     pub otime: i64,
+    /// When it was created or last changed (Unix seconds; 0: never).
     pub ctime: i64,
     /// What the set is to shmxfer or to the original system; `None` for others'.
     pub role: Option<Role>,
 }
 
 #[derive(Debug, Serialize)]
+/// A message queue, as `ipcs -q` lists it (shmxfer uses none).
 pub struct MsgRow {
+    /// The key (0 for IPC_PRIVATE).
     pub key: u32,
+    /// The kernel's id, as `ipcs` shows it.
     pub id: i32,
+    /// The owner's user name (through NSS), or the uid where there is none.
     pub owner: String,
+    /// The owner's uid.
     pub uid: u32,
+    /// The permission bits, in octal.
     pub perms: String,
+    /// Bytes queued.
     pub used_bytes: u64,
+    /// Messages queued.
     pub messages: u64,
+    /// The pid of the last send.
     pub lspid: i32,
+    /// The pid of the last receive.
     pub lrpid: i32,
+    /// The last send (Unix seconds; 0: never).
     pub stime: i64,
+    /// The last receive (Unix seconds; 0: never).
     pub rtime: i64,
+    /// When it was created or last changed (Unix seconds; 0: never).
     pub ctime: i64,
 }
 
 #[derive(Debug, Serialize)]
+/// The file a busy channel is receiving.
 pub struct Transfer {
+    /// The sender's name for the file (lossy UTF-8; escape it before printing).
     pub name: String,
+    /// Bytes the receiver has taken so far (read live: may pass `total` for a moment).
     pub bytes_done: u64,
+    /// The announced size; `None` for a stream.
     pub total: Option<u64>,
+    /// The sender's pid, as it wrote it.
     pub sender_pid: i32,
 }
 
@@ -152,27 +196,43 @@ impl std::fmt::Display for ChannelState {
 }
 
 #[derive(Debug, Serialize)]
+/// A shmxfer channel and its receiver's state.
 pub struct ChannelRow {
+    /// The channel's key.
     pub key: u32,
+    /// Its state.
     pub state: ChannelState,
+    /// The receiver's pid (the control segment's creator, as the kernel translates it).
     pub receiver_pid: i32,
+    /// The channel's permission bits, in octal.
     pub mode: String,
+    /// Bytes per content slot.
     pub slot_size: u64,
+    /// Slots in the ring.
     pub slot_count: u32,
+    /// Whether the receiver verifies every file with MD5.
     pub require_md5: bool,
+    /// The control segment's id.
     pub control_id: i32,
+    /// The content segment's id.
     pub content_id: i32,
+    /// The semaphore set's id.
     pub sem_id: i32,
+    /// The file being received, when busy.
     pub transfer: Option<Transfer>,
 }
 
 #[derive(Debug, Serialize)]
+/// The host's IPC objects at one moment; a part not asked for is `None`.
 pub struct Snapshot {
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Shared memory segments, when asked for.
     pub shm: Option<Vec<ShmRow>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Semaphore sets, when asked for.
     pub sem: Option<Vec<SemRow>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Message queues, when asked for.
     pub msg: Option<Vec<MsgRow>>,
     /// Only in the full view: reading a channel's state means attaching its control segment.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,8 +242,11 @@ pub struct Snapshot {
 /// Which parts of the host's IPC a snapshot covers.
 #[derive(Debug, Clone, Copy)]
 pub struct Parts {
+    /// Shared memory segments.
     pub shm: bool,
+    /// Semaphore sets.
     pub sem: bool,
+    /// Message queues.
     pub msg: bool,
     /// The channels' states: the only part that attaches (read-only) to anything.
     pub channels: bool,

@@ -21,8 +21,11 @@ use crate::sysv::{self, Fixed, Key, Mapping, SemOp, SemSet, Shm, SysvError, Wait
 
 /// The original system's keys and sizes, fixed by its programs.
 pub const CONTENT_KEY: Key = Key(42);
+/// The original system's size segment key.
 pub const SIZE_KEY: Key = Key(44);
+/// The original's content segment size: the largest file it carries.
 pub const CONTENT_LEN: usize = 5_000_000;
+/// The original's size segment size: a NUL-terminated decimal.
 pub const SIZE_LEN: usize = 10;
 /// How long one wait on the peer lasts before we check that the peer still lives.
 const SLICE: Duration = Duration::from_millis(250);
@@ -52,42 +55,94 @@ impl Part {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why a transfer with the original system's protocol failed.
 pub enum LegacyError {
     #[error(
         "no consumer on keys {content}/{size}: start the original `./consumer` (or `shmxfer recv --legacy`) first"
     )]
-    NoConsumer { content: Key, size: Key },
+    /// Nothing at the keys: no consumer runs.
+    NoConsumer {
+        /// The content key.
+        content: Key,
+        /// The size key.
+        size: Key,
+    },
     #[error(
         "the original system's objects already exist at keys {content}/{size}: another consumer runs, or one died; `shmxfer clean --legacy` removes leftovers"
     )]
-    InUse { content: Key, size: Key },
+    /// The objects exist already (creating them, as a consumer).
+    InUse {
+        /// The content key.
+        content: Key,
+        /// The size key.
+        size: Key,
+    },
     #[error("key {key} holds a {what}, not the original system's: leaving it alone")]
-    Foreign { key: Key, what: String },
+    /// An object of another shape is at one of the keys: never touched.
+    Foreign {
+        /// That key.
+        key: Key,
+        /// What is there.
+        what: String,
+    },
     #[error("{}: {} bytes; the original protocol carries 1 to 5,000,000 bytes (0 means \"nothing\"): use native mode (without --legacy)", path.display(), size)]
-    Size { path: PathBuf, size: u64 },
+    /// The file is empty or over 5,000,000 bytes: the protocol cannot carry it.
+    Size {
+        /// The file.
+        path: PathBuf,
+        /// Its size (as far as it was read).
+        size: u64,
+    },
     #[error("{}: {source}", path.display())]
-    Input { path: PathBuf, source: io::Error },
+    /// The file could not be read.
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     #[error(
         "{}: MD5 mismatch: sent {ours}, the consumer replied \"{}\" (does it run with -m too?)",
         crate::shared::text::escape_path(path),
         crate::shared::text::escape(theirs)
     )]
+    /// The consumer's MD5 reply differs from ours.
     Md5 {
+        /// The file.
         path: PathBuf,
+        /// Our digest, in hex.
         ours: String,
+        /// The consumer's reply, raw.
         theirs: Vec<u8>,
     },
     #[error("the consumer (pid {pid}) went away mid-transfer")]
-    ConsumerGone { pid: i32 },
+    /// The consumer died mid-transfer.
+    ConsumerGone {
+        /// Its pid.
+        pid: i32,
+    },
     #[error("timed out after {secs}s waiting for the consumer")]
-    TimedOut { secs: f64 },
+    /// The deadline passed.
+    TimedOut {
+        /// How long we waited.
+        secs: f64,
+    },
     #[error("the original system's objects were removed while in use")]
+    /// The objects were removed under us.
     Removed,
     #[error("permission denied on the original system's objects (keys {content}/{size})")]
-    Permission { content: Key, size: Key },
+    /// The objects do not let us in.
+    Permission {
+        /// The content key.
+        content: Key,
+        /// The size key.
+        size: Key,
+    },
     #[error("interrupted")]
+    /// A stop was asked for.
     Interrupted,
     #[error(transparent)]
+    /// A SysV call failed.
     Sys(SysvError),
 }
 
@@ -113,6 +168,7 @@ impl LegacyError {
         }
     }
 
+    /// The exit code for this failure (sysexits.h, as the CLI documents).
     pub fn exit_code(&self) -> i32 {
         use LegacyError::*;
         match self {
@@ -275,7 +331,10 @@ impl Legacy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Took {
     /// Written; `stop`: serve no more (after the reply).
-    Kept { stop: bool },
+    Kept {
+        /// Whether to serve no more files after this one.
+        stop: bool,
+    },
     /// Could not be written: a producer checking MD5 gets an impossible digest.
     Failed,
 }
@@ -313,6 +372,7 @@ impl Consumer {
         })
     }
 
+    /// A handle that stops [`Consumer::serve`] from another thread or a signal handler.
     pub fn stopper(&self) -> Stopper {
         Stopper(self.ch.clone())
     }

@@ -3,31 +3,50 @@
 //! ([`Incoming::receive`]) and then names ([`Received::commit`]): the sender's call returns
 //! only once the caller committed it.
 //!
-//! ```no_run
+//! This is `shmxfer recv` in a few lines: files go to `DIR/file01.jpg`, `file02.jpg`, …
+//! through a temporary file that is named only once it is whole.
+//!
+//! ```
 //! use shmxfer::frame::Config;
+//! use shmxfer::output::{self, TempFile};
 //! use shmxfer::pacer::DirectMode;
 //! use shmxfer::receiver::{Event, Receiver};
+//! use shmxfer::sysv::Key;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let (mut rx, _takeover) = Receiver::bind(shmxfer::sysv::Key(0x5348_4d58), &Config::default())?;
+//! # let dir = tempfile::tempdir()?;
+//! let key = Key(0x5e00_0002 + (std::process::id() & 0x3f_ffff) * 8);
+//! let mut names = output::prepare(dir.path(), "file", ".jpg")?;
+//! let (mut rx, _takeover) = Receiver::bind(key, &Config::default())?;
+//! # let tx = std::thread::spawn(move || {
+//! #     let mut tx = shmxfer::sender::Sender::connect(key, &Default::default())?;
+//! #     tx.send_bytes(b"photo.jpg", &[7u8; 3000])?;
+//! #     tx.finish()
+//! # });
 //! loop {
-//!     if let Event::File(incoming) = rx.next_event()? {
-//!         let name = String::from_utf8_lossy(incoming.name()).into_owned();
-//!         let mut out = std::fs::File::create("received.part")?;
-//!         match incoming.receive(&mut out, DirectMode::Never, &mut |_| {}) {
-//!             Ok(done) => {
-//!                 std::fs::rename("received.part", &name)?;
-//!                 done.commit(name.as_ref())?;
-//!             }
-//!             Err(e) => eprintln!("{name}: {e}"),
-//!         }
+//!     let incoming = match rx.next_event()? {
+//!         Event::File(incoming) => incoming,
+//!         Event::SessionEnd => break, // a server would wait for the next sender instead
+//!         Event::Notice(n) => { eprintln!("{n}"); continue }
+//!     };
+//!     let mut tmp = TempFile::create(names.dir())?;
+//!     let received = match incoming.receive(&mut tmp.file, DirectMode::Auto, &mut |_| {}) {
+//!         Ok(r) => r,
+//!         Err(e) => { eprintln!("a file failed: {e}"); continue } // the sender was told
+//!     };
+//!     match names.commit(&mut tmp, None) {
+//!         Ok(path) => received.commit(&path)?,
+//!         Err(e) => received.fail(&e)?,
 //!     }
 //! }
+//! # tx.join().unwrap()?;
+//! assert_eq!(std::fs::read(dir.path().join("file01.jpg"))?, [7u8; 3000]);
+//! # Ok(())
 //! # }
 //! ```
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -50,7 +69,12 @@ use crate::sysv::{self, Source};
 pub enum FileError {
     /// The file failed; the sender has been told why and the receiver goes on serving.
     #[error("{why} ({status:?}); discarded")]
-    Answered { status: Status, why: String },
+    Answered {
+        /// What the sender was told.
+        status: Status,
+        /// Why, in words.
+        why: String,
+    },
     /// The channel failed underneath (the sender went away, objects removed, a stop).
     #[error(transparent)]
     Channel(#[from] FrameError),
@@ -285,14 +309,39 @@ impl<'r> Incoming<'r> {
         direct: DirectMode,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Received<'r>, FileError> {
+        self.take(
+            Sink::File(PacedFile::new(out, Pacer::new(direct))),
+            progress,
+        )
+    }
+
+    /// As [`Incoming::receive`], into any writer: a `Vec<u8>`, a socket, a pipe to another
+    /// program. Each chunk is copied out of shared memory before it is written (a file given
+    /// to `receive` is written straight from it, one copy fewer).
+    ///
+    /// # Errors
+    /// As [`Incoming::receive`]; a failed write is [`FileError::Answered`] with
+    /// [`Status::WriteFailed`].
+    pub fn receive_to(
+        self,
+        sink: &mut (dyn Write + Send),
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Received<'r>, FileError> {
+        self.take(
+            Sink::Any {
+                w: sink,
+                buf: Vec::new(),
+            },
+            progress,
+        )
+    }
+
+    fn take(self, out: Sink, progress: &mut dyn FnMut(u64)) -> Result<Received<'r>, FileError> {
         let Incoming { rx, req, tags } = self;
-        let r =
-            receive_into(&rx.ch, tags, &req, out, Pacer::new(direct), progress).map_err(
-                |e| match e {
-                    FileError::Channel(c) => FileError::Channel(stopped(c)),
-                    answered => answered,
-                },
-            );
+        let r = receive_into(&rx.ch, tags, &req, out, progress).map_err(|e| match e {
+            FileError::Channel(c) => FileError::Channel(stopped(c)),
+            answered => answered,
+        });
         if matches!(r, Err(FileError::Channel(FrameError::SenderGone))) {
             rx.end_session();
             rx.ended = true;
@@ -334,6 +383,7 @@ fn fail_file<T>(
 pub struct Received<'r> {
     ch: &'r Channel,
     tags: Tags,
+    /// Bytes received and written.
     pub bytes: u64,
     /// The digest of the bytes written, when MD5 was checked (the sender's agreed).
     pub md5: Option<[u8; 16]>,
@@ -385,8 +435,7 @@ fn receive_into(
     ch: &Channel,
     tags: Tags,
     req: &Request,
-    out: &mut File,
-    pacer: Pacer,
+    out: Sink,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(u64, Option<[u8; 16]>), FileError> {
     let t = Instant::now();
@@ -394,7 +443,7 @@ fn receive_into(
     debug!(name = %escape(&req.name), size = req.size, md5, sender = req.sender_pid, file = tags.file, "request");
     ch.begin_file(tags.file);
     ch.answer(tags.file, &refused(Status::Accepted))?;
-    let (total, digest) = drain(ch, tags, req, out, md5, pacer, progress)?;
+    let (total, digest) = drain(ch, tags, req, out, md5, progress)?;
     let fail = |status, why| fail_file(ch, tags.file, status, 0, digest, total, why);
     let trailer = ch.trailer();
     if (trailer.session, trailer.file) != (tags.session, tags.file) {
@@ -501,13 +550,38 @@ enum End {
 /// Writes slots to the output. The first write error is kept and the rest of the file is
 /// still taken (not written), so the sender is never left blocked; it is told to stop through
 /// the status field.
-struct Writer<'a> {
+struct Writer<'a, 'o> {
     ch: &'a Channel,
-    out: PacedFile<'a>,
+    out: Sink<'o>,
     error: Option<io::Error>,
 }
 
-impl Writer<'_> {
+/// Where a file's bytes go: a file, paced (written from shared memory by the kernel, one copy),
+/// or any writer of the caller's (each slot copied out first: no view of shared memory leaves
+/// `sysv`).
+enum Sink<'a> {
+    File(PacedFile<'a>),
+    Any {
+        w: &'a mut (dyn Write + Send),
+        buf: Vec<u8>,
+    },
+}
+
+impl Sink<'_> {
+    fn write_all(&mut self, src: Source) -> io::Result<()> {
+        match (self, src) {
+            (Sink::File(f), src) => f.write_all(src),
+            (Sink::Any { w, .. }, Source::Own(b)) => w.write_all(b),
+            (Sink::Any { w, buf }, Source::Shared { map, offset, len }) => {
+                buf.resize(len, 0);
+                map.read(offset, buf).map_err(io::Error::other)?;
+                w.write_all(buf)
+            }
+        }
+    }
+}
+
+impl Writer<'_, '_> {
     fn put(&mut self, src: Source) {
         if self.error.is_none()
             && let Err(e) = self.out.write_all(src)
@@ -644,9 +718,8 @@ fn drain(
     ch: &Channel,
     tags: Tags,
     req: &Request,
-    out: &mut File,
+    out: Sink,
     md5: bool,
-    pacer: Pacer,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(u64, [u8; 16]), FileError> {
     let mut d = Drain {
@@ -658,7 +731,7 @@ fn drain(
     };
     let mut writer = Writer {
         ch,
-        out: PacedFile::new(out, pacer),
+        out,
         error: None,
     };
     let mut ctx = md5.then(Md5::new);

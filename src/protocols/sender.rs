@@ -2,16 +2,32 @@
 //! and sends files, readers or byte slices, each one committed by the receiver (and verified
 //! with MD5 if asked) before the call returns.
 //!
-//! ```no_run
+//! ```
 //! use shmxfer::sender::{SendOptions, Sender};
 //! use shmxfer::sysv::Key;
 //!
-//! # fn main() -> Result<(), shmxfer::sender::SendError> {
-//! let mut tx = Sender::connect(Key(0x5348_4d58), &SendOptions { md5: true, ..Default::default() })?;
-//! let sent = tx.send_path("photo.jpg".as_ref())?;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let key = Key(0x5e00_0004 + (std::process::id() & 0x3f_ffff) * 8);
+//! # let dir = tempfile::tempdir()?;
+//! # let photo = dir.path().join("photo.jpg");
+//! # std::fs::write(&photo, b"not really a photo")?;
+//! # let (mut rx, _) = shmxfer::receiver::Receiver::bind(key, &Default::default())?;
+//! # let server = std::thread::spawn(move || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! #     while let shmxfer::receiver::Event::File(f) = rx.next_event()? {
+//! #         let name = String::from_utf8_lossy(f.name()).into_owned();
+//! #         f.receive_to(&mut std::io::sink(), &mut |_| {})?.commit(name.as_ref())?;
+//! #     }
+//! #     Ok(())
+//! # });
+//! // `key` is where a receiver serves (`shmxfer recv --key …`, or a Receiver).
+//! let mut tx = Sender::connect(key, &SendOptions { md5: true, ..Default::default() })?;
+//! let sent = tx.send_path(&photo)?;
 //! println!("the receiver committed it as {}", String::from_utf8_lossy(&sent.name));
 //! tx.send_bytes(b"notes.txt", b"hello")?;
+//! // A reader of unknown length: a stream, sized by its last chunk.
+//! tx.send_reader(b"stream.txt", &mut &b"from a pipe"[..], None)?;
 //! tx.finish()?;
+//! # server.join().unwrap().unwrap();
 //! # Ok(())
 //! # }
 //! ```
@@ -35,67 +51,115 @@ use crate::shared::text::escape_path;
 use crate::{exit, sysv};
 
 #[derive(Debug, thiserror::Error)]
+/// Why a file was not sent, or the channel failed. Each message names the file.
 pub enum SendError {
     #[error("{}: no such file", escape_path(.0))]
+    /// The file does not exist.
     Missing(PathBuf),
     #[error("{}: permission denied", escape_path(.0))]
+    /// The file may not be read.
     Unreadable(PathBuf),
     #[error("{}: is a directory; send the files in it, or `tar c DIR | shmxfer send -`", escape_path(.0))]
+    /// The path is a directory.
     IsDir(PathBuf),
     #[error("{}: {source}", escape_path(path))]
-    Open { path: PathBuf, source: io::Error },
+    /// The file could not be opened.
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     #[error("{}: read failed: {source}; nothing was written", escape_path(path))]
-    Read { path: PathBuf, source: io::Error },
+    /// Reading failed mid-file: the receiver discarded what it had.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     #[error(
         "{}: the file changed while it was sent ({announced} bytes announced, {read} read); nothing was written, send it again",
         escape_path(path)
     )]
+    /// The file's size changed while it was sent: the receiver discarded it.
     Changed {
+        /// The file.
         path: PathBuf,
+        /// The size we announced.
         announced: u64,
+        /// What we read.
         read: u64,
     },
     #[error(
         "{}: MD5 mismatch: sent {ours}, the receiver got {theirs}; it discarded the file",
         escape_path(path)
     )]
+    /// The receiver's MD5 differs from ours: it discarded the file.
     Md5 {
+        /// The file.
         path: PathBuf,
+        /// Our digest, in hex.
         ours: String,
+        /// The receiver's, in hex.
         theirs: String,
     },
     #[error("{}: the receiver could not create its output file ({}): {}", escape_path(path), crate::shared::text::escape(at), io::Error::from_raw_os_error(*errno))]
+    /// The receiver could not create its output file.
     CannotCreate {
+        /// The file.
         path: PathBuf,
+        /// The receiver's path that failed, raw.
         at: Vec<u8>,
+        /// The receiver's errno.
         errno: i32,
     },
     #[error("{}: the receiver failed to write the file: {}; it discarded the partial file", escape_path(path), io::Error::from_raw_os_error(*errno))]
-    WriteFailed { path: PathBuf, errno: i32 },
+    /// The receiver could not write the file (disk full, size limit…).
+    WriteFailed {
+        /// The file.
+        path: PathBuf,
+        /// The receiver's errno.
+        errno: i32,
+    },
     #[error("{}: the receiver takes one file only (--once) and already has it; nothing was sent", escape_path(.0))]
+    /// The receiver takes no more files (`--once`).
     Closed(PathBuf),
     #[error(
         "{}: the receiver refused the transfer ({status:?})",
         escape_path(path)
     )]
-    Refused { path: PathBuf, status: Status },
+    /// The receiver refused the file for another reason.
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// What it answered.
+        status: Status,
+    },
     #[error(
         "{}: the receiver answered with a malformed header: {source}",
         escape_path(path)
     )]
+    /// The receiver's answer did not decode.
     BadAnswer {
+        /// The file.
         path: PathBuf,
+        /// What was wrong with it.
         source: frame::HeaderError,
     },
     #[error("{}: interrupted; it was not sent (the receiver discarded what it had)", escape_path(.0))]
+    /// A stop was asked for mid-file: the receiver discarded what it had.
     Interrupted(PathBuf),
     #[error("--name must be a file name of 1 to 255 bytes without `/`")]
+    /// The name to send under is not a file name of 1 to 255 bytes.
     BadName,
     #[error(transparent)]
+    /// The channel failed (no receiver, removed, permission, timeout…).
     Frame(#[from] FrameError),
 }
 
 impl SendError {
+    /// The exit code for this failure (sysexits.h, as the CLI documents).
     pub fn exit_code(&self) -> i32 {
         use SendError::*;
         match self {
@@ -133,6 +197,7 @@ pub struct SendOptions {
 pub struct Sent {
     /// The path the receiver committed it under (its own name for it: raw bytes).
     pub name: Vec<u8>,
+    /// Bytes the receiver committed.
     pub bytes: u64,
     /// The digest both sides agreed on, when MD5 was checked.
     pub md5: Option<[u8; 16]>,

@@ -7,12 +7,15 @@ use md5_asm::Digest as _;
 pub struct Md5(md5_asm::Md5);
 
 impl Md5 {
+    /// A digest of nothing yet.
     pub fn new() -> Md5 {
         Md5::default()
     }
+    /// Feeds the next bytes.
     pub fn consume(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
     }
+    /// The digest of everything fed.
     pub fn finalize(self) -> [u8; 16] {
         self.0.finalize().into()
     }

@@ -21,17 +21,27 @@ use crate::sysv;
 pub const MAX_NAME: usize = 255;
 
 #[derive(Debug, thiserror::Error)]
+/// Why the output directory or the naming options cannot be used.
 pub enum OutputError {
     #[error(
         "cannot create output directory {}: {source}",
         crate::shared::text::escape_path(dir)
     )]
-    Dir { dir: PathBuf, source: io::Error },
+    /// The directory could not be created.
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     #[error("--dir {}: not a directory", crate::shared::text::escape_path(.0))]
+    /// The path exists and is not a directory.
     NotDir(PathBuf),
     #[error("--basename must be a plain name without `/`")]
+    /// The base name is empty or holds `/`.
     BadBasename,
     #[error("--ext must not contain `/`")]
+    /// The extension holds `/`.
     BadExt,
 }
 
@@ -83,6 +93,7 @@ pub fn remove_partial() {
 /// A file being received: unnamed until [`Namer::commit`] names it, removed if dropped first.
 #[derive(Debug)]
 pub struct TempFile {
+    /// The open file, to write into.
     pub file: File,
     /// The fallback's name; `None` for an `O_TMPFILE`.
     named: Option<PathBuf>,
@@ -255,6 +266,11 @@ pub struct Namer {
 }
 
 impl Namer {
+    /// A namer for `dir` that numbers after the highest `basenameNN.ext` already there, so a
+    /// restart never overwrites earlier output.
+    ///
+    /// # Errors
+    /// The directory cannot be read.
     pub fn scan(dir: &Path, basename: &str, ext: &str) -> io::Result<Namer> {
         let mut max = 0u64;
         for entry in fs::read_dir(dir)? {
@@ -271,6 +287,7 @@ impl Namer {
         })
     }
 
+    /// The output directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -33,15 +33,21 @@ pub enum Pacer {
     /// Page cache, timing whole-slot writes; `skip` bytes go untimed first (after `losses`
     /// lost probes).
     Watching {
+        /// What the page cache achieved so far.
         page_cache: Tally,
+        /// Bytes still to write before timing.
         skip: u64,
+        /// Probes lost so far.
         losses: u32,
     },
     /// Direct writes being timed, to be compared with the page-cache window that triggered
     /// the probe.
     Probing {
+        /// The page-cache window that triggered the probe.
         page_cache: Tally,
+        /// The direct writes so far.
         direct: Tally,
+        /// Probes lost before this one.
         losses: u32,
     },
     /// O_DIRECT for the rest of the file (or until a write cannot be aligned).
@@ -84,6 +90,7 @@ impl Pacer {
     /// Below this the page cache is slow: 2 GB/s, 2 bytes per nanosecond.
     const SLOW: Tally = Tally { bytes: 2, nanos: 1 };
 
+    /// The pacing a file starts with under `mode`.
     pub fn new(mode: DirectMode) -> Self {
         match mode {
             DirectMode::Auto => Self::watching(0, 0),
@@ -176,6 +183,7 @@ pub struct PacedFile<'a> {
 }
 
 impl<'a> PacedFile<'a> {
+    /// Writes into `file` (empty, at offset 0) as `pacer` decides.
     pub fn new(file: &'a mut File, pacer: Pacer) -> Self {
         PacedFile {
             file,

@@ -47,6 +47,10 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     Ok(v)
 }
 
+/// Parses a number of seconds, as `--wait` takes it (0 to 10⁹, fractions allowed).
+///
+/// # Errors
+/// Not a number, or out of range, in words.
 pub fn parse_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..1e9).contains(&v) => Ok(v),

@@ -22,9 +22,11 @@ pub fn request_stop() -> bool {
 pub struct Rollback(Vec<Box<dyn FnOnce()>>);
 
 impl Rollback {
+    /// Adds a step's undo, run before the ones pushed earlier.
     pub fn push(&mut self, undo: impl FnOnce() + 'static) {
         self.0.push(Box::new(undo));
     }
+    /// Every step succeeded: undo nothing.
     pub fn disarm(mut self) {
         self.0.clear();
     }
@@ -57,12 +59,14 @@ pub mod phase {
     static PHASE: AtomicU8 = AtomicU8::new(IDLE);
     static FILE: Mutex<String> = Mutex::new(String::new());
 
+    /// Publishes the phase (and, with `file`, which file).
     pub fn set(p: u8, file: Option<&std::path::Path>) {
         if let (Some(f), Ok(mut g)) = (file, FILE.lock()) {
             *g = crate::shared::text::escape_path(f);
         }
         PHASE.store(p, Ordering::SeqCst);
     }
+    /// The phase and the last file published.
     pub fn get() -> (u8, String) {
         let f = FILE.lock().map(|g| g.clone()).unwrap_or_default();
         (PHASE.load(Ordering::SeqCst), f)

@@ -12,35 +12,57 @@
 
 use crate::sysv::Key;
 
+/// The first 8 bytes of every channel's control segment, written last by its receiver.
 pub const MAGIC: [u8; 8] = *b"SHMXFER\0";
 /// Version 2 tags every per-file message with its session and file (see docs/protocol.md).
 pub const VERSION: u32 = 2;
 /// The default channel key: "SHMX" in ASCII. Not 42/44, which the original system uses.
 pub const DEFAULT_KEY: Key = Key(0x5348_4d58);
+/// The control segment's size: a segment at a channel's key of any other size is not one.
 pub const CONTROL_LEN: usize = 16384;
+/// The longest file name a request or an outcome carries (Linux's NAME_MAX).
 pub const MAX_NAME: usize = 255;
+/// The smallest content slot.
 pub const MIN_SLOT: usize = 4096;
+/// The largest content slot.
 pub const MAX_SLOT: usize = 256 << 20;
+/// The most slots a ring may have (the slot table's capacity).
 pub const MAX_SLOTS: u32 = 256;
+/// The default slot size: 1 MiB.
 pub const DEFAULT_SLOT: usize = 1 << 20;
+/// The default number of slots.
 pub const DEFAULT_SLOTS: u32 = 8;
+/// Where the info region starts.
 pub const INFO_OFF: usize = 0;
+/// The info region's length.
 pub const INFO_LEN: usize = 128;
+/// Where the request region starts.
 pub const REQUEST_OFF: usize = 128;
+/// The request region's length.
 pub const REQUEST_LEN: usize = 304;
+/// Where the trailer starts.
 pub const TRAILER_OFF: usize = 512;
+/// The trailer's length.
 pub const TRAILER_LEN: usize = 32;
+/// Where the receiver's response region starts.
 pub const RESPONSE_OFF: usize = 576;
+/// The channel's [`State`] (u32).
 pub const STATE_OFF: usize = RESPONSE_OFF;
+/// The current request's [`Status`] (u32).
 pub const STATUS_OFF: usize = RESPONSE_OFF + 4;
+/// Where the outcome of a file starts.
 pub const RESULT_OFF: usize = RESPONSE_OFF + 8;
+/// The outcome's length.
 pub const RESULT_LEN: usize = 288;
+/// Bytes the receiver has taken of the current file (u64), for `status`.
 pub const PROGRESS_OFF: usize = RESPONSE_OFF + 296;
 /// The session the receiver admits next (written before the gate opens).
 pub const SESSION_OFF: usize = RESPONSE_OFF + 304;
 /// The file that STATUS and the result describe.
 pub const FILE_OFF: usize = RESPONSE_OFF + 308;
+/// Where the slot table (one descriptor per content slot) starts.
 pub const SLOTS_OFF: usize = 1024;
+/// One slot descriptor's length.
 pub const SLOT_DESC_LEN: usize = 32;
 
 /// Semaphore numbers in the channel's set.
@@ -59,6 +81,7 @@ pub mod sem {
     pub const RECEIVER: u16 = 5;
     /// 1 while an admitted sender lives, likewise.
     pub const SENDER: u16 = 6;
+    /// Semaphores in a channel's set.
     pub const COUNT: u16 = 7;
 }
 
@@ -66,13 +89,28 @@ pub mod sem {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum HeaderError {
     #[error("segment of {size} bytes is too small for a shmxfer header ({CONTROL_LEN} bytes)")]
-    TooSmall { size: usize },
+    /// The segment or region is too small to hold what it should.
+    TooSmall {
+        /// The size found.
+        size: usize,
+    },
     #[error("segment does not start with shmxfer's magic")]
+    /// The magic is not there (yet).
     NotShmxfer,
     #[error("segment has shmxfer protocol version {found}; this shmxfer speaks version {VERSION}")]
-    Version { found: u32 },
+    /// Another protocol version.
+    Version {
+        /// The version found.
+        found: u32,
+    },
     #[error("invalid {field} in header: {value}")]
-    Field { field: &'static str, value: u64 },
+    /// A field holds a value out of range.
+    Field {
+        /// Which field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
 }
 
 fn rd_u32(b: &[u8], off: usize) -> u32 {
@@ -91,22 +129,32 @@ fn wr_u64(b: &mut [u8], off: usize, v: u64) {
 /// What the receiver publishes about its channel; written once, before the magic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {
+    /// Bytes per content slot.
     pub slot_size: usize,
+    /// Slots in the ring.
     pub slot_count: u32,
+    /// Whether every file is verified with MD5, whatever its sender asks.
     pub require_md5: bool,
+    /// The receiver's pid as it wrote it (readers use the control segment's creator instead).
     pub receiver_pid: i32,
+    /// The content segment's id: checked against the segment found at key + 1.
     pub content_shmid: i32,
+    /// The semaphore set's id: checked against the set found at the key.
     pub semid: i32,
+    /// The channel's permission bits.
     pub mode: u32,
+    /// When the channel was created (Unix seconds).
     pub created: u64,
 }
 
 impl Info {
+    /// The content segment's size the ring needs.
     pub fn ring_len(&self) -> usize {
         self.slot_size * self.slot_count as usize
     }
 }
 
+/// Encodes the info region, magic included (the receiver writes the magic last).
 pub fn encode_info(info: &Info) -> [u8; INFO_LEN] {
     let mut b = [0u8; INFO_LEN];
     b[0..8].copy_from_slice(&MAGIC);
@@ -171,26 +219,37 @@ pub fn decode_info(b: &[u8], segment_size: usize) -> Result<Info, HeaderError> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a request asks for.
 pub enum Op {
+    /// Take a file.
     File,
+    /// The sender is done: the receiver admits the next one.
     Bye,
 }
 
 /// The sender's permission bits and modification time, for `recv --preserve`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meta {
+    /// The permission bits.
     pub mode: u32,
+    /// The modification time's seconds.
     pub mtime_sec: i64,
+    /// Its nanoseconds.
     pub mtime_nsec: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A sender's request: a file to take, or goodbye.
 pub struct Request {
+    /// What it asks.
     pub op: Op,
+    /// The sender's pid, as it wrote it.
     pub sender_pid: i32,
     /// `None`: streaming, length unknown until the last chunk.
     pub size: Option<u64>,
+    /// Whether the sender asks for MD5 verification.
     pub md5: bool,
+    /// The file's mode and mtime, when the sender sends them.
     pub meta: Option<Meta>,
     /// The sender's file name, raw bytes; the receiver sanitizes it before any use.
     pub name: Vec<u8>,
@@ -202,6 +261,7 @@ const UNKNOWN_SIZE: u64 = u64::MAX;
 const REQ_MD5: u32 = 1;
 const REQ_META: u32 = 2;
 
+/// Encodes a request.
 pub fn encode_request(r: &Request) -> [u8; REQUEST_LEN] {
     let mut b = [0u8; REQUEST_LEN];
     wr_u32(&mut b, 0, r.sender_pid as u32);
@@ -225,6 +285,10 @@ pub fn encode_request(r: &Request) -> [u8; REQUEST_LEN] {
     b
 }
 
+/// Decodes a request, checking every field.
+///
+/// # Errors
+/// The region is too small, or a field is out of range (an unknown op, a name too long).
 pub fn decode_request(b: &[u8]) -> Result<Request, HeaderError> {
     if b.len() < REQUEST_LEN {
         return Err(HeaderError::TooSmall { size: b.len() });
@@ -277,12 +341,15 @@ pub fn decode_request(b: &[u8]) -> Result<Request, HeaderError> {
 pub enum Status {
     /// Nothing decided yet (also: the receiver is still taking data).
     Pending,
+    /// The receiver takes the file: send its chunks.
     Accepted,
+    /// The file is written and named.
     Committed,
     /// The receiver could not create the output file.
     CannotCreate,
     /// Writing the output failed (disk full, file size limit, closed stdout...).
     WriteFailed,
+    /// The MD5 of what arrived differs from the sender's.
     Md5Mismatch,
     /// The sender aborted; the partial file was discarded.
     Aborted,
@@ -295,9 +362,11 @@ pub enum Status {
 }
 
 impl Status {
+    /// The status as stored in the segment.
     pub fn code(self) -> u32 {
         self as u32
     }
+    /// The status stored as `c`, if it is one.
     pub fn from_code(c: u32) -> Option<Status> {
         use Status::*;
         [
@@ -320,15 +389,19 @@ impl Status {
 /// The receiver's answer about one file: written before each ACK.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
+    /// The verdict.
     pub status: Status,
     /// The errno behind CannotCreate / WriteFailed, 0 otherwise.
     pub errno: i32,
     /// The name the file got (committed), or the path that failed.
     pub name: Vec<u8>,
+    /// The receiver's MD5 of what it wrote (zeros without MD5).
     pub md5: [u8; 16],
+    /// The bytes it received.
     pub bytes: u64,
 }
 
+/// Encodes an outcome (its status goes to [`STATUS_OFF`] separately).
 pub fn encode_outcome(o: &Outcome) -> [u8; RESULT_LEN] {
     let mut b = [0u8; RESULT_LEN];
     wr_u32(&mut b, 0, o.errno as u32);
@@ -340,6 +413,10 @@ pub fn encode_outcome(o: &Outcome) -> [u8; RESULT_LEN] {
     b
 }
 
+/// Decodes an outcome read with its `status`.
+///
+/// # Errors
+/// An unknown status, or a region too small.
 pub fn decode_outcome(status: u32, b: &[u8]) -> Result<Outcome, HeaderError> {
     if b.len() < RESULT_LEN {
         return Err(HeaderError::TooSmall { size: b.len() });
@@ -381,8 +458,11 @@ pub enum DescKind {
 pub struct Desc {
     /// As the sender wrote it: check it with [`Desc::len_in`] before use.
     pub len: u64,
+    /// Data, the last chunk, or an abort.
     pub kind: DescKind,
+    /// The session the chunk belongs to.
     pub session: u32,
+    /// The file, within its session.
     pub file: u32,
     /// The chunk's number within its file, from 0.
     pub index: u64,
@@ -398,6 +478,7 @@ impl Desc {
 const DESC_LAST: u32 = 1;
 const DESC_ABORT: u32 = 2;
 
+/// Encodes a slot descriptor.
 pub fn encode_desc(d: &Desc) -> [u8; SLOT_DESC_LEN] {
     let mut b = [0u8; SLOT_DESC_LEN];
     wr_u64(&mut b, 0, d.len);
@@ -444,13 +525,17 @@ pub fn decode_desc(b: &[u8]) -> Result<Desc, HeaderError> {
 /// What the sender says about a whole file, written before its last descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Trailer {
+    /// The session.
     pub session: u32,
+    /// The file, within its session.
     pub file: u32,
+    /// How many bytes the sender sent.
     pub bytes: u64,
     /// The sender's MD5 of what it read (zeros without MD5).
     pub md5: [u8; 16],
 }
 
+/// Encodes a trailer.
 pub fn encode_trailer(t: &Trailer) -> [u8; TRAILER_LEN] {
     let mut b = [0u8; TRAILER_LEN];
     wr_u32(&mut b, 0, t.session);
@@ -460,6 +545,7 @@ pub fn encode_trailer(t: &Trailer) -> [u8; TRAILER_LEN] {
     b
 }
 
+/// Decodes a trailer (every bit pattern is one; the tags are checked by the caller).
 pub fn decode_trailer(b: &[u8; TRAILER_LEN]) -> Trailer {
     Trailer {
         session: rd_u32(b, 0),
@@ -477,17 +563,24 @@ pub fn hex(d: &[u8; 16]) -> String {
 /// Channel state as the receiver publishes it, for `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// Creating the channel.
     Starting = 0,
+    /// Waiting for a sender.
     Idle = 1,
+    /// A sender is admitted.
     Busy = 2,
+    /// Leaving.
     Stopping = 3,
 }
 
 /// Why a sender gave up on a file, as it tells the receiver in its trailer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Abort {
+    /// A stop (a signal) reached the sender.
     Interrupted = 1,
+    /// Reading the input failed.
     ReadError = 2,
+    /// The input's size changed while it was sent.
     FileChanged = 3,
     /// The receiver reported a failure mid-transfer; the sender stops sending.
     ReceiverFailed = 4,
