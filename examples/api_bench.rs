@@ -1,5 +1,7 @@
 //! For tests/bench.sh: `api_bench KEY N SIZE` sends N files of SIZE bytes from memory, in one
 //! process through the library, to the receiver on KEY, and prints the time per file in ms.
+//! `api_bench --floor DIR N SIZE` instead writes the same files into DIR itself (create,
+//! write, close): the receiver's share of the work alone, the floor for the first figure.
 
 use std::time::Instant;
 
@@ -7,16 +9,22 @@ use shmxfer::sender::{SendOptions, Sender};
 
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    let key = shmxfer::parse::parse_key(&a[0]).expect("KEY");
-    let n: usize = a[1].parse().expect("N");
-    let size: usize = a[2].parse().expect("SIZE");
+    let n: usize = a[a.len() - 2].parse().expect("N");
+    let size: usize = a[a.len() - 1].parse().expect("SIZE");
     let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
     let t = Instant::now();
-    let mut tx = Sender::connect(key, &SendOptions::default()).expect("connect");
-    for i in 0..n {
-        tx.send_bytes(format!("api{i}").as_bytes(), &data)
-            .expect("send");
+    if a[0] == "--floor" {
+        for i in 0..n {
+            std::fs::write(format!("{}/floor{i}", a[1]), &data).expect("write");
+        }
+    } else {
+        let key = shmxfer::parse::parse_key(&a[0]).expect("KEY");
+        let mut tx = Sender::connect(key, &SendOptions::default()).expect("connect");
+        for i in 0..n {
+            tx.send_bytes(format!("api{i}").as_bytes(), &data)
+                .expect("send");
+        }
+        tx.finish().expect("goodbye");
     }
-    tx.finish().expect("goodbye");
     println!("{:.3}", t.elapsed().as_secs_f64() * 1e3 / n as f64);
 }
