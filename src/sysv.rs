@@ -823,22 +823,29 @@ pub fn process_alive(pid: i32) -> bool {
     r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Whether process `pid` lives and has the segment `shmid` attached, from the kernel's map of
-/// the process (a SysV segment shows as `/SYSV<key>` with the shmid in the inode column). A
-/// reused pid has no such mapping. Where the map cannot be read (another user's process
-/// without privilege), only whether `pid` lives.
-pub fn process_attached(pid: i32, shmid: i32) -> bool {
+/// Whether process `pid` has the segment `shmid` attached, from the kernel's map of the
+/// process (a SysV segment shows as `/SYSV<key>` with the shmid in the inode column); a dead
+/// or reused pid has no such mapping. `None` where nobody can tell: a pid outside our PID
+/// namespace (0), or a live process whose map is closed to us (another user's, without
+/// privilege).
+pub fn attached(pid: i32, shmid: i32) -> Option<bool> {
     if pid <= 0 {
-        return false;
+        return None;
     }
     match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
-        Ok(maps) => maps.lines().any(|l| {
+        Ok(maps) => Some(maps.lines().any(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             f.len() >= 6 && f[5].starts_with("/SYSV") && f[4] == shmid.to_string()
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-        Err(_) => process_alive(pid),
+        })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Some(false),
+        Err(_) if !process_alive(pid) => Some(false),
+        Err(_) => None,
     }
+}
+
+/// As [`attached`], taking a live process whose map we cannot read as attached.
+pub fn process_attached(pid: i32, shmid: i32) -> bool {
+    attached(pid, shmid).unwrap_or_else(|| process_alive(pid))
 }
 
 /// Renames `from` to `to` unless `to` exists (then fails with `AlreadyExists`). Falls back to
@@ -1034,6 +1041,14 @@ pub fn user_name(uid: u32) -> String {
     match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
         Ok(Some(u)) => u.name,
         _ => uid.to_string(),
+    }
+}
+
+/// The uid of the user called `name`, through NSS.
+pub fn uid_by_name(name: &str) -> Option<u32> {
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => Some(u.uid.as_raw()),
+        _ => None,
     }
 }
 

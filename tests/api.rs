@@ -111,6 +111,7 @@ fn a_sender_and_a_receiver_in_one_process_move_bytes_readers_and_paths() {
     let opts = SendOptions {
         md5: true,
         wait: Some(Duration::from_secs(10)),
+        ..SendOptions::default()
     };
     let mut tx = Sender::connect(env.key, &opts).unwrap();
     let bytes = pattern(200_000, 1);

@@ -47,7 +47,13 @@ fn a_0666_channel_serves_another_user_and_an_unreadable_file_is_refused() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let o = as_nobody(
         &env,
-        &["send", secret.to_str().unwrap(), ok.to_str().unwrap()],
+        &[
+            "send",
+            "--owner",
+            "root",
+            secret.to_str().unwrap(),
+            ok.to_str().unwrap(),
+        ],
     );
     assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
     assert!(
@@ -163,7 +169,7 @@ fn usage_errors_exit_64_with_a_message() {
         );
     }
     let mut c = Command::new(BIN);
-    c.env("SHMXFER_KEY", "banana").args(["send", "x"]);
+    c.env("SHMXFER_KEY", "ban ana").args(["send", "x"]);
     let o = run_bounded(c, Duration::from_secs(10));
     assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
 }

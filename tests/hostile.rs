@@ -274,6 +274,7 @@ fn status_shows_a_corrupt_channel_header_as_foreign_without_crashing() {
         semid: 87654321,
         mode: 0o600,
         created: 0,
+        name: Vec::new(),
     });
     info[24..28].copy_from_slice(&100_000u32.to_ne_bytes());
     m.write(0, &info).unwrap();

@@ -78,7 +78,7 @@ fn a_receiver_in_its_own_pid_namespace_is_shown_with_the_pid_the_host_knows() {
     );
     assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains(&format!("(pid {host_pid})")),
+        stderr(&o).contains(&format!("(pid {host_pid}, user root)")),
         "{}",
         stderr(&o)
     );

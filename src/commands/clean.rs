@@ -3,8 +3,9 @@
 //! is reported with the reason.
 
 use crate::protocols::frame::{self, FrameError, Probe, Removal};
+use crate::protocols::legacy;
+use crate::shared::exit;
 use crate::sysv::{self, Key, SemSet, Shm, SysvError};
-use crate::{exit, legacy};
 use clap::Args;
 
 use super::{ChannelArgs, Verbosity};
@@ -46,12 +47,13 @@ impl CleanError {
 
 pub fn run(args: CleanArgs) -> super::Outcome {
     let found = if args.legacy {
-        clean_legacy(&args)?
+        let keys = args.channel.legacy_keys().map_err(super::Error::Usage)?;
+        clean_legacy(&args, keys)?
     } else if args.stale {
         clean_stale(&args)?
     } else {
-        let key = args.channel.native_key().map_err(super::Error::Usage)?;
-        clean_key(key, &args)?
+        let addr = args.channel.native().map_err(super::Error::Usage)?;
+        clean_key(addr.key, &args)?
     };
     report(found, &args)?;
     Ok(exit::OK)
@@ -161,7 +163,7 @@ fn clean_stale(args: &CleanArgs) -> Result<Outcome, CleanError> {
     for r in rows
         .iter()
         .filter(|r| r.num("size") as usize == frame::CONTROL_LEN)
-        .filter(|r| args.channel.key.is_none_or(|k| r.key() == k))
+        .filter(|r| args.channel.key.as_ref().is_none_or(|a| r.key() == a.key))
     {
         let key = r.key();
         match frame::probe(key) {
@@ -169,6 +171,7 @@ fn clean_stale(args: &CleanArgs) -> Result<Outcome, CleanError> {
                 alive: false,
                 shmid,
                 info,
+                ..
             }) => out
                 .removals
                 .extend(frame::remove_channel(key, shmid, &info, args.dry_run)),
@@ -188,9 +191,11 @@ fn clean_stale(args: &CleanArgs) -> Result<Outcome, CleanError> {
 /// The original system's four objects, as its cleanup.py removed them: each only if its key
 /// and shape (size, semaphore count) are the original's. A dry run lists them even while a
 /// consumer runs.
-fn clean_legacy(args: &CleanArgs) -> Result<Outcome, CleanError> {
+fn clean_legacy(
+    args: &CleanArgs,
+    (content_key, size_key): (Key, Key),
+) -> Result<Outcome, CleanError> {
     let mut out = Outcome::default();
-    let (content_key, size_key) = args.channel.legacy_keys();
     for (key, len) in [
         (content_key, legacy::CONTENT_LEN),
         (size_key, legacy::SIZE_LEN),

@@ -12,40 +12,52 @@ use crate::shared::exit;
 
 use clap::Args;
 
+use crate::shared::wire::{Address, user_key};
 use crate::sysv::Key;
 
 /// Flags every subcommand that talks to a channel shares.
 #[derive(Debug, Args, Clone)]
 pub struct ChannelArgs {
-    /// Channel key, decimal or 0x hex [env: SHMXFER_KEY] [default: 0x53484d58; 42 with --legacy]
-    #[arg(long, value_parser = crate::shared::parse::parse_key)]
-    pub key: Option<Key>,
+    /// Channel: a key (decimal or 0x hex) or a name [env: SHMXFER_KEY] [default: your own,
+    /// from your uid; 42 with --legacy]
+    #[arg(long, value_parser = crate::shared::parse::parse_address, value_name = "KEY|NAME")]
+    pub key: Option<Address>,
     /// With --legacy: the size segment's key [default: 44]
     #[arg(long, value_parser = crate::shared::parse::parse_key, requires = "legacy")]
     pub size_key: Option<Key>,
 }
 
 impl ChannelArgs {
-    /// The native channel key: --key, else SHMXFER_KEY, else the default. (The environment
-    /// variable is read here, not by clap, because it must not apply in --legacy mode.)
-    pub fn native_key(&self) -> Result<Key, String> {
-        if let Some(k) = self.key {
-            return Ok(k);
+    /// The native channel: --key, else SHMXFER_KEY, else the user's own default key (from the
+    /// effective uid). (The environment variable is read here, not by clap, because it must
+    /// not apply in --legacy mode.)
+    pub fn native(&self) -> Result<Address, String> {
+        if let Some(a) = &self.key {
+            return Ok(a.clone());
         }
         match std::env::var("SHMXFER_KEY") {
             Ok(v) if !v.is_empty() => {
-                crate::shared::parse::parse_key(&v).map_err(|e| format!("SHMXFER_KEY: {e}"))
+                crate::shared::parse::parse_address(&v).map_err(|e| format!("SHMXFER_KEY: {e}"))
             }
-            _ => Ok(crate::protocols::frame::DEFAULT_KEY),
+            _ => Ok(Address::from(user_key(crate::sysv::geteuid()))),
         }
     }
 
-    /// The original system's (content key, size key).
-    pub fn legacy_keys(&self) -> (Key, Key) {
-        (
-            self.key.unwrap_or(crate::protocols::legacy::CONTENT_KEY),
+    /// The original system's (content key, size key): numbers only, as the original takes.
+    pub fn legacy_keys(&self) -> Result<(Key, Key), String> {
+        let content = match &self.key {
+            Some(Address { name: Some(n), .. }) => {
+                return Err(format!(
+                    "--legacy takes a numeric --key (the original system knows no names), not `{n}`"
+                ));
+            }
+            Some(a) => a.key,
+            None => crate::protocols::legacy::CONTENT_KEY,
+        };
+        Ok((
+            content,
             self.size_key.unwrap_or(crate::protocols::legacy::SIZE_KEY),
-        )
+        ))
     }
 }
 

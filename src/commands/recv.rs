@@ -17,7 +17,8 @@ use crate::protocols::receiver::{Event, FileError, Incoming, Receiver};
 use crate::shared::output::{self, Namer, OutputError, TempFile};
 use crate::shared::pacer::DirectMode;
 use crate::shared::text::{escape, escape_path};
-use crate::{exit, runtime, sysv};
+use crate::shared::{exit, runtime};
+use crate::sysv;
 use clap::Args;
 
 use super::{ChannelArgs, Verbosity};
@@ -81,7 +82,7 @@ pub fn check_mode(mode: u32) -> Result<(), RecvError> {
 static CHANNEL: OnceLock<Arc<Channel>> = OnceLock::new();
 
 fn serve(args: RecvArgs) -> Result<i32, RecvError> {
-    let key = args.channel.native_key().map_err(RecvError::Usage)?;
+    let addr = args.channel.native().map_err(RecvError::Usage)?;
     check_mode(args.mode)?;
     let opts = Opts {
         dir: args.dir.clone(),
@@ -102,7 +103,7 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
         slot_count: args.slots,
         require_md5: args.md5,
     };
-    let (mut rx, takeover) = Receiver::bind(key, &cfg)?;
+    let (mut rx, takeover) = Receiver::bind(addr, &cfg)?;
     let _ = CHANNEL.set(rx.channel());
     if let Some(note) = takeover {
         crate::shared::term::warn(opts.quiet, note);
@@ -341,7 +342,7 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
     check_mode(args.mode)?;
     let mut namer =
         output::prepare(&args.dir, &args.basename, &args.ext).map_err(RecvError::from)?;
-    let (content_key, size_key) = args.channel.legacy_keys();
+    let (content_key, size_key) = args.channel.legacy_keys().map_err(RecvError::Usage)?;
     sysv::ignore_file_size_signal();
     let consumer = Consumer::create(content_key, size_key, args.mode)?;
     let stopper = consumer.stopper();

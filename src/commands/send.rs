@@ -93,13 +93,14 @@ pub fn run(args: SendArgs) -> super::Outcome {
         return Err(SendError::BadName.into());
     }
     check_stdin_use(&args)?;
-    let key = args.channel.native_key().map_err(super::Error::Usage)?;
+    let addr = args.channel.native().map_err(super::Error::Usage)?;
     install_stop_handler();
     let opts = SendOptions {
         md5: args.md5,
         wait: args.wait.map(Duration::from_secs_f64),
+        owner: args.owner,
     };
-    let mut tx = Sender::connect(key, &opts).map_err(fail)?;
+    let mut tx = Sender::connect(addr, &opts).map_err(fail)?;
     watch_receiver(tx.channel());
     tx.set_observer(Box::new(Bar {
         quiet: args.verbosity.quiet,
@@ -226,7 +227,7 @@ fn watch_receiver(ch: Arc<Channel>) {
 /// `send --legacy`: the original producer's part, for each file in turn. A file the protocol
 /// cannot carry is refused before any semaphore is touched.
 fn legacy(args: &SendArgs) -> super::Outcome {
-    let (content_key, size_key) = args.channel.legacy_keys();
+    let (content_key, size_key) = args.channel.legacy_keys().map_err(super::Error::Usage)?;
     let deadline = args
         .wait
         .map(|s| std::time::Instant::now() + Duration::from_secs_f64(s));
@@ -280,6 +281,9 @@ pub struct SendArgs {
     /// Wait up to SECS for a receiver to appear and for our turn
     #[arg(long, value_name = "SECS", value_parser = crate::shared::parse::parse_secs)]
     pub wait: Option<f64>,
+    /// Hand the files to a receiver running as USER (name or uid) [default: only your own]
+    #[arg(long, value_name = "USER", value_parser = crate::shared::parse::parse_user, conflicts_with = "legacy")]
+    pub owner: Option<u32>,
     /// Name to send for stdin (`-`), for `recv --keep-name`
     #[arg(long, default_value = "stdin")]
     pub name: String,

@@ -11,6 +11,7 @@ use crate::protocols::inventory::{
     snapshot,
 };
 use crate::shared::exit;
+use crate::shared::wire::Address;
 use crate::sysv::{self, Key};
 
 /// Why `status` failed.
@@ -79,7 +80,7 @@ pub fn run(args: StatusArgs) -> super::Outcome {
         channels: all && !args.time && !args.pid,
     };
     let mut snap = snapshot(parts).map_err(StatusError::from)?;
-    if let Some(k) = args.key {
+    if let Some(k) = args.key.as_ref().map(|a| a.key) {
         let near = |key: u32| key == k.0 || Some(Key(key)) == k.offset(1);
         if let Some(v) = snap.shm.as_mut() {
             v.retain(|r| near(r.key));
@@ -237,6 +238,12 @@ const SEM_TIME: &[Column<SemRow>] = &[
 ];
 const CHANNELS: &[Column<ChannelRow>] = &[
     col("key", 10, |c, _| hex_key(c.key)),
+    col("name", 0, |c, _| {
+        c.name
+            .as_deref()
+            .map_or("-".into(), |n| crate::shared::text::escape(n.as_bytes()))
+    }),
+    col("owner", 10, |c, _| c.owner.clone()),
     col("state", 8, |c, _| c.state.to_string()),
     col("receiver", 10, |c, _| match c.state {
         ChannelState::Stale => format!("{} (dead)", c.receiver_pid),
@@ -372,9 +379,9 @@ mod tests {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Show only the channel at this key (decimal or 0x hex)
-    #[arg(long, value_parser = crate::shared::parse::parse_key)]
-    pub key: Option<Key>,
+    /// Show only the channel at this key (decimal or 0x hex) or of this name
+    #[arg(long, value_parser = crate::shared::parse::parse_address, value_name = "KEY|NAME")]
+    pub key: Option<Address>,
     /// Shared memory segments
     #[arg(short = 'm', long)]
     pub shm: bool,

@@ -40,7 +40,8 @@ impl FrameError {
         use FrameError::*;
         match self {
             NoReceiver { .. } | ReceiverGone { .. } | Removed { .. } => exit::UNAVAILABLE,
-            PermissionDenied { .. } => exit::NOPERM,
+            PermissionDenied { .. } | OtherOwner { .. } => exit::NOPERM,
+            OtherName { .. } => exit::UNAVAILABLE,
             Foreign { .. } | Header { .. } => exit::PROTOCOL,
             InUse { .. } | Starting { .. } | TimedOut { .. } => exit::TEMPFAIL,
             SenderGone => exit::IOERR,
@@ -84,7 +85,7 @@ pub enum FrameError {
         why: String,
     },
     #[error(
-        "a receiver (pid {pid}) is already serving key {key}; stop it first, or choose another --key"
+        "a receiver (pid {pid}, user {owner}) is already serving key {key}{serves}; stop it first, or choose another --key"
     )]
     /// A live receiver already serves the key.
     InUse {
@@ -92,6 +93,38 @@ pub enum FrameError {
         key: Key,
         /// That receiver's pid.
         pid: i32,
+        /// Its user.
+        owner: String,
+        /// What it serves, when a name was asked for (` as "a" (names "a" and "b" share the
+        /// key: choose another name)`), else empty.
+        serves: String,
+    },
+    #[error(
+        "the receiver on key {key} runs as {owner} (uid {uid}), not as you: what you send would be theirs; \
+         if you mean to hand your files to {owner}, send with `--owner {owner}`"
+    )]
+    /// The receiver runs as another user than the sender expects: files are not handed to a
+    /// stranger unless asked.
+    OtherOwner {
+        /// The key.
+        key: Key,
+        /// The receiver's user (name, or uid).
+        owner: String,
+        /// Its uid.
+        uid: u32,
+    },
+    #[error(
+        "no receiver serves \"{wanted}\": key {key} serves {serves} (the key is shared: start the receiver with another name)"
+    )]
+    /// The channel at the key serves another name (or none): two names share a key, or a
+    /// receiver serves the key by number.
+    OtherName {
+        /// The key.
+        key: Key,
+        /// What the channel serves, as its header says.
+        serves: String,
+        /// The name asked for.
+        wanted: String,
     },
     #[error(
         "the receiver (pid {pid}) on key {key} is still setting its channel up; try again, or wait with --wait SECS"
@@ -213,14 +246,17 @@ pub enum Probe {
         /// Its permission bits.
         mode: u32,
     },
-    /// A shmxfer channel; `alive` says whether its receiver still lives.
+    /// A shmxfer channel whose parts are the ones its header names, all made by one user;
+    /// `alive` says whether its receiver still lives.
     Channel {
         /// The control segment's id.
         shmid: i32,
         /// Its validated header.
         info: Info,
-        /// Whether the receiver lives.
+        /// Whether the receiver lives (from kernel facts: see [`serving`]).
         alive: bool,
+        /// The uid that created the channel's objects: the receiver's user.
+        owner: u32,
     },
     /// A blank segment whose creator lives: a receiver between `shmget` and writing its
     /// magic (`Channel::create` writes it last). Ask again shortly.
@@ -302,18 +338,7 @@ pub fn probe(key: Key) -> Result<Probe, FrameError> {
                 pid: stat.cpid,
             })
         }
-        Ok(mut info) => {
-            // The receiver's pid as the kernel gives it to us (the control segment's creator,
-            // translated into our PID namespace), not the one it wrote about itself, which is
-            // its own namespace's view (pid 1 in a container).
-            info.receiver_pid = stat.cpid;
-            let alive = receiver_alive(&info);
-            Ok(Probe::Channel {
-                shmid: shm.id(),
-                info,
-                alive,
-            })
-        }
+        Ok(info) => Ok(channel(key, shm.id(), &stat, info)),
         Err(e) => Ok(Probe::Foreign {
             shmid: shm.id(),
             why: e.to_string(),
@@ -352,13 +377,74 @@ fn no_permission(key: Key) -> Probe {
     }
 }
 
-/// Whether the channel's receiver lives: its liveness semaphore (zeroed by the kernel when it
-/// dies), falling back to its pid where we cannot read the semaphore.
-pub fn receiver_alive(info: &Info) -> bool {
-    match SemSet::from_id(info.semid).value(sem::RECEIVER) {
-        Ok(v) => v > 0,
-        Err(e) if e.is_gone() => false,
-        Err(_) => sysv::process_alive(info.receiver_pid),
+/// What a decoded header at `key` is: a channel if the parts it names are the ones at the
+/// keys, made by the control segment's creator; anything else is foreign or corrupt, never a
+/// dead channel (a dead channel's parts are removable, so a forged header must not make one).
+fn channel(key: Key, shmid: i32, stat: &sysv::ShmStat, mut info: Info) -> Probe {
+    // The receiver's pid as the kernel gives it to us (the control segment's creator,
+    // translated into our PID namespace), not the one it wrote about itself, which is its own
+    // namespace's view (pid 1 in a container).
+    info.receiver_pid = stat.cpid;
+    if let Err(why) = check_parts(key, stat, &info) {
+        return Probe::Foreign { shmid, why };
+    }
+    let alive = serving(shmid, stat, &SemSet::from_id(info.semid));
+    Probe::Channel {
+        shmid,
+        info,
+        alive,
+        owner: stat.perm.cuid,
+    }
+}
+
+/// Checks that the semaphore set at KEY and the segment at KEY+1 are the ones the header
+/// names, and that the control segment's creator made them too.
+fn check_parts(key: Key, control: &sysv::ShmStat, info: &Info) -> Result<(), String> {
+    let sems = SemSet::open(key).map_err(|e| format!("no semaphore set at the key ({e})"))?;
+    if sems.id() != info.semid {
+        return Err(format!(
+            "its header names semaphore set {} but the set at the key is {}",
+            info.semid,
+            sems.id()
+        ));
+    }
+    let content = key
+        .offset(1)
+        .and_then(|k| Shm::open(k).ok())
+        .ok_or("no content segment at key+1")?;
+    if content.id() != info.content_shmid {
+        return Err(format!(
+            "its header names content segment {} but the one at key+1 is {}",
+            info.content_shmid,
+            content.id()
+        ));
+    }
+    let sem_creator = sems.stat().map(|s| s.perm.cuid);
+    let content_creator = content.stat().map(|s| s.perm.cuid);
+    match (sem_creator, content_creator) {
+        (Ok(a), Ok(b)) if a == control.perm.cuid && b == control.perm.cuid => Ok(()),
+        (Ok(_), Ok(_)) => Err("its parts were made by different users".into()),
+        (Err(e), _) | (_, Err(e)) => Err(format!("its parts cannot be checked ({e})")),
+    }
+}
+
+/// Whether the receiver that created the control segment `shmid` still serves it, from facts
+/// only the kernel keeps: its creator lives and has it attached (a receiver stays attached
+/// for life). Semaphore values and the header are not trusted here: anyone allowed to write
+/// the channel can set them, and a live receiver must never look dead (it would be removed
+/// as stale). Only where the creator's map is closed to us (another user's process, without
+/// privilege) or its pid is outside our PID namespace do we fall back to its liveness
+/// semaphore, which the kernel zeroes when the receiver dies.
+pub fn serving(shmid: i32, stat: &sysv::ShmStat, sems: &SemSet) -> bool {
+    match sysv::attached(stat.cpid, shmid) {
+        Some(attached) => attached,
+        None => {
+            let mark = match sems.value(sem::RECEIVER) {
+                Ok(v) => v > 0,
+                Err(e) => !e.is_gone(),
+            };
+            mark && (stat.cpid <= 0 || sysv::process_alive(stat.cpid))
+        }
     }
 }
 
@@ -495,7 +581,8 @@ impl Channel {
     /// Creates a channel at `key` (the receiver's side). The control segment is created first,
     /// with IPC_EXCL, so it is the key's lock; the magic is written last, so a sender never sees
     /// a half-made channel as ready.
-    pub fn create(key: Key, cfg: &Config) -> Result<Channel, FrameError> {
+    pub fn create(addr: &Address, cfg: &Config) -> Result<Channel, FrameError> {
+        let key = addr.key;
         let content_key = key.offset(1).ok_or(FrameError::Foreign {
             key,
             why: "key+1 overflows".into(),
@@ -528,6 +615,7 @@ impl Channel {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            name: addr.name.clone().unwrap_or_default().into_bytes(),
         };
         let head = encode_info(&info);
         control.write(8, &head[8..]);
@@ -545,8 +633,11 @@ impl Channel {
         })
     }
 
-    /// Attaches to the channel at `key` (the sender's side), checking every part of it.
-    pub fn open(key: Key) -> Result<Channel, FrameError> {
+    /// Attaches to the channel at `addr` (the sender's side), checking every part of it, that
+    /// it serves the name asked for (if any), and that its receiver runs as `owner`: files
+    /// are never handed to another user's receiver unless that user is named.
+    pub fn open(addr: &Address, owner: u32) -> Result<Channel, FrameError> {
+        let key = addr.key;
         let (shmid, info) = match probe(key)? {
             Probe::Absent => return Err(FrameError::NoReceiver { key }),
             Probe::Starting { pid, .. } => return Err(FrameError::Starting { key, pid }),
@@ -563,7 +654,15 @@ impl Channel {
                 });
             }
             Probe::Abandoned { pid, .. } => return Err(FrameError::ReceiverGone { key, pid }),
-            Probe::Channel { shmid, info, .. } => (shmid, info),
+            Probe::Channel {
+                shmid,
+                info,
+                owner: uid,
+                ..
+            } => {
+                check_peer(addr, &info, uid, owner)?;
+                (shmid, info)
+            }
         };
         let control_shm = Shm::from_id(shmid);
         let content_shm = Shm::from_id(info.content_shmid);
@@ -585,14 +684,9 @@ impl Channel {
         let control = control(control_shm.attach(true).map_err(gone)?)
             .map_err(|source| FrameError::Header { key, source })?;
         let content = content_shm.attach(true).map_err(gone)?;
-        // The content segment is found by the id the header names, so confirm it is the one at
-        // KEY+1 and big enough for the ring the header describes.
-        let content_key_ok = key
-            .offset(1)
-            .and_then(|k| Shm::open(k).ok())
-            .map(|s| s.id())
-            == Some(content_shm.id());
-        if !content_key_ok || content.len() < info.ring_len() {
+        // The probe found the content segment at KEY+1 to be the one the header names; it must
+        // also hold the ring the header describes.
+        if content.len() < info.ring_len() {
             return Err(FrameError::Header {
                 key,
                 source: HeaderError::Field {
@@ -649,12 +743,12 @@ impl Channel {
             if stoppable && runtime::stop_requested() {
                 return Err(FrameError::Interrupted);
             }
-            if self
-                .sems
-                .value(peer)
-                .map_err(|e| FrameError::from_wait(self.key, e.into()))?
-                == 0
-            {
+            let alive = if peer == sem::SENDER {
+                self.sender_alive()?
+            } else {
+                self.receiver_alive()
+            };
+            if !alive {
                 return Err(if peer == sem::SENDER {
                     FrameError::SenderGone
                 } else {
@@ -804,10 +898,17 @@ impl Channel {
         loop {
             match self.wait(&[SemOp::zero(sem::SENDER)], Some(LIVENESS_SLICE)) {
                 Ok(()) => return Ok(()),
-                Err(FrameError::TimedOut { .. }) | Err(FrameError::Interrupted)
-                    if !runtime::stop_requested() => {}
                 Err(_) if runtime::stop_requested() => return Err(FrameError::Interrupted),
+                Err(FrameError::TimedOut { .. }) | Err(FrameError::Interrupted) => {}
                 Err(e) => return Err(e),
+            }
+            // A mark nobody alive holds (set with SETVAL by someone who left) would keep the
+            // channel busy for ever: take it down ourselves.
+            if !self.sender_alive()? {
+                self.sems
+                    .set(sem::SENDER, 0)
+                    .map_err(|e| FrameError::from_wait(self.key, e.into()))?;
+                return Ok(());
             }
         }
     }
@@ -842,7 +943,7 @@ impl Channel {
             if runtime::stop_requested() {
                 return Err(FrameError::Interrupted);
             }
-            if !receiver_alive(&self.info) {
+            if !self.receiver_alive() {
                 return Err(FrameError::ReceiverGone {
                     key: self.key,
                     pid: self.info.receiver_pid,
@@ -955,9 +1056,33 @@ impl Channel {
         loop {
             match self.sems.op(&[SemOp::zero(sem::RECEIVER)], None) {
                 Err(WaitError::Interrupted) => continue,
-                _ => return,
+                Err(_) => return,
+                // Anyone allowed to write the channel can zero the mark: believe it only if
+                // the kernel's facts agree.
+                Ok(()) if !self.receiver_alive() => return,
+                Ok(()) => std::thread::sleep(LIVENESS_SLICE),
             }
         }
+    }
+
+    /// Whether our receiver still serves the channel ([`serving`]).
+    pub fn receiver_alive(&self) -> bool {
+        match self.control_shm.stat() {
+            Ok(stat) => serving(self.control_shm.id(), &stat, &self.sems),
+            Err(e) => !e.is_gone(),
+        }
+    }
+
+    /// Whether the admitted sender lives: its mark is up and the process that last set it
+    /// (the sender takes it with SEM_UNDO; a forger's SETVAL records the forger) lives with
+    /// the channel attached, where the kernel lets us tell.
+    fn sender_alive(&self) -> Result<bool, FrameError> {
+        let gone = |e: SysvError| FrameError::from_wait(self.key, e.into());
+        if self.sems.value(sem::SENDER).map_err(gone)? == 0 {
+            return Ok(false);
+        }
+        let holder = self.sems.last_pid(sem::SENDER).map_err(gone)?;
+        Ok(sysv::attached(holder, self.control_shm.id()) != Some(false))
     }
 
     fn slot_of(&self, seq: u64) -> usize {
@@ -1030,6 +1155,36 @@ impl View {
         self.control.read(REQUEST_OFF, &mut b);
         decode_request(&b)
     }
+}
+
+/// What a channel serves, for messages: its name, or that it has none.
+pub fn serves(info: &Info) -> String {
+    match info.name.is_empty() {
+        true => "no name (a channel by number)".into(),
+        false => format!("\"{}\"", crate::shared::text::escape(&info.name)),
+    }
+}
+
+/// Refuses a channel that serves another name than `addr` asks for, or whose receiver runs as
+/// another user than `owner`.
+fn check_peer(addr: &Address, info: &Info, uid: u32, owner: u32) -> Result<(), FrameError> {
+    if let Some(wanted) = &addr.name
+        && info.name != wanted.as_bytes()
+    {
+        return Err(FrameError::OtherName {
+            key: addr.key,
+            serves: serves(info),
+            wanted: wanted.clone(),
+        });
+    }
+    if uid != owner {
+        return Err(FrameError::OtherOwner {
+            key: addr.key,
+            owner: sysv::user_name(uid),
+            uid,
+        });
+    }
+    Ok(())
 }
 
 fn create_error(key: Key, e: SysvError) -> FrameError {

@@ -200,6 +200,12 @@ impl std::fmt::Display for ChannelState {
 pub struct ChannelRow {
     /// The channel's key.
     pub key: u32,
+    /// The name the receiver serves (`--key NAME`); `None` for a channel by number.
+    pub name: Option<String>,
+    /// The receiver's user (the name through NSS, or the uid): whose files these are.
+    pub owner: String,
+    /// The receiver's uid (the creator of the channel's objects).
+    pub uid: u32,
     /// Its state.
     pub state: ChannelState,
     /// The receiver's pid (the control segment's creator, as the kernel translates it).
@@ -304,10 +310,7 @@ pub fn snapshot(parts: Parts) -> Result<Snapshot, InventoryError> {
 fn channels(shm: &[TableRow]) -> Vec<ChannelRow> {
     shm.iter()
         .filter(|r| r.num("size") as usize == frame::CONTROL_LEN)
-        .filter_map(|r| {
-            let id = r.num("shmid") as i32;
-            View::open(id).ok().map(|v| channel_row(r.key(), id, &v))
-        })
+        .filter_map(|r| channel_at(r.key(), r.num("shmid") as i32))
         .collect()
 }
 
@@ -419,9 +422,24 @@ fn msg_row(r: &TableRow) -> MsgRow {
     }
 }
 
-fn channel_row(key: Key, control_id: i32, view: &View) -> ChannelRow {
+/// The channel at `key`, if the segment `id` there is one whose parts check out (as a sender
+/// checks them: a forged or corrupt header is not listed as a channel, dead or alive).
+fn channel_at(key: Key, id: i32) -> Option<ChannelRow> {
+    match frame::probe(key) {
+        Ok(frame::Probe::Channel {
+            shmid,
+            alive,
+            owner,
+            ..
+        }) if shmid == id => View::open(id)
+            .ok()
+            .map(|v| channel_row(key, id, &v, alive, owner)),
+        _ => None,
+    }
+}
+
+fn channel_row(key: Key, control_id: i32, view: &View, alive: bool, uid: u32) -> ChannelRow {
     let info = &view.info;
-    let alive = frame::receiver_alive(info);
     let raw_state = view.state();
     let state = match (alive, raw_state) {
         (false, _) => ChannelState::Stale,
@@ -442,6 +460,9 @@ fn channel_row(key: Key, control_id: i32, view: &View) -> ChannelRow {
         });
     ChannelRow {
         key: key.0,
+        name: (!info.name.is_empty()).then(|| String::from_utf8_lossy(&info.name).into_owned()),
+        owner: sysv::user_name(uid),
+        uid,
         state,
         receiver_pid: info.receiver_pid,
         mode: format!("{:o}", info.mode),

@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, trace};
 
 use crate::protocols::frame::{
-    self, Channel, Config, Desc, DescKind, FrameError, Meta, Op, Outcome, Probe, Request,
+    self, Address, Channel, Config, Desc, DescKind, FrameError, Meta, Op, Outcome, Probe, Request,
     STARTUP_GRACE, State, Status, hex,
 };
 use crate::shared::digest::Md5;
@@ -117,9 +117,14 @@ impl Receiver {
     /// # Errors
     /// A live receiver serves the key, or the key holds something that is not a shmxfer
     /// channel, or another user's channel, or the kernel refused an object.
-    pub fn bind(key: sysv::Key, cfg: &Config) -> Result<(Receiver, Option<String>), FrameError> {
-        let note = take_key(key)?;
-        let ch = Arc::new(Channel::create(key, cfg)?);
+    pub fn bind(
+        addr: impl Into<Address>,
+        cfg: &Config,
+    ) -> Result<(Receiver, Option<String>), FrameError> {
+        let addr = addr.into();
+        let key = addr.key;
+        let note = take_key(&addr)?;
+        let ch = Arc::new(Channel::create(&addr, cfg)?);
         debug!(key = %key, pid = sysv::getpid(), slots = cfg.slot_count, slot_size = cfg.slot_size, "channel created; serving");
         let rx = Receiver {
             ch,
@@ -476,7 +481,8 @@ fn receive_into(
 /// Makes sure the key is free for us: absent, or a dead receiver's channel (removed; the
 /// returned notice says so). A live receiver, or anything that is not a shmxfer channel, is
 /// left alone.
-fn take_key(key: sysv::Key) -> Result<Option<String>, FrameError> {
+fn take_key(addr: &Address) -> Result<Option<String>, FrameError> {
+    let key = addr.key;
     // A receiver that is creating its channel right now has not written its magic yet; give it
     // a moment to finish (it then serves, and we are refused) before giving up.
     let started = Instant::now();
@@ -484,17 +490,23 @@ fn take_key(key: sysv::Key) -> Result<Option<String>, FrameError> {
         match frame::probe(key)? {
             Probe::Absent => return Ok(None),
             Probe::Channel {
-                alive: true, info, ..
+                alive: true,
+                info,
+                owner,
+                ..
             } => {
                 return Err(FrameError::InUse {
                     key,
                     pid: info.receiver_pid,
+                    owner: sysv::user_name(owner),
+                    serves: in_use_by(addr, &info),
                 });
             }
             Probe::Channel {
                 alive: false,
                 info,
                 shmid,
+                ..
             } => {
                 frame::remove_channel(key, shmid, &info, false);
                 return Ok(Some(format!(
@@ -521,6 +533,18 @@ fn take_key(key: sysv::Key) -> Result<Option<String>, FrameError> {
                 std::thread::sleep(Duration::from_millis(50))
             }
         }
+    }
+}
+
+/// What a live receiver at our key serves, when we asked for a name.
+fn in_use_by(addr: &Address, info: &frame::Info) -> String {
+    match &addr.name {
+        Some(n) if info.name != n.as_bytes() => format!(
+            " as {} (\"{n}\" shares its key: choose another name)",
+            frame::serves(info)
+        ),
+        Some(_) => format!(" as {}", frame::serves(info)),
+        None => String::new(),
     }
 }
 

@@ -43,12 +43,14 @@ use std::time::{Duration, Instant};
 use tracing::{debug, trace};
 
 use crate::protocols::frame::{
-    self, Abort, Channel, Desc, DescKind, FrameError, Meta, Op, Request, Status, Trailer, hex,
+    self, Abort, Address, Channel, Desc, DescKind, FrameError, Meta, Op, Request, Status, Trailer,
+    hex,
 };
 use crate::shared::digest::Md5;
+use crate::shared::exit;
 use crate::shared::runtime::{self, phase};
 use crate::shared::text::escape_path;
-use crate::{exit, sysv};
+use crate::sysv;
 
 #[derive(Debug, thiserror::Error)]
 /// Why a file was not sent, or the channel failed. Each message names the file.
@@ -190,6 +192,9 @@ pub struct SendOptions {
     /// Wait up to this long for a receiver to appear and for our turn; `None`: fail at once
     /// without a receiver, wait for the turn as long as the receiver lives.
     pub wait: Option<Duration>,
+    /// The uid the receiver must run as; `None`: ours (effective). A receiver of any other
+    /// user is refused ([`FrameError::OtherOwner`]): what it receives is its user's.
+    pub owner: Option<u32>,
 }
 
 /// What the receiver said about a committed file.
@@ -237,11 +242,15 @@ impl Sender {
     /// Connects to the receiver at `key` and waits for our turn.
     ///
     /// # Errors
-    /// No receiver (or it died), a key holding something else, permission denied, or
+    /// No receiver (or it died), a key holding something else, permission denied, a receiver
+    /// of another user than `opts.owner` or serving another name than `addr`'s, or
     /// `opts.wait` running out: each a [`SendError::Frame`] naming the key.
-    pub fn connect(key: sysv::Key, opts: &SendOptions) -> Result<Sender, SendError> {
+    pub fn connect(addr: impl Into<Address>, opts: &SendOptions) -> Result<Sender, SendError> {
+        let addr = addr.into();
+        let key = addr.key;
         let deadline = opts.wait.map(|w| Instant::now() + w);
-        let ch = Arc::new(connect(key, deadline)?);
+        let owner = opts.owner.unwrap_or_else(sysv::geteuid);
+        let ch = Arc::new(connect(&addr, owner, deadline)?);
         debug!(key = %key, "waiting for our turn: semop GATE -1, SENDER +1 (undo)");
         let t = Instant::now();
         let session = ch.admit(deadline).map_err(|e| match e {
@@ -444,14 +453,14 @@ fn open_path(path: &Path) -> Result<(File, Option<u64>, Option<Meta>), SendError
 /// There is no kernel event for "a segment appeared at a key", so this one wait polls, and only
 /// while nothing else can happen.
 /// A receiver caught setting its channel up is waited for even without a deadline.
-fn connect(key: sysv::Key, deadline: Option<Instant>) -> Result<Channel, FrameError> {
+fn connect(addr: &Address, owner: u32, deadline: Option<Instant>) -> Result<Channel, FrameError> {
     let mut grace: Option<Instant> = None;
     loop {
         if runtime::stop_requested() {
             return Err(FrameError::Interrupted);
         }
         let waiting = deadline.is_some_and(|d| Instant::now() < d);
-        match Channel::open(key) {
+        match Channel::open(addr, owner) {
             Err(
                 FrameError::NoReceiver { .. }
                 | FrameError::ReceiverGone { .. }

@@ -1,6 +1,29 @@
 //! The values flags take: keys, modes, sizes, seconds. Pure; errors say what was wrong.
 
+use crate::shared::wire::{Address, MAX_CHANNEL_NAME};
 use crate::sysv::Key;
+
+/// What `--key` takes: a key (decimal or 0x hex), or a channel name (a letter, then up to 63
+/// letters, digits, `.`, `_` or `-`), which maps to a key by [`crate::wire::named_key`].
+pub fn parse_address(s: &str) -> Result<Address, String> {
+    let t = s.trim();
+    let named = t.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !t.starts_with("0x")
+        && !t.starts_with("0X");
+    if !named {
+        return parse_key(s).map(Address::from);
+    }
+    let ok = t.len() <= MAX_CHANNEL_NAME
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    match ok {
+        true => Ok(Address::named(t)),
+        false => Err(format!(
+            "`{s}` is not a key or a channel name: give a number (decimal or 0x hex), or a name of a letter and up to {} letters, digits, `.`, `_` or `-`",
+            MAX_CHANNEL_NAME - 1
+        )),
+    }
+}
 
 /// A key in decimal or 0x hex, in 1..=0xfffffffe (0 is IPC_PRIVATE; the content segment sits at
 /// KEY+1, which must not wrap).
@@ -16,6 +39,14 @@ pub fn parse_key(s: &str) -> Result<Key, String> {
         return Err(format!("key {s} is out of range: use 1 to 0xfffffffe"));
     }
     Ok(Key(v as u32))
+}
+
+/// A user, as `--owner` takes one: a name (looked up through NSS) or a uid.
+pub fn parse_user(s: &str) -> Result<u32, String> {
+    if let Ok(uid) = s.trim().parse::<u32>() {
+        return Ok(uid);
+    }
+    crate::sysv::uid_by_name(s.trim()).ok_or(format!("no user `{s}`: give a user name or a uid"))
 }
 
 /// Octal permission bits, as chmod takes them: `600`, `0600`, `0o600`.
@@ -61,6 +92,18 @@ pub fn parse_secs(s: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_a_number_and_a_name_is_a_word() {
+        assert_eq!(parse_address("0x10").unwrap(), Address::from(Key(16)));
+        assert_eq!(parse_address("42").unwrap(), Address::from(Key(42)));
+        let a = parse_address("camera").unwrap();
+        assert_eq!(a.name.as_deref(), Some("camera"));
+        assert_eq!(a.key, crate::shared::wire::named_key("camera"));
+        for bad in ["0xZZ", "ban ana", "a/b", "-x", "", &"a".repeat(65)] {
+            assert!(parse_address(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn keys_parse_in_decimal_and_hex_within_range() {

@@ -16,8 +16,65 @@ use crate::sysv::Key;
 pub const MAGIC: [u8; 8] = *b"SHMXFER\0";
 /// Version 2 tags every per-file message with its session and file (see docs/protocol.md).
 pub const VERSION: u32 = 2;
-/// The default channel key: "SHMX" in ASCII. Not 42/44, which the original system uses.
-pub const DEFAULT_KEY: Key = Key(0x5348_4d58);
+/// The first key of the per-user default channels: user `uid`'s is
+/// `USER_KEYS + 2 × (uid mod 2²³)` ([`user_key`]). Keys are even, so a channel's two keys (K for
+/// the control segment and the semaphores, K+1 for the content) are its own; distinct for every
+/// uid below 8,388,608; never 42 or 44 (the original system's).
+pub const USER_KEYS: u32 = 0x5300_0000;
+/// The first key of named channels: a name's is `NAMED_KEYS + 2 × (FNV-1a₃₂(name) mod 2²³)`
+/// ([`named_key`]), even like the users' and in a range of its own.
+pub const NAMED_KEYS: u32 = 0x4e00_0000;
+/// The longest channel name.
+pub const MAX_CHANNEL_NAME: usize = 64;
+
+/// User `uid`'s default channel key (see [`USER_KEYS`]).
+pub fn user_key(uid: u32) -> Key {
+    Key(USER_KEYS + 2 * (uid & 0x7f_ffff))
+}
+
+/// The key a channel name maps to (see [`NAMED_KEYS`]). Two names may share a key: the
+/// receiver records its name in the header, and a peer asking for another name is refused.
+pub fn named_key(name: &str) -> Key {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    Key(NAMED_KEYS + 2 * (h & 0x7f_ffff))
+}
+
+/// A channel as its user names it: a key, and the name it came from if it came from one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    /// The key.
+    pub key: Key,
+    /// The channel's name (the receiver records it; a sender checks it).
+    pub name: Option<String>,
+}
+
+impl Address {
+    /// The channel named `name`, at [`named_key`]`(name)`.
+    pub fn named(name: &str) -> Address {
+        Address {
+            key: named_key(name),
+            name: Some(name.to_string()),
+        }
+    }
+}
+
+impl From<Key> for Address {
+    fn from(key: Key) -> Address {
+        Address { key, name: None }
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(n) => write!(f, "\"{n}\" (key {})", self.key),
+            None => write!(f, "{}", self.key),
+        }
+    }
+}
 /// The control segment's size: a segment at a channel's key of any other size is not one.
 pub const CONTROL_LEN: usize = 16384;
 /// The longest file name a request or an outcome carries (Linux's NAME_MAX).
@@ -145,6 +202,9 @@ pub struct Info {
     pub mode: u32,
     /// When the channel was created (Unix seconds).
     pub created: u64,
+    /// The name the receiver serves (empty: a channel by number), at most
+    /// [`MAX_CHANNEL_NAME`] bytes.
+    pub name: Vec<u8>,
 }
 
 impl Info {
@@ -168,6 +228,9 @@ pub fn encode_info(info: &Info) -> [u8; INFO_LEN] {
     wr_u32(&mut b, 40, info.semid as u32);
     wr_u32(&mut b, 44, info.mode);
     wr_u64(&mut b, 48, info.created);
+    let name = &info.name[..info.name.len().min(MAX_CHANNEL_NAME)];
+    wr_u32(&mut b, 56, name.len() as u32);
+    b[64..64 + name.len()].copy_from_slice(name);
     b
 }
 
@@ -206,6 +269,10 @@ pub fn decode_info(b: &[u8], segment_size: usize) -> Result<Info, HeaderError> {
     if mode > 0o777 {
         return Err(field("mode", mode.into()));
     }
+    let name_len = rd_u32(b, 56) as usize;
+    if name_len > MAX_CHANNEL_NAME {
+        return Err(field("name length", name_len as u64));
+    }
     Ok(Info {
         slot_size: slot_size as usize,
         slot_count,
@@ -215,6 +282,7 @@ pub fn decode_info(b: &[u8], segment_size: usize) -> Result<Info, HeaderError> {
         semid: rd_u32(b, 40) as i32,
         mode,
         created: rd_u64(b, 48),
+        name: b[64..64 + name_len].to_vec(),
     })
 }
 
@@ -600,7 +668,28 @@ mod tests {
             semid: 9,
             mode: 0o600,
             created: 1_700_000_000,
+            name: b"camera".to_vec(),
         }
+    }
+
+    #[test]
+    fn default_keys_are_distinct_even_and_clear_of_the_legacy_keys() {
+        let keys: std::collections::HashSet<u32> = (0..70_000).map(|uid| user_key(uid).0).collect();
+        assert_eq!(keys.len(), 70_000);
+        assert!(keys.iter().all(|k| k % 2 == 0 && *k != 42 && *k != 44));
+        assert_eq!(user_key(0), Key(0x5300_0000));
+        assert_eq!(user_key(65534), Key(0x5300_0000 + 131_068));
+        // No user's K+1 is another's K, and no named key is a user's.
+        assert!(keys.iter().all(|k| !keys.contains(&(k + 1))));
+        assert!(!keys.contains(&named_key("camera").0));
+    }
+
+    #[test]
+    fn names_hash_to_fixed_even_keys() {
+        // FNV-1a of "camera" is 0x9ebe984e: the key docs/protocol.md works out.
+        assert_eq!(named_key("camera"), Key(0x4e7d_309c));
+        assert_eq!(named_key("a").0 % 2, 0);
+        assert_ne!(named_key("camera"), named_key("camera2"));
     }
 
     #[test]
