@@ -1044,6 +1044,24 @@ pub fn user_name(uid: u32) -> String {
     }
 }
 
+/// Opens the directory `name` inside the directory `parent`, creating it first if it is not
+/// there, and never following a symlink (nor anything else that is not a directory) in its
+/// place: `ELOOP` or `ENOTDIR` then. The descriptor pins the directory, so later paths
+/// through it (`/proc/self/fd/N/…`) cannot be redirected by a rename or a planted link.
+pub fn open_subdir(
+    parent: &std::os::fd::OwnedFd,
+    name: &std::ffi::OsStr,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    match nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(0o777)) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    Ok(nix::fcntl::openat(parent, name, flags, Mode::empty())?)
+}
+
 /// The uid of the user called `name`, through NSS.
 pub fn uid_by_name(name: &str) -> Option<u32> {
     match nix::unistd::User::from_name(name) {

@@ -24,9 +24,9 @@ proptest! {
     }
 
     #[test]
-    fn request_decoding_never_panics_and_bounds_names(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-        if let Ok(r) = frame::decode_request(&bytes) {
-            prop_assert!(r.name.len() <= frame::MAX_NAME);
+    fn request_decoding_never_panics_and_bounds_names(bytes in proptest::collection::vec(any::<u8>(), 0..400), path in proptest::collection::vec(any::<u8>(), 0..5000)) {
+        if let Ok(r) = frame::decode_request(&bytes, &path) {
+            prop_assert!(r.name.len() <= frame::MAX_PATH);
             prop_assert!(r.meta.is_none_or(|m| m.mode <= 0o7777 && m.mtime_nsec < 1_000_000_000));
         }
     }
@@ -68,7 +68,7 @@ proptest! {
     #[test]
     fn valid_requests_survive_encoding(name in proptest::collection::vec(any::<u8>(), 0..255), size in proptest::option::of(0u64..u64::MAX), md5 in any::<bool>()) {
         let r = Request { op: Op::File, sender_pid: 7, size, md5, meta: Some(Meta { mode: 0o644, mtime_sec: 1, mtime_nsec: 2 }), name, session: 9 };
-        prop_assert_eq!(frame::decode_request(&frame::encode_request(&r)), Ok(r));
+        prop_assert_eq!(frame::decode_request(&frame::encode_request(&r), &frame::encode_path(&r)), Ok(r));
     }
 }
 
@@ -122,6 +122,10 @@ impl Hostile {
             name: name.to_vec(),
             session: self.session,
         };
+        let path = frame::encode_path(&r);
+        if !path.is_empty() {
+            self.ctl.write(frame::PATH_OFF, &path).unwrap();
+        }
         self.request_raw(&frame::encode_request(&r));
     }
     fn answer(&self) -> (u32, frame::Outcome) {

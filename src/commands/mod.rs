@@ -6,7 +6,9 @@ pub mod recv;
 pub mod send;
 pub mod status;
 
+mod hooks;
 mod progress;
+mod tree;
 
 use crate::shared::exit;
 

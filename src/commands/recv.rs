@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use super::hooks::{Committed, Hooks};
 use super::progress::Progress;
 use crate::protocols::frame::{Channel, Config, FrameError, State, Status, hex};
 use crate::protocols::legacy::{Consumer, LegacyError, Took};
-use crate::protocols::receiver::{Event, FileError, Incoming, Receiver};
-use crate::shared::output::{self, Namer, OutputError, TempFile};
+use crate::protocols::receiver::{Event, FileError, Incoming, Received, Receiver};
+use crate::shared::output::{self, Namer, OutputError, RelPath, Subdir, TempFile};
 use crate::shared::pacer::DirectMode;
 use crate::shared::text::{escape, escape_path};
 use crate::shared::{exit, runtime};
@@ -46,6 +47,8 @@ impl RecvError {
 struct Opts {
     dir: PathBuf,
     keep_name: bool,
+    keep_path: bool,
+    json: bool,
     preserve: bool,
     stdout: bool,
     fsync: bool,
@@ -87,6 +90,8 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
     let opts = Opts {
         dir: args.dir.clone(),
         keep_name: args.keep_name,
+        keep_path: args.keep_path,
+        json: args.json,
         preserve: args.preserve,
         stdout: args.stdout,
         fsync: args.fsync,
@@ -116,13 +121,51 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
     } else {
         Some(output::prepare(&args.dir, &args.basename, &args.ext)?)
     };
+    let hooks = args
+        .exec
+        .clone()
+        .map(|cmd| Hooks::start(cmd, usize::from(args.jobs)));
     let mut tally = Served::default();
+    let r = serve_files(&mut rx, &opts, namer.as_mut(), hooks.as_ref(), &mut tally);
+    drop(rx);
+    let failed = match hooks {
+        Some(h) if r.is_err() => {
+            FINISHING.store(true, std::sync::atomic::Ordering::SeqCst);
+            h.stop(HOOK_GRACE)
+        }
+        Some(h) => h.finish(),
+        None => 0,
+    };
+    match r? {
+        exit::OK if failed > 0 => Ok(exit::FAILURE),
+        code => Ok(code),
+    }
+}
+
+/// How long a stopping receiver waits for its running `--exec` commands: well inside the 10 s
+/// a container runtime gives between SIGTERM and SIGKILL.
+const HOOK_GRACE: Duration = Duration::from_secs(5);
+
+/// Set once the main thread is waiting for `--exec` commands on a stop: the stop handler's
+/// watchdog then lets it finish instead of ending the process.
+static FINISHING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The receiver's loop: each offered file taken, until `--once` is done or the channel fails.
+fn serve_files(
+    rx: &mut Receiver,
+    opts: &Opts,
+    mut namer: Option<&mut Namer>,
+    hooks: Option<&Hooks>,
+    tally: &mut Served,
+) -> Result<i32, RecvError> {
     loop {
         match rx.next_event()? {
             Event::File(incoming) => {
-                take_file(incoming, &opts, namer.as_mut(), &mut tally)?;
+                if let Some(c) = take_file(incoming, opts, namer.as_deref_mut(), tally)? {
+                    announce(&c, opts, hooks);
+                }
             }
-            Event::SessionEnd if tally.closed(&opts) => {
+            Event::SessionEnd if tally.closed(opts) => {
                 rx.channel().set_state(State::Stopping);
                 return Ok(if tally.received > 0 {
                     exit::OK
@@ -133,6 +176,30 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
             Event::SessionEnd => {}
             Event::Notice(n) => crate::shared::term::warn(opts.quiet, n),
         }
+    }
+}
+
+/// Tells about a committed file: its record (a tab-separated line, or `--json`'s object) and
+/// its `--exec` command.
+fn announce(c: &Committed, opts: &Opts, hooks: Option<&Hooks>) {
+    if opts.json {
+        if let Ok(line) = serde_json::to_string(c) {
+            crate::shared::term::out_line(&line);
+        }
+    } else if !opts.quiet {
+        let md5 = c.md5.as_deref();
+        let record = match md5 {
+            Some(d) => format!("{}\t{}\t{d}", escape_path(&c.path), c.size),
+            None => format!("{}\t{}", escape_path(&c.path), c.size),
+        };
+        if opts.stdout {
+            eprintln!("{record}");
+        } else {
+            crate::shared::term::out_line(&record);
+        }
+    }
+    if let Some(h) = hooks {
+        h.run(c.clone());
     }
 }
 
@@ -151,19 +218,29 @@ impl Served {
     }
 }
 
-/// Takes one offered file into its sink, commits it and prints its record; a file that fails
-/// is reported and the receiver goes on. Only a failing channel is an error.
+/// Takes one offered file into its sink and commits it; a file that fails is reported and
+/// the receiver goes on. Only a failing channel is an error.
 fn take_file(
     incoming: Incoming,
     opts: &Opts,
     namer: Option<&mut Namer>,
     tally: &mut Served,
-) -> Result<(), RecvError> {
+) -> Result<Option<Committed>, RecvError> {
     let shown = display_name(incoming.name());
     if tally.closed(opts) {
         incoming.refuse(Status::Closed)?;
-        return Ok(());
+        return Ok(None);
     }
+    let rel = match (opts.keep_path, output::rel_path(incoming.name())) {
+        (true, Err(why)) => {
+            incoming.refuse(Status::BadPath)?;
+            let note = format!("{shown}: refused: its path has {why} (--keep-path)");
+            crate::shared::term::warn(opts.quiet, note);
+            return Ok(None);
+        }
+        (true, Ok(rel)) => Some(rel),
+        (false, _) => None,
+    };
     let mut sink = match Sink::open(opts, namer.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -171,11 +248,15 @@ fn take_file(
             incoming.cannot_create(&opts.dir, &e)?;
             let why = format!("cannot create a file in {}: {e}", escape_path(&opts.dir));
             crate::shared::term::warn(opts.quiet, format_args!("{shown}: {why}; discarded"));
-            return Ok(());
+            return Ok(None);
         }
     };
-    let (req_name, meta) = (incoming.name().to_vec(), incoming.meta());
-    let mut bar = Progress::new(opts.quiet, incoming.size(), shown.clone());
+    let (name, meta, pid) = (
+        incoming.name().to_vec(),
+        incoming.meta(),
+        incoming.sender_pid(),
+    );
+    let mut bar = Progress::new(opts.quiet || opts.json, incoming.size(), shown.clone());
     let direct = if opts.stdout {
         DirectMode::Never
     } else {
@@ -183,53 +264,60 @@ fn take_file(
     };
     let received = incoming.receive(sink.file(), direct, &mut |done| bar.set(done));
     drop(bar);
-    let received = match received {
-        Ok(r) => r,
-        Err(FileError::Answered { status, why }) => {
-            tally.failed = true;
-            crate::shared::term::warn(
-                opts.quiet,
-                format_args!("{shown}: {why} ({status:?}); discarded"),
-            );
-            return Ok(());
-        }
-        Err(FileError::Channel(FrameError::SenderGone)) => {
-            tally.failed = true;
-            crate::shared::term::warn(
-                opts.quiet,
-                format_args!("{shown}: the sender went away mid-transfer; discarded"),
-            );
-            return Ok(());
-        }
-        Err(FileError::Channel(e)) => return Err(e.into()),
+    let Some(received) = settle(received, &shown, opts, tally) else {
+        return Ok(None);
     };
+    let received = received?;
+    let to = Target { name: &name, rel };
     let path = match sink {
         Sink::Stdout(_) => PathBuf::from("-"),
-        Sink::Temp(tmp) => match commit(tmp, &req_name, meta, opts, namer) {
+        Sink::Temp(tmp) => match commit(tmp, &to, meta, opts, namer) {
             Ok(p) => p,
             Err(e) => {
                 tally.failed = true;
                 received.fail(&e)?;
-                crate::shared::term::warn(
-                    opts.quiet,
-                    format_args!("{shown}: commit failed: {e}; discarded"),
-                );
-                return Ok(());
+                let note = format!("{shown}: commit failed: {e}; discarded");
+                crate::shared::term::warn(opts.quiet, note);
+                return Ok(None);
             }
         },
     };
-    let (bytes, md5) = (received.bytes, received.md5);
+    let (size, md5) = (received.bytes, received.md5);
     received.commit(&path)?;
     tally.received += 1;
-    if !opts.quiet {
-        let record = record(&path, bytes, md5);
-        if opts.stdout {
-            eprintln!("{record}");
-        } else {
-            crate::shared::term::out_line(&record);
+    Ok(Some(Committed {
+        path,
+        name,
+        size,
+        md5: md5.map(|d| hex(&d)),
+        sender_pid: pid,
+        mtime: meta.map(|m| m.mtime_sec as f64 + f64::from(m.mtime_nsec) / 1e9),
+    }))
+}
+
+/// A file's receipt, or `None` after reporting why it failed (the sender was told).
+fn settle<'r>(
+    r: Result<Received<'r>, FileError>,
+    shown: &str,
+    opts: &Opts,
+    tally: &mut Served,
+) -> Option<Result<Received<'r>, FrameError>> {
+    match r {
+        Ok(r) => Some(Ok(r)),
+        Err(FileError::Answered { status, why }) => {
+            tally.failed = true;
+            let note = format!("{shown}: {why} ({status:?}); discarded");
+            crate::shared::term::warn(opts.quiet, note);
+            None
         }
+        Err(FileError::Channel(FrameError::SenderGone)) => {
+            tally.failed = true;
+            let note = format!("{shown}: the sender went away mid-transfer; discarded");
+            crate::shared::term::warn(opts.quiet, note);
+            None
+        }
+        Err(FileError::Channel(e)) => Some(Err(e)),
     }
-    Ok(())
 }
 
 /// One committed file's line: path (escaped), size, and the MD5 when checked, by tabs.
@@ -253,6 +341,10 @@ fn install_stop_handler() {
         }
         std::thread::spawn(|| {
             std::thread::sleep(Duration::from_secs(3));
+            // Waiting for --exec commands is progress, bounded by its own grace.
+            if FINISHING.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(HOOK_GRACE + Duration::from_secs(2));
+            }
             if let Some(ch) = CHANNEL.get() {
                 ch.remove();
             }
@@ -293,11 +385,18 @@ impl Sink {
     }
 }
 
+/// Where a received file goes: the sender's name for it, and with `--keep-path` its checked
+/// relative path.
+struct Target<'a> {
+    name: &'a [u8],
+    rel: Option<RelPath>,
+}
+
 /// Applies metadata, optionally syncs, and names the temporary file without ever replacing
 /// an existing file.
 fn commit(
     mut tmp: TempFile,
-    name: &[u8],
+    to: &Target,
     meta: Option<crate::protocols::frame::Meta>,
     opts: &Opts,
     namer: Option<&mut Namer>,
@@ -318,8 +417,16 @@ fn commit(
         tmp.file.sync_all()?;
     }
     let namer = namer.expect("a file sink always has a namer");
+    if let Some(rel) = &to.rel {
+        let at = Subdir::open(namer.dir(), &rel.dirs)?;
+        let path = namer.commit_at(&mut tmp, &at, &rel.name)?;
+        if opts.fsync {
+            at.sync()?;
+        }
+        return Ok(path);
+    }
     let kept = if opts.keep_name {
-        output::safe_name(name)
+        output::safe_name(to.name)
     } else {
         None
     };
@@ -407,6 +514,30 @@ pub struct RecvArgs {
     /// Name each file as the sender named it (made safe; never overwrites)
     #[arg(long)]
     pub keep_name: bool,
+    /// Recreate the sender's relative paths (`send -r`) under --dir, safely: never outside it,
+    /// never through a symlink; an unsafe path is refused
+    #[arg(long, conflicts_with = "stdout")]
+    pub keep_path: bool,
+    /// One JSON object per committed file on stdout, instead of the tab-separated line
+    /// (fields: path, name, size, md5 when verified, sender_pid, mtime when sent)
+    #[arg(long, conflicts_with = "stdout")]
+    pub json: bool,
+    /// Run CMD once per committed file, after the commit; `{}` in an argument is the file's
+    /// path, `{/}` its name. Takes the rest of the command line (end it with `;` to add flags
+    /// after). The environment has SHMXFER_PATH, _NAME, _SIZE, _MD5, _SENDER_PID, _MTIME
+    #[arg(
+        short = 'x',
+        long,
+        value_name = "CMD",
+        num_args = 1..,
+        allow_hyphen_values = true,
+        value_terminator = ";",
+        conflicts_with = "stdout"
+    )]
+    pub exec: Option<Vec<std::ffi::OsString>>,
+    /// With --exec: run up to N commands at once (default: one at a time, in arrival order)
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "exec", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
     /// Apply the sender's permission bits and mtime, as `cp -p` does
     #[arg(long)]
     pub preserve: bool,

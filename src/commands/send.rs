@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::progress::Progress;
+use super::tree;
 use crate::protocols::frame::{self, Channel, FrameError};
 use crate::protocols::legacy::{self, LegacyError, Producer};
 use crate::protocols::sender::{Observer, SendError, SendOptions, Sender};
@@ -106,7 +107,8 @@ pub fn run(args: SendArgs) -> super::Outcome {
         quiet: args.verbosity.quiet,
         bar: None,
     }));
-    let code = send_all(&mut tx, &args);
+    let (items, code) = items(&args);
+    let code = send_all(&mut tx, &args, &items, code);
     match tx.finish() {
         Err(e) if code == exit::OK => Err(fail(e)),
         _ => Ok(code),
@@ -133,15 +135,55 @@ fn check_stdin_use(args: &SendArgs) -> Result<(), super::Error> {
 /// The name stdin is sent under without `--name`.
 const DEFAULT_STDIN_NAME: &str = "stdin";
 
-/// Sends each file in turn; returns the exit code. A failure of one file is reported and the
-/// next is tried; a failure of the channel, or a stop, ends the send.
-fn send_all(tx: &mut Sender, args: &SendArgs) -> i32 {
-    let mut code = exit::OK;
-    for (i, path) in args.files.iter().enumerate() {
-        let result = if runtime::stop_requested() {
-            Err(SendError::Interrupted(path.clone()))
+/// One thing to send: stdin, a path under its own name, or a file of a tree (`-r`) under its
+/// relative path.
+enum Item {
+    Stdin(PathBuf),
+    Path(PathBuf),
+    InTree(tree::Entry),
+}
+
+impl Item {
+    fn path(&self) -> &Path {
+        match self {
+            Item::Stdin(p) | Item::Path(p) => p,
+            Item::InTree(e) => &e.path,
+        }
+    }
+}
+
+/// The command line's FILEs as items, each `-r` directory expanded; what a walk skipped is
+/// said on stderr. Returns the items and the exit code so far (a tree that could not be read
+/// whole is a failure).
+fn items(args: &SendArgs) -> (Vec<Item>, i32) {
+    let (mut v, mut code) = (Vec::new(), exit::OK);
+    for p in &args.files {
+        if p.as_os_str() == "-" {
+            v.push(Item::Stdin(p.clone()));
+        } else if args.recursive && p.is_dir() {
+            let w = tree::walk(p, args.dereference);
+            for s in &w.skipped {
+                crate::shared::term::warn(args.verbosity.quiet, format_args!("skipped {s}"));
+            }
+            if w.unreadable > 0 {
+                code = exit::NOINPUT;
+            }
+            v.extend(w.files.into_iter().map(Item::InTree));
         } else {
-            send_one(tx, path, &args.name)
+            v.push(Item::Path(p.clone()));
+        }
+    }
+    (v, code)
+}
+
+/// Sends each item in turn; returns the exit code. A failure of one file is reported and the
+/// next is tried; a failure of the channel, or a stop, ends the send.
+fn send_all(tx: &mut Sender, args: &SendArgs, items: &[Item], mut code: i32) -> i32 {
+    for (i, item) in items.iter().enumerate() {
+        let result = if runtime::stop_requested() {
+            Err(SendError::Interrupted(item.path().into()))
+        } else {
+            send_one(tx, item, &args.name)
         };
         let e = match result {
             Ok(()) if !runtime::stop_requested() => continue,
@@ -152,10 +194,7 @@ fn send_all(tx: &mut Sender, args: &SendArgs) -> i32 {
             crate::shared::term::error(&e);
         } else if claim_exit() {
             crate::shared::term::error(&e);
-            let rest: Vec<String> = args.files[i + 1..].iter().map(|p| escape_path(p)).collect();
-            if !rest.is_empty() {
-                crate::shared::term::error(format_args!("not sent: {}", rest.join(", ")));
-            }
+            not_sent(&items[i + 1..]);
             return e.exit_code();
         } else {
             // Another thread is ending the process with its own report.
@@ -171,11 +210,29 @@ fn send_all(tx: &mut Sender, args: &SendArgs) -> i32 {
     code
 }
 
-/// One FILE of the command line: a path, or `-` for stdin under `--name`.
-fn send_one(tx: &mut Sender, path: &Path, stdin_name: &str) -> Result<(), SendError> {
-    if path.as_os_str() != "-" {
-        return tx.send_path(path).map(drop);
+/// Says which files a send that ends early leaves unsent (the first 20 of a long list).
+fn not_sent(rest: &[Item]) {
+    if rest.is_empty() {
+        return;
     }
+    let mut shown: Vec<String> = rest
+        .iter()
+        .take(20)
+        .map(|i| escape_path(i.path()))
+        .collect();
+    if rest.len() > 20 {
+        shown.push(format!("and {} more", rest.len() - 20));
+    }
+    crate::shared::term::error(format_args!("not sent: {}", shown.join(", ")));
+}
+
+/// One item: a path, a tree's file under its relative path, or stdin under `--name`.
+fn send_one(tx: &mut Sender, item: &Item, stdin_name: &str) -> Result<(), SendError> {
+    let path = match item {
+        Item::Path(p) => return tx.send_path(p).map(drop),
+        Item::InTree(e) => return tx.send_path_as(&e.path, &e.name).map(drop),
+        Item::Stdin(p) => p,
+    };
     let stdin = io::stdin()
         .as_fd()
         .try_clone_to_owned()
@@ -295,6 +352,14 @@ pub struct SendArgs {
     pub legacy: bool,
     #[command(flatten)]
     pub verbosity: Verbosity,
+    /// Send every regular file under each directory FILE, sorted, each under its path
+    /// relative to the directory's parent (from inside it for `.`); `recv --keep-path`
+    /// recreates the tree. Symlinks and special files are skipped with a warning
+    #[arg(short = 'r', long, conflicts_with = "legacy")]
+    pub recursive: bool,
+    /// With -r: follow symlinks (a link back to a directory above is still skipped)
+    #[arg(short = 'L', long, requires = "recursive")]
+    pub dereference: bool,
     /// Files to send; `-` is stdin
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,

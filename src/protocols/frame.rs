@@ -820,7 +820,9 @@ impl Channel {
         self.wait_on_peer(&[SemOp::take(sem::REQ)], sem::SENDER, true)?;
         let mut b = [0u8; REQUEST_LEN];
         self.read(REQUEST_OFF, &mut b);
-        Ok(decode_request(&b))
+        let mut path = [0u8; PATH_LEN];
+        self.read(PATH_OFF, &mut path);
+        Ok(decode_request(&b, &path))
     }
 
     /// Starts file `file` of the session: clears the slot table and the trailer, so nothing an
@@ -957,6 +959,11 @@ impl Channel {
     /// # Errors
     /// The channel was removed.
     pub fn send_request(&self, r: &Request) -> Result<(), FrameError> {
+        // The path first: the request that points at it is posted after.
+        let path = encode_path(r);
+        if !path.is_empty() {
+            self.write(PATH_OFF, &path);
+        }
         self.write(REQUEST_OFF, &encode_request(r));
         self.wait(&[SemOp::give(sem::REQ)], None)
     }
@@ -1153,7 +1160,9 @@ impl View {
     pub fn request(&self) -> Result<Request, HeaderError> {
         let mut b = [0u8; REQUEST_LEN];
         self.control.read(REQUEST_OFF, &mut b);
-        decode_request(&b)
+        let mut path = [0u8; PATH_LEN];
+        self.control.read(PATH_OFF, &mut path);
+        decode_request(&b, &path)
     }
 }
 

@@ -61,7 +61,7 @@ pub enum SendError {
     #[error("{}: permission denied", escape_path(.0))]
     /// The file may not be read.
     Unreadable(PathBuf),
-    #[error("{}: is a directory; send the files in it, or `tar c DIR | shmxfer send -`", escape_path(.0))]
+    #[error("{}: is a directory: send it with -r (`recv --keep-path` recreates it), or `tar c DIR | shmxfer send -`", escape_path(.0))]
     /// The path is a directory.
     IsDir(PathBuf),
     #[error("{}: {source}", escape_path(path))]
@@ -149,6 +149,12 @@ pub enum SendError {
         /// What was wrong with it.
         source: frame::HeaderError,
     },
+    #[error("{}: its relative path cannot be sent: every component must be 1 to 255 bytes without NUL, and the path at most 4092 bytes", escape_path(.0))]
+    /// The name to send under is not a relative path the protocol carries.
+    BadPath(PathBuf),
+    #[error("{}: the receiver refused its relative path (it recreates paths with --keep-path, and never an absolute one or one with an empty, `.` or `..` component)", escape_path(.0))]
+    /// The receiver refused the file's relative path as unsafe.
+    PathRefused(PathBuf),
     #[error("{}: interrupted; it was not sent (the receiver discarded what it had)", escape_path(.0))]
     /// A stop was asked for mid-file: the receiver discarded what it had.
     Interrupted(PathBuf),
@@ -167,7 +173,10 @@ impl SendError {
         match self {
             Missing(_) | Unreadable(_) | IsDir(_) | Open { .. } => exit::NOINPUT,
             Read { .. } | WriteFailed { .. } => exit::IOERR,
-            Changed { .. } | Md5 { .. } | Refused { .. } | BadAnswer { .. } => exit::DATAERR,
+            Changed { .. } | Md5 { .. } | Refused { .. } | BadAnswer { .. } | PathRefused(_) => {
+                exit::DATAERR
+            }
+            BadPath(_) => exit::NOINPUT,
             CannotCreate { .. } => exit::CANTCREAT,
             Closed(_) => exit::UNAVAILABLE,
             BadName => exit::USAGE,
@@ -297,14 +306,33 @@ impl Sender {
     /// The input cannot be opened or read, or changed while sent; the receiver refused or
     /// failed it; or the channel failed ([`SendError::is_fatal`]: no later file can go).
     pub fn send_path(&mut self, path: &Path) -> Result<Sent, SendError> {
-        phase::set(phase::INPUT, Some(path));
-        let (file, size, meta) = open_path(path)?;
-        phase::set(phase::IDLE, None);
         let name = path
             .file_name()
             .map(|n| n.as_bytes().to_vec())
             .unwrap_or_default();
-        self.send(path, &name, Input::File(&file), size, meta)
+        self.send_path_as(path, &name)
+    }
+
+    /// Sends the file at `path` under `name`, which may be a relative path (`photos/a.jpg`,
+    /// as `send -r` sends a tree) for a receiver that recreates paths; one that does not
+    /// keeps its last component.
+    ///
+    /// # Errors
+    /// [`SendError::BadPath`] for a name the protocol cannot carry; then as
+    /// [`Sender::send_path`].
+    pub fn send_path_as(&mut self, path: &Path, name: &[u8]) -> Result<Sent, SendError> {
+        let fits = name.len() <= frame::MAX_PATH
+            && !name.contains(&0)
+            && name
+                .split(|&c| c == b'/')
+                .all(|c| c.len() <= frame::MAX_NAME);
+        if !fits {
+            return Err(SendError::BadPath(path.into()));
+        }
+        phase::set(phase::INPUT, Some(path));
+        let (file, size, meta) = open_path(path)?;
+        phase::set(phase::IDLE, None);
+        self.send(path, name, Input::File(&file), size, meta)
     }
 
     /// Sends an open file (a pipe, a terminal, a regular file) under `name`. `size`, if
@@ -768,6 +796,7 @@ fn refusal(path: &Path, o: frame::Outcome) -> SendError {
             errno: o.errno,
         },
         Status::Closed => SendError::Closed(path.into()),
+        Status::BadPath => SendError::PathRefused(path.into()),
         status => SendError::Refused {
             path: path.into(),
             status,

@@ -185,6 +185,94 @@ pub fn safe_name(raw: &[u8]) -> Option<OsString> {
     Some(OsString::from_vec(clean))
 }
 
+/// A sender's relative path (`send -r`), checked for `recv --keep-path`: the directories to
+/// recreate under DIR, and the file's name.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RelPath {
+    /// The directories, outermost first (none for a plain name).
+    pub dirs: Vec<OsString>,
+    /// The file's name.
+    pub name: OsString,
+}
+
+/// Checks a sender's relative path before anything of it is created: never absolute, no
+/// empty, `.` or `..` component, no NUL, no component over 255 bytes, and a file name that is
+/// not shaped like a temporary file.
+///
+/// # Errors
+/// What is wrong with it, in words.
+pub fn rel_path(raw: &[u8]) -> Result<RelPath, &'static str> {
+    if raw.first() == Some(&b'/') {
+        return Err("an absolute path");
+    }
+    if raw.contains(&0) {
+        return Err("a NUL byte");
+    }
+    let mut parts = Vec::new();
+    for p in raw.split(|&c| c == b'/') {
+        match p {
+            [] => return Err("an empty component"),
+            b"." | b".." => return Err("a `.` or `..` component"),
+            p if p.len() > MAX_NAME => return Err("a component over 255 bytes"),
+            p => parts.push(OsString::from_vec(p.to_vec())),
+        }
+    }
+    let name = parts.pop().ok_or("an empty path")?;
+    if looks_temporary(name.as_bytes()) {
+        return Err("a temporary file's name");
+    }
+    Ok(RelPath { dirs: parts, name })
+}
+
+/// A directory under DIR for a relative path, recreated one component at a time without
+/// following a symlink, and held open: a link planted in DIR (or swapped in meanwhile) can
+/// never redirect a write outside it.
+#[derive(Debug)]
+pub struct Subdir {
+    fd: std::os::fd::OwnedFd,
+    shown: PathBuf,
+}
+
+impl Subdir {
+    /// Opens DIR's subdirectory `dirs`, creating what is missing.
+    ///
+    /// # Errors
+    /// A component cannot be created, or something other than a directory (a symlink, a file)
+    /// is in its place: it is not followed.
+    pub fn open(dir: &Path, dirs: &[OsString]) -> io::Result<Subdir> {
+        let mut fd = std::os::fd::OwnedFd::from(File::open(dir)?);
+        let mut shown = dir.to_path_buf();
+        for d in dirs {
+            shown.push(d);
+            fd = sysv::open_subdir(&fd, d).map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP | libc::ENOTDIR) => io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{} is not a directory (a symlink or a file is in the way; never followed)",
+                        crate::shared::text::escape_path(&shown)
+                    ),
+                ),
+                _ => e,
+            })?;
+        }
+        Ok(Subdir { fd, shown })
+    }
+
+    /// A path to the directory itself, through its descriptor.
+    fn via(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    /// Flushes the directory's entries to disk (`--fsync`).
+    ///
+    /// # Errors
+    /// As `fsync(2)`.
+    pub fn sync(&self) -> io::Result<()> {
+        File::open(self.via())?.sync_all()
+    }
+}
+
 /// Whether a name is in the temporary files' namespace: `.shmxfer-…part`. Such a name is
 /// never committed, so a later receiver's clean-up can never take output for a dead
 /// receiver's temporary file.
@@ -297,6 +385,28 @@ impl Namer {
             .join(format!("{}{:02}{}", self.basename, self.next, self.ext))
     }
 
+    /// Names `tmp` `name` in `at` (then `name-1`, `name-2`…), never replacing a file. Returns
+    /// its path as DIR/dirs/name.
+    ///
+    /// # Errors
+    /// The link fails (`EXDEV` if `at` is on another filesystem than DIR).
+    pub fn commit_at(
+        &mut self,
+        tmp: &mut TempFile,
+        at: &Subdir,
+        name: &OsString,
+    ) -> io::Result<PathBuf> {
+        let mut attempt = 0u64;
+        loop {
+            let n = numbered(name, attempt);
+            match tmp.publish(&at.via().join(&n)) {
+                Ok(()) => return Ok(at.shown.join(n)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Names `tmp`: `kept` (made safe by [`safe_name`]) then `kept-1`, `kept-2`…, or without
     /// one the next counter name; never replacing a file (another receiver may write into DIR
     /// too). Returns the name it got.
@@ -331,6 +441,27 @@ fn counter_of(name: &[u8], base: &[u8], ext: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_paths_are_checked_before_use() {
+        let ok = rel_path(b"photos/2026/a b.jpg").unwrap();
+        assert_eq!(ok.dirs, [OsString::from("photos"), OsString::from("2026")]);
+        assert_eq!(ok.name, OsString::from("a b.jpg"));
+        assert_eq!(rel_path(b"plain").unwrap().dirs.len(), 0);
+        for bad in [
+            &b"/etc/passwd"[..],
+            b"../x",
+            b"a/../../x",
+            b"a//b",
+            b"a/./b",
+            b"a/",
+            b"",
+            b"a\0b",
+            b"d/.shmxfer-1-2.part",
+        ] {
+            assert!(rel_path(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
 
     #[test]
     fn hostile_names_stay_inside_dir() {

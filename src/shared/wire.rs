@@ -14,8 +14,9 @@ use crate::sysv::Key;
 
 /// The first 8 bytes of every channel's control segment, written last by its receiver.
 pub const MAGIC: [u8; 8] = *b"SHMXFER\0";
-/// Version 2 tags every per-file message with its session and file (see docs/protocol.md).
-pub const VERSION: u32 = 2;
+/// Version 2 tagged every per-file message with its session and file; version 3 adds the
+/// channel's name (in the info region) and relative paths (the path region). See docs/protocol.md.
+pub const VERSION: u32 = 3;
 /// The first key of the per-user default channels: user `uid`'s is
 /// `USER_KEYS + 2 × (uid mod 2²³)` ([`user_key`]). Keys are even, so a channel's two keys (K for
 /// the control segment and the semaphores, K+1 for the content) are its own; distinct for every
@@ -119,6 +120,12 @@ pub const SESSION_OFF: usize = RESPONSE_OFF + 304;
 pub const FILE_OFF: usize = RESPONSE_OFF + 308;
 /// Where the slot table (one descriptor per content slot) starts.
 pub const SLOTS_OFF: usize = 1024;
+/// Where the path region starts: a request's relative path, when its name is one.
+pub const PATH_OFF: usize = 12288;
+/// The path region's length: a 4-byte length, then the path.
+pub const PATH_LEN: usize = 4096;
+/// The longest relative path a request carries.
+pub const MAX_PATH: usize = PATH_LEN - 4;
 /// One slot descriptor's length.
 pub const SLOT_DESC_LEN: usize = 32;
 
@@ -328,6 +335,8 @@ pub struct Request {
 const UNKNOWN_SIZE: u64 = u64::MAX;
 const REQ_MD5: u32 = 1;
 const REQ_META: u32 = 2;
+/// The name is a relative path: whole in the path region, its last component in the request.
+const REQ_PATH: u32 = 4;
 
 /// Encodes a request.
 pub fn encode_request(r: &Request) -> [u8; REQUEST_LEN] {
@@ -345,19 +354,39 @@ pub fn encode_request(r: &Request) -> [u8; REQUEST_LEN] {
         wr_u64(&mut b, 24, m.mtime_sec as u64);
         wr_u32(&mut b, 32, m.mtime_nsec);
     }
+    let name = match r.name.iter().rposition(|&c| c == b'/') {
+        Some(i) => {
+            flags |= REQ_PATH;
+            &r.name[i + 1..]
+        }
+        None => &r.name[..],
+    };
     wr_u32(&mut b, 16, flags);
-    let name = &r.name[..r.name.len().min(MAX_NAME)];
+    let name = &name[..name.len().min(MAX_NAME)];
     wr_u32(&mut b, 36, name.len() as u32);
     b[40..40 + name.len()].copy_from_slice(name);
     wr_u32(&mut b, 296, r.session);
     b
 }
 
-/// Decodes a request, checking every field.
+/// The path region for a request whose name is a relative path (it holds a `/`): its length,
+/// then its bytes (at most [`MAX_PATH`]); empty for a plain name, which needs none.
+pub fn encode_path(r: &Request) -> Vec<u8> {
+    if !r.name.contains(&b'/') {
+        return Vec::new();
+    }
+    let path = &r.name[..r.name.len().min(MAX_PATH)];
+    let mut b = (path.len() as u32).to_ne_bytes().to_vec();
+    b.extend_from_slice(path);
+    b
+}
+
+/// Decodes a request, checking every field; `path` is the path region, read only when the
+/// request says its name is a path.
 ///
 /// # Errors
-/// The region is too small, or a field is out of range (an unknown op, a name too long).
-pub fn decode_request(b: &[u8]) -> Result<Request, HeaderError> {
+/// A region is too small, or a field is out of range (an unknown op, a name too long).
+pub fn decode_request(b: &[u8], path: &[u8]) -> Result<Request, HeaderError> {
     if b.len() < REQUEST_LEN {
         return Err(HeaderError::TooSmall { size: b.len() });
     }
@@ -368,7 +397,7 @@ pub fn decode_request(b: &[u8]) -> Result<Request, HeaderError> {
         v => return Err(field("request op", v.into())),
     };
     let flags = rd_u32(b, 16);
-    if flags & !(REQ_MD5 | REQ_META) != 0 {
+    if flags & !(REQ_MD5 | REQ_META | REQ_PATH) != 0 {
         return Err(field("request flags", flags.into()));
     }
     let meta = if flags & REQ_META != 0 {
@@ -392,6 +421,11 @@ pub fn decode_request(b: &[u8]) -> Result<Request, HeaderError> {
     if name_len > MAX_NAME {
         return Err(field("name length", name_len as u64));
     }
+    let name = if flags & REQ_PATH != 0 {
+        decode_path(path)?
+    } else {
+        b[40..40 + name_len].to_vec()
+    };
     let size = rd_u64(b, 8);
     Ok(Request {
         op,
@@ -399,9 +433,23 @@ pub fn decode_request(b: &[u8]) -> Result<Request, HeaderError> {
         size: (size != UNKNOWN_SIZE).then_some(size),
         md5: flags & REQ_MD5 != 0,
         meta,
-        name: b[40..40 + name_len].to_vec(),
+        name,
         session: rd_u32(b, 296),
     })
+}
+
+fn decode_path(b: &[u8]) -> Result<Vec<u8>, HeaderError> {
+    if b.len() < 4 {
+        return Err(HeaderError::TooSmall { size: b.len() });
+    }
+    let len = rd_u32(b, 0) as usize;
+    if len > MAX_PATH || 4 + len > b.len() {
+        return Err(HeaderError::Field {
+            field: "path length",
+            value: len as u64,
+        });
+    }
+    Ok(b[4..4 + len].to_vec())
 }
 
 /// What the receiver says about the current request.
@@ -427,6 +475,9 @@ pub enum Status {
     LengthMismatch,
     /// The receiver takes no more files (`--once` and it has its one).
     Closed,
+    /// The receiver recreates relative paths (`--keep-path`) and this one is unsafe: absolute,
+    /// with an empty, `.` or `..` component, or a NUL.
+    BadPath,
 }
 
 impl Status {
@@ -448,6 +499,7 @@ impl Status {
             BadRequest,
             LengthMismatch,
             Closed,
+            BadPath,
         ]
         .get(c as usize)
         .copied()
@@ -756,7 +808,7 @@ mod tests {
             name: b"photo.jpg".to_vec(),
             session: 77,
         };
-        assert_eq!(decode_request(&encode_request(&r)), Ok(r.clone()));
+        assert_eq!(decode_request(&encode_request(&r), &[]), Ok(r.clone()));
         let s = Request {
             size: None,
             meta: None,
@@ -764,7 +816,35 @@ mod tests {
             op: Op::Bye,
             ..r
         };
-        assert_eq!(decode_request(&encode_request(&s)), Ok(s));
+        assert_eq!(decode_request(&encode_request(&s), &[]), Ok(s));
+    }
+
+    #[test]
+    fn a_relative_path_travels_whole_in_the_path_region() {
+        let r = Request {
+            op: Op::File,
+            sender_pid: 1,
+            size: Some(3),
+            md5: false,
+            meta: None,
+            name: b"photos/2026/a b.jpg".to_vec(),
+            session: 1,
+        };
+        let req = encode_request(&r);
+        let path = encode_path(&r);
+        assert_eq!(&req[40..47], b"a b.jpg");
+        assert_eq!(decode_request(&req, &path), Ok(r.clone()));
+        // A path length past the region is refused, not read.
+        let mut bad = path.clone();
+        bad[..4].copy_from_slice(&5000u32.to_ne_bytes());
+        assert!(decode_request(&req, &bad).is_err());
+        assert!(
+            encode_path(&Request {
+                name: b"plain".to_vec(),
+                ..r
+            })
+            .is_empty()
+        );
     }
 
     #[test]
@@ -781,7 +861,7 @@ mod tests {
         let mut b = encode_request(&r);
         b[36..40].copy_from_slice(&10_000u32.to_ne_bytes());
         assert_eq!(
-            decode_request(&b),
+            decode_request(&b, &[]),
             Err(HeaderError::Field {
                 field: "name length",
                 value: 10_000
@@ -789,7 +869,7 @@ mod tests {
         );
         let mut b = encode_request(&r);
         b[4..8].copy_from_slice(&7u32.to_ne_bytes());
-        assert!(decode_request(&b).is_err());
+        assert!(decode_request(&b, &[]).is_err());
     }
 
     #[test]
@@ -804,7 +884,7 @@ mod tests {
             session: 1,
         };
         assert_eq!(
-            decode_request(&encode_request(&r)).unwrap().name.len(),
+            decode_request(&encode_request(&r), &[]).unwrap().name.len(),
             MAX_NAME
         );
     }

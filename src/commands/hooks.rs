@@ -1,0 +1,282 @@
+//! `recv --exec`: a command run once per committed file, after the commit, never on a partial
+//! file. Workers (`--jobs N`, default 1) take the files in arrival order from a queue, so the
+//! receiver never waits for a command: a sender's exit means "committed", not "processed".
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::shared::text::{escape, escape_path};
+
+/// One committed file, as `--json` prints it and `--exec` sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Committed {
+    /// Where it was committed.
+    #[serde(serialize_with = "lossy_path")]
+    pub path: PathBuf,
+    /// The sender's name for it (a relative path with `send -r`).
+    #[serde(serialize_with = "lossy_bytes")]
+    pub name: Vec<u8>,
+    /// Its size.
+    pub size: u64,
+    /// Its MD5 in hex, when verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+    /// The sender's pid, as it says.
+    pub sender_pid: i32,
+    /// The sender's mtime (Unix seconds, fractional), when it sent one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<f64>,
+}
+
+fn lossy_path<S: serde::Serializer>(p: &std::path::Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
+}
+
+fn lossy_bytes<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(b))
+}
+
+impl Committed {
+    /// The environment a command gets: `SHMXFER_PATH`, `_NAME`, `_SIZE`, `_SENDER_PID`, and
+    /// `_MD5`, `_MTIME` when known.
+    fn env(&self) -> Vec<(&'static str, OsString)> {
+        let mut v = vec![
+            ("SHMXFER_PATH", self.path.clone().into_os_string()),
+            ("SHMXFER_NAME", OsString::from_vec(self.name.clone())),
+            ("SHMXFER_SIZE", self.size.to_string().into()),
+            ("SHMXFER_SENDER_PID", self.sender_pid.to_string().into()),
+        ];
+        if let Some(m) = &self.md5 {
+            v.push(("SHMXFER_MD5", m.into()));
+        }
+        if let Some(t) = self.mtime {
+            v.push(("SHMXFER_MTIME", t.to_string().into()));
+        }
+        v
+    }
+}
+
+/// `{}` in an argument becomes the committed path, `{/}` its file name.
+fn substitute(arg: &OsStr, c: &Committed) -> OsString {
+    let path = c.path.as_os_str().as_bytes();
+    let base = c.path.file_name().map_or(path, |n| n.as_bytes());
+    let (a, mut out) = (arg.as_bytes(), Vec::new());
+    let mut i = 0;
+    while i < a.len() {
+        if a[i..].starts_with(b"{/}") {
+            out.extend_from_slice(base);
+            i += 3;
+        } else if a[i..].starts_with(b"{}") {
+            out.extend_from_slice(path);
+            i += 2;
+        } else {
+            out.push(a[i]);
+            i += 1;
+        }
+    }
+    OsString::from_vec(out)
+}
+
+/// The command runner: a queue and `jobs` workers.
+pub struct Hooks {
+    tx: Option<mpsc::Sender<Committed>>,
+    workers: Vec<JoinHandle<()>>,
+    state: Arc<State>,
+}
+
+#[derive(Default)]
+struct State {
+    failed: AtomicUsize,
+    /// Files taken off the queue and not yet done, by the pid running for each.
+    running: Mutex<HashMap<u32, PathBuf>>,
+    /// Set on a stop: workers take nothing more off the queue.
+    stopping: std::sync::atomic::AtomicBool,
+    /// Files never started because of a stop.
+    skipped: Mutex<Vec<PathBuf>>,
+}
+
+impl Hooks {
+    /// Starts `jobs` workers for `cmd` (program, then arguments).
+    pub fn start(cmd: Vec<OsString>, jobs: usize) -> Hooks {
+        let (tx, rx) = mpsc::channel::<Committed>();
+        let rx = Arc::new(Mutex::new(rx));
+        let state = Arc::new(State::default());
+        let cmd = Arc::new(cmd);
+        let workers = (0..jobs.max(1))
+            .map(|_| {
+                let (rx, state, cmd) = (rx.clone(), state.clone(), cmd.clone());
+                std::thread::spawn(move || worker(&rx, &state, &cmd))
+            })
+            .collect();
+        Hooks {
+            tx: Some(tx),
+            workers,
+            state,
+        }
+    }
+
+    /// Queues the command for a committed file.
+    pub fn run(&self, c: Committed) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(c);
+        }
+    }
+
+    /// Waits for every queued command (the receiver ended on its own: `--once`). Returns how
+    /// many failed.
+    pub fn finish(mut self) -> usize {
+        drop(self.tx.take());
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        self.state.failed.load(Ordering::SeqCst)
+    }
+
+    /// On a stop: starts nothing more, waits up to `bound` for the commands running, then
+    /// sends them SIGTERM; says what it does on stderr. Returns how many failed.
+    pub fn stop(mut self, bound: Duration) -> usize {
+        self.state.stopping.store(true, Ordering::SeqCst);
+        drop(self.tx.take());
+        let running = self.state.running.lock().map(|r| r.len()).unwrap_or(0);
+        if running > 0 {
+            crate::shared::term::warn(
+                false,
+                format_args!(
+                    "waiting up to {}s for {running} running --exec command(s)",
+                    bound.as_secs()
+                ),
+            );
+        }
+        let t = Instant::now();
+        while t.elapsed() < bound && self.workers.iter().any(|w| !w.is_finished()) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Ok(r) = self.state.running.lock() {
+            for (pid, path) in r.iter() {
+                crate::shared::term::warn(
+                    false,
+                    format_args!(
+                        "--exec for {} still running: terminated it",
+                        escape_path(path)
+                    ),
+                );
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        if let Ok(s) = self.state.skipped.lock()
+            && !s.is_empty()
+        {
+            let list: Vec<String> = s.iter().map(|p| escape_path(p)).collect();
+            crate::shared::term::warn(
+                false,
+                format_args!("--exec not run (stopped first) for: {}", list.join(", ")),
+            );
+        }
+        self.state.failed.load(Ordering::SeqCst)
+    }
+}
+
+fn worker(rx: &Mutex<mpsc::Receiver<Committed>>, state: &State, cmd: &[OsString]) {
+    loop {
+        let next = match rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(c) = next else { return };
+        if state.stopping.load(Ordering::SeqCst) {
+            if let Ok(mut s) = state.skipped.lock() {
+                s.push(c.path);
+            }
+            continue;
+        }
+        if !run_one(state, cmd, &c) {
+            state.failed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Runs the command for one file, reporting a failure on stderr; returns whether it succeeded.
+fn run_one(state: &State, cmd: &[OsString], c: &Committed) -> bool {
+    let mut argv = cmd.iter().map(|a| substitute(a, c));
+    let Some(program) = argv.next() else {
+        return false;
+    };
+    let shown = escape(program.as_bytes());
+    let child = Command::new(&program)
+        .args(argv)
+        .envs(c.env())
+        .stdin(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(ch) => ch,
+        Err(e) => {
+            crate::shared::term::warn(
+                false,
+                format_args!(
+                    "--exec: cannot run {shown} for {}: {e}",
+                    escape_path(&c.path)
+                ),
+            );
+            return false;
+        }
+    };
+    if let Ok(mut r) = state.running.lock() {
+        r.insert(child.id(), c.path.clone());
+    }
+    let status = child.wait();
+    if let Ok(mut r) = state.running.lock() {
+        r.remove(&child.id());
+    }
+    match status {
+        Ok(s) if s.success() => true,
+        Ok(s) => {
+            crate::shared::term::warn(
+                false,
+                format_args!("--exec: {shown} for {} failed: {s}", escape_path(&c.path)),
+            );
+            false
+        }
+        Err(e) => {
+            crate::shared::term::warn(false, format_args!("--exec: {shown}: {e}"));
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn braces_become_the_path_and_the_file_name() {
+        let c = Committed {
+            path: "out/photos/a b.jpg".into(),
+            name: b"photos/a b.jpg".to_vec(),
+            size: 3,
+            md5: None,
+            sender_pid: 1,
+            mtime: None,
+        };
+        assert_eq!(substitute(OsStr::new("{}"), &c), "out/photos/a b.jpg");
+        assert_eq!(
+            substitute(OsStr::new("thumbs/{/}.png"), &c),
+            "thumbs/a b.jpg.png"
+        );
+        assert_eq!(substitute(OsStr::new("x{y}z"), &c), "x{y}z");
+    }
+}
