@@ -739,6 +739,10 @@ impl SemSet {
     pub fn waiting(&self, num: u16) -> Result<i32> {
         self.ctl(num, libc::GETNCNT, "semctl(GETNCNT)")
     }
+    /// How many processes are blocked waiting for this semaphore to be 0.
+    pub fn zero_waiting(&self, num: u16) -> Result<i32> {
+        self.ctl(num, libc::GETZCNT, "semctl(GETZCNT)")
+    }
     /// The pid of the last process to operate on this semaphore.
     pub fn last_pid(&self, num: u16) -> Result<i32> {
         self.ctl(num, libc::GETPID, "semctl(GETPID)")
@@ -1060,6 +1064,14 @@ pub fn open_subdir(
     }
     let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     Ok(nix::fcntl::openat(parent, name, flags, Mode::empty())?)
+}
+
+/// The group name for a gid, through NSS; the number where there is none.
+pub fn group_name(gid: u32) -> String {
+    match nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) {
+        Ok(Some(g)) => g.name,
+        _ => gid.to_string(),
+    }
 }
 
 /// The uid of the user called `name`, through NSS.

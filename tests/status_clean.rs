@@ -448,3 +448,106 @@ fn listing_objects_never_attaches_to_them_and_json_keeps_to_the_kinds_asked_for(
     let j = status_json(&["--key", &env.key_arg()]);
     assert_eq!(j["channels"].as_array().map(Vec::len), Some(1), "{j}");
 }
+
+/// The rows of a table whose first field is a number, split on whitespace.
+fn numeric_rows(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+        .filter(|f| f.first().is_some_and(|x| x.parse::<u64>().is_ok()))
+        .collect()
+}
+
+#[test]
+fn status_i_shows_each_semaphore_as_ipcs_s_i_does() {
+    let set = Made::new(&["-S", "3"], 's');
+    let sems = shmxfer::sysv::SemSet::from_id(set.id);
+    sems.set(1, 5).unwrap();
+    let o = shmxfer(&["status", "-s", "-i", &set.id.to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let theirs = Command::new("ipcs")
+        .args(["-s", "-i", &set.id.to_string()])
+        .output()
+        .unwrap();
+    let theirs = numeric_rows(&String::from_utf8_lossy(&theirs.stdout));
+    assert_eq!(numeric_rows(&stdout(&o)), theirs, "{}", stdout(&o));
+    assert_eq!(theirs[1][1], "5");
+    // No such id: a clear error, exit 1.
+    let o = shmxfer(&["status", "-i", "2147483647"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no IPC object with id"), "{}", stderr(&o));
+}
+
+#[test]
+fn status_u_counts_what_ipcs_u_counts() {
+    let _set = Made::new(&["-S", "2"], 's');
+    let _seg = Made::new(&["-M", "10000"], 'm');
+    let pick = |text: &str, label: &str| {
+        text.lines()
+            .find(|l| l.starts_with(label))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+    };
+    // Other tests make and remove objects meanwhile: the two must agree at some moment.
+    let agree = (0..50).any(|_| {
+        let ours = stdout(&shmxfer(&["status", "-u"]));
+        let theirs = Command::new("ipcs").arg("-u").output().unwrap();
+        let theirs = String::from_utf8_lossy(&theirs.stdout).into_owned();
+        let same = ["used arrays", "allocated semaphores", "segments allocated", "pages allocated"]
+            .iter()
+            .all(|l| pick(&ours, l).is_some() && pick(&ours, l) == pick(&theirs, l));
+        if !same {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        same
+    });
+    assert!(agree, "{}", stdout(&shmxfer(&["status", "-u"])));
+}
+
+#[test]
+fn status_c_names_creators_and_owners_as_ipcs_c() {
+    let seg = Made::new(&["-M", "4096", "-p", "0640"], 'm');
+    let row = |text: &str| {
+        numeric_rows(text)
+            .into_iter()
+            .find(|f| f[0] == seg.id.to_string())
+            .unwrap()
+    };
+    let ours = row(&stdout(&shmxfer(&["status", "-m", "-c"])));
+    let theirs = Command::new("ipcs").args(["-m", "-c"]).output().unwrap();
+    let theirs = row(&String::from_utf8_lossy(&theirs.stdout));
+    // ipcs -c: shmid perms cuid cgid uid gid; ours: shmid owner perms cuid cgid uid gid.
+    assert_eq!(ours[2..], theirs[1..], "{ours:?} vs {theirs:?}");
+}
+
+#[test]
+fn format_flags_combine_and_sizes_are_bytes_unless_human() {
+    let seg = Made::new(&["-M", "8192"], 'm');
+    let _set = Made::new(&["-S", "1"], 's');
+    let o = shmxfer(&["status", "-t", "-p"]);
+    let text = stdout(&o);
+    let header = text
+        .lines()
+        .skip_while(|l| !l.starts_with("------ Shared Memory"))
+        .nth(1)
+        .unwrap();
+    for c in ["attached", "changed", "cpid", "lpid"] {
+        assert!(header.contains(c), "{header}");
+    }
+    // -t applies to semaphore sets, so they stay; -p alone would drop them, as ipcs does.
+    assert!(text.contains("------ Semaphore Arrays Times"), "{text}");
+    assert!(!stdout(&shmxfer(&["status", "-p"])).contains("Semaphore"));
+    let bytes = |args: &[&str]| {
+        stdout(&shmxfer(args))
+            .lines()
+            .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .find(|f| f.get(1) == Some(&seg.id.to_string()))
+            .map(|f| f[4].clone())
+    };
+    assert_eq!(bytes(&["status", "-m"]).as_deref(), Some("8192"));
+    assert_eq!(bytes(&["status", "-m", "-b"]).as_deref(), Some("8192"));
+    let human = stdout(&shmxfer(&["status", "-m", "--human"]));
+    let line = human
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(&seg.id.to_string()))
+        .unwrap();
+    assert!(line.contains("8.0K"), "{line}");
+}

@@ -101,7 +101,7 @@ impl Error {
             Error::Recv(e) => e.exit_code(),
             Error::Send(e) => e.exit_code(),
             Error::Clean(e) => e.exit_code(),
-            Error::Status(_) => exit::OSERR,
+            Error::Status(e) => e.exit_code(),
             Error::Legacy(e) => e.exit_code(),
             Error::Usage(_) => exit::USAGE,
             Error::Said(code) => *code,

@@ -8,11 +8,23 @@ use clap::Args;
 
 use crate::protocols::inventory::{
     ChannelRow, ChannelState, InventoryError, MsgRow, Parts, Role, SemRow, ShmRow, Snapshot,
-    snapshot,
+    semaphores, snapshot,
 };
 use crate::shared::exit;
 use crate::shared::wire::Address;
 use crate::sysv::{self, Key};
+
+impl StatusError {
+    /// The exit code `status` ends with for this.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StatusError::NoSuchId(_) => exit::FAILURE,
+            StatusError::Read(_, e) if e.is_permission() => exit::NOPERM,
+            StatusError::Json(_) => exit::IOERR,
+            _ => exit::OSERR,
+        }
+    }
+}
 
 /// Why `status` failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +35,12 @@ pub enum StatusError {
     /// The JSON could not be written.
     #[error("cannot write JSON: {0}")]
     Json(serde_json::Error),
+    /// `-i ID` matched no object.
+    #[error("no IPC object with id {0} (of the kinds asked for): see `shmxfer status` for the ids")]
+    NoSuchId(i32),
+    /// A semaphore set could not be read.
+    #[error("cannot read semaphore set {0}: {1}")]
+    Read(i32, crate::sysv::SysvError),
 }
 
 pub fn human(n: u64) -> String {
@@ -66,20 +84,39 @@ pub fn when(t: i64) -> String {
 
 pub fn run(args: StatusArgs) -> super::Outcome {
     let all = !(args.shm || args.sem || args.queues);
+    let mut out = String::new();
     if args.limits {
-        let mut out = String::new();
         limits(&mut out, all, &args);
-        let _ = crate::shared::term::out_line(out.trim_end_matches('\n'));
-        return Ok(exit::OK);
+    } else if args.summary {
+        summary(&mut out, all, &args)?;
+    } else if let Some(id) = args.id {
+        detail(&mut out, id, all, &args)?;
+    } else {
+        let snap = listing(all, &args)?;
+        if args.json {
+            let text = serde_json::to_string_pretty(&snap).map_err(StatusError::Json)?;
+            crate::shared::term::out_line(&text);
+            return Ok(exit::OK);
+        }
+        render(&mut out, &snap, &args);
     }
-    // The channels' states are read only in the full view: listing objects never attaches.
+    // One write: into a closed pipe it fails once, quietly.
+    let _ = crate::shared::term::out_line(out.trim_end_matches('\n'));
+    Ok(exit::OK)
+}
+
+/// The objects (and, in the default view, the channels) the flags ask for, `--key`'s only.
+fn listing(all: bool, args: &StatusArgs) -> Result<Snapshot, StatusError> {
+    let groups = args.time || args.pid || args.creator;
+    // The channels' states are read only in the default view: listing objects never attaches.
     let parts = Parts {
         shm: all || args.shm,
-        sem: (all || args.sem) && (!args.pid || args.json),
+        // ipcs -p has no semaphore section: a set keeps no creator or last pid of its own.
+        sem: (all || args.sem) && (args.json || !args.pid || args.time || args.creator),
         msg: all || args.queues,
-        channels: all && !args.time && !args.pid,
+        channels: all && !groups,
     };
-    let mut snap = snapshot(parts).map_err(StatusError::from)?;
+    let mut snap = snapshot(parts)?;
     if let Some(k) = args.key.as_ref().map(|a| a.key) {
         let near = |key: u32| key == k.0 || Some(Key(key)) == k.offset(1);
         if let Some(v) = snap.shm.as_mut() {
@@ -95,24 +132,15 @@ pub fn run(args: StatusArgs) -> super::Outcome {
             v.retain(|c| c.key == k.0);
         }
     }
-    if args.json {
-        let text = serde_json::to_string_pretty(&snap).map_err(StatusError::Json)?;
-        crate::shared::term::out_line(&text);
-        return Ok(exit::OK);
-    }
-    let mut out = String::new();
-    render(&mut out, &snap, &args);
-    // One write: into a closed pipe it fails once, quietly.
-    let _ = crate::shared::term::out_line(out.trim_end_matches('\n'));
-    Ok(exit::OK)
+    Ok(snap)
 }
 
-fn size(n: u64, bytes: bool) -> String {
-    if bytes { n.to_string() } else { human(n) }
+fn size(n: u64, human_units: bool) -> String {
+    if human_units { human(n) } else { n.to_string() }
 }
 
-/// One column of a view: its header, its least width, and how a row shows in it (`bytes`:
-/// sizes in bytes rather than human units).
+/// One column of a view: its header, its least width, and how a row shows in it (`human`:
+/// sizes in human units rather than bytes).
 struct Column<R> {
     name: &'static str,
     width: usize,
@@ -126,10 +154,10 @@ const fn col<R>(name: &'static str, width: usize, cell: fn(&R, bool) -> String) 
 /// Writes one section as ipcs lays it out: a title, a header row, then one row per object,
 /// each column left-aligned. A column is as wide as its widest cell, so a long value never
 /// shifts the columns after it.
-fn section<R>(out: &mut String, title: &str, cols: &[Column<R>], rows: &[R], bytes: bool) {
+fn section<R>(out: &mut String, title: &str, cols: &[&Column<R>], rows: &[R], human: bool) {
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| cols.iter().map(|c| (c.cell)(r, bytes)).collect())
+        .map(|r| cols.iter().map(|c| (c.cell)(r, human)).collect())
         .collect();
     let widths: Vec<usize> = cols
         .iter()
@@ -177,65 +205,118 @@ fn mark(role: Option<Role>) -> String {
     }
 }
 
-const MSG: &[Column<MsgRow>] = &[
-    col("key", 10, |r, _| hex_key(r.key)),
-    col("msqid", 10, |r, _| r.id.to_string()),
-    col("owner", 10, |r, _| r.owner.clone()),
-    col("perms", 10, |r, _| r.perms.clone()),
-    col("used-bytes", 12, |r, b| size(r.used_bytes, b)),
-    col("messages", 10, |r, _| r.messages.to_string()),
-];
-const MSG_TIME: &[Column<MsgRow>] = &[
-    col("msqid", 10, |r, _| r.id.to_string()),
-    col("owner", 10, |r, _| r.owner.clone()),
-    col("perms", 10, |r, _| r.perms.clone()),
-    col("send", 20, |r, _| when(r.stime)),
-    col("recv", 20, |r, _| when(r.rtime)),
-    col("change", 20, |r, _| when(r.ctime)),
-];
-const MSG_PID: &[Column<MsgRow>] = &[
-    col("msqid", 10, |r, _| r.id.to_string()),
-    col("owner", 10, |r, _| r.owner.clone()),
-    col("lspid", 10, |r, _| r.lspid.to_string()),
-    col("lrpid", 10, |r, _| r.lrpid.to_string()),
-];
-const SHM: &[Column<ShmRow>] = &[
-    col("key", 10, |r, _| hex_key(r.key)),
-    col("shmid", 10, |r, _| r.id.to_string()),
-    col("owner", 10, |r, _| r.owner.clone()),
-    col("perms", 10, |r, _| r.perms.clone()),
-    col("bytes", 10, |r, b| size(r.bytes, b)),
-    col("nattch", 10, |r, _| r.nattch.to_string()),
-    col("status", 12, |r, _| r.status.join(",")),
-    col("what", 0, |r, _| mark(r.role)),
-];
-const SHM_TIME: &[Column<ShmRow>] = &[
-    col("shmid", 10, |r, _| r.id.to_string()),
-    col("owner", 10, |r, _| r.owner.clone()),
-    col("attached", 20, |r, _| when(r.atime)),
-    col("detached", 20, |r, _| when(r.dtime)),
-    col("changed", 20, |r, _| when(r.ctime)),
-];
-const SHM_PID: &[Column<ShmRow>] = &[
-    col("shmid", 10, |r, _| r.id.to_string()),
-    col("owner", 10, |r, _| r.owner.clone()),
-    col("cpid", 10, |r, _| r.cpid.to_string()),
-    col("lpid", 10, |r, _| r.lpid.to_string()),
-];
-const SEM: &[Column<SemRow>] = &[
-    col("key", 10, |r, _| hex_key(r.key)),
-    col("semid", 10, |r, _| r.id.to_string()),
-    col("owner", 10, |r, _| r.owner.clone()),
-    col("perms", 10, |r, _| r.perms.clone()),
-    col("nsems", 10, |r, _| r.nsems.to_string()),
-    col("what", 0, |r, _| mark(r.role)),
-];
-const SEM_TIME: &[Column<SemRow>] = &[
-    col("semid", 10, |r, _| r.id.to_string()),
-    col("owner", 10, |r, _| r.owner.clone()),
-    col("last-op", 20, |r, _| when(r.otime)),
-    col("last-changed", 20, |r, _| when(r.ctime)),
-];
+/// The column groups of one kind: its default view, its identity (always shown when groups
+/// are asked for), and the groups `-t`, `-p`, `-c` add. ipcs shows only the last of those
+/// flags; here they combine, in that order.
+struct Views<R: 'static> {
+    default: &'static [Column<R>],
+    id: &'static [Column<R>],
+    time: &'static [Column<R>],
+    pid: &'static [Column<R>],
+    creator: &'static [Column<R>],
+}
+
+impl<R> Views<R> {
+    fn pick(&self, a: &StatusArgs) -> Vec<&Column<R>> {
+        if !(a.time || a.pid || a.creator) {
+            return self.default.iter().collect();
+        }
+        let groups = [
+            (a.time, self.time),
+            (a.pid, self.pid),
+            (a.creator, self.creator),
+        ];
+        let extra = groups
+            .iter()
+            .filter(|(on, _)| *on)
+            .flat_map(|(_, g)| g.iter());
+        self.id.iter().chain(extra).collect()
+    }
+}
+
+/// The creator group, the same for every kind (as `ipcs -c`: names where NSS knows them).
+macro_rules! creator_cols {
+    ($r:ty) => {
+        &[
+            col("perms", 10, |r: &$r, _| r.perms.clone()),
+            col("cuid", 10, |r: &$r, _| sysv::user_name(r.cuid)),
+            col("cgid", 10, |r: &$r, _| sysv::group_name(r.cgid)),
+            col("uid", 10, |r: &$r, _| sysv::user_name(r.uid)),
+            col("gid", 10, |r: &$r, _| sysv::group_name(r.gid)),
+        ]
+    };
+}
+
+const MSG: Views<MsgRow> = Views {
+    default: &[
+        col("key", 10, |r, _| hex_key(r.key)),
+        col("msqid", 10, |r, _| r.id.to_string()),
+        col("owner", 10, |r, _| r.owner.clone()),
+        col("perms", 10, |r, _| r.perms.clone()),
+        col("used-bytes", 12, |r, h| size(r.used_bytes, h)),
+        col("messages", 10, |r, _| r.messages.to_string()),
+    ],
+    id: &[
+        col("msqid", 10, |r, _| r.id.to_string()),
+        col("owner", 10, |r, _| r.owner.clone()),
+    ],
+    time: &[
+        col("send", 20, |r, _| when(r.stime)),
+        col("recv", 20, |r, _| when(r.rtime)),
+        col("change", 20, |r, _| when(r.ctime)),
+    ],
+    pid: &[
+        col("lspid", 10, |r, _| r.lspid.to_string()),
+        col("lrpid", 10, |r, _| r.lrpid.to_string()),
+    ],
+    creator: creator_cols!(MsgRow),
+};
+const SHM: Views<ShmRow> = Views {
+    default: &[
+        col("key", 10, |r, _| hex_key(r.key)),
+        col("shmid", 10, |r, _| r.id.to_string()),
+        col("owner", 10, |r, _| r.owner.clone()),
+        col("perms", 10, |r, _| r.perms.clone()),
+        col("bytes", 10, |r, h| size(r.bytes, h)),
+        col("nattch", 10, |r, _| r.nattch.to_string()),
+        col("status", 12, |r, _| r.status.join(",")),
+        col("what", 0, |r, _| mark(r.role)),
+    ],
+    id: &[
+        col("shmid", 10, |r, _| r.id.to_string()),
+        col("owner", 10, |r, _| r.owner.clone()),
+    ],
+    time: &[
+        col("attached", 20, |r, _| when(r.atime)),
+        col("detached", 20, |r, _| when(r.dtime)),
+        col("changed", 20, |r, _| when(r.ctime)),
+    ],
+    pid: &[
+        col("cpid", 10, |r, _| r.cpid.to_string()),
+        col("lpid", 10, |r, _| r.lpid.to_string()),
+    ],
+    creator: creator_cols!(ShmRow),
+};
+const SEM: Views<SemRow> = Views {
+    default: &[
+        col("key", 10, |r, _| hex_key(r.key)),
+        col("semid", 10, |r, _| r.id.to_string()),
+        col("owner", 10, |r, _| r.owner.clone()),
+        col("perms", 10, |r, _| r.perms.clone()),
+        col("nsems", 10, |r, _| r.nsems.to_string()),
+        col("what", 0, |r, _| mark(r.role)),
+    ],
+    id: &[
+        col("semid", 10, |r, _| r.id.to_string()),
+        col("owner", 10, |r, _| r.owner.clone()),
+    ],
+    time: &[
+        col("last-op", 20, |r, _| when(r.otime)),
+        col("last-changed", 20, |r, _| when(r.ctime)),
+    ],
+    pid: &[],
+    creator: creator_cols!(SemRow),
+};
 const CHANNELS: &[Column<ChannelRow>] = &[
     col("key", 10, |c, _| hex_key(c.key)),
     col("name", 0, |c, _| {
@@ -250,62 +331,51 @@ const CHANNELS: &[Column<ChannelRow>] = &[
         _ => c.receiver_pid.to_string(),
     }),
     col("mode", 6, |c, _| c.mode.clone()),
-    col("slots", 12, |c, b| {
-        format!("{} x {}", c.slot_count, size(c.slot_size, b))
+    col("slots", 12, |c, h| {
+        format!("{} x {}", c.slot_count, size(c.slot_size, h))
     }),
-    col("transfer", 0, |c, b| {
+    col("transfer", 0, |c, h| {
         c.transfer.as_ref().map_or(String::new(), |t| {
             // Progress is read live: never show more done than the total.
             let done = t.total.map_or(t.bytes_done, |n| t.bytes_done.min(n));
-            let total = t.total.map_or("?".into(), |n| size(n, b));
+            let total = t.total.map_or("?".into(), |n| size(n, h));
             format!(
                 "{} {}/{total} from pid {}",
                 crate::shared::text::escape(t.name.as_bytes()),
-                size(done, b),
+                size(done, h),
                 t.sender_pid
             )
         })
     }),
 ];
 
-/// The object sections and the channels, in the layout the flags ask for (`-t` times, `-p`
-/// pids, else the default; `-m`/`-s`/`-q` pick sections).
+/// The object sections and the channels, with the column groups the flags ask for.
 fn render(out: &mut String, s: &Snapshot, a: &StatusArgs) {
-    let b = a.bytes;
-    fn pick<'c, R>(
-        a: &StatusArgs,
-        time: &'c [Column<R>],
-        pid: &'c [Column<R>],
-        default: &'c [Column<R>],
-    ) -> &'c [Column<R>] {
-        if a.time {
-            time
-        } else if a.pid {
-            pid
-        } else {
-            default
+    let h = a.human;
+    let titled = |base: &'static str| -> String {
+        match (a.time, a.pid, a.creator) {
+            (false, false, false) => base.to_string(),
+            (t, p, c) => {
+                let mut g = Vec::new();
+                t.then(|| g.push("Times"));
+                p.then(|| g.push("PIDs"));
+                c.then(|| g.push("Creators/Owners"));
+                format!("{base} {}", g.join(", "))
+            }
         }
-    }
+    };
     if let Some(msg) = &s.msg {
-        section(
-            out,
-            "Message Queues",
-            pick(a, MSG_TIME, MSG_PID, MSG),
-            msg,
-            b,
-        );
+        section(out, &titled("Message Queues"), &MSG.pick(a), msg, h);
     }
     if let Some(shm) = &s.shm {
-        let cols = pick(a, SHM_TIME, SHM_PID, SHM);
-        section(out, "Shared Memory Segments", cols, shm, b);
+        section(out, &titled("Shared Memory Segments"), &SHM.pick(a), shm, h);
     }
-    // ipcs -p has no semaphore section: semaphores keep no creator or last pid per set.
     if let Some(sem) = &s.sem {
-        let cols = if a.time { SEM_TIME } else { SEM };
-        section(out, "Semaphore Arrays", cols, sem, b);
+        section(out, &titled("Semaphore Arrays"), &SEM.pick(a), sem, h);
     }
     if let Some(channels) = s.channels.as_ref().filter(|c| !c.is_empty()) {
-        section(out, "shmxfer channels", CHANNELS, channels, b);
+        let cols: Vec<&Column<ChannelRow>> = CHANNELS.iter().collect();
+        section(out, "shmxfer channels", &cols, channels, h);
     }
 }
 
@@ -318,20 +388,12 @@ fn read_limit(name: &str) -> String {
 /// What `ipcs -l` shows, from /proc/sys/kernel.
 fn limits(out: &mut String, all: bool, a: &StatusArgs) {
     let num = |n: &str| read_limit(n).parse::<u64>().ok();
-    let sz = |v: Option<u64>| v.map_or("?".into(), |v| size(v, a.bytes));
+    let sz = |v: Option<u64>| v.map_or("?".into(), |v| size(v, a.human));
     if all || a.queues {
         let _ = writeln!(out, "------ Messages Limits --------");
         let _ = writeln!(out, "max queues system wide = {}", read_limit("msgmni"));
-        let _ = writeln!(
-            out,
-            "max size of message (bytes) = {}",
-            read_limit("msgmax")
-        );
-        let _ = writeln!(
-            out,
-            "default max size of queue (bytes) = {}\n",
-            read_limit("msgmnb")
-        );
+        let _ = writeln!(out, "max size of message = {}", sz(num("msgmax")));
+        let _ = writeln!(out, "default max size of queue = {}\n", sz(num("msgmnb")));
     }
     if all || a.shm {
         let page = sysv::page_size();
@@ -343,7 +405,7 @@ fn limits(out: &mut String, all: bool, a: &StatusArgs) {
             "max total shared memory = {}",
             sz(num("shmall").map(|p| p.saturating_mul(page)))
         );
-        let _ = writeln!(out, "min seg size (bytes) = 1\n");
+        let _ = writeln!(out, "min seg size = 1\n");
     }
     if all || a.sem {
         let sem = read_limit("sem");
@@ -358,6 +420,175 @@ fn limits(out: &mut String, all: bool, a: &StatusArgs) {
     }
 }
 
+/// What `ipcs -u` shows: how much of each kind is in use, from the kernel's tables.
+fn summary(out: &mut String, all: bool, a: &StatusArgs) -> Result<(), StatusError> {
+    let parts = Parts {
+        shm: all || a.shm,
+        sem: all || a.sem,
+        msg: all || a.queues,
+        channels: false,
+    };
+    let s = snapshot(parts)?;
+    if let Some(msg) = &s.msg {
+        let used: u64 = msg.iter().map(|r| r.used_bytes).sum();
+        let headers: u64 = msg.iter().map(|r| r.messages).sum();
+        let _ = writeln!(out, "------ Messages Status --------");
+        let _ = writeln!(out, "allocated queues = {}", msg.len());
+        let _ = writeln!(out, "used headers = {headers}");
+        let _ = writeln!(out, "used space = {}\n", size_bytes(used, a.human));
+    }
+    if let Some(shm) = &s.shm {
+        let page = sysv::page_size().max(1);
+        let pages = |n: u64| n.div_ceil(page);
+        let _ = writeln!(out, "------ Shared Memory Status --------");
+        let _ = writeln!(out, "segments allocated {}", shm.len());
+        let _ = writeln!(
+            out,
+            "pages allocated {}",
+            shm.iter().map(|r| pages(r.bytes)).sum::<u64>()
+        );
+        let _ = writeln!(
+            out,
+            "pages resident  {}",
+            shm.iter().map(|r| r.rss / page).sum::<u64>()
+        );
+        let _ = writeln!(
+            out,
+            "pages swapped   {}\n",
+            shm.iter().map(|r| r.swap / page).sum::<u64>()
+        );
+    }
+    if let Some(sem) = &s.sem {
+        let _ = writeln!(out, "------ Semaphore Status --------");
+        let _ = writeln!(out, "used arrays = {}", sem.len());
+        let _ = writeln!(
+            out,
+            "allocated semaphores = {}\n",
+            sem.iter().map(|r| u64::from(r.nsems)).sum::<u64>()
+        );
+    }
+    Ok(())
+}
+
+fn size_bytes(n: u64, human_units: bool) -> String {
+    match human_units {
+        true => human(n),
+        false => format!("{n} bytes"),
+    }
+}
+
+/// What `ipcs -i ID` shows: one object in detail (a semaphore set with each semaphore's
+/// value, waiters and last pid). Searches the kinds asked for (all without -m/-s/-q).
+fn detail(out: &mut String, id: i32, all: bool, a: &StatusArgs) -> Result<(), StatusError> {
+    let parts = Parts {
+        shm: all || a.shm,
+        sem: all || a.sem,
+        msg: all || a.queues,
+        channels: false,
+    };
+    let s = snapshot(parts)?;
+    let mut found = false;
+    let ids = |v: u32, k: u32| format!("uid={v}\t gid={k}");
+    for r in s.shm.iter().flatten().filter(|r| r.id == id) {
+        found = true;
+        let _ = writeln!(out, "\nShared memory Segment shmid={id}");
+        let _ = writeln!(
+            out,
+            "{}\t cuid={}\t cgid={}",
+            ids(r.uid, r.gid),
+            r.cuid,
+            r.cgid
+        );
+        let _ = writeln!(
+            out,
+            "mode={}\t bytes={}\t nattch={}\t status={}",
+            r.perms,
+            size(r.bytes, a.human),
+            r.nattch,
+            r.status.join(",")
+        );
+        let _ = writeln!(out, "cpid={}\t lpid={}", r.cpid, r.lpid);
+        let _ = writeln!(
+            out,
+            "att_time={}\ndet_time={}\nchange_time={}",
+            when(r.atime),
+            when(r.dtime),
+            when(r.ctime)
+        );
+        let _ = writeln!(out, "what={}\n", mark(r.role));
+    }
+    for r in s.sem.iter().flatten().filter(|r| r.id == id) {
+        found = true;
+        sem_detail(out, r, &ids)?;
+    }
+    for r in s.msg.iter().flatten().filter(|r| r.id == id) {
+        found = true;
+        let _ = writeln!(out, "\nMessage Queue msqid={id}");
+        let _ = writeln!(
+            out,
+            "{}\t cuid={}\t cgid={}\t mode={}",
+            ids(r.uid, r.gid),
+            r.cuid,
+            r.cgid,
+            r.perms
+        );
+        let _ = writeln!(
+            out,
+            "cbytes={}\t qnum={}\t lspid={}\t lrpid={}",
+            r.used_bytes, r.messages, r.lspid, r.lrpid
+        );
+        let _ = writeln!(
+            out,
+            "send_time={}\nrcv_time={}\nchange_time={}\n",
+            when(r.stime),
+            when(r.rtime),
+            when(r.ctime)
+        );
+    }
+    match found {
+        true => Ok(()),
+        false => Err(StatusError::NoSuchId(id)),
+    }
+}
+
+fn sem_detail(
+    out: &mut String,
+    r: &SemRow,
+    ids: &dyn Fn(u32, u32) -> String,
+) -> Result<(), StatusError> {
+    let values = semaphores(r.id, r.nsems).map_err(|e| StatusError::Read(r.id, e))?;
+    let _ = writeln!(out, "\nSemaphore Array semid={}", r.id);
+    let _ = writeln!(
+        out,
+        "{}\t cuid={}\t cgid={}",
+        ids(r.uid, r.gid),
+        r.cuid,
+        r.cgid
+    );
+    let _ = writeln!(
+        out,
+        "mode={}\t nsems={}\t what={}",
+        r.perms,
+        r.nsems,
+        mark(r.role)
+    );
+    let _ = writeln!(out, "otime={}\nctime={}", when(r.otime), when(r.ctime));
+    let _ = writeln!(
+        out,
+        "{:<10} {:<10} {:<10} {:<10} pid",
+        "semnum", "value", "ncount", "zcount"
+    );
+    for v in values {
+        let _ = writeln!(
+            out,
+            "{:<10} {:<10} {:<10} {:<10} {}",
+            v.num, v.value, v.ncount, v.zcount, v.pid
+        );
+    }
+    let _ = writeln!(out);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,7 +598,8 @@ mod tests {
         assert_eq!(human(10), "10");
         assert_eq!(human(8192), "8.0K");
         assert_eq!(human(5_000_000), "4.8M");
-        assert_eq!(size(5_000_000, true), "5000000");
+        assert_eq!(size(5_000_000, false), "5000000");
+        assert_eq!(size(5_000_000, true), "4.8M");
     }
 
     #[test]
@@ -379,7 +611,7 @@ mod tests {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Show only the channel at this key (decimal or 0x hex) or of this name
+    /// Show only the objects and the channel at this key (decimal or 0x hex) or of this name
     #[arg(long, value_parser = crate::shared::parse::parse_address, value_name = "KEY|NAME")]
     pub key: Option<Address>,
     /// Shared memory segments
@@ -391,19 +623,33 @@ pub struct StatusArgs {
     /// Message queues
     #[arg(short = 'q', long)]
     pub queues: bool,
-    /// Attach, detach and change times
+    /// Add the attach, detach, operation and change times (combines with -p and -c)
     #[arg(short = 't', long)]
     pub time: bool,
-    /// Creator and last-operation pids
+    /// Add the creator and last-operation pids (combines with -t and -c)
     #[arg(short = 'p', long)]
     pub pid: bool,
+    /// Add the creators and owners: users and groups (combines with -t and -p)
+    #[arg(short = 'c', long)]
+    pub creator: bool,
     /// The kernel's IPC limits
-    #[arg(short = 'l', long)]
+    #[arg(short = 'l', long, conflicts_with_all = ["summary", "id"])]
     pub limits: bool,
-    /// Sizes in bytes, not human-readable
-    #[arg(short = 'b', long)]
+    /// A summary of what is in use, as `ipcs -u`
+    #[arg(short = 'u', long, conflicts_with = "id")]
+    pub summary: bool,
+    /// Details of the object with this id (a semaphore set with each semaphore's value,
+    /// waiters and last pid); -m, -s or -q narrow the search
+    #[arg(short = 'i', long, value_name = "ID")]
+    pub id: Option<i32>,
+    /// Sizes in bytes (the default, as ipcs)
+    #[arg(short = 'b', long, conflicts_with = "human")]
     pub bytes: bool,
-    /// One JSON object for scripts (schema: docs/status-json.md)
-    #[arg(long, conflicts_with_all = ["time", "pid", "limits"])]
+    /// Sizes in human units (K, M, G: powers of 1024)
+    #[arg(long)]
+    pub human: bool,
+    /// One JSON object for scripts, every field of the kinds asked for (schema:
+    /// docs/status-json.md)
+    #[arg(long, conflicts_with_all = ["time", "pid", "creator", "limits", "summary", "id", "human"])]
     pub json: bool,
 }

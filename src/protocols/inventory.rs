@@ -42,10 +42,20 @@ pub struct ShmRow {
     pub owner: String,
     /// The owner's uid.
     pub uid: u32,
+    /// The owner's gid.
+    pub gid: u32,
+    /// The creator's uid (the owner may have been changed since; this cannot be).
+    pub cuid: u32,
+    /// The creator's gid.
+    pub cgid: u32,
     /// The permission bits, in octal.
     pub perms: String,
     /// The size.
     pub bytes: u64,
+    /// Bytes of it resident in memory.
+    pub rss: u64,
+    /// Bytes of it swapped out.
+    pub swap: u64,
     /// How many attachments it has.
     pub nattch: u64,
     /// The creator's pid, as the kernel translates it into our PID namespace.
@@ -75,6 +85,12 @@ pub struct SemRow {
     pub owner: String,
     /// The owner's uid.
     pub uid: u32,
+    /// The owner's gid.
+    pub gid: u32,
+    /// The creator's uid (the owner may have been changed since; this cannot be).
+    pub cuid: u32,
+    /// The creator's gid.
+    pub cgid: u32,
     /// The permission bits, in octal.
     pub perms: String,
     /// How many semaphores it has.
@@ -98,6 +114,12 @@ pub struct MsgRow {
     pub owner: String,
     /// The owner's uid.
     pub uid: u32,
+    /// The owner's gid.
+    pub gid: u32,
+    /// The creator's uid (the owner may have been changed since; this cannot be).
+    pub cuid: u32,
+    /// The creator's gid.
+    pub cgid: u32,
     /// The permission bits, in octal.
     pub perms: String,
     /// Bytes queued.
@@ -305,6 +327,40 @@ pub fn snapshot(parts: Parts) -> Result<Snapshot, InventoryError> {
     })
 }
 
+/// One semaphore of a set, as `ipcs -s -i` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SemValue {
+    /// Its number in the set.
+    pub num: u16,
+    /// Its value.
+    pub value: i32,
+    /// Processes blocked taking it.
+    pub ncount: i32,
+    /// Processes blocked waiting for it to be 0.
+    pub zcount: i32,
+    /// The last process to operate on it (as our PID namespace sees it; 0 outside it).
+    pub pid: i32,
+}
+
+/// The semaphores of set `id` (`nsems` of them), read with `semctl`, which changes nothing.
+///
+/// # Errors
+/// The set is gone, or we may not read it.
+pub fn semaphores(id: i32, nsems: u32) -> Result<Vec<SemValue>, sysv::SysvError> {
+    let set = sysv::SemSet::from_id(id);
+    (0..nsems.min(u32::from(u16::MAX)) as u16)
+        .map(|num| {
+            Ok(SemValue {
+                num,
+                value: set.value(num)?,
+                ncount: set.waiting(num)?,
+                zcount: set.zero_waiting(num)?,
+                pid: set.last_pid(num)?,
+            })
+        })
+        .collect()
+}
+
 /// Every segment of a control segment's size that decodes as a channel. Attached read-only
 /// and decoded with every check: a foreign or corrupt segment is just not a channel.
 fn channels(shm: &[TableRow]) -> Vec<ChannelRow> {
@@ -376,8 +432,13 @@ fn shm_row(r: &TableRow, roles: &Roles) -> ShmRow {
         id,
         owner: sysv::user_name(r.num("uid") as u32),
         uid: r.num("uid") as u32,
+        gid: r.num("gid") as u32,
+        cuid: r.num("cuid") as u32,
+        cgid: r.num("cgid") as u32,
         perms: format!("{:o}", p & 0o777),
         bytes: r.num("size") as u64,
+        rss: r.num("rss") as u64,
+        swap: r.num("swap") as u64,
         nattch: r.num("nattch") as u64,
         cpid: r.num("cpid") as i32,
         lpid: r.num("lpid") as i32,
@@ -397,6 +458,9 @@ fn sem_row(r: &TableRow, roles: &Roles) -> SemRow {
         id,
         owner: sysv::user_name(r.num("uid") as u32),
         uid: r.num("uid") as u32,
+        gid: r.num("gid") as u32,
+        cuid: r.num("cuid") as u32,
+        cgid: r.num("cgid") as u32,
         perms: format!("{:o}", perms(r) & 0o777),
         nsems,
         otime: r.num("otime"),
@@ -411,6 +475,9 @@ fn msg_row(r: &TableRow) -> MsgRow {
         id: r.num("msqid") as i32,
         owner: sysv::user_name(r.num("uid") as u32),
         uid: r.num("uid") as u32,
+        gid: r.num("gid") as u32,
+        cuid: r.num("cuid") as u32,
+        cgid: r.num("cgid") as u32,
         perms: format!("{:o}", perms(r) & 0o777),
         used_bytes: r.num("cbytes") as u64,
         messages: r.num("qnum") as u64,
