@@ -474,7 +474,11 @@ fn status_i_shows_each_semaphore_as_ipcs_s_i_does() {
     // No such id: a clear error, exit 1.
     let o = shmxfer(&["status", "-i", "2147483647"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("no IPC object with id"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no IPC object with id"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -491,9 +495,14 @@ fn status_u_counts_what_ipcs_u_counts() {
         let ours = stdout(&shmxfer(&["status", "-u"]));
         let theirs = Command::new("ipcs").arg("-u").output().unwrap();
         let theirs = String::from_utf8_lossy(&theirs.stdout).into_owned();
-        let same = ["used arrays", "allocated semaphores", "segments allocated", "pages allocated"]
-            .iter()
-            .all(|l| pick(&ours, l).is_some() && pick(&ours, l) == pick(&theirs, l));
+        let same = [
+            "used arrays",
+            "allocated semaphores",
+            "segments allocated",
+            "pages allocated",
+        ]
+        .iter()
+        .all(|l| pick(&ours, l).is_some() && pick(&ours, l) == pick(&theirs, l));
         if !same {
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -320,8 +320,41 @@ fn wait_runs_out_with_no_receiver() {
     let f = env.file("a", 5);
     let t = std::time::Instant::now();
     let o = env.send(&["--wait", "0.5", f.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(69));
+    // As the exit-code table says: --wait ran out (75), and the message says it waited.
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("timed out after 0.5s waiting for a receiver"),
+        "{}",
+        stderr(&o)
+    );
     assert!(t.elapsed() >= Duration::from_millis(450));
+    // Without --wait, no receiver is 69 at once.
+    assert_eq!(env.send(&[f.to_str().unwrap()]).status.code(), Some(69));
+}
+
+#[test]
+fn several_files_failing_differently_exit_1_with_each_files_fate() {
+    use std::io::Write;
+    let env = Env::new();
+    let r = env.recv(&[]);
+    let later = env.file("later.txt", 10);
+    let mut c = env.cmd(&["send", "missing.txt", "-", later.to_str().unwrap()]);
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&pattern(3 << 20, 1)).unwrap();
+    // The receiver dies while stdin is being sent.
+    r.signal("KILL");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = stdin.write_all(&pattern(1 << 20, 2));
+    drop(stdin);
+    let o = finish(child, Duration::from_secs(30));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("missing.txt: no such file"), "{err}");
+    assert!(err.contains("later.txt: not sent"), "{err}");
 }
 
 #[test]

@@ -65,7 +65,7 @@ impl ChannelArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct Verbosity {
-    /// Log each step on stderr, with timestamps (-vv: more detail, as each chunk)
+    /// Log each step on stderr, with timestamps (-vv: more detail)
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
     /// Print nothing but errors

@@ -38,7 +38,13 @@ impl Progress {
             if self.started.elapsed() < DELAY {
                 return;
             }
-            self.bar = Some(self.make_bar());
+            let b = self.make_bar();
+            // The bar starts late, with bytes already done: count them as history, not as
+            // the first rate sample (which would read hundreds of GiB/s).
+            b.set_position(done);
+            b.reset_eta();
+            self.bar = Some(b.with_elapsed(self.started.elapsed()));
+            return;
         }
         if let Some(b) = &self.bar {
             b.set_position(done);

@@ -28,6 +28,22 @@ fn claim_exit() -> bool {
     !EXITING.swap(true, Ordering::SeqCst)
 }
 
+/// How the send stands, for a thread that ends the process while the main thread is stuck:
+/// the exit code of the files before the one in hand, and the files after it.
+static SO_FAR: std::sync::Mutex<(i32, Vec<String>, usize)> =
+    std::sync::Mutex::new((0, Vec::new(), 0));
+
+/// The code to end with after `failed`, and one `FILE: not sent` line per file left (at
+/// most 20, then how many more).
+fn ending(failed: i32) -> (i32, String) {
+    let (code, rest, left) = SO_FAR.lock().map(|g| g.clone()).unwrap_or_default();
+    let mut lines: Vec<String> = rest.iter().map(|f| format!("{f}: not sent")).collect();
+    if left > rest.len() {
+        lines.push(format!("… and {} more not sent", left - rest.len()));
+    }
+    (merge(code, failed), lines.join("\n"))
+}
+
 /// How long after SIGINT/SIGTERM the main thread has to settle the file in hand before the
 /// process ends anyway (it may be blocked reading a pipe or opening a FIFO).
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -51,16 +67,29 @@ fn install_stop_handler() {
                     ),
                     _ => "interrupted".into(),
                 };
-                report_and_exit(msg, exit::INTERRUPTED);
+                let (code, rest) = ending(exit::INTERRUPTED);
+                report_and_exit(with_rest(msg, &rest), code);
             }
             std::process::exit(exit::INTERRUPTED);
         });
     });
 }
 
-/// Prints `msg` from a thread of its own (stderr may be a full pipe) and exits soon after.
+fn with_rest(msg: String, rest: &str) -> String {
+    match rest.is_empty() {
+        true => msg,
+        false => format!("{msg}\n{rest}"),
+    }
+}
+
+/// Prints `msg` (each line as an error) from a thread of its own (stderr may be a full pipe)
+/// and exits soon after.
 fn report_and_exit(msg: String, code: i32) -> ! {
-    std::thread::spawn(move || crate::shared::term::error(msg));
+    std::thread::spawn(move || {
+        for line in msg.lines() {
+            crate::shared::term::error(line);
+        }
+    });
     std::thread::sleep(Duration::from_millis(100));
     std::process::exit(code);
 }
@@ -180,6 +209,11 @@ fn items(args: &SendArgs) -> (Vec<Item>, i32) {
 /// next is tried; a failure of the channel, or a stop, ends the send.
 fn send_all(tx: &mut Sender, args: &SendArgs, items: &[Item], mut code: i32) -> i32 {
     for (i, item) in items.iter().enumerate() {
+        if let Ok(mut g) = SO_FAR.lock() {
+            let rest = &items[i + 1..];
+            let shown = rest.iter().take(20).map(|x| escape_path(x.path()));
+            *g = (code, shown.collect(), rest.len());
+        }
         let result = if runtime::stop_requested() {
             Err(SendError::Interrupted(item.path().into()))
         } else {
@@ -190,40 +224,43 @@ fn send_all(tx: &mut Sender, args: &SendArgs, items: &[Item], mut code: i32) -> 
             Ok(()) => SendError::Frame(FrameError::Interrupted),
             Err(e) => e,
         };
-        if !e.is_fatal() {
-            crate::shared::term::error(&e);
-        } else if claim_exit() {
-            crate::shared::term::error(&e);
-            not_sent(&items[i + 1..]);
-            return e.exit_code();
-        } else {
+        let fatal = e.is_fatal();
+        if fatal && !claim_exit() {
             // Another thread is ending the process with its own report.
             std::thread::sleep(Duration::from_secs(1));
             return e.exit_code();
         }
-        code = if code == exit::OK || code == e.exit_code() {
-            e.exit_code()
-        } else {
-            exit::FAILURE
-        };
+        crate::shared::term::error(&e);
+        code = merge(code, e.exit_code());
+        if fatal {
+            not_sent(&items[i + 1..]);
+            return code;
+        }
     }
     code
 }
 
-/// Says which files a send that ends early leaves unsent (the first 20 of a long list).
+/// The exit code of a send so far, after one more failure: its own code if all failures
+/// agree, else 1 (a stop is always 130).
+fn merge(code: i32, failed: i32) -> i32 {
+    match code {
+        _ if failed == exit::INTERRUPTED => failed,
+        exit::OK => failed,
+        c if c == failed => c,
+        _ => exit::FAILURE,
+    }
+}
+
+/// Says which files a send that ends early leaves unsent, one line each (the first 20 of a
+/// long list, then how many more).
 fn not_sent(rest: &[Item]) {
-    if rest.is_empty() {
-        return;
+    for i in rest.iter().take(20) {
+        crate::shared::term::error(format_args!("{}: not sent", escape_path(i.path())));
     }
-    let mut shown: Vec<String> = rest
-        .iter()
-        .take(20)
-        .map(|i| escape_path(i.path()))
-        .collect();
     if rest.len() > 20 {
-        shown.push(format!("and {} more", rest.len() - 20));
+        let more = rest.len() - 20;
+        crate::shared::term::error(format_args!("… and {more} more not sent"));
     }
-    crate::shared::term::error(format_args!("not sent: {}", shown.join(", ")));
 }
 
 /// One item: a path, a tree's file under its relative path, or stdin under `--name`.
@@ -274,7 +311,11 @@ fn watch_receiver(ch: Arc<Channel>) {
                 key: ch.key,
                 pid: ch.info.receiver_pid,
             };
-            report_and_exit(format!("{gone}; {file} was not sent"), exit::UNAVAILABLE);
+            let (code, rest) = ending(exit::UNAVAILABLE);
+            report_and_exit(
+                with_rest(format!("{gone}; {file} was not sent"), &rest),
+                code,
+            );
         }
     });
 }
@@ -320,15 +361,6 @@ fn legacy(args: &SendArgs) -> super::Outcome {
         producer = Some(p);
     }
     Ok(code)
-}
-
-/// Several failures: their code if they agree, else 1.
-fn merge(code: i32, new: i32) -> i32 {
-    if code == exit::OK || code == new {
-        new
-    } else {
-        exit::FAILURE
-    }
 }
 
 #[derive(Debug, Args)]

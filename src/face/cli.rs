@@ -35,25 +35,40 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) on stdout
-    Man,
+    /// Print a man page (roff) on stdout: shmxfer(1), or a subcommand's (shmxfer-send(1)…)
+    Man {
+        /// The subcommand whose page to print (recv, send, clean, status)
+        #[arg(value_parser = ["recv", "send", "clean", "status"], conflicts_with = "dir")]
+        page: Option<String>,
+        /// Write every page (shmxfer.1, shmxfer-recv.1, …) into DIR instead
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
-const RECV_EXAMPLES: &str = "Examples:
-  shmxfer recv -m                 serve the default channel, verify with MD5
+pub(crate) const RECV_EXAMPLES: &str = "Examples:
+  shmxfer recv -m                 serve your channel, verify with MD5
   shmxfer recv --dir in --keep-name
-  shmxfer recv --stdout | tar x   receive one file onto stdout";
-const SEND_EXAMPLES: &str = "Examples:
+  shmxfer recv --key camera       serve the channel named camera
+  shmxfer recv --stdout | tar x   receive one file onto stdout
+  shmxfer recv --keep-path        recreate trees sent with send -r
+  shmxfer recv --json | jq -r .path
+  shmxfer recv --exec convert {} -thumbnail 200x200 thumbs/{/}";
+pub(crate) const SEND_EXAMPLES: &str = "Examples:
   shmxfer send -m photo.jpg       send one file, verified with MD5
   shmxfer send a.jpg b.jpg c.jpg  several files, each as its own
+  shmxfer send -r photos          a whole tree (recv --keep-path recreates it)
+  shmxfer send --key camera x.jpg to the channel named camera
   tar c dir | shmxfer send --name dir.tar -";
-const CLEAN_EXAMPLES: &str = "Examples:
-  shmxfer clean                   remove the default channel if its receiver is gone
+pub(crate) const CLEAN_EXAMPLES: &str = "Examples:
+  shmxfer clean                   remove your channel if its receiver is gone
   shmxfer clean --stale           remove every dead shmxfer channel on the host
   shmxfer clean --legacy          remove the original system's objects (keys 42, 44)";
-const STATUS_EXAMPLES: &str = "Examples:
+pub(crate) const STATUS_EXAMPLES: &str = "Examples:
   shmxfer status                  every IPC object, and shmxfer's channels
   shmxfer status -m -p            shared memory only, with creator and last pids
+  shmxfer status -s -i 5          semaphore set 5: each value, waiters, last pid
+  shmxfer status -u               how much of each kind is in use
   shmxfer status --json | jq .channels";
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! errors, warnings and records are printed and a command's outcome becomes an exit code.
 
 pub(crate) mod cli;
+mod man;
 
 use std::io::Write;
 
@@ -10,6 +11,30 @@ use clap::{CommandFactory, Parser};
 use crate::commands;
 use crate::shared::exit;
 use crate::shared::term::error;
+
+/// `shmxfer man [PAGE]` prints a page; `--dir DIR` writes them all and lists them.
+fn man_pages(page: Option<&str>, dir: Option<&std::path::Path>) -> commands::Outcome {
+    let cannot = |e: std::io::Error, what: String| {
+        error(format_args!("{what}: {e}"));
+        commands::Error::Said(exit::CANTCREAT)
+    };
+    match dir {
+        Some(d) => {
+            let shown = crate::shared::text::escape_path(d);
+            let written = man::write_all(d)
+                .map_err(|e| cannot(e, format!("cannot write man pages into {shown}")))?;
+            for p in written {
+                crate::shared::term::out_line(&crate::shared::text::escape_path(&p));
+            }
+            Ok(exit::OK)
+        }
+        None => {
+            let buf =
+                man::page(page).map_err(|e| cannot(e, "cannot render the man page".into()))?;
+            Ok(write_all_stdout(&buf))
+        }
+    }
+}
 
 /// Parses the command line and runs the command; returns the exit code.
 pub fn main() -> i32 {
@@ -36,16 +61,7 @@ pub fn main() -> i32 {
             clap_complete::generate(shell, &mut cmd, "shmxfer", &mut buf);
             Ok(write_all_stdout(&buf))
         }
-        cli::Command::Man => {
-            let mut buf = Vec::new();
-            match clap_mangen::Man::new(cli::Cli::command()).render(&mut buf) {
-                Ok(()) => Ok(write_all_stdout(&buf)),
-                Err(e) => Err(commands::Error::Usage(e.to_string())).map_err(|_| {
-                    error(e);
-                    commands::Error::Said(exit::OSERR)
-                }),
-            }
-        }
+        cli::Command::Man { page, dir } => man_pages(page.as_deref(), dir.as_deref()),
     };
     // The one place a command's failure is printed and becomes the exit code.
     match outcome {

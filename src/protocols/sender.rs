@@ -482,6 +482,7 @@ fn open_path(path: &Path) -> Result<(File, Option<u64>, Option<Meta>), SendError
 /// while nothing else can happen.
 /// A receiver caught setting its channel up is waited for even without a deadline.
 fn connect(addr: &Address, owner: u32, deadline: Option<Instant>) -> Result<Channel, FrameError> {
+    let started = Instant::now();
     let mut grace: Option<Instant> = None;
     loop {
         if runtime::stop_requested() {
@@ -498,6 +499,18 @@ fn connect(addr: &Address, owner: u32, deadline: Option<Instant>) -> Result<Chan
                 if waiting
                     || *grace.get_or_insert_with(|| Instant::now() + frame::STARTUP_GRACE)
                         > Instant::now() => {}
+            // Asked to wait, we did: say so, rather than that nobody was there.
+            Err(
+                FrameError::NoReceiver { key }
+                | FrameError::ReceiverGone { key, .. }
+                | FrameError::Removed { key },
+            ) if deadline.is_some() => {
+                return Err(FrameError::TimedOut {
+                    key,
+                    what: "a receiver",
+                    secs: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+                });
+            }
             r => return r,
         }
         std::thread::sleep(Duration::from_millis(20));
