@@ -79,6 +79,41 @@ fn completions_are_produced_for_every_shell() {
 }
 
 #[test]
+fn each_subcommand_has_a_man_page_with_every_option_and_the_usual_sections() {
+    for (sub, options) in [
+        ("recv", &["--keep-path", "--exec", "--json", "--direct", "--once"][..]),
+        ("send", &["--owner", "--recursive", "--wait", "--name"]),
+        ("clean", &["--stale", "--dry-run"]),
+        ("status", &["--summary", "--creator", "--human", "--json"]),
+    ] {
+        let o = run(&["man", sub]);
+        assert!(o.status.success());
+        let page = String::from_utf8_lossy(&o.stdout);
+        assert!(page.contains(&format!(".TH shmxfer-{sub} 1")), "{sub}");
+        for section in ["EXIT STATUS", "ENVIRONMENT", "FILES", "EXAMPLES", "SEE ALSO"] {
+            assert!(page.contains(section), "{sub}: no {section}");
+        }
+        for opt in options {
+            let roffed = opt.replace('-', "\\-");
+            assert!(page.contains(&roffed), "{sub}: no {opt}");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert!(o.status.success());
+    let mut pages: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    pages.sort();
+    assert_eq!(
+        pages,
+        ["shmxfer-clean.1", "shmxfer-recv.1", "shmxfer-send.1", "shmxfer-status.1", "shmxfer.1"]
+    );
+    assert_eq!(run(&["man", "bogus"]).status.code(), Some(64));
+}
+
+#[test]
 fn man_page_is_roff_on_stdout() {
     let o = run(&["man"]);
     assert!(o.status.success());
