@@ -81,7 +81,10 @@ fn completions_are_produced_for_every_shell() {
 #[test]
 fn each_subcommand_has_a_man_page_with_every_option_and_the_usual_sections() {
     for (sub, options) in [
-        ("recv", &["--keep-path", "--exec", "--json", "--direct", "--once"][..]),
+        (
+            "recv",
+            &["--keep-path", "--exec", "--json", "--direct", "--once"][..],
+        ),
         ("send", &["--owner", "--recursive", "--wait", "--name"]),
         ("clean", &["--stale", "--dry-run"]),
         ("status", &["--summary", "--creator", "--human", "--json"]),
@@ -90,7 +93,13 @@ fn each_subcommand_has_a_man_page_with_every_option_and_the_usual_sections() {
         assert!(o.status.success());
         let page = String::from_utf8_lossy(&o.stdout);
         assert!(page.contains(&format!(".TH shmxfer-{sub} 1")), "{sub}");
-        for section in ["EXIT STATUS", "ENVIRONMENT", "FILES", "EXAMPLES", "SEE ALSO"] {
+        for section in [
+            "EXIT STATUS",
+            "ENVIRONMENT",
+            "FILES",
+            "EXAMPLES",
+            "SEE ALSO",
+        ] {
             assert!(page.contains(section), "{sub}: no {section}");
         }
         for opt in options {
@@ -108,7 +117,13 @@ fn each_subcommand_has_a_man_page_with_every_option_and_the_usual_sections() {
     pages.sort();
     assert_eq!(
         pages,
-        ["shmxfer-clean.1", "shmxfer-recv.1", "shmxfer-send.1", "shmxfer-status.1", "shmxfer.1"]
+        [
+            "shmxfer-clean.1",
+            "shmxfer-recv.1",
+            "shmxfer-send.1",
+            "shmxfer-status.1",
+            "shmxfer.1"
+        ]
     );
     assert_eq!(run(&["man", "bogus"]).status.code(), Some(64));
 }
