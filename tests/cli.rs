@@ -155,6 +155,17 @@ fn progress_is_drawn_on_a_terminal_and_never_into_a_pipe() {
         text.contains("B/s") && text.contains('\r'),
         "no progress on a terminal: {text:?}"
     );
+    // Labelled with --name, not `-`, and no absurd first rate (the bar starts 200 ms in, with
+    // bytes already done).
+    assert!(text.contains("slow "), "{text:?}");
+    for (i, _) in text.match_indices("GiB/s") {
+        let rate: f64 = text[..i]
+            .rsplit(|c: char| c.is_whitespace())
+            .next()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0.0);
+        assert!(rate < 100.0, "a rate of {rate} GiB/s: {text:?}");
+    }
 
     // The same through pipes: not one escape code or carriage return.
     let o = Command::new("bash")
