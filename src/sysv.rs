@@ -836,7 +836,7 @@ pub fn attached(pid: i32, shmid: i32) -> Option<bool> {
     if pid <= 0 {
         return None;
     }
-    match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+    match read_proc(&format!("/proc/{pid}/maps")) {
         Ok(maps) => Some(maps.lines().any(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             f.len() >= 6 && f[5].starts_with("/SYSV") && f[4] == shmid.to_string()
@@ -845,6 +845,22 @@ pub fn attached(pid: i32, shmid: i32) -> Option<bool> {
         Err(_) if !process_alive(pid) => Some(false),
         Err(_) => None,
     }
+}
+
+/// Reads a /proc file in large reads (its size says 0, so `read_to_string` would start with
+/// tiny ones, each of which makes the kernel format the file again).
+fn read_proc(path: &str) -> io::Result<String> {
+    use std::io::Read;
+    let mut f = File::open(path)?;
+    let mut buf = Vec::with_capacity(64 << 10);
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        match f.read(&mut chunk)? {
+            0 => break,
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// As [`attached`], taking a live process whose map we cannot read as attached.

@@ -131,12 +131,16 @@ pub fn run(args: SendArgs) -> super::Outcome {
         owner: args.owner,
     };
     let mut tx = Sender::connect(addr, &opts).map_err(fail)?;
-    watch_receiver(tx.channel());
+    let (items, code) = items(&args);
+    // Only a read that can block for ever (a pipe, a FIFO, a terminal) needs a thread to
+    // notice the receiver dying meanwhile; regular files are read in bounded time.
+    if items.iter().any(Item::may_block) {
+        watch_receiver(tx.channel());
+    }
     tx.set_observer(Box::new(Bar {
         quiet: args.verbosity.quiet,
         bar: None,
     }));
-    let (items, code) = items(&args);
     let code = send_all(&mut tx, &args, &items, code);
     match tx.finish() {
         Err(e) if code == exit::OK => Err(fail(e)),
@@ -173,6 +177,15 @@ enum Item {
 }
 
 impl Item {
+    /// Whether reading it may block without end: stdin, or anything but a regular file.
+    fn may_block(&self) -> bool {
+        match self {
+            Item::Stdin(_) => true,
+            Item::Path(p) => std::fs::metadata(p).is_ok_and(|m| !m.is_file()),
+            Item::InTree(_) => false,
+        }
+    }
+
     fn path(&self) -> &Path {
         match self {
             Item::Stdin(p) | Item::Path(p) => p,

@@ -225,6 +225,19 @@ impl Default for Config {
     }
 }
 
+/// How long a handshake wait mid-transfer polls before it sleeps: 50 µs measured best here
+/// (docs/benchmarks.md); `SHMXFER_SPIN_US` overrides it for measuring (0: never poll).
+fn spin_budget() -> Duration {
+    static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *SPIN.get_or_init(|| {
+        let us = std::env::var("SHMXFER_SPIN_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(50);
+        Duration::from_micros(us.min(10_000))
+    })
+}
+
 /// What is at a key, as seen without trusting it.
 #[derive(Debug)]
 pub enum Probe {
@@ -729,11 +742,45 @@ impl Channel {
             .map_err(|e| FrameError::from_wait(self.key, e))
     }
 
+    /// Tries `ops` without blocking for a few microseconds: mid-transfer the peer usually
+    /// answers that fast, and catching it awake spares both sides a sleep and a cross-CPU
+    /// wake-up. Returns whether the operation took place.
+    fn poll_briefly(&self, ops: &[SemOp], spin: Duration) -> Result<bool, FrameError> {
+        let mut nowait = [SemOp::zero(0); 4];
+        let n = ops.len().min(4);
+        for (d, o) in nowait.iter_mut().zip(ops) {
+            *d = o.nowait();
+        }
+        let t = Instant::now();
+        loop {
+            match self.sems.op(&nowait[..n], None) {
+                Ok(()) => return Ok(true),
+                Err(WaitError::TimedOut) if t.elapsed() < spin => std::hint::spin_loop(),
+                Err(WaitError::TimedOut) | Err(WaitError::Interrupted) => return Ok(false),
+                Err(e) => return Err(FrameError::from_wait(self.key, e)),
+            }
+        }
+    }
+
     /// Waits for `ops` in slices, checking between slices that `peer` (a liveness semaphore)
     /// is still up and that we have not been asked to stop.
     /// A sender's waits are not `stoppable`: its main thread decides at the next chunk what
     /// to tell the receiver about a stop, and every wait of a sender ends quickly anyway.
     fn wait_on_peer(&self, ops: &[SemOp], peer: u16, stoppable: bool) -> Result<(), FrameError> {
+        self.wait_on_peer_spinning(ops, peer, stoppable, Duration::ZERO)
+    }
+
+    /// As [`Channel::wait_on_peer`], polling for `spin` first (see [`Channel::poll_briefly`]).
+    fn wait_on_peer_spinning(
+        &self,
+        ops: &[SemOp],
+        peer: u16,
+        stoppable: bool,
+        spin: Duration,
+    ) -> Result<(), FrameError> {
+        if !spin.is_zero() && self.poll_briefly(ops, spin)? {
+            return Ok(());
+        }
         loop {
             match self.wait(ops, Some(LIVENESS_SLICE)) {
                 Ok(()) => return Ok(()),
@@ -817,7 +864,7 @@ impl Channel {
 
     /// Waits for the admitted sender's next request and decodes it.
     pub fn next_request(&self) -> Result<Result<Request, HeaderError>, FrameError> {
-        self.wait_on_peer(&[SemOp::take(sem::REQ)], sem::SENDER, true)?;
+        self.wait_on_peer_spinning(&[SemOp::take(sem::REQ)], sem::SENDER, true, spin_budget())?;
         let mut b = [0u8; REQUEST_LEN];
         self.read(REQUEST_OFF, &mut b);
         let mut path = [0u8; PATH_LEN];
@@ -858,7 +905,14 @@ impl Channel {
     /// Waits for the next filled slot, the `seq`-th of the file, and decodes its descriptor.
     /// Returns the slot (computed here, never read from the segment) and the descriptor.
     pub fn next_desc(&self, seq: u64) -> Result<(usize, Result<Desc, HeaderError>), FrameError> {
-        self.wait_on_peer(&[SemOp::take(sem::FULL)], sem::SENDER, true)?;
+        // The first chunks of a file follow the handshake at once: worth catching awake. Later
+        // ones take a slot's copy to come, and a wait for them sleeps at once.
+        let spin = if seq < 2 {
+            spin_budget()
+        } else {
+            Duration::ZERO
+        };
+        self.wait_on_peer_spinning(&[SemOp::take(sem::FULL)], sem::SENDER, true, spin)?;
         let slot = self.slot_of(seq);
         let mut d = [0u8; SLOT_DESC_LEN];
         self.read(SLOTS_OFF + slot * SLOT_DESC_LEN, &mut d);
@@ -989,7 +1043,12 @@ impl Channel {
 
     /// Waits for the receiver's answer. Returns the file it is about and the outcome.
     pub fn wait_answer(&self) -> Result<(u32, Result<Outcome, HeaderError>), FrameError> {
-        self.wait_on_peer(&[SemOp::take(sem::ACK)], sem::RECEIVER, false)?;
+        self.wait_on_peer_spinning(
+            &[SemOp::take(sem::ACK)],
+            sem::RECEIVER,
+            false,
+            spin_budget(),
+        )?;
         let mut b = [0u8; RESULT_LEN];
         self.read(RESULT_OFF, &mut b);
         let status = self.control.load_u32(STATUS_OFF);
