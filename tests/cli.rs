@@ -211,3 +211,42 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
         stderr(&o)
     );
 }
+
+#[test]
+fn every_value_the_bash_completion_offers_parses_as_typed() {
+    let script = stdout(&run(&["completions", "bash"]));
+    let (mut sub, mut opt) = (String::new(), String::new());
+    let mut checked = 0;
+    for line in script.lines().map(str::trim) {
+        if let Some(s) = line
+            .strip_prefix("shmxfer__subcmd__")
+            .and_then(|s| s.strip_suffix(')'))
+        {
+            sub = s.to_string();
+        } else if line.starts_with('-') && line.ends_with(')') && !line.contains(' ') {
+            opt = line.trim_end_matches(')').to_string();
+        } else if let Some(rest) = line
+            .split("compgen -W \"")
+            .nth(1)
+            .filter(|_| !opt.is_empty())
+        {
+            let values = rest.split('"').next().unwrap();
+            if values.starts_with('$') || sub.contains("help") {
+                continue;
+            }
+            for v in values.split_whitespace() {
+                // The space form, as habit and completion both type it.
+                let o = run(&[&sub, &opt, v, "--help"]);
+                assert!(o.status.success(), "{sub} {opt} {v}: {}", stderr(&o));
+                checked += 1;
+            }
+        } else if line.contains("compgen -f") {
+            // Files are offered only where a path (or a program) is what parses.
+            assert!(
+                ["--dir", "--exec", "-x", "--owner"].contains(&opt.as_str()),
+                "{sub} {opt} completes file names"
+            );
+        }
+    }
+    assert!(checked >= 3, "found {checked} value lists");
+}

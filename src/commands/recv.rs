@@ -503,13 +503,13 @@ pub struct RecvArgs {
     #[command(flatten)]
     pub channel: ChannelArgs,
     /// Directory for received files (created if missing)
-    #[arg(long, default_value = "output")]
+    #[arg(long, value_hint = clap::ValueHint::DirPath, default_value = "output")]
     pub dir: PathBuf,
     /// Base name of output files
-    #[arg(long, default_value = "file")]
+    #[arg(long, value_hint = clap::ValueHint::Other, default_value = "file")]
     pub basename: String,
     /// Extension of output files
-    #[arg(long, default_value = ".jpg")]
+    #[arg(long, value_hint = clap::ValueHint::Other, default_value = ".jpg")]
     pub ext: String,
     /// Name each file as the sender named it (made safe; never overwrites)
     #[arg(long)]
@@ -530,13 +530,14 @@ pub struct RecvArgs {
         long,
         value_name = "CMD",
         num_args = 1..,
+        value_hint = clap::ValueHint::CommandName,
         allow_hyphen_values = true,
         value_terminator = ";",
         conflicts_with = "stdout"
     )]
     pub exec: Option<Vec<std::ffi::OsString>>,
     /// With --exec: run up to N commands at once (default: one at a time, in arrival order)
-    #[arg(long, value_name = "N", default_value_t = 1, requires = "exec", value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, value_hint = clap::ValueHint::Other, value_name = "N", default_value_t = 1, requires = "exec", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
     /// Apply the sender's permission bits and mtime, as `cp -p` does
     #[arg(long)]
@@ -563,13 +564,13 @@ pub struct RecvArgs {
     )]
     pub direct: DirectMode,
     /// Permissions of the channel's IPC objects, octal
-    #[arg(long, default_value = "0600", value_parser = crate::shared::parse::parse_mode)]
+    #[arg(long, value_hint = clap::ValueHint::Other, default_value = "0600", value_parser = crate::shared::parse::parse_mode)]
     pub mode: u32,
     /// Size of one slot of the content ring (K, M suffixes)
-    #[arg(long, value_parser = crate::shared::parse::parse_size, default_value = "1M")]
+    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::shared::parse::parse_size, default_value = "1M")]
     pub slot_size: usize,
     /// Number of slots in the content ring
-    #[arg(long, default_value_t = crate::protocols::frame::DEFAULT_SLOTS, value_parser = clap::value_parser!(u32).range(1..=crate::protocols::frame::MAX_SLOTS as i64))]
+    #[arg(long, value_hint = clap::ValueHint::Other, default_value_t = crate::protocols::frame::DEFAULT_SLOTS, value_parser = clap::value_parser!(u32).range(1..=crate::protocols::frame::MAX_SLOTS as i64))]
     pub slots: u32,
     /// Verify every file with MD5, whatever the sender asks
     #[arg(short = 'm', long = "md5-check")]

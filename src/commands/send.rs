@@ -381,13 +381,13 @@ pub struct SendArgs {
     #[command(flatten)]
     pub channel: ChannelArgs,
     /// Wait up to SECS for a receiver to appear and for our turn
-    #[arg(long, value_name = "SECS", value_parser = crate::shared::parse::parse_secs)]
+    #[arg(long, value_hint = clap::ValueHint::Other, value_name = "SECS", value_parser = crate::shared::parse::parse_secs)]
     pub wait: Option<f64>,
     /// Hand the files to a receiver running as USER (name or uid) [default: only your own]
-    #[arg(long, value_name = "USER", value_parser = crate::shared::parse::parse_user, conflicts_with = "legacy")]
+    #[arg(long, value_hint = clap::ValueHint::Username, value_name = "USER", value_parser = crate::shared::parse::parse_user, conflicts_with = "legacy")]
     pub owner: Option<u32>,
     /// Name to send for stdin (`-`), for `recv --keep-name`
-    #[arg(long, default_value = "stdin")]
+    #[arg(long, value_hint = clap::ValueHint::Other, default_value = "stdin")]
     pub name: String,
     /// Verify every file with MD5
     #[arg(short = 'm', long = "md5-check")]
@@ -406,6 +406,6 @@ pub struct SendArgs {
     #[arg(short = 'L', long, requires = "recursive")]
     pub dereference: bool,
     /// Files to send; `-` is stdin
-    #[arg(required = true, value_name = "FILE")]
+    #[arg(required = true, value_name = "FILE", value_hint = clap::ValueHint::AnyPath)]
     pub files: Vec<PathBuf>,
 }

@@ -612,7 +612,7 @@ mod tests {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Show only the objects and the channel at this key (decimal or 0x hex) or of this name
-    #[arg(long, value_parser = crate::shared::parse::parse_address, value_name = "KEY|NAME")]
+    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::shared::parse::parse_address, value_name = "KEY|NAME")]
     pub key: Option<Address>,
     /// Shared memory segments
     #[arg(short = 'm', long)]
@@ -640,7 +640,7 @@ pub struct StatusArgs {
     pub summary: bool,
     /// Details of the object with this id (a semaphore set with each semaphore's value,
     /// waiters and last pid); -m, -s or -q narrow the search
-    #[arg(short = 'i', long, value_name = "ID")]
+    #[arg(short = 'i', long, value_hint = clap::ValueHint::Other, value_name = "ID")]
     pub id: Option<i32>,
     /// Sizes in bytes (the default, as ipcs)
     #[arg(short = 'b', long, conflicts_with = "human")]
