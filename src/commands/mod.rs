@@ -10,6 +10,8 @@ mod hooks;
 mod progress;
 mod tree;
 
+use crate::protocols::frame::FrameError;
+use crate::protocols::sender::SendError;
 use crate::shared::exit;
 
 use clap::Args;
@@ -96,6 +98,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// What to print: the library's message, with what to do next on the command line (the
+    /// library's errors name no flags; the commands know them).
+    pub fn message(&self) -> String {
+        match self {
+            Error::Send(e) => send_message(e),
+            Error::Recv(recv::RecvError::Frame(f)) => frame_message(f),
+            Error::Recv(recv::RecvError::Output(o)) => output_message(o),
+            Error::Legacy(e) => legacy_message(e),
+            e => e.to_string(),
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Recv(e) => e.exit_code(),
@@ -110,6 +124,58 @@ impl Error {
     /// Whether there is anything to print.
     pub fn is_said(&self) -> bool {
         matches!(self, Error::Said(_))
+    }
+}
+
+/// A channel error with the command-line advice that goes with it.
+pub fn frame_message(f: &FrameError) -> String {
+    let advice = match f {
+        FrameError::PermissionDenied { owner, .. } => {
+            format!("; run as {owner}, or have the receiver started with `--mode 0660`/`0666`")
+        }
+        FrameError::Foreign { .. } => ": choose another --key".into(),
+        FrameError::InUse { .. } => "; stop it first, or choose another --key".into(),
+        FrameError::OtherOwner { owner, .. } => {
+            format!("; if you mean to hand your files to {owner}, send with `--owner {owner}`")
+        }
+        FrameError::Starting { .. } => "; try again, or wait with --wait SECS".into(),
+        FrameError::TimedOut { .. } => {
+            "; wait longer with --wait SECS, or see `shmxfer status`".into()
+        }
+        _ => String::new(),
+    };
+    format!("{f}{advice}")
+}
+
+/// A send error with the command-line advice that goes with it.
+pub fn send_message(e: &SendError) -> String {
+    match e {
+        SendError::Frame(f) => frame_message(f),
+        SendError::IsDir(_) => {
+            format!(
+                "{e}: send it with -r (`recv --keep-path` recreates it), or `tar c DIR | shmxfer send -`"
+            )
+        }
+        e => e.to_string(),
+    }
+}
+
+fn legacy_message(e: &crate::protocols::legacy::LegacyError) -> String {
+    match e {
+        crate::protocols::legacy::LegacyError::Size { .. } => {
+            format!("{e}: use native mode (without --legacy)")
+        }
+        e => e.to_string(),
+    }
+}
+
+fn output_message(e: &crate::shared::output::OutputError) -> String {
+    use crate::shared::output::OutputError;
+    match e {
+        OutputError::NotDir(_) => format!("--dir {e}"),
+        OutputError::BadBasename => "--basename must be a plain name without `/`".into(),
+        OutputError::BadExt => "--ext must not contain `/`".into(),
+        e => e.to_string(),
     }
 }
 

@@ -120,7 +120,9 @@ pub fn run(args: SendArgs) -> super::Outcome {
         return legacy(&args);
     }
     if args.name.is_empty() || args.name.len() > frame::MAX_NAME || args.name.contains('/') {
-        return Err(SendError::BadName.into());
+        return Err(super::Error::Usage(
+            "--name must be a file name of 1 to 255 bytes without `/`".into(),
+        ));
     }
     check_stdin_use(&args)?;
     let addr = args.channel.native().map_err(super::Error::Usage)?;
@@ -243,7 +245,7 @@ fn send_all(tx: &mut Sender, args: &SendArgs, items: &[Item], mut code: i32) -> 
             std::thread::sleep(Duration::from_secs(1));
             return e.exit_code();
         }
-        crate::shared::term::error(&e);
+        crate::shared::term::error(super::send_message(&e));
         code = merge(code, e.exit_code());
         if fatal {
             not_sent(&items[i + 1..]);
@@ -326,7 +328,10 @@ fn watch_receiver(ch: Arc<Channel>) {
             };
             let (code, rest) = ending(exit::UNAVAILABLE);
             report_and_exit(
-                with_rest(format!("{gone}; {file} was not sent"), &rest),
+                with_rest(
+                    format!("{}; {file} was not sent", super::frame_message(&gone)),
+                    &rest,
+                ),
                 code,
             );
         }
@@ -354,8 +359,9 @@ fn legacy(args: &SendArgs) -> super::Outcome {
         let data = match legacy::read_input(path) {
             Ok(d) => d,
             Err(e) => {
-                crate::shared::term::error(&e);
-                code = merge(code, e.exit_code());
+                let failed = e.exit_code();
+                crate::shared::term::error(super::Error::Legacy(e).message());
+                code = merge(code, failed);
                 continue;
             }
         };

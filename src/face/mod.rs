@@ -68,7 +68,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             if !e.is_said() {
-                error(&e);
+                error(e.message());
             }
             e.exit_code()
         }

@@ -61,10 +61,7 @@ pub enum FrameError {
         /// The channel's key.
         key: Key,
     },
-    #[error(
-        "permission denied on key {key}: the channel belongs to {owner} (mode {mode:04o}); \
-         run as {owner}, or have the receiver started with `--mode 0660`/`0666`"
-    )]
+    #[error("permission denied on key {key}: the channel belongs to {owner} (mode {mode:04o})")]
     /// The channel's objects do not let us in.
     PermissionDenied {
         /// The channel's key.
@@ -75,7 +72,7 @@ pub enum FrameError {
         mode: u32,
     },
     #[error(
-        "key {key} is in use by something that is not a shmxfer channel ({why}); leaving it alone: choose another --key"
+        "key {key} is in use by something that is not a shmxfer channel ({why}); leaving it alone"
     )]
     /// Something that is not a shmxfer channel is at the key: never touched.
     Foreign {
@@ -84,9 +81,7 @@ pub enum FrameError {
         /// What was found there.
         why: String,
     },
-    #[error(
-        "a receiver (pid {pid}, user {owner}) is already serving key {key}{serves}; stop it first, or choose another --key"
-    )]
+    #[error("a receiver (pid {pid}, user {owner}) is already serving key {key}{serves}")]
     /// A live receiver already serves the key.
     InUse {
         /// The key.
@@ -100,8 +95,7 @@ pub enum FrameError {
         serves: String,
     },
     #[error(
-        "the receiver on key {key} runs as {owner} (uid {uid}), not as you: what you send would be theirs; \
-         if you mean to hand your files to {owner}, send with `--owner {owner}`"
+        "the receiver on key {key} runs as {owner} (uid {uid}), not as you: what you send would be theirs"
     )]
     /// The receiver runs as another user than the sender expects: files are not handed to a
     /// stranger unless asked.
@@ -126,9 +120,7 @@ pub enum FrameError {
         /// The name asked for.
         wanted: String,
     },
-    #[error(
-        "the receiver (pid {pid}) on key {key} is still setting its channel up; try again, or wait with --wait SECS"
-    )]
+    #[error("the receiver (pid {pid}) on key {key} is still setting its channel up")]
     /// A receiver is still creating the channel at the key.
     Starting {
         /// The key.
@@ -157,9 +149,7 @@ pub enum FrameError {
     #[error("the sender went away mid-transfer")]
     /// The admitted sender died or left mid-file (the receiver's side).
     SenderGone,
-    #[error(
-        "timed out after {secs}s waiting for {what} on key {key}; wait longer with --wait SECS, or see `shmxfer status`"
-    )]
+    #[error("timed out after {secs}s waiting for {what} on key {key}")]
     /// A deadline passed.
     TimedOut {
         /// The key.
@@ -225,15 +215,16 @@ impl Default for Config {
     }
 }
 
-/// How long a handshake wait mid-transfer polls before it sleeps: 50 µs measured best here
-/// (docs/benchmarks.md); `SHMXFER_SPIN_US` overrides it for measuring (0: never poll).
+/// How long a receiver's handshake wait mid-transfer polls before it sleeps:
+/// `SHMXFER_SPIN_US` microseconds, default 0 (never). Same-run A/Bs here went both ways
+/// (docs/benchmarks.md, round four), so the default stays the plain sleep.
 fn spin_budget() -> Duration {
     static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *SPIN.get_or_init(|| {
         let us = std::env::var("SHMXFER_SPIN_US")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(50);
+            .unwrap_or(0);
         Duration::from_micros(us.min(10_000))
     })
 }
@@ -1043,12 +1034,9 @@ impl Channel {
 
     /// Waits for the receiver's answer. Returns the file it is about and the outcome.
     pub fn wait_answer(&self) -> Result<(u32, Result<Outcome, HeaderError>), FrameError> {
-        self.wait_on_peer_spinning(
-            &[SemOp::take(sem::ACK)],
-            sem::RECEIVER,
-            false,
-            spin_budget(),
-        )?;
+        // The answer comes after the receiver's write and commit, long enough that polling for
+        // it would only take a CPU the receiver's writes may need: sleep at once.
+        self.wait_on_peer(&[SemOp::take(sem::ACK)], sem::RECEIVER, false)?;
         let mut b = [0u8; RESULT_LEN];
         self.read(RESULT_OFF, &mut b);
         let status = self.control.load_u32(STATUS_OFF);

@@ -85,7 +85,7 @@ pub enum LegacyError {
         /// What is there.
         what: String,
     },
-    #[error("{}: {} bytes; the original protocol carries 1 to 5,000,000 bytes (0 means \"nothing\"): use native mode (without --legacy)", path.display(), size)]
+    #[error("{}: {} bytes; the original protocol carries 1 to 5,000,000 bytes (0 means \"nothing\")", path.display(), size)]
     /// The file is empty or over 5,000,000 bytes: the protocol cannot carry it.
     Size {
         /// The file.

@@ -61,7 +61,7 @@ pub enum SendError {
     #[error("{}: permission denied", escape_path(.0))]
     /// The file may not be read.
     Unreadable(PathBuf),
-    #[error("{}: is a directory: send it with -r (`recv --keep-path` recreates it), or `tar c DIR | shmxfer send -`", escape_path(.0))]
+    #[error("{}: is a directory", escape_path(.0))]
     /// The path is a directory.
     IsDir(PathBuf),
     #[error("{}: {source}", escape_path(path))]
@@ -124,7 +124,7 @@ pub enum SendError {
         /// The receiver's errno.
         errno: i32,
     },
-    #[error("{}: the receiver takes one file only (--once) and already has it; nothing was sent", escape_path(.0))]
+    #[error("{}: the receiver takes one file only and already has it; nothing was sent", escape_path(.0))]
     /// The receiver takes no more files (`--once`).
     Closed(PathBuf),
     #[error(
@@ -152,15 +152,12 @@ pub enum SendError {
     #[error("{}: its relative path cannot be sent: every component must be 1 to 255 bytes without NUL, and the path at most 4092 bytes", escape_path(.0))]
     /// The name to send under is not a relative path the protocol carries.
     BadPath(PathBuf),
-    #[error("{}: the receiver refused its relative path (it recreates paths with --keep-path, and never an absolute one or one with an empty, `.` or `..` component)", escape_path(.0))]
+    #[error("{}: the receiver refused its relative path (it recreates relative paths, and never an absolute one or one with an empty, `.` or `..` component)", escape_path(.0))]
     /// The receiver refused the file's relative path as unsafe.
     PathRefused(PathBuf),
     #[error("{}: interrupted; it was not sent (the receiver discarded what it had)", escape_path(.0))]
     /// A stop was asked for mid-file: the receiver discarded what it had.
     Interrupted(PathBuf),
-    #[error("--name must be a file name of 1 to 255 bytes without `/`")]
-    /// The name to send under is not a file name of 1 to 255 bytes.
-    BadName,
     #[error(transparent)]
     /// The channel failed (no receiver, removed, permission, timeout…).
     Frame(#[from] FrameError),
@@ -179,7 +176,6 @@ impl SendError {
             BadPath(_) => exit::NOINPUT,
             CannotCreate { .. } => exit::CANTCREAT,
             Closed(_) => exit::UNAVAILABLE,
-            BadName => exit::USAGE,
             Interrupted(_) => exit::INTERRUPTED,
             Frame(e) => e.exit_code(),
         }

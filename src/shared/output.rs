@@ -34,13 +34,13 @@ pub enum OutputError {
         /// Why.
         source: io::Error,
     },
-    #[error("--dir {}: not a directory", crate::shared::text::escape_path(.0))]
+    #[error("{}: not a directory", crate::shared::text::escape_path(.0))]
     /// The path exists and is not a directory.
     NotDir(PathBuf),
-    #[error("--basename must be a plain name without `/`")]
+    #[error("the base name must be a plain name without `/`")]
     /// The base name is empty or holds `/`.
     BadBasename,
-    #[error("--ext must not contain `/`")]
+    #[error("the extension must not contain `/`")]
     /// The extension holds `/`.
     BadExt,
 }
