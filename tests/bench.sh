@@ -16,6 +16,13 @@ LAYOUT=0
 [[ "${1:-}" == "--layout" ]] && LAYOUT=1
 
 cargo build --release --quiet --bin shmxfer --example api_bench
+# The same binary linked statically (no dynamic loader at start-up), for the per-process case.
+HOST=$(rustc -vV | sed -n 's/^host: //p')
+STATIC=""
+if RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=target/static \
+    cargo build --release --quiet --bin shmxfer --target "$HOST" 2>/dev/null; then
+  STATIC=$PWD/target/static/$HOST/release/shmxfer
+fi
 BIN=$PWD/target/release/shmxfer
 API=$PWD/target/release/examples/api_bench
 WORK=$(mktemp -d /var/tmp/shmxfer-bench.XXXXXX)
@@ -90,7 +97,7 @@ case_sx() { timed send_big; T_SX+=("$LAST"); check_big "$(out_big)"; keep "$(out
 case_sxm() { timed send_big -m; T_SXM+=("$LAST"); check_big "$(out_big)"; keep "$(out_big)"; }
 case_never() { timed "$BIN" send --key "$NKEY" -m "$WORK/big"; S_NVM+=("$LAST"); check_big "$WORK/nout"/*; rm -f "$WORK/nout"/*; }
 
-declare -a T_DD T_CAT T_CP T_SX T_SXM T_MD5 T_SMALL_SX T_SMALL_CP T_ONE T_ONE_F T_API T_FLOOR
+declare -a T_DD T_CAT T_CP T_SX T_SXM T_MD5 T_SMALL_SX T_SMALL_CP T_ONE T_ONE_F T_API T_FLOOR T_SMALL_ST
 SENDER_RSS=0
 keep_ballast() { head -c 1073741824 "$WORK/big" >"$WORK/base/x"; keep "$WORK/base/x"; }
 keep_ballast # the first recycled run needs something to recycle
@@ -109,6 +116,11 @@ for r in $(seq "$RUNS"); do
   rm -f "$WORK/cp"/*; sync
   timed bash -c "for f in '$WORK'/small/*; do '$BIN' send --key $KEY \"\$f\" || exit 1; done"; T_SMALL_SX+=("$LAST")
   [[ $(ls "$WORK/out" | wc -l) == 200 ]] || { echo "small files missing"; exit 1; }
+  if [[ -n $STATIC ]]; then
+    rm -f "$WORK/out"/*; sync
+    timed bash -c "for f in '$WORK'/small/*; do '$STATIC' send --key $KEY \"\$f\" || exit 1; done"; T_SMALL_ST+=("$LAST")
+    [[ $(ls "$WORK/out" | wc -l) == 200 ]] || { echo "small files missing (static)"; exit 1; }
+  fi
   rm -f "$WORK/out"/*; sync
   timed "$BIN" send --key "$KEY" "$WORK"/small/*; T_ONE+=("$LAST")
   same_files "$WORK/out"
@@ -166,6 +178,9 @@ printf '  %-48s %7sx  (reported: page cache only, as cp)\n' "shmxfer -m / md5sum
 echo "200 files of 100 KB:"
 printf '  one process per file: shmxfer %.2f ms/file, cp %.2f ms/file\n' "$(awk -v n="$SSX" 'BEGIN {print n/200/1e6}')" "$(awk -v n="$SCP" 'BEGIN {print n/200/1e6}')"
 verdict "per-process shmxfer / cp loop" "$(ratio "$SSX" "$SCP")" "<=" 1.2
+if [[ -n $STATIC ]]; then
+  printf '  %-48s %7sx  (reported: README, Install)\n' "per-process, static build / cp loop" "$(ratio "$(m "${T_SMALL_ST[@]}")" "$SCP")"
+fi
 PER=$(awk -v n="$ONE" 'BEGIN {printf "%.3f", n/200/1e6}')
 verdict "one send, per file" "$PER" "<=" 0.1 " ms"
 verdict "library, one process, from memory, per file" "$(m "${T_API[@]}")" "<=" 0.05 " ms"
