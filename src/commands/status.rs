@@ -120,13 +120,13 @@ fn listing(all: bool, args: &StatusArgs) -> Result<Snapshot, StatusError> {
     if let Some(k) = args.key.as_ref().map(|a| a.key) {
         let near = |key: u32| key == k.0 || Some(Key(key)) == k.offset(1);
         if let Some(v) = snap.shm.as_mut() {
-            v.retain(|r| near(r.key));
+            v.retain(|r| near(r.object.key));
         }
         if let Some(v) = snap.sem.as_mut() {
-            v.retain(|r| near(r.key));
+            v.retain(|r| near(r.object.key));
         }
         if let Some(v) = snap.msg.as_mut() {
-            v.retain(|r| near(r.key));
+            v.retain(|r| near(r.object.key));
         }
         if let Some(v) = snap.channels.as_mut() {
             v.retain(|c| c.key == k.0);
@@ -238,27 +238,27 @@ impl<R> Views<R> {
 macro_rules! creator_cols {
     ($r:ty) => {
         &[
-            col("perms", 10, |r: &$r, _| r.perms.clone()),
-            col("cuid", 10, |r: &$r, _| sysv::user_name(r.cuid)),
-            col("cgid", 10, |r: &$r, _| sysv::group_name(r.cgid)),
-            col("uid", 10, |r: &$r, _| sysv::user_name(r.uid)),
-            col("gid", 10, |r: &$r, _| sysv::group_name(r.gid)),
+            col("perms", 10, |r: &$r, _| r.object.perms.clone()),
+            col("cuid", 10, |r: &$r, _| sysv::user_name(r.object.cuid)),
+            col("cgid", 10, |r: &$r, _| sysv::group_name(r.object.cgid)),
+            col("uid", 10, |r: &$r, _| sysv::user_name(r.object.uid)),
+            col("gid", 10, |r: &$r, _| sysv::group_name(r.object.gid)),
         ]
     };
 }
 
 const MSG: Views<MsgRow> = Views {
     default: &[
-        col("key", 10, |r, _| hex_key(r.key)),
-        col("msqid", 10, |r, _| r.id.to_string()),
-        col("owner", 10, |r, _| r.owner.clone()),
-        col("perms", 10, |r, _| r.perms.clone()),
+        col("key", 10, |r, _| hex_key(r.object.key)),
+        col("msqid", 10, |r, _| r.object.id.to_string()),
+        col("owner", 10, |r, _| r.object.owner.clone()),
+        col("perms", 10, |r, _| r.object.perms.clone()),
         col("used-bytes", 12, |r, h| size(r.used_bytes, h)),
         col("messages", 10, |r, _| r.messages.to_string()),
     ],
     id: &[
-        col("msqid", 10, |r, _| r.id.to_string()),
-        col("owner", 10, |r, _| r.owner.clone()),
+        col("msqid", 10, |r, _| r.object.id.to_string()),
+        col("owner", 10, |r, _| r.object.owner.clone()),
     ],
     time: &[
         col("send", 20, |r, _| when(r.stime)),
@@ -273,18 +273,18 @@ const MSG: Views<MsgRow> = Views {
 };
 const SHM: Views<ShmRow> = Views {
     default: &[
-        col("key", 10, |r, _| hex_key(r.key)),
-        col("shmid", 10, |r, _| r.id.to_string()),
-        col("owner", 10, |r, _| r.owner.clone()),
-        col("perms", 10, |r, _| r.perms.clone()),
+        col("key", 10, |r, _| hex_key(r.object.key)),
+        col("shmid", 10, |r, _| r.object.id.to_string()),
+        col("owner", 10, |r, _| r.object.owner.clone()),
+        col("perms", 10, |r, _| r.object.perms.clone()),
         col("bytes", 10, |r, h| size(r.bytes, h)),
         col("nattch", 10, |r, _| r.nattch.to_string()),
         col("status", 12, |r, _| r.status.join(",")),
         col("what", 0, |r, _| mark(r.role)),
     ],
     id: &[
-        col("shmid", 10, |r, _| r.id.to_string()),
-        col("owner", 10, |r, _| r.owner.clone()),
+        col("shmid", 10, |r, _| r.object.id.to_string()),
+        col("owner", 10, |r, _| r.object.owner.clone()),
     ],
     time: &[
         col("attached", 20, |r, _| when(r.atime)),
@@ -299,16 +299,16 @@ const SHM: Views<ShmRow> = Views {
 };
 const SEM: Views<SemRow> = Views {
     default: &[
-        col("key", 10, |r, _| hex_key(r.key)),
-        col("semid", 10, |r, _| r.id.to_string()),
-        col("owner", 10, |r, _| r.owner.clone()),
-        col("perms", 10, |r, _| r.perms.clone()),
+        col("key", 10, |r, _| hex_key(r.object.key)),
+        col("semid", 10, |r, _| r.object.id.to_string()),
+        col("owner", 10, |r, _| r.object.owner.clone()),
+        col("perms", 10, |r, _| r.object.perms.clone()),
         col("nsems", 10, |r, _| r.nsems.to_string()),
         col("what", 0, |r, _| mark(r.role)),
     ],
     id: &[
-        col("semid", 10, |r, _| r.id.to_string()),
-        col("owner", 10, |r, _| r.owner.clone()),
+        col("semid", 10, |r, _| r.object.id.to_string()),
+        col("owner", 10, |r, _| r.object.owner.clone()),
     ],
     time: &[
         col("last-op", 20, |r, _| when(r.otime)),
@@ -489,20 +489,20 @@ fn detail(out: &mut String, id: i32, all: bool, a: &StatusArgs) -> Result<(), St
     let s = snapshot(parts)?;
     let mut found = false;
     let ids = |v: u32, k: u32| format!("uid={v}\t gid={k}");
-    for r in s.shm.iter().flatten().filter(|r| r.id == id) {
+    for r in s.shm.iter().flatten().filter(|r| r.object.id == id) {
         found = true;
         let _ = writeln!(out, "\nShared memory Segment shmid={id}");
         let _ = writeln!(
             out,
             "{}\t cuid={}\t cgid={}",
-            ids(r.uid, r.gid),
-            r.cuid,
-            r.cgid
+            ids(r.object.uid, r.object.gid),
+            r.object.cuid,
+            r.object.cgid
         );
         let _ = writeln!(
             out,
             "mode={}\t bytes={}\t nattch={}\t status={}",
-            r.perms,
+            r.object.perms,
             size(r.bytes, a.human),
             r.nattch,
             r.status.join(",")
@@ -517,20 +517,20 @@ fn detail(out: &mut String, id: i32, all: bool, a: &StatusArgs) -> Result<(), St
         );
         let _ = writeln!(out, "what={}\n", mark(r.role));
     }
-    for r in s.sem.iter().flatten().filter(|r| r.id == id) {
+    for r in s.sem.iter().flatten().filter(|r| r.object.id == id) {
         found = true;
         sem_detail(out, r, &ids)?;
     }
-    for r in s.msg.iter().flatten().filter(|r| r.id == id) {
+    for r in s.msg.iter().flatten().filter(|r| r.object.id == id) {
         found = true;
         let _ = writeln!(out, "\nMessage Queue msqid={id}");
         let _ = writeln!(
             out,
             "{}\t cuid={}\t cgid={}\t mode={}",
-            ids(r.uid, r.gid),
-            r.cuid,
-            r.cgid,
-            r.perms
+            ids(r.object.uid, r.object.gid),
+            r.object.cuid,
+            r.object.cgid,
+            r.object.perms
         );
         let _ = writeln!(
             out,
@@ -556,19 +556,19 @@ fn sem_detail(
     r: &SemRow,
     ids: &dyn Fn(u32, u32) -> String,
 ) -> Result<(), StatusError> {
-    let values = semaphores(r.id, r.nsems).map_err(|e| StatusError::Read(r.id, e))?;
-    let _ = writeln!(out, "\nSemaphore Array semid={}", r.id);
+    let values = semaphores(r.object.id, r.nsems).map_err(|e| StatusError::Read(r.object.id, e))?;
+    let _ = writeln!(out, "\nSemaphore Array semid={}", r.object.id);
     let _ = writeln!(
         out,
         "{}\t cuid={}\t cgid={}",
-        ids(r.uid, r.gid),
-        r.cuid,
-        r.cgid
+        ids(r.object.uid, r.object.gid),
+        r.object.cuid,
+        r.object.cgid
     );
     let _ = writeln!(
         out,
         "mode={}\t nsems={}\t what={}",
-        r.perms,
+        r.object.perms,
         r.nsems,
         mark(r.role)
     );

@@ -31,9 +31,9 @@ pub enum InventoryError {
     },
 }
 
-#[derive(Debug, Serialize)]
-/// A shared memory segment, as `ipcs -m` lists it, with what it is to shmxfer.
-pub struct ShmRow {
+/// What every IPC object has: its key and id, and who owns and who made it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Object {
     /// The key (0 for IPC_PRIVATE).
     pub key: u32,
     /// The kernel's id, as `ipcs` shows it.
@@ -50,6 +50,14 @@ pub struct ShmRow {
     pub cgid: u32,
     /// The permission bits, in octal.
     pub perms: String,
+}
+
+#[derive(Debug, Serialize)]
+/// A shared memory segment, as `ipcs -m` lists it, with what it is to shmxfer.
+pub struct ShmRow {
+    /// Its key, id, owner and creator.
+    #[serde(flatten)]
+    pub object: Object,
     /// The size.
     pub bytes: u64,
     /// Bytes of it resident in memory.
@@ -77,22 +85,9 @@ pub struct ShmRow {
 #[derive(Debug, Serialize)]
 /// A semaphore set, as `ipcs -s` lists it, with what it is to shmxfer.
 pub struct SemRow {
-    /// The key (0 for IPC_PRIVATE).
-    pub key: u32,
-    /// The kernel's id, as `ipcs` shows it.
-    pub id: i32,
-    /// The owner's user name (through NSS), or the uid where there is none.
-    pub owner: String,
-    /// The owner's uid.
-    pub uid: u32,
-    /// The owner's gid.
-    pub gid: u32,
-    /// The creator's uid (the owner may have been changed since; this cannot be).
-    pub cuid: u32,
-    /// The creator's gid.
-    pub cgid: u32,
-    /// The permission bits, in octal.
-    pub perms: String,
+    /// Its key, id, owner and creator.
+    #[serde(flatten)]
+    pub object: Object,
     /// How many semaphores it has.
     pub nsems: u32,
     /// The last `semop` (Unix seconds; 0: never).
@@ -106,22 +101,9 @@ pub struct SemRow {
 #[derive(Debug, Serialize)]
 /// A message queue, as `ipcs -q` lists it (shmxfer uses none).
 pub struct MsgRow {
-    /// The key (0 for IPC_PRIVATE).
-    pub key: u32,
-    /// The kernel's id, as `ipcs` shows it.
-    pub id: i32,
-    /// The owner's user name (through NSS), or the uid where there is none.
-    pub owner: String,
-    /// The owner's uid.
-    pub uid: u32,
-    /// The owner's gid.
-    pub gid: u32,
-    /// The creator's uid (the owner may have been changed since; this cannot be).
-    pub cuid: u32,
-    /// The creator's gid.
-    pub cgid: u32,
-    /// The permission bits, in octal.
-    pub perms: String,
+    /// Its key, id, owner and creator.
+    #[serde(flatten)]
+    pub object: Object,
     /// Bytes queued.
     pub used_bytes: u64,
     /// Messages queued.
@@ -417,6 +399,21 @@ impl Roles<'_> {
     }
 }
 
+/// The columns every kind's table has; `id` names its id column.
+fn object(r: &TableRow, id: &str) -> Object {
+    let uid = r.num("uid") as u32;
+    Object {
+        key: r.key().0,
+        id: r.num(id) as i32,
+        owner: sysv::user_name(uid),
+        uid,
+        gid: r.num("gid") as u32,
+        cuid: r.num("cuid") as u32,
+        cgid: r.num("cgid") as u32,
+        perms: format!("{:o}", perms(r) & 0o777),
+    }
+}
+
 fn shm_row(r: &TableRow, roles: &Roles) -> ShmRow {
     let p = perms(r);
     let mut status = Vec::new();
@@ -426,16 +423,8 @@ fn shm_row(r: &TableRow, roles: &Roles) -> ShmRow {
     if p & 0o2000 != 0 {
         status.push("locked");
     }
-    let id = r.num("shmid") as i32;
     ShmRow {
-        key: r.key().0,
-        id,
-        owner: sysv::user_name(r.num("uid") as u32),
-        uid: r.num("uid") as u32,
-        gid: r.num("gid") as u32,
-        cuid: r.num("cuid") as u32,
-        cgid: r.num("cgid") as u32,
-        perms: format!("{:o}", p & 0o777),
+        object: object(r, "shmid"),
         bytes: r.num("size") as u64,
         rss: r.num("rss") as u64,
         swap: r.num("swap") as u64,
@@ -451,17 +440,9 @@ fn shm_row(r: &TableRow, roles: &Roles) -> ShmRow {
 }
 
 fn sem_row(r: &TableRow, roles: &Roles) -> SemRow {
-    let id = r.num("semid") as i32;
     let nsems = r.num("nsems") as u32;
     SemRow {
-        key: r.key().0,
-        id,
-        owner: sysv::user_name(r.num("uid") as u32),
-        uid: r.num("uid") as u32,
-        gid: r.num("gid") as u32,
-        cuid: r.num("cuid") as u32,
-        cgid: r.num("cgid") as u32,
-        perms: format!("{:o}", perms(r) & 0o777),
+        object: object(r, "semid"),
         nsems,
         otime: r.num("otime"),
         ctime: r.num("ctime"),
@@ -471,14 +452,7 @@ fn sem_row(r: &TableRow, roles: &Roles) -> SemRow {
 
 fn msg_row(r: &TableRow) -> MsgRow {
     MsgRow {
-        key: r.key().0,
-        id: r.num("msqid") as i32,
-        owner: sysv::user_name(r.num("uid") as u32),
-        uid: r.num("uid") as u32,
-        gid: r.num("gid") as u32,
-        cuid: r.num("cuid") as u32,
-        cgid: r.num("cgid") as u32,
-        perms: format!("{:o}", perms(r) & 0o777),
+        object: object(r, "msqid"),
         used_bytes: r.num("cbytes") as u64,
         messages: r.num("qnum") as u64,
         lspid: r.num("lspid") as i32,
