@@ -28,18 +28,28 @@ fn claim_exit() -> bool {
     !EXITING.swap(true, Ordering::SeqCst)
 }
 
-/// How the send stands, for a thread that ends the process while the main thread is stuck:
-/// the exit code of the files before the one in hand, and the files after it.
-static SO_FAR: std::sync::Mutex<(i32, Vec<String>, usize)> =
-    std::sync::Mutex::new((0, Vec::new(), 0));
+/// Every file of the send, set once before the first, for a thread that ends the process
+/// while the main thread is stuck; with the index of the one in hand and the exit code of
+/// those before it (two atomic stores per file, nothing formatted on the way).
+static PLAN: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+static IN_HAND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static CODE_SO_FAR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
-/// The code to end with after `failed`, and one `FILE: not sent` line per file left (at
-/// most 20, then how many more).
+/// The code to end with after `failed`, and one `FILE: not sent` line per file after the
+/// one in hand (at most 20, then how many more).
 fn ending(failed: i32) -> (i32, String) {
-    let (code, rest, left) = SO_FAR.lock().map(|g| g.clone()).unwrap_or_default();
-    let mut lines: Vec<String> = rest.iter().map(|f| format!("{f}: not sent")).collect();
-    if left > rest.len() {
-        lines.push(format!("… and {} more not sent", left - rest.len()));
+    let code = CODE_SO_FAR.load(Ordering::SeqCst);
+    let plan = PLAN.get().map_or(&[][..], Vec::as_slice);
+    let rest = plan
+        .get(IN_HAND.load(Ordering::SeqCst) + 1..)
+        .unwrap_or(&[]);
+    let mut lines: Vec<String> = rest
+        .iter()
+        .take(20)
+        .map(|p| format!("{}: not sent", escape_path(p)))
+        .collect();
+    if rest.len() > 20 {
+        lines.push(format!("… and {} more not sent", rest.len() - 20));
     }
     (merge(code, failed), lines.join("\n"))
 }
@@ -223,12 +233,10 @@ fn items(args: &SendArgs) -> (Vec<Item>, i32) {
 /// Sends each item in turn; returns the exit code. A failure of one file is reported and the
 /// next is tried; a failure of the channel, or a stop, ends the send.
 fn send_all(tx: &mut Sender, args: &SendArgs, items: &[Item], mut code: i32) -> i32 {
+    let _ = PLAN.set(items.iter().map(|i| i.path().to_path_buf()).collect());
     for (i, item) in items.iter().enumerate() {
-        if let Ok(mut g) = SO_FAR.lock() {
-            let rest = &items[i + 1..];
-            let shown = rest.iter().take(20).map(|x| escape_path(x.path()));
-            *g = (code, shown.collect(), rest.len());
-        }
+        IN_HAND.store(i, Ordering::SeqCst);
+        CODE_SO_FAR.store(code, Ordering::SeqCst);
         let result = if runtime::stop_requested() {
             Err(SendError::Interrupted(item.path().into()))
         } else {
