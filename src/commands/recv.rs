@@ -187,11 +187,7 @@ fn announce(c: &Committed, opts: &Opts, hooks: Option<&Hooks>) {
             crate::shared::term::out_line(&line);
         }
     } else if !opts.quiet {
-        let md5 = c.md5.as_deref();
-        let record = match md5 {
-            Some(d) => format!("{}\t{}\t{d}", escape_path(&c.path), c.size),
-            None => format!("{}\t{}", escape_path(&c.path), c.size),
-        };
+        let record = record(&c.path, c.size, c.md5.as_deref());
         if opts.stdout {
             eprintln!("{record}");
         } else {
@@ -320,10 +316,10 @@ fn settle<'r>(
     }
 }
 
-/// One committed file's line: path (escaped), size, and the MD5 when checked, by tabs.
-fn record(path: &Path, bytes: u64, md5: Option<[u8; 16]>) -> String {
+/// One committed file's line: path (escaped), size, and the MD5 (hex) when checked, by tabs.
+fn record(path: &Path, bytes: u64, md5: Option<&str>) -> String {
     match md5 {
-        Some(d) => format!("{}\t{bytes}\t{}", escape_path(path), hex(&d)),
+        Some(d) => format!("{}\t{bytes}\t{d}", escape_path(path)),
         None => format!("{}\t{bytes}", escape_path(path)),
     }
 }
@@ -464,8 +460,9 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
     let mut take = |bytes: &[u8]| match write_out(bytes, &mut namer) {
         Ok(path) => {
             if !quiet {
-                let md5 = args.md5.then(|| crate::shared::digest::md5(bytes));
-                crate::shared::term::out_line(&record(&path, bytes.len() as u64, md5));
+                let md5 = args.md5.then(|| hex(&crate::shared::digest::md5(bytes)));
+                let line = record(&path, bytes.len() as u64, md5.as_deref());
+                crate::shared::term::out_line(&line);
             }
             Took::Kept { stop: args.once }
         }
