@@ -423,7 +423,17 @@ fn check_parts(key: Key, control: &sysv::ShmStat, info: &Info) -> Result<(), Str
             content.id()
         ));
     }
-    let sem_creator = sems.stat().map(|s| s.perm.cuid);
+    let sem_stat = sems.stat();
+    if let Ok(s) = &sem_stat
+        && s.nsems != u32::from(sem::COUNT)
+    {
+        return Err(format!(
+            "its semaphore set has {} semaphores, not {}",
+            s.nsems,
+            sem::COUNT
+        ));
+    }
+    let sem_creator = sem_stat.map(|s| s.perm.cuid);
     let content_creator = content.stat().map(|s| s.perm.cuid);
     match (sem_creator, content_creator) {
         (Ok(a), Ok(b)) if a == control.perm.cuid && b == control.perm.cuid => Ok(()),
@@ -696,16 +706,6 @@ impl Channel {
                 source: HeaderError::Field {
                     field: "content segment",
                     value: content.len() as u64,
-                },
-            });
-        }
-        let stat = sems.stat().map_err(gone)?;
-        if stat.nsems != u32::from(sem::COUNT) {
-            return Err(FrameError::Header {
-                key,
-                source: HeaderError::Field {
-                    field: "semaphore count",
-                    value: stat.nsems.into(),
                 },
             });
         }
@@ -1170,6 +1170,8 @@ pub struct View {
     control: Control,
     /// The validated header.
     pub info: Info,
+    /// The segment's `IPC_STAT` when it was opened.
+    stat: sysv::ShmStat,
 }
 
 impl View {
@@ -1183,14 +1185,30 @@ impl View {
             source,
         };
         let shm = Shm::from_id(shmid);
-        let creator = shm.stat()?.cpid;
+        let stat = shm.stat()?;
         let control = control(shm.attach(false)?).map_err(header)?;
         let mut head = [0u8; INFO_LEN];
         control.read(0, &mut head);
         let mut info = decode_info(&head, control.mapping().len()).map_err(header)?;
         // As in `probe`: the pid the kernel translates into our namespace.
-        info.receiver_pid = creator;
-        Ok(View { control, info })
+        info.receiver_pid = stat.cpid;
+        Ok(View {
+            control,
+            info,
+            stat,
+        })
+    }
+
+    /// What the channel this view shows is, judged as [`probe`] judges one (its parts
+    /// checked against the keys, its receiver's liveness from kernel facts), without
+    /// attaching again.
+    pub fn judge(&self, key: Key) -> Probe {
+        channel(
+            key,
+            self.control.mapping().id(),
+            &self.stat,
+            self.info.clone(),
+        )
     }
     /// The published state ([`State`] as a number; anything else is "starting").
     pub fn state(&self) -> u32 {

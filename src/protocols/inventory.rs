@@ -465,16 +465,11 @@ fn msg_row(r: &TableRow) -> MsgRow {
 
 /// The channel at `key`, if the segment `id` there is one whose parts check out (as a sender
 /// checks them: a forged or corrupt header is not listed as a channel, dead or alive).
+/// One read-only attachment per channel.
 fn channel_at(key: Key, id: i32) -> Option<ChannelRow> {
-    match frame::probe(key) {
-        Ok(frame::Probe::Channel {
-            shmid,
-            alive,
-            owner,
-            ..
-        }) if shmid == id => View::open(id)
-            .ok()
-            .map(|v| channel_row(key, id, &v, alive, owner)),
+    let v = View::open(id).ok()?;
+    match v.judge(key) {
+        frame::Probe::Channel { alive, owner, .. } => Some(channel_row(key, id, &v, alive, owner)),
         _ => None,
     }
 }
