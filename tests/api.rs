@@ -149,6 +149,71 @@ fn a_sender_and_a_receiver_in_one_process_move_bytes_readers_and_paths() {
     assert!(same(&env.path("got-path.bin"), &p));
 }
 
+#[test]
+fn a_file_refused_while_its_chunks_are_in_flight_costs_only_itself() {
+    // The sender does not wait to hear a file accepted: a refusal meets chunks already in
+    // the ring. A small ring of small slots makes every file many chunks.
+    let env = Env::new();
+    let (mut rx, _) = Receiver::bind(
+        env.key,
+        &Config {
+            slot_size: 4096,
+            slot_count: 2,
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    let serve = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        loop {
+            let inc = match rx.next_event().unwrap() {
+                Event::File(inc) => inc,
+                Event::SessionEnd => return got,
+                Event::Notice(n) => panic!("{n}"),
+            };
+            match inc.name() {
+                b"refused" => inc.refuse(shmxfer::wire::Status::BadPath).unwrap(),
+                b"no-room" => {
+                    let e = std::io::Error::from_raw_os_error(libc::ENOSPC);
+                    inc.cannot_create(std::path::Path::new("/out"), &e).unwrap()
+                }
+                _ => {
+                    let mut v = Vec::new();
+                    let r = inc.receive_to(&mut v, &mut |_| {}).unwrap();
+                    r.commit(std::path::Path::new("kept")).unwrap();
+                    got.push(v);
+                }
+            }
+        }
+    });
+    let opts = SendOptions {
+        wait: Some(Duration::from_secs(10)),
+        ..SendOptions::default()
+    };
+    let mut tx = Sender::connect(env.key, &opts).unwrap();
+    let files: Vec<Vec<u8>> = (0..6).map(|i| pattern(100_000 + i, i as u8)).collect();
+    tx.send_bytes(b"a", &files[0]).unwrap();
+    let e = tx.send_bytes(b"refused", &files[1]).unwrap_err();
+    assert!(e.to_string().contains("refused its relative path"), "{e}");
+    assert!(!e.is_fatal());
+    tx.send_bytes(b"b", &files[2]).unwrap();
+    let e = tx.send_bytes(b"no-room", &files[3]).unwrap_err();
+    assert!(e.to_string().contains("could not create"), "{e}");
+    // A refusal of a stream of unknown length, and of a one-chunk file.
+    let e = tx
+        .send_reader(b"refused", &mut Cursor::new(files[4].clone()), None)
+        .unwrap_err();
+    assert!(!e.is_fatal(), "{e}");
+    tx.send_bytes(b"refused", b"tiny").unwrap_err();
+    tx.send_bytes(b"c", &files[5]).unwrap();
+    tx.finish().unwrap();
+    let got = serve.join().unwrap();
+    assert!(
+        got == [files[0].clone(), files[2].clone(), files[5].clone()],
+        "a file arrived with other bytes"
+    );
+}
+
 /// A child receiver that is not `shmxfer recv` (the example), stopped with SIGINT when
 /// dropped, as Ctrl-C would.
 struct Receiver_ {

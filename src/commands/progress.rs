@@ -17,11 +17,17 @@ pub struct Progress {
     bar: Option<ProgressBar>,
 }
 
+/// Whether stderr is a terminal, asked once per process rather than once per file.
+fn stderr_is_terminal() -> bool {
+    static TTY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TTY.get_or_init(|| std::io::stderr().is_terminal())
+}
+
 impl Progress {
     /// `quiet` and a non-terminal stderr turn it off for good.
     pub fn new(quiet: bool, total: Option<u64>, label: impl Into<String>) -> Progress {
         Progress {
-            enabled: !quiet && std::io::stderr().is_terminal(),
+            enabled: !quiet && stderr_is_terminal(),
             started: Instant::now(),
             total,
             label: label.into(),

@@ -159,6 +159,7 @@ fn serve_files(
     tally: &mut Served,
 ) -> Result<i32, RecvError> {
     loop {
+        tally.make_spare(opts, namer.as_deref());
         match rx.next_event()? {
             Event::File(incoming) => {
                 if let Some(c) = take_file(incoming, opts, namer.as_deref_mut(), tally)? {
@@ -199,11 +200,13 @@ fn announce(c: &Committed, opts: &Opts, hooks: Option<&Hooks>) {
     }
 }
 
-/// Files received and failed so far, for `--once`.
+/// The serving loop's state: files received and failed so far (for `--once`), and the next
+/// file's temporary file, made ahead.
 #[derive(Default)]
 struct Served {
     received: u64,
     failed: bool,
+    spare: Option<TempFile>,
 }
 
 impl Served {
@@ -211,6 +214,20 @@ impl Served {
     /// its one attempt).
     fn closed(&self, opts: &Opts) -> bool {
         opts.once && (self.received > 0 || (opts.stdout && self.failed))
+    }
+
+    /// Creates the next file's temporary file while we wait for its request: creating a file is
+    /// most of a small file's cost to us (on ext4 without a journal, inodes deleted within the
+    /// last minute are skipped one by one), and done here it overlaps the sender's preparing
+    /// its next file instead of following it. Only an unnamed (`O_TMPFILE`) file is kept
+    /// waiting: it leaves nothing behind, whatever happens. A failure is met again, and
+    /// reported, when a file comes.
+    fn make_spare(&mut self, opts: &Opts, namer: Option<&Namer>) {
+        let Some(n) = namer else { return };
+        if self.spare.is_some() || opts.stdout || self.closed(opts) {
+            return;
+        }
+        self.spare = TempFile::create(n.dir()).ok().filter(TempFile::is_unnamed);
     }
 }
 
@@ -237,7 +254,7 @@ fn take_file(
         (true, Ok(rel)) => Some(rel),
         (false, _) => None,
     };
-    let mut sink = match Sink::open(opts, namer.as_deref()) {
+    let mut sink = match Sink::open(opts, namer.as_deref(), &mut tally.spare) {
         Ok(s) => s,
         Err(e) => {
             tally.failed = true;
@@ -365,7 +382,10 @@ enum Sink {
 }
 
 impl Sink {
-    fn open(opts: &Opts, namer: Option<&Namer>) -> io::Result<Sink> {
+    fn open(opts: &Opts, namer: Option<&Namer>, spare: &mut Option<TempFile>) -> io::Result<Sink> {
+        if let Some(t) = spare.take() {
+            return Ok(Sink::Temp(t));
+        }
         match namer {
             Some(n) if !opts.stdout => TempFile::create(n.dir()).map(Sink::Temp),
             _ => Ok(Sink::Stdout(File::from(

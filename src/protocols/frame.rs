@@ -820,6 +820,7 @@ impl Channel {
                 .set(n, v)
                 .map_err(|e| FrameError::from_wait(self.key, e.into()))?;
         }
+        self.clear_ring();
         self.store_u32(SESSION_OFF, session);
         self.store_u32(FILE_OFF, 0);
         self.store_u32(STATUS_OFF, Status::Pending.code());
@@ -863,10 +864,20 @@ impl Channel {
         Ok(decode_request(&b, &path))
     }
 
-    /// Starts file `file` of the session: clears the slot table and the trailer, so nothing an
-    /// earlier file left there can pass for this one's, and points the status at the file.
-    /// The sender writes neither region before it reads our answer, so no write is lost.
-    pub fn begin_file(&self, file: u32) {
+    /// Takes file `file` of the session: points the status at it, marked "accepted", so that
+    /// a failure flagged later is about this file. The status is stored before the file number
+    /// and the sender reads them the other way round, so it never pairs this file's number with
+    /// the previous file's final status.
+    pub fn take_file(&self, file: u32) {
+        self.store_u64(PROGRESS_OFF, 0);
+        self.store_u32(STATUS_OFF, Status::Accepted.code());
+        self.store_u32(FILE_OFF, file);
+    }
+
+    /// Clears the slot table and the trailer, so nothing a file (or a dead session) left there
+    /// can pass for the next one's. Called when the ring is empty and before the sender may
+    /// write again: at the start of a session, and after a file's end marker, before we answer.
+    fn clear_ring(&self) {
         const ZEROS: [u8; SLOT_DESC_LEN * MAX_SLOTS as usize] =
             [0; SLOT_DESC_LEN * MAX_SLOTS as usize];
         self.write(
@@ -874,14 +885,13 @@ impl Channel {
             &ZEROS[..SLOT_DESC_LEN * self.info.slot_count as usize],
         );
         self.write(TRAILER_OFF, &[0; TRAILER_LEN]);
-        self.store_u64(PROGRESS_OFF, 0);
-        self.store_u32(STATUS_OFF, Status::Pending.code());
-        self.store_u32(FILE_OFF, file);
     }
 
     /// Publishes an outcome about `file` (0 for a request refused before it became a file)
-    /// and wakes the sender.
+    /// and wakes the sender. The sender writes nothing more before it reads this, so the ring
+    /// is cleared for its next file here.
     pub fn answer(&self, file: u32, o: &Outcome) -> Result<(), FrameError> {
+        self.clear_ring();
         self.write(RESULT_OFF, &encode_outcome(o));
         self.store_u32(FILE_OFF, file);
         self.store_u32(STATUS_OFF, o.status.code());
@@ -1004,13 +1014,19 @@ impl Channel {
     /// # Errors
     /// The channel was removed.
     pub fn send_request(&self, r: &Request) -> Result<(), FrameError> {
+        self.write_request(r);
+        self.wait(&[SemOp::give(sem::REQ)], None)
+    }
+
+    /// Writes a request without posting it: [`Channel::post`] posts it with the file's first
+    /// chunk, so the receiver wakes once for both.
+    pub fn write_request(&self, r: &Request) {
         // The path first: the request that points at it is posted after.
         let path = encode_path(r);
         if !path.is_empty() {
             self.write(PATH_OFF, &path);
         }
         self.write(REQUEST_OFF, &encode_request(r));
-        self.wait(&[SemOp::give(sem::REQ)], None)
     }
 
     /// Says goodbye and drops our liveness mark in the same atomic step, so the receiver can
@@ -1024,6 +1040,7 @@ impl Channel {
             meta: None,
             name: Vec::new(),
             session,
+            file: 0,
         };
         self.write(REQUEST_OFF, &encode_request(&bye));
         self.wait(
@@ -1046,8 +1063,9 @@ impl Channel {
 
     /// The receiver's failure verdict on `file` while it is still being sent, if any.
     pub fn receiver_failure(&self, file: u32) -> Option<u32> {
-        let status = self.control.load_u32(STATUS_OFF);
+        // The number first: the receiver stores it after the status (see `take_file`).
         let about = self.control.load_u32(FILE_OFF);
+        let status = self.control.load_u32(STATUS_OFF);
         let pending = [Status::Pending.code(), Status::Accepted.code()];
         (about == file && !pending.contains(&status)).then_some(status)
     }
@@ -1094,10 +1112,15 @@ impl Channel {
             .expect("a slot lies inside the ring");
     }
 
-    /// Publishes a filled slot (or an abort) with its descriptor.
-    pub fn post(&self, slot: usize, d: &Desc) -> Result<(), FrameError> {
+    /// Publishes a filled slot (or an abort) with its descriptor; with `request`, also the
+    /// request written by [`Channel::write_request`], in the same atomic step.
+    pub fn post(&self, slot: usize, d: &Desc, request: bool) -> Result<(), FrameError> {
         self.write(SLOTS_OFF + slot * SLOT_DESC_LEN, &encode_desc(d));
-        self.wait(&[SemOp::give(sem::FULL)], None)
+        if request {
+            self.wait(&[SemOp::give(sem::REQ), SemOp::give(sem::FULL)], None)
+        } else {
+            self.wait(&[SemOp::give(sem::FULL)], None)
+        }
     }
 
     /// Writes the trailer; call before posting the last descriptor.

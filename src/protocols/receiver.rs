@@ -168,12 +168,20 @@ impl Receiver {
             Err(e) => return Err(e),
         };
         let req = match req {
-            Ok(r) if r.session == self.session => r,
+            Ok(r) if r.op == Op::Bye && r.session == self.session => {
+                debug!("sender said goodbye");
+                self.end_session();
+                return Ok(Event::SessionEnd);
+            }
+            Ok(r) if r.session == self.session && r.file == self.file.wrapping_add(1) => r,
             Ok(r) => {
                 self.ch.answer(0, &refused(Status::BadRequest))?;
                 return Ok(Event::Notice(format!(
-                    "a request of session {} in session {}; refused",
-                    r.session, self.session
+                    "a request of session {} file {} where session {} file {} was due; refused",
+                    r.session,
+                    r.file,
+                    self.session,
+                    self.file.wrapping_add(1)
                 )));
             }
             Err(e) => {
@@ -181,12 +189,7 @@ impl Receiver {
                 return Ok(Event::Notice(format!("malformed request: {e}; refused")));
             }
         };
-        if req.op == Op::Bye {
-            debug!("sender said goodbye");
-            self.end_session();
-            return Ok(Event::SessionEnd);
-        }
-        self.file += 1;
+        self.file = req.file;
         let tags = Tags {
             session: self.session,
             file: self.file,
@@ -274,30 +277,51 @@ impl<'r> Incoming<'r> {
         self.req.sender_pid
     }
 
-    /// Refuses the file with `status` (say `Status::Closed`); nothing of it is sent.
+    /// Refuses the file with `status` (say `Status::Closed`). The sender sends a file's first
+    /// chunks without waiting to hear it accepted: they are taken and dropped, up to its end
+    /// marker (the sender stops at the next chunk once it sees the refusal), before it is told.
     ///
     /// # Errors
-    /// The channel failed.
+    /// The sender went away or the channel failed.
     pub fn refuse(self, status: Status) -> Result<(), FrameError> {
-        self.rx
-            .ch
-            .answer(self.tags.file, &refused(status))
-            .map_err(stopped)
+        self.refuse_with(refused(status))
     }
 
     /// Refuses the file because no output could be created in `at`.
     ///
     /// # Errors
-    /// The channel failed.
+    /// As [`Incoming::refuse`].
     pub fn cannot_create(self, at: &Path, e: &io::Error) -> Result<(), FrameError> {
-        let o = Outcome {
+        self.refuse_with(Outcome {
             status: Status::CannotCreate,
             errno: e.raw_os_error().unwrap_or(0),
             name: at.as_os_str().as_bytes().to_vec(),
             md5: [0; 16],
             bytes: 0,
+        })
+    }
+
+    fn refuse_with(self, o: Outcome) -> Result<(), FrameError> {
+        let Incoming { rx, req, tags } = self;
+        let ch = &rx.ch;
+        ch.take_file(tags.file);
+        let mut d = Drain {
+            ch,
+            tags,
+            size: req.size,
+            total: 0,
+            failure: None,
         };
-        self.rx.ch.answer(self.tags.file, &o).map_err(stopped)
+        d.fail(o.status, String::new());
+        let r = d
+            .run(&mut |_| {}, |_, _, total| ch.release_slot(total))
+            .and_then(|_| ch.answer(tags.file, &o))
+            .map_err(stopped);
+        if matches!(r, Err(FrameError::SenderGone)) {
+            rx.end_session();
+            rx.ended = true;
+        }
+        r
     }
 
     /// Accepts the file and writes it to `out` (the way `direct` says), reporting the bytes
@@ -434,7 +458,7 @@ impl Received<'_> {
     }
 }
 
-/// Accepts the file, drains it into `out` and checks it: its length against the announced
+/// Takes the file, drains it into `out` and checks it: its length against the announced
 /// size and the trailer, its digest against the sender's. Returns the length and digest.
 fn receive_into(
     ch: &Channel,
@@ -446,8 +470,7 @@ fn receive_into(
     let t = Instant::now();
     let md5 = req.md5 || ch.info.require_md5;
     debug!(name = %escape(&req.name), size = req.size, md5, sender = req.sender_pid, file = tags.file, "request");
-    ch.begin_file(tags.file);
-    ch.answer(tags.file, &refused(Status::Accepted))?;
+    ch.take_file(tags.file);
     let (total, digest) = drain(ch, tags, req, out, md5, progress)?;
     let fail = |status, why| fail_file(ch, tags.file, status, 0, digest, total, why);
     let trailer = ch.trailer();

@@ -232,6 +232,8 @@ impl Observer for Quiet {}
 pub struct Sender {
     ch: Arc<Channel>,
     session: u32,
+    /// The number of the last file we asked the receiver to take (every request counts).
+    file: u32,
     md5: bool,
     observer: Box<dyn Observer + Send>,
     done: bool,
@@ -275,6 +277,7 @@ impl Sender {
         Ok(Sender {
             ch,
             session,
+            file: 0,
             md5,
             observer: Box::new(Quiet),
             done: false,
@@ -404,7 +407,14 @@ impl Sender {
             return Err(SendError::Interrupted(label.into()));
         }
         let t = Instant::now();
-        self.ch.send_request(&Request {
+        self.file += 1;
+        let file = self.file;
+        // The chunks follow at once: the receiver's answer (committed, or why not) comes after
+        // the file's end marker, and a refusal it flags meanwhile stops us at the next chunk.
+        // The request goes with the first chunk, waking the receiver once for both, unless
+        // that chunk may be slow to come: a stream (stdin, a pipe: no size) or a reader, whose
+        // request is posted at once so `status` shows the file while it fills.
+        let request = Request {
             op: Op::File,
             sender_pid: sysv::getpid(),
             size,
@@ -412,12 +422,19 @@ impl Sender {
             meta,
             name: name.to_vec(),
             session: self.session,
-        })?;
-        debug!(file = %escape_path(label), size, md5 = self.md5, "request posted (REQ +1); waiting for the receiver to accept (ACK -1)");
-        let (file, answer) = await_answer(&self.ch, label, None)?;
-        if answer.status != Status::Accepted {
-            return Err(refusal(label, answer));
+            file,
+        };
+        let with_first_chunk = match input {
+            Input::Bytes(_) => true,
+            Input::File(_) => size.is_some(),
+            Input::Reader(_) => false,
+        };
+        if with_first_chunk {
+            self.ch.write_request(&request);
+        } else {
+            self.ch.send_request(&request)?;
         }
+        debug!(file = %escape_path(label), number = file, size, md5 = self.md5, with_first_chunk, "request written; sending its chunks");
         self.observer.start(&escape_path(label), size);
         let mut x = Transfer {
             ch: &self.ch,
@@ -430,6 +447,7 @@ impl Sender {
             total: 0,
             seq: 0,
             input,
+            request_pending: with_first_chunk,
         };
         let r = x.run(&mut *self.observer, t);
         self.observer.finish();
@@ -552,6 +570,8 @@ struct Transfer<'a, 'i> {
     total: u64,
     seq: u64,
     input: Input<'i>,
+    /// The request is written but not yet posted: it goes with the first descriptor.
+    request_pending: bool,
 }
 
 enum Step {
@@ -573,7 +593,7 @@ impl Transfer<'_, '_> {
                 Step::Aborted(failure) => break failure,
             }
         };
-        let (_, answer) = await_answer(self.ch, self.path, Some(self.file))?;
+        let answer = await_answer(self.ch, self.path, self.file)?;
         match failure {
             Some(f) => Err(f),
             None => Err(refusal(self.path, answer)),
@@ -607,7 +627,7 @@ impl Transfer<'_, '_> {
         Ok(Step::Aborted(e))
     }
 
-    fn post(&self, slot: usize, len: usize, kind: DescKind) -> Result<(), FrameError> {
+    fn post(&mut self, slot: usize, len: usize, kind: DescKind) -> Result<(), FrameError> {
         let d = Desc {
             len: len as u64,
             kind,
@@ -615,7 +635,8 @@ impl Transfer<'_, '_> {
             file: self.file,
             index: self.seq,
         };
-        self.ch.post(slot, &d)
+        self.ch
+            .post(slot, &d, std::mem::take(&mut self.request_pending))
     }
 
     fn post_data(&mut self, slot: usize, n: usize, last: bool) -> Result<Step, SendError> {
@@ -648,7 +669,7 @@ impl Transfer<'_, '_> {
 
     /// The receiver's verdict on a file whose last chunk is posted.
     fn verdict(&self, digest: Option<[u8; 16]>, t: Instant) -> Result<Sent, SendError> {
-        let (_, answer) = await_answer(self.ch, self.path, Some(self.file))?;
+        let answer = await_answer(self.ch, self.path, self.file)?;
         phase::set(phase::IDLE, None);
         match answer.status {
             Status::Committed => {
@@ -771,26 +792,21 @@ fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
-/// Waits for the receiver's answer; `file` is the file it must be about (None: the answer
-/// to a request, which names the file the receiver assigned).
-fn await_answer(
-    ch: &Channel,
-    path: &Path,
-    file: Option<u32>,
-) -> Result<(u32, frame::Outcome), SendError> {
+/// Waits for the receiver's answer, which must be about `file`.
+fn await_answer(ch: &Channel, path: &Path, file: u32) -> Result<frame::Outcome, SendError> {
     let bad = |source| SendError::BadAnswer {
         path: path.into(),
         source,
     };
     let (about, outcome) = ch.wait_answer()?;
     let outcome = outcome.map_err(bad)?;
-    if file.is_some_and(|f| f != about) {
+    if about != file {
         return Err(bad(frame::HeaderError::Field {
             field: "answer's file number",
             value: about.into(),
         }));
     }
-    Ok((about, outcome))
+    Ok(outcome)
 }
 
 fn refusal(path: &Path, o: frame::Outcome) -> SendError {

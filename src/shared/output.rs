@@ -145,6 +145,12 @@ impl TempFile {
         }
     }
 
+    /// Whether the file has no name at all (`O_TMPFILE`): it vanishes with the process, so it
+    /// can be made ahead of need.
+    pub fn is_unnamed(&self) -> bool {
+        self.named.is_none()
+    }
+
     /// Gives the file the name `to`, unless something exists there (then `AlreadyExists`).
     fn publish(&mut self, to: &Path) -> io::Result<()> {
         match &self.named {

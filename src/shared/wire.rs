@@ -14,9 +14,11 @@ use crate::sysv::Key;
 
 /// The first 8 bytes of every channel's control segment, written last by its receiver.
 pub const MAGIC: [u8; 8] = *b"SHMXFER\0";
-/// Version 2 tagged every per-file message with its session and file; version 3 adds the
-/// channel's name (in the info region) and relative paths (the path region). See docs/protocol.md.
-pub const VERSION: u32 = 3;
+/// Version 2 tagged every per-file message with its session and file; version 3 added the
+/// channel's name (in the info region) and relative paths (the path region); version 4 numbers
+/// files in the request and sends a file's chunks without waiting to hear it accepted. See
+/// docs/protocol.md.
+pub const VERSION: u32 = 4;
 /// The first key of the per-user default channels: user `uid`'s is
 /// `USER_KEYS + 2 × (uid mod 2²³)` ([`user_key`]). Keys are even, so a channel's two keys (K for
 /// the control segment and the semaphores, K+1 for the content) are its own; distinct for every
@@ -139,7 +141,7 @@ pub mod sem {
     pub const FULL: u16 = 2;
     /// Free slots.
     pub const EMPTY: u16 = 3;
-    /// The receiver has answered (accepted, or the file's outcome).
+    /// The receiver has answered: a file's outcome, or a malformed request refused.
     pub const ACK: u16 = 4;
     /// 1 while the receiver lives: taken with SEM_UNDO, so the kernel zeroes it at its death.
     pub const RECEIVER: u16 = 5;
@@ -330,6 +332,9 @@ pub struct Request {
     pub name: Vec<u8>,
     /// The session the receiver announced when it admitted this sender.
     pub session: u32,
+    /// The file's number within the session: 1 for the first request, then one more for each
+    /// request (0 in a goodbye). Every chunk of the file carries it.
+    pub file: u32,
 }
 
 const UNKNOWN_SIZE: u64 = u64::MAX;
@@ -366,6 +371,7 @@ pub fn encode_request(r: &Request) -> [u8; REQUEST_LEN] {
     wr_u32(&mut b, 36, name.len() as u32);
     b[40..40 + name.len()].copy_from_slice(name);
     wr_u32(&mut b, 296, r.session);
+    wr_u32(&mut b, 300, r.file);
     b
 }
 
@@ -435,6 +441,7 @@ pub fn decode_request(b: &[u8], path: &[u8]) -> Result<Request, HeaderError> {
         meta,
         name,
         session: rd_u32(b, 296),
+        file: rd_u32(b, 300),
     })
 }
 
@@ -457,7 +464,8 @@ fn decode_path(b: &[u8]) -> Result<Vec<u8>, HeaderError> {
 pub enum Status {
     /// Nothing decided yet (also: the receiver is still taking data).
     Pending,
-    /// The receiver takes the file: send its chunks.
+    /// The receiver is taking the file (set when it reads the request; the sender sends its
+    /// chunks without waiting for it).
     Accepted,
     /// The file is written and named.
     Committed,
@@ -807,6 +815,7 @@ mod tests {
             }),
             name: b"photo.jpg".to_vec(),
             session: 77,
+            file: 3,
         };
         assert_eq!(decode_request(&encode_request(&r), &[]), Ok(r.clone()));
         let s = Request {
@@ -829,6 +838,7 @@ mod tests {
             meta: None,
             name: b"photos/2026/a b.jpg".to_vec(),
             session: 1,
+            file: 1,
         };
         let req = encode_request(&r);
         let path = encode_path(&r);
@@ -857,6 +867,7 @@ mod tests {
             meta: None,
             name: vec![b'a'; 10],
             session: 1,
+            file: 1,
         };
         let mut b = encode_request(&r);
         b[36..40].copy_from_slice(&10_000u32.to_ne_bytes());
@@ -882,6 +893,7 @@ mod tests {
             meta: None,
             name: vec![b'x'; 1000],
             session: 1,
+            file: 1,
         };
         assert_eq!(
             decode_request(&encode_request(&r), &[]).unwrap().name.len(),
