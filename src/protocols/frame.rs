@@ -1014,19 +1014,13 @@ impl Channel {
     /// # Errors
     /// The channel was removed.
     pub fn send_request(&self, r: &Request) -> Result<(), FrameError> {
-        self.write_request(r);
-        self.wait(&[SemOp::give(sem::REQ)], None)
-    }
-
-    /// Writes a request without posting it: [`Channel::post`] posts it with the file's first
-    /// chunk, so the receiver wakes once for both.
-    pub fn write_request(&self, r: &Request) {
         // The path first: the request that points at it is posted after.
         let path = encode_path(r);
         if !path.is_empty() {
             self.write(PATH_OFF, &path);
         }
         self.write(REQUEST_OFF, &encode_request(r));
+        self.wait(&[SemOp::give(sem::REQ)], None)
     }
 
     /// Says goodbye and drops our liveness mark in the same atomic step, so the receiver can
@@ -1112,15 +1106,10 @@ impl Channel {
             .expect("a slot lies inside the ring");
     }
 
-    /// Publishes a filled slot (or an abort) with its descriptor; with `request`, also the
-    /// request written by [`Channel::write_request`], in the same atomic step.
-    pub fn post(&self, slot: usize, d: &Desc, request: bool) -> Result<(), FrameError> {
+    /// Publishes a filled slot (or an abort) with its descriptor.
+    pub fn post(&self, slot: usize, d: &Desc) -> Result<(), FrameError> {
         self.write(SLOTS_OFF + slot * SLOT_DESC_LEN, &encode_desc(d));
-        if request {
-            self.wait(&[SemOp::give(sem::REQ), SemOp::give(sem::FULL)], None)
-        } else {
-            self.wait(&[SemOp::give(sem::FULL)], None)
-        }
+        self.wait(&[SemOp::give(sem::FULL)], None)
     }
 
     /// Writes the trailer; call before posting the last descriptor.

@@ -411,10 +411,9 @@ impl Sender {
         let file = self.file;
         // The chunks follow at once: the receiver's answer (committed, or why not) comes after
         // the file's end marker, and a refusal it flags meanwhile stops us at the next chunk.
-        // The request goes with the first chunk, waking the receiver once for both, unless
-        // that chunk may be slow to come: a stream (stdin, a pipe: no size) or a reader, whose
-        // request is posted at once so `status` shows the file while it fills.
-        let request = Request {
+        // The request is posted before the first chunk is read, not with it: the receiver's
+        // waking up (slow on a VM whose idle vCPU halts) then overlaps our read.
+        self.ch.send_request(&Request {
             op: Op::File,
             sender_pid: sysv::getpid(),
             size,
@@ -423,18 +422,8 @@ impl Sender {
             name: name.to_vec(),
             session: self.session,
             file,
-        };
-        let with_first_chunk = match input {
-            Input::Bytes(_) => true,
-            Input::File(_) => size.is_some(),
-            Input::Reader(_) => false,
-        };
-        if with_first_chunk {
-            self.ch.write_request(&request);
-        } else {
-            self.ch.send_request(&request)?;
-        }
-        debug!(file = %escape_path(label), number = file, size, md5 = self.md5, with_first_chunk, "request written; sending its chunks");
+        })?;
+        debug!(file = %escape_path(label), number = file, size, md5 = self.md5, "request posted (REQ +1); sending its chunks");
         self.observer.start(&escape_path(label), size);
         let mut x = Transfer {
             ch: &self.ch,
@@ -447,7 +436,6 @@ impl Sender {
             total: 0,
             seq: 0,
             input,
-            request_pending: with_first_chunk,
         };
         let r = x.run(&mut *self.observer, t);
         self.observer.finish();
@@ -570,8 +558,6 @@ struct Transfer<'a, 'i> {
     total: u64,
     seq: u64,
     input: Input<'i>,
-    /// The request is written but not yet posted: it goes with the first descriptor.
-    request_pending: bool,
 }
 
 enum Step {
@@ -627,7 +613,7 @@ impl Transfer<'_, '_> {
         Ok(Step::Aborted(e))
     }
 
-    fn post(&mut self, slot: usize, len: usize, kind: DescKind) -> Result<(), FrameError> {
+    fn post(&self, slot: usize, len: usize, kind: DescKind) -> Result<(), FrameError> {
         let d = Desc {
             len: len as u64,
             kind,
@@ -635,8 +621,7 @@ impl Transfer<'_, '_> {
             file: self.file,
             index: self.seq,
         };
-        self.ch
-            .post(slot, &d, std::mem::take(&mut self.request_pending))
+        self.ch.post(slot, &d)
     }
 
     fn post_data(&mut self, slot: usize, n: usize, last: bool) -> Result<Step, SendError> {
