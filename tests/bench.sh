@@ -105,6 +105,9 @@ case_never() { timed "$BIN" send --key "$NKEY" -m "$WORK/big"; S_NVM+=("$LAST");
 # deletions (a create went from 0.03 to 0.1-0.2 ms here). So every small-file case, baseline or
 # shmxfer, writes into a new directory of its own, with a receiver started for it, and nothing
 # is deleted before the script ends.
+# And the same memory state for each: 64 MB of page cache freed just before the timed run, so
+# the run's 20 MB come from pages the guest still holds (see "Memory state" above).
+small_recycled() { head -c 64000000 /dev/zero >"$WORK/ballast"; rm -f "$WORK/ballast"; sync; }
 small_recv() { "$BIN" recv --key "$SKEY" -q --dir "$@" & SRPID=$!; PIDS+=($SRPID); sleep 0.3; }
 small_stop() { kill "$SRPID"; wait "$SRPID" 2>/dev/null || true; }
 fresh() { mkdir -p "$WORK/s/$r/$1"; echo "$WORK/s/$r/$1"; }
@@ -125,28 +128,28 @@ for r in $(seq "$RUNS"); do
   (( rss > SENDER_RSS )) && SENDER_RSS=$rss
   keep "$(out_big)"
   # Small files: every case into a directory of its own (see "Small files" above).
-  d=$(fresh cp); sync
+  d=$(fresh cp); small_recycled
   timed bash -c "for f in '$WORK'/small/*; do cp \"\$f\" '$d/'; done"; T_SMALL_CP+=("$LAST")
-  small_recv "$(fresh loop)"; sync
+  small_recv "$(fresh loop)"; small_recycled
   timed bash -c "for f in '$WORK'/small/*; do '$BIN' send --key $SKEY \"\$f\" || exit 1; done"; T_SMALL_SX+=("$LAST")
   small_stop; [[ $(ls "$WORK/s/$r/loop" | wc -l) == 200 ]] || { echo "small files missing"; exit 1; }
   if [[ -n $STATIC ]]; then
-    small_recv "$(fresh static)"; sync
+    small_recv "$(fresh static)"; small_recycled
     timed bash -c "for f in '$WORK'/small/*; do '$STATIC' send --key $SKEY \"\$f\" || exit 1; done"; T_SMALL_ST+=("$LAST")
     small_stop; [[ $(ls "$WORK/s/$r/static" | wc -l) == 200 ]] || { echo "small files missing (static)"; exit 1; }
   fi
-  small_recv "$(fresh one)"; sync
+  small_recv "$(fresh one)"; small_recycled
   timed "$BIN" send --key "$SKEY" "$WORK"/small/*; T_ONE+=("$LAST")
   small_stop; same_files "$WORK/s/$r/one"
-  small_recv "$(fresh fsync)" --fsync; sync
+  small_recv "$(fresh fsync)" --fsync; small_recycled
   timed "$BIN" send --key "$SKEY" "$WORK"/small/*; T_ONE_F+=("$LAST")
   small_stop; same_files "$WORK/s/$r/fsync"
   # The library in one process: 200 files of 100 KB from memory (it prints ms per file).
-  small_recv "$(fresh api)"; sync
+  small_recv "$(fresh api)"; small_recycled
   T_API+=("$("$API" "$SKEY" 200 102400)")
   small_stop; [[ $(ls "$WORK/s/$r/api" | wc -l) == 200 ]] || { echo "api files missing"; exit 1; }
   # Its floor: the same files written by one process itself, no IPC.
-  sync; T_FLOOR+=("$("$API" --floor "$(fresh floor)" 200 102400)")
+  d=$(fresh floor); small_recycled; T_FLOOR+=("$("$API" --floor "$d" 200 102400)")
   echo "  run $r/$RUNS done"
 done
 RECV_RSS=$(awk '/VmHWM/ {print $2}' /proc/$RPID/status)
