@@ -975,6 +975,54 @@ pub fn ignore_file_size_signal() {
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 }
 
+/// The signals that ask a process to stop: Ctrl-C, a supervisor's TERM, a closed terminal.
+const STOP_SIGNALS: [nix::sys::signal::Signal; 3] = [
+    nix::sys::signal::Signal::SIGINT,
+    nix::sys::signal::Signal::SIGTERM,
+    nix::sys::signal::Signal::SIGHUP,
+];
+
+/// Runs `handler` on SIGINT, SIGTERM and SIGHUP, in the thread the signal interrupts, with no
+/// helper thread (a thread costs a short-lived process here about 7% of its run time).
+/// Without `SA_RESTART`, so a blocking `read` or `semop` of that thread returns `EINTR`.
+///
+/// `handler` must be async-signal-safe: atomics and [`exit_now`], nothing that allocates or
+/// locks.
+///
+/// # Errors
+/// `sigaction` failed.
+pub fn on_stop_signals(handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(handler),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for sig in STOP_SIGNALS {
+        // SAFETY: the handler's contract (above) is that it is async-signal-safe, which is
+        // what sigaction requires of it; nothing else in the process handles these signals.
+        unsafe { sigaction(sig, &action) }.map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Blocks the stop signals in the calling thread, so that they reach the main thread (and
+/// interrupt what it is blocked in) rather than a helper thread.
+pub fn block_stop_signals() {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for sig in STOP_SIGNALS {
+        set.add(sig);
+    }
+    let _ = set.thread_block();
+}
+
+/// Ends the process at once with `code`, running nothing else (safe inside a signal handler,
+/// unlike `std::process::exit`).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and takes no pointers; the process ends here.
+    unsafe { libc::_exit(code) }
+}
+
 /// This process's pid.
 pub fn getpid() -> i32 {
     std::process::id() as i32

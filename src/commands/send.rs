@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::progress::Progress;
 use super::tree;
@@ -17,6 +17,7 @@ use crate::protocols::sender::{Observer, SendError, SendOptions, Sender};
 use crate::shared::exit;
 use crate::shared::runtime::{self, phase};
 use crate::shared::text::escape_path;
+use crate::sysv;
 use clap::Args;
 
 use super::{ChannelArgs, Verbosity};
@@ -58,31 +59,39 @@ fn ending(failed: i32) -> (i32, String) {
 /// process ends anyway (it may be blocked reading a pipe or opening a FIFO).
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-/// SIGINT/SIGTERM only set the stop flag: the main thread tells the receiver at the next
-/// chunk, collects its answer and reports. If it cannot within `STOP_GRACE`, or at a second
-/// signal, the process ends: dying is always safe, since the kernel drops our liveness mark
-/// and the receiver discards a file whose last chunk never came.
+/// SIGINT/SIGTERM/SIGHUP only set the stop flag (a second one ends the process at once), and
+/// interrupt what the main thread is blocked in: it tells the receiver at the next chunk,
+/// collects its answer and reports. Dying is always safe, since the kernel drops our liveness
+/// mark and the receiver discards a file whose last chunk never came. The handler runs in
+/// the main thread: no thread of its own, which cost a one-file send 7%.
 fn install_stop_handler() {
-    let _ = ctrlc::set_handler(|| {
-        if runtime::request_stop() {
-            std::process::exit(exit::INTERRUPTED);
-        }
-        std::thread::spawn(|| {
-            std::thread::sleep(STOP_GRACE);
-            if claim_exit() {
-                let msg = match phase::get() {
-                    (phase::INPUT, f) => format!("interrupted while reading {f}; it was not sent"),
-                    (phase::VERDICT, f) => format!(
-                        "interrupted while the receiver committed {f}: it had every byte; check its output before sending it again"
-                    ),
-                    _ => "interrupted".into(),
-                };
-                let (code, rest) = ending(exit::INTERRUPTED);
-                report_and_exit(with_rest(msg, &rest), code);
-            }
-            std::process::exit(exit::INTERRUPTED);
-        });
-    });
+    let _ = sysv::on_stop_signals(on_stop_signal);
+}
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    // Async-signal-safe only: an atomic swap, and _exit.
+    if runtime::request_stop() {
+        sysv::exit_now(exit::INTERRUPTED);
+    }
+}
+
+/// Ends the process when the main thread has not settled a stop within `STOP_GRACE`: it is
+/// stuck where a signal does not get it out (opening a FIFO, which std retries, or a read
+/// the signal came just before). Called from the watcher thread, which runs whenever an input
+/// can block; a send of regular files never blocks without end (its waits are sliced).
+fn stop_overdue() -> ! {
+    if claim_exit() {
+        let msg = match phase::get() {
+            (phase::INPUT, f) => format!("interrupted while reading {f}; it was not sent"),
+            (phase::VERDICT, f) => format!(
+                "interrupted while the receiver committed {f}: it had every byte; check its output before sending it again"
+            ),
+            _ => "interrupted".into(),
+        };
+        let (code, rest) = ending(exit::INTERRUPTED);
+        report_and_exit(with_rest(msg, &rest), code);
+    }
+    std::process::exit(exit::INTERRUPTED);
 }
 
 fn with_rest(msg: String, rest: &str) -> String {
@@ -324,10 +333,20 @@ fn fail(e: SendError) -> super::Error {
 /// dies; nothing in the main thread would notice. This thread sleeps in the kernel until the
 /// receiver's liveness semaphore drops (or the set is removed). If the main thread is then in
 /// such a read, it ends the process: that file cannot arrive. Anywhere else, the main thread's
-/// own sliced waits notice within a slice and report what happened to each file.
+/// own sliced waits notice within a slice and report what happened to each file. It also
+/// ends the process when a stop is not settled within `STOP_GRACE` ([`stop_overdue`]).
 fn watch_receiver(ch: Arc<Channel>) {
     std::thread::spawn(move || {
-        ch.wait_receiver_gone();
+        // The stop signals must interrupt the main thread's read, not this thread's wait.
+        sysv::block_stop_signals();
+        let mut stop_seen: Option<Instant> = None;
+        while !ch.receiver_gone_within(WATCH_SLICE) {
+            if runtime::stop_requested()
+                && stop_seen.get_or_insert_with(Instant::now).elapsed() >= STOP_GRACE
+            {
+                stop_overdue();
+            }
+        }
         let (p, file) = phase::get();
         if p == phase::INPUT && claim_exit() {
             let gone = FrameError::ReceiverGone {
@@ -345,6 +364,9 @@ fn watch_receiver(ch: Arc<Channel>) {
         }
     });
 }
+
+/// How often the watcher looks at the stop flag while it waits for the receiver to die.
+const WATCH_SLICE: Duration = Duration::from_millis(250);
 
 // ---------------------------------------------------------------- send --legacy
 

@@ -1117,16 +1117,22 @@ impl Channel {
         self.write(TRAILER_OFF, &encode_trailer(t));
     }
 
-    /// Blocks until the receiver dies or the channel goes away (for a watcher thread).
-    pub fn wait_receiver_gone(&self) {
+    /// Waits up to `limit` for the receiver to die or the channel to go away (for a watcher
+    /// thread); returns whether it did.
+    pub fn receiver_gone_within(&self, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
         loop {
-            match self.sems.op(&[SemOp::zero(sem::RECEIVER)], None) {
-                Err(WaitError::Interrupted) => continue,
-                Err(_) => return,
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self.sems.op(&[SemOp::zero(sem::RECEIVER)], Some(left)) {
+                Err(WaitError::Interrupted | WaitError::TimedOut) => continue,
+                Err(_) => return true,
                 // Anyone allowed to write the channel can zero the mark: believe it only if
                 // the kernel's facts agree.
-                Ok(()) if !self.receiver_alive() => return,
-                Ok(()) => std::thread::sleep(LIVENESS_SLICE),
+                Ok(()) if !self.receiver_alive() => return true,
+                Ok(()) => std::thread::sleep(LIVENESS_SLICE.min(left)),
             }
         }
     }
