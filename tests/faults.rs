@@ -85,6 +85,36 @@ fn sender_dies_mid_transfer(sig: &str) {
 }
 
 #[test]
+fn a_stop_reaches_a_sender_blocked_on_a_silent_pipe_at_once_and_is_reported() {
+    // The pipe stays open and silent: only the signal can get the sender out of its read.
+    let env = Env::new();
+    let _r = env.recv(&[]);
+    let (child, stdin) = streaming_sender(&env, 100 << 10);
+    let _g = PidGuard(child.id() as i32);
+    wait_busy(&env, 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    kill(child.id(), "TERM");
+    let ended = wait_until(HANG, || {
+        channel_state(&env).is_some_and(|c| c["state"] == "idle")
+    });
+    let took = t.elapsed();
+    let o = finish(child, HANG);
+    drop(stdin);
+    assert!(ended, "the receiver never got the channel back");
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    // Settled by the main thread (it told the receiver), not by the 2 s watchdog, which says
+    // "interrupted while reading".
+    assert!(
+        stderr(&o).contains("stream.bin: interrupted; it was not sent"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(listing(&env.out()).is_empty());
+    eprintln!("settled {took:?} after SIGTERM");
+}
+
+#[test]
 fn receiver_discards_and_recovers_when_the_sender_is_killed() {
     sender_dies_mid_transfer("KILL");
 }
