@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use shmxfer::frame::Config;
 use shmxfer::pacer::DirectMode;
-use shmxfer::receiver::{Event, Receiver};
+use shmxfer::receiver::{Event, Incoming, Receiver};
 use shmxfer::sender::{SendOptions, Sender};
 
 /// An example program built beside the binary (`cargo test` builds the examples).
@@ -79,33 +79,22 @@ fn the_example_producer_feeds_shmxfer_recv() {
 #[test]
 fn a_sender_and_a_receiver_in_one_process_move_bytes_readers_and_paths() {
     let env = Env::new();
-    let (mut rx, _) = Receiver::bind(
-        env.key,
-        &Config {
-            slot_size: 64 << 10,
-            ..Config::default()
-        },
-    )
-    .unwrap();
+    let cfg = Config {
+        slot_size: 64 << 10,
+        ..Config::default()
+    };
     let dir = env.dir.path().to_path_buf();
-    let serve = std::thread::spawn(move || {
-        let mut got = Vec::new();
-        loop {
-            let inc = match rx.next_event().unwrap() {
-                Event::File(inc) => inc,
-                Event::SessionEnd => return got,
-                Event::Notice(n) => panic!("{n}"),
-            };
-            let name = String::from_utf8(inc.name().to_vec()).unwrap();
-            let path = dir.join(format!("got-{name}"));
-            let mut f = std::fs::File::create(&path).unwrap();
-            match inc.receive(&mut f, DirectMode::Never, &mut |_| {}) {
-                Ok(r) => {
-                    got.push((name, r.bytes, r.md5.is_some()));
-                    r.commit(&path).unwrap();
-                }
-                Err(e) => got.push((format!("{name}: {e}"), 0, false)),
+    let serve = serve(env.key, &cfg, move |inc| {
+        let name = String::from_utf8(inc.name().to_vec()).unwrap();
+        let path = dir.join(format!("got-{name}"));
+        let mut f = std::fs::File::create(&path).unwrap();
+        match inc.receive(&mut f, DirectMode::Never, &mut |_| {}) {
+            Ok(r) => {
+                let got = (name, r.bytes, r.md5.is_some());
+                r.commit(&path).unwrap();
+                got
             }
+            Err(e) => (format!("{name}: {e}"), 0, false),
         }
     });
     let opts = SendOptions {
@@ -154,36 +143,26 @@ fn a_file_refused_while_its_chunks_are_in_flight_costs_only_itself() {
     // The sender does not wait to hear a file accepted: a refusal meets chunks already in
     // the ring. A small ring of small slots makes every file many chunks.
     let env = Env::new();
-    let (mut rx, _) = Receiver::bind(
-        env.key,
-        &Config {
-            slot_size: 4096,
-            slot_count: 2,
-            ..Config::default()
-        },
-    )
-    .unwrap();
-    let serve = std::thread::spawn(move || {
-        let mut got = Vec::new();
-        loop {
-            let inc = match rx.next_event().unwrap() {
-                Event::File(inc) => inc,
-                Event::SessionEnd => return got,
-                Event::Notice(n) => panic!("{n}"),
-            };
-            match inc.name() {
-                b"refused" => inc.refuse(shmxfer::wire::Status::BadPath).unwrap(),
-                b"no-room" => {
-                    let e = std::io::Error::from_raw_os_error(libc::ENOSPC);
-                    inc.cannot_create(std::path::Path::new("/out"), &e).unwrap()
-                }
-                _ => {
-                    let mut v = Vec::new();
-                    let r = inc.receive_to(&mut v, &mut |_| {}).unwrap();
-                    r.commit(std::path::Path::new("kept")).unwrap();
-                    got.push(v);
-                }
-            }
+    let cfg = Config {
+        slot_size: 4096,
+        slot_count: 2,
+        ..Config::default()
+    };
+    let serve = serve(env.key, &cfg, |inc| match inc.name() {
+        b"refused" => {
+            inc.refuse(shmxfer::wire::Status::BadPath).unwrap();
+            None
+        }
+        b"no-room" => {
+            let e = std::io::Error::from_raw_os_error(libc::ENOSPC);
+            inc.cannot_create(std::path::Path::new("/out"), &e).unwrap();
+            None
+        }
+        _ => {
+            let mut v = Vec::new();
+            let r = inc.receive_to(&mut v, &mut |_| {}).unwrap();
+            r.commit(std::path::Path::new("kept")).unwrap();
+            Some(v)
         }
     });
     let opts = SendOptions {
@@ -207,11 +186,31 @@ fn a_file_refused_while_its_chunks_are_in_flight_costs_only_itself() {
     tx.send_bytes(b"refused", b"tiny").unwrap_err();
     tx.send_bytes(b"c", &files[5]).unwrap();
     tx.finish().unwrap();
-    let got = serve.join().unwrap();
+    let got: Vec<Vec<u8>> = serve.join().unwrap().into_iter().flatten().collect();
     assert!(
         got == [files[0].clone(), files[2].clone(), files[5].clone()],
         "a file arrived with other bytes"
     );
+}
+
+/// Serves `key` from a thread of its own until the first sender says goodbye, handing each
+/// offered file to `each`; the thread returns what `each` returned, in order.
+fn serve<T: Send + 'static>(
+    key: shmxfer::sysv::Key,
+    cfg: &Config,
+    mut each: impl FnMut(Incoming<'_>) -> T + Send + 'static,
+) -> std::thread::JoinHandle<Vec<T>> {
+    let (mut rx, _) = Receiver::bind(key, cfg).unwrap();
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        loop {
+            match rx.next_event().unwrap() {
+                Event::File(inc) => got.push(each(inc)),
+                Event::SessionEnd => return got,
+                Event::Notice(n) => panic!("{n}"),
+            }
+        }
+    })
 }
 
 /// A child receiver that is not `shmxfer recv` (the example), stopped with SIGINT when

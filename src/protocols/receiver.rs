@@ -224,6 +224,12 @@ impl Receiver {
     fn end_session(&mut self) {
         self.in_session = false;
     }
+
+    /// The sender went away mid-file: the session is over, and the next event says so.
+    fn sender_left(&mut self) {
+        self.end_session();
+        self.ended = true;
+    }
 }
 
 impl Drop for Receiver {
@@ -305,21 +311,14 @@ impl<'r> Incoming<'r> {
         let Incoming { rx, req, tags } = self;
         let ch = &rx.ch;
         ch.take_file(tags.file);
-        let mut d = Drain {
-            ch,
-            tags,
-            size: req.size,
-            total: 0,
-            failure: None,
-        };
+        let mut d = Drain::new(ch, tags, req.size);
         d.fail(o.status, String::new());
         let r = d
             .run(&mut |_| {}, |_, _, total| ch.release_slot(total))
             .and_then(|_| ch.answer(tags.file, &o))
             .map_err(stopped);
         if matches!(r, Err(FrameError::SenderGone)) {
-            rx.end_session();
-            rx.ended = true;
+            rx.sender_left();
         }
         r
     }
@@ -372,8 +371,7 @@ impl<'r> Incoming<'r> {
             answered => answered,
         });
         if matches!(r, Err(FileError::Channel(FrameError::SenderGone))) {
-            rx.end_session();
-            rx.ended = true;
+            rx.sender_left();
         }
         let (bytes, md5) = r?;
         Ok(Received {
@@ -667,7 +665,17 @@ struct Drain<'a> {
     failure: Option<(Status, String)>,
 }
 
-impl Drain<'_> {
+impl<'a> Drain<'a> {
+    fn new(ch: &'a Channel, tags: Tags, size: Option<u64>) -> Drain<'a> {
+        Drain {
+            ch,
+            tags,
+            size,
+            total: 0,
+            failure: None,
+        }
+    }
+
     fn fail(&mut self, status: Status, why: String) {
         if self.failure.is_none() {
             self.ch.flag_failure(status);
@@ -769,13 +777,7 @@ fn drain(
     md5: bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(u64, [u8; 16]), FileError> {
-    let mut d = Drain {
-        ch,
-        tags,
-        size: req.size,
-        total: 0,
-        failure: None,
-    };
+    let mut d = Drain::new(ch, tags, req.size);
     let mut writer = Writer {
         ch,
         out,
