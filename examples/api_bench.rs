@@ -1,7 +1,8 @@
 //! For tests/bench.sh: `api_bench KEY N SIZE` sends N files of SIZE bytes from memory, in one
 //! process through the library, to the receiver on KEY, and prints the time per file in ms.
-//! `api_bench --floor DIR N SIZE` instead writes the same files into DIR itself (create,
-//! write, close): the receiver's share of the work alone, the floor for the first figure.
+//! `api_bench --floor DIR N SIZE` instead writes the same files into DIR itself, the way the
+//! receiver does (an unnamed temporary file, written, then linked under the next counter
+//! name): the receiver's share of the work alone, the floor for the first figure.
 
 use std::time::Instant;
 
@@ -14,8 +15,12 @@ fn main() {
     let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
     let t = Instant::now();
     if a[0] == "--floor" {
-        for i in 0..n {
-            std::fs::write(format!("{}/floor{i}", a[1]), &data).expect("write");
+        let dir = std::path::Path::new(&a[1]);
+        let mut namer = shmxfer::output::prepare(dir, "file", ".jpg").expect("DIR");
+        for _ in 0..n {
+            let mut tmp = shmxfer::output::TempFile::create(dir).expect("create");
+            std::io::Write::write_all(&mut tmp.file, &data).expect("write");
+            namer.commit(&mut tmp, None).expect("link");
         }
     } else {
         let key = shmxfer::parse::parse_key(&a[0]).expect("KEY");
