@@ -178,6 +178,7 @@ echo
 echo "medians of $RUNS (seconds): dd $(secs "$DD")  shmxfer $(secs "$SX")  cat|cat $(secs "$CAT")  cp $(secs "$CP")  md5sum $(secs "$MD5")  shmxfer -m $(secs "$SXM")"
 samples() { local out=""; for t in "$@"; do out="$out $(secs "$t")"; done; echo "$out"; }
 echo "samples: shmxfer -m:$(samples "${T_SXM[@]}")   md5sum:$(samples "${T_MD5[@]}")   dd:$(samples "${T_DD[@]}")"
+echo "samples: shmxfer:$(samples "${T_SX[@]}")   cp:$(samples "${T_CP[@]}")"
 echo "1 GiB file, page cache to the same filesystem; recycled memory, medians of $RUNS:"
 verdict "shmxfer / cp (one copy's time: the limit)" "$(ratio "$SX" "$CP")" "<=" 1.25
 verdict "shmxfer -m / md5sum" "$(ratio "$SXM" "$MD5")" "<=" 1.2
@@ -197,6 +198,8 @@ if [[ -n $STATIC ]]; then
   printf '  %-48s %7sx  (reported: README, Install)\n' "per-process, static build / cp loop" "$(ratio "$(m "${T_SMALL_ST[@]}")" "$SCP")"
 fi
 PER=$(awk -v n="$ONE" 'BEGIN {printf "%.3f", n/200/1e6}')
+per_file() { local out=""; for t in "$@"; do out="$out $(awk -v n="$t" 'BEGIN {printf "%.3f", n/200/1e6}')"; done; echo "$out"; }
+echo "  samples, ms per file: one send:$(per_file "${T_ONE[@]}")   library:$(printf ' %s' "${T_API[@]}")   floor:$(printf ' %s' "${T_FLOOR[@]}")"
 verdict "one send, per file" "$PER" "<=" 0.1 " ms"
 verdict "library, one process, from memory, per file" "$(m "${T_API[@]}")" "<=" 0.05 " ms"
 printf '  %-48s %7sx  (reported: floor %s ms/file)\n' "library / writing the files in-process" "$(ratio "$(m "${T_API[@]}")" "$(m "${T_FLOOR[@]}")")" "$(m "${T_FLOOR[@]}")"
