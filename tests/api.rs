@@ -143,6 +143,7 @@ fn a_file_refused_while_its_chunks_are_in_flight_costs_only_itself() {
     // The sender does not wait to hear a file accepted: a refusal meets chunks already in
     // the ring. A small ring of small slots makes every file many chunks.
     let env = Env::new();
+    let _hang = HangGuard::new(env.key, Duration::from_secs(60));
     let cfg = Config {
         slot_size: 4096,
         slot_count: 2,
@@ -156,6 +157,13 @@ fn a_file_refused_while_its_chunks_are_in_flight_costs_only_itself() {
         b"no-room" => {
             let e = std::io::Error::from_raw_os_error(libc::ENOSPC);
             inc.cannot_create(std::path::Path::new("/out"), &e).unwrap();
+            None
+        }
+        // A caller that drops a file without answering (an early return, a `?`) costs its
+        // sender that file only: the next event fails it.
+        b"dropped" => None,
+        b"dropped-whole" => {
+            let _unanswered = inc.receive_to(&mut Vec::new(), &mut |_| {}).unwrap();
             None
         }
         _ => {
@@ -184,6 +192,10 @@ fn a_file_refused_while_its_chunks_are_in_flight_costs_only_itself() {
         .unwrap_err();
     assert!(!e.is_fatal(), "{e}");
     tx.send_bytes(b"refused", b"tiny").unwrap_err();
+    for name in [&b"dropped"[..], b"dropped-whole"] {
+        let e = tx.send_bytes(name, &files[1]).unwrap_err();
+        assert!(e.to_string().contains("failed to write"), "{e}");
+    }
     tx.send_bytes(b"c", &files[5]).unwrap();
     tx.finish().unwrap();
     let got: Vec<Vec<u8>> = serve.join().unwrap().into_iter().flatten().collect();
@@ -207,6 +219,7 @@ fn serve<T: Send + 'static>(
             match rx.next_event().unwrap() {
                 Event::File(inc) => got.push(each(inc)),
                 Event::SessionEnd => return got,
+                Event::Notice(n) if n.contains("dropped unanswered") => {}
                 Event::Notice(n) => panic!("{n}"),
             }
         }

@@ -417,6 +417,47 @@ fn once_refuses_further_files_of_the_same_sender() {
 }
 
 #[test]
+fn once_ends_well_when_a_sender_dies_while_its_refused_file_is_drained() {
+    // The sender sends a file's chunks without waiting to hear it accepted, so the receiver
+    // takes a refused file's chunks until its end marker. A sender killed meanwhile must cost
+    // only its session: here `--once` still ends 0, with its one file.
+    let env = Env::new();
+    let r = env.recv(&["--once"]);
+    let a = env.file("a", 5);
+    let fifo = env.path("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut c = env.cmd(&["send", a.to_str().unwrap(), fifo.to_str().unwrap()]);
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    // Opening the write end waits for the sender to open the read end; we then write nothing.
+    let w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    // Usually the sender is blocked reading the FIFO by the time the receiver refuses, and
+    // dies during the drain; sometimes the refusal comes first and it ends by itself (69).
+    let _ = wait_until(Duration::from_secs(10), || {
+        let fifo_in_hand = shmxfer::inventory::snapshot(shmxfer::inventory::Parts::ALL)
+            .ok()
+            .and_then(|s| s.channels)
+            .and_then(|cs| cs.into_iter().find(|c| c.key == env.key.0))
+            .and_then(|c| c.transfer)
+            .is_some_and(|t| t.name == "fifo");
+        fifo_in_hand || child.try_wait().unwrap().is_some()
+    });
+    let _ = child.kill();
+    child.wait().unwrap();
+    let o = r.wait(Duration::from_secs(10));
+    drop(w);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(listing(&env.out()), ["file01.jpg"]);
+}
+
+#[test]
 fn recv_stdout_into_a_closed_pipe_fails_the_transfer_and_leaves_nothing() {
     let env = Env::new();
     let mut c = std::process::Command::new("bash");

@@ -241,12 +241,12 @@ fn take_file(
 ) -> Result<Option<Committed>, RecvError> {
     let shown = display_name(incoming.name());
     if tally.closed(opts) {
-        incoming.refuse(Status::Closed)?;
+        gone_is_no_error(incoming.refuse(Status::Closed), &shown, opts)?;
         return Ok(None);
     }
     let rel = match (opts.keep_path, output::rel_path(incoming.name())) {
         (true, Err(why)) => {
-            incoming.refuse(Status::BadPath)?;
+            gone_is_no_error(incoming.refuse(Status::BadPath), &shown, opts)?;
             let note = format!("{shown}: refused: its path has {why} (--keep-path)");
             crate::shared::term::warn(opts.quiet, note);
             return Ok(None);
@@ -258,7 +258,7 @@ fn take_file(
         Ok(s) => s,
         Err(e) => {
             tally.failed = true;
-            incoming.cannot_create(&opts.dir, &e)?;
+            gone_is_no_error(incoming.cannot_create(&opts.dir, &e), &shown, opts)?;
             let why = format!("cannot create a file in {}: {e}", escape_path(&opts.dir));
             crate::shared::term::warn(opts.quiet, format_args!("{shown}: {why}; discarded"));
             return Ok(None);
@@ -306,6 +306,19 @@ fn take_file(
         sender_pid: pid,
         mtime: meta.map(|m| m.mtime_sec as f64 + f64::from(m.mtime_nsec) / 1e9),
     }))
+}
+
+/// A refusal takes the refused file's chunks up to its end marker: a sender that goes away
+/// meanwhile has ended its own session (the next event says so), not the receiver.
+fn gone_is_no_error(r: Result<(), FrameError>, shown: &str, opts: &Opts) -> Result<(), FrameError> {
+    match r {
+        Err(FrameError::SenderGone) => {
+            let note = format!("{shown}: the sender went away before its refused file ended");
+            crate::shared::term::warn(opts.quiet, note);
+            Ok(())
+        }
+        r => r,
+    }
 }
 
 /// A file's receipt, or `None` after reporting why it failed (the sender was told).

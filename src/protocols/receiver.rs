@@ -88,8 +88,8 @@ pub enum Event<'r> {
     /// A sender's session ended (it said goodbye, or went away); the next event may be
     /// another sender's.
     SessionEnd,
-    /// Something was refused or noticed (a malformed request, a sender gone between files);
-    /// the receiver goes on serving.
+    /// Something was refused or noticed (a malformed request, a sender gone between files, a
+    /// file dropped unanswered); the receiver goes on serving.
     Notice(String),
 }
 
@@ -102,6 +102,20 @@ pub struct Receiver {
     in_session: bool,
     /// The session ended and `SessionEnd` is still to be said.
     ended: bool,
+    /// What the sender is still owed for the last file offered: the caller may drop an
+    /// `Incoming` or a `Received` without answering, and the sender must not wait for ever.
+    owed: Owed,
+}
+
+/// An answer still owed for a file the caller dropped.
+#[derive(Clone, Copy, Debug, Default)]
+enum Owed {
+    #[default]
+    Nothing,
+    /// An `Incoming` dropped unanswered: its chunks are still coming.
+    Chunks(Tags, Option<u64>),
+    /// A `Received` dropped: every chunk is taken, only the answer is missing.
+    Answer(Tags),
 }
 
 impl std::fmt::Debug for Receiver {
@@ -132,6 +146,7 @@ impl Receiver {
             file: 0,
             in_session: false,
             ended: false,
+            owed: Owed::Nothing,
         };
         Ok((rx, note))
     }
@@ -153,6 +168,9 @@ impl Receiver {
     fn next_inner(&mut self) -> Result<Event<'_>, FrameError> {
         if std::mem::take(&mut self.ended) {
             return Ok(Event::SessionEnd);
+        }
+        if let Some(note) = self.settle_owed()? {
+            return Ok(Event::Notice(note));
         }
         if !self.in_session {
             self.admit()?;
@@ -194,6 +212,7 @@ impl Receiver {
             session: self.session,
             file: self.file,
         };
+        self.owed = Owed::Chunks(tags, req.size);
         Ok(Event::File(Incoming {
             rx: self,
             req,
@@ -225,6 +244,37 @@ impl Receiver {
         self.in_session = false;
     }
 
+    /// Fails a file the caller dropped without answering (its chunks taken and dropped first,
+    /// if they were still coming), so its sender goes on. Returns what to tell the caller.
+    fn settle_owed(&mut self) -> Result<Option<String>, FrameError> {
+        let tags = match std::mem::take(&mut self.owed) {
+            Owed::Nothing => return Ok(None),
+            Owed::Chunks(tags, size) => {
+                self.ch.take_file(tags.file);
+                let mut d = Drain::new(&self.ch, tags, size);
+                d.fail(Status::WriteFailed, String::new());
+                let ch = &self.ch;
+                match d.run(&mut |_| {}, |_, _, total| ch.release_slot(total)) {
+                    Err(FrameError::SenderGone) => {
+                        self.sender_left();
+                        return Ok(Some(format!(
+                            "file {} was dropped unanswered; its sender went away",
+                            tags.file
+                        )));
+                    }
+                    r => r.map(drop)?,
+                }
+                tags
+            }
+            Owed::Answer(tags) => tags,
+        };
+        self.ch.answer(tags.file, &refused(Status::WriteFailed))?;
+        Ok(Some(format!(
+            "file {} was dropped unanswered; its sender was told it failed",
+            tags.file
+        )))
+    }
+
     /// The sender went away mid-file: the session is over, and the next event says so.
     fn sender_left(&mut self) {
         self.end_session();
@@ -248,7 +298,10 @@ fn stopped(e: FrameError) -> FrameError {
     }
 }
 
-/// A file a sender offers.
+/// A file a sender offers. Answer it ([`Incoming::receive`] then [`Received::commit`] or
+/// [`Received::fail`], or [`Incoming::refuse`]): one dropped unanswered is failed for its
+/// sender at the next [`Receiver::next_event`] (its chunks taken and dropped first), which
+/// then yields a [`Event::Notice`], so the sender never waits for ever.
 pub struct Incoming<'r> {
     rx: &'r mut Receiver,
     req: Request,
@@ -309,6 +362,7 @@ impl<'r> Incoming<'r> {
 
     fn refuse_with(self, o: Outcome) -> Result<(), FrameError> {
         let Incoming { rx, req, tags } = self;
+        rx.owed = Owed::Nothing;
         let ch = &rx.ch;
         ch.take_file(tags.file);
         let mut d = Drain::new(ch, tags, req.size);
@@ -366,6 +420,7 @@ impl<'r> Incoming<'r> {
 
     fn take(self, out: Sink, progress: &mut dyn FnMut(u64)) -> Result<Received<'r>, FileError> {
         let Incoming { rx, req, tags } = self;
+        rx.owed = Owed::Nothing;
         let r = receive_into(&rx.ch, tags, &req, out, progress).map_err(|e| match e {
             FileError::Channel(c) => FileError::Channel(stopped(c)),
             answered => answered,
@@ -374,8 +429,9 @@ impl<'r> Incoming<'r> {
             rx.sender_left();
         }
         let (bytes, md5) = r?;
+        rx.owed = Owed::Answer(tags);
         Ok(Received {
-            ch: &rx.ch,
+            rx,
             tags,
             bytes,
             md5,
@@ -408,7 +464,7 @@ fn fail_file<T>(
 /// A file received whole (and verified): the sender waits to hear where it went.
 #[derive(Debug)]
 pub struct Received<'r> {
-    ch: &'r Channel,
+    rx: &'r mut Receiver,
     tags: Tags,
     /// Bytes received and written.
     pub bytes: u64,
@@ -422,7 +478,9 @@ impl Received<'_> {
     /// # Errors
     /// The channel failed.
     pub fn commit(self, name: &Path) -> Result<(), FrameError> {
-        self.ch
+        self.rx.owed = Owed::Nothing;
+        self.rx
+            .ch
             .answer(
                 self.tags.file,
                 &Outcome {
@@ -441,7 +499,9 @@ impl Received<'_> {
     /// # Errors
     /// The channel failed.
     pub fn fail(self, e: &io::Error) -> Result<(), FrameError> {
-        self.ch
+        self.rx.owed = Owed::Nothing;
+        self.rx
+            .ch
             .answer(
                 self.tags.file,
                 &Outcome {

@@ -37,6 +37,35 @@ impl Drop for KeyGuard {
     }
 }
 
+/// Removes a key's objects if the test is still running after `limit`: whatever waits on
+/// them then fails with `EIDRM`, so a hang becomes a failure (and the test still cleans up).
+/// Dropping the guard disarms it.
+pub struct HangGuard(Option<std::sync::mpsc::Sender<()>>);
+
+impl HangGuard {
+    pub fn new(key: Key, limit: Duration) -> HangGuard {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+                eprintln!(
+                    "still running after {limit:?}: removing key {:#x}'s objects",
+                    key.0
+                );
+                drop(KeyGuard(key));
+            }
+        });
+        HangGuard(Some(tx))
+    }
+}
+
+impl Drop for HangGuard {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 /// A temporary directory plus a key, for one test.
 pub struct Env {
     pub key: Key,
