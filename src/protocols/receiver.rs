@@ -478,20 +478,7 @@ impl Received<'_> {
     /// # Errors
     /// The channel failed.
     pub fn commit(self, name: &Path) -> Result<(), FrameError> {
-        self.rx.owed = Owed::Nothing;
-        self.rx
-            .ch
-            .answer(
-                self.tags.file,
-                &Outcome {
-                    status: Status::Committed,
-                    errno: 0,
-                    name: name.as_os_str().as_bytes().to_vec(),
-                    md5: self.md5.unwrap_or([0; 16]),
-                    bytes: self.bytes,
-                },
-            )
-            .map_err(stopped)
+        self.tell(Status::Committed, 0, name.as_os_str().as_bytes().to_vec())
     }
 
     /// Tells the sender the file could not be kept (the commit failed with `e`).
@@ -499,20 +486,23 @@ impl Received<'_> {
     /// # Errors
     /// The channel failed.
     pub fn fail(self, e: &io::Error) -> Result<(), FrameError> {
+        self.tell(
+            Status::WriteFailed,
+            e.raw_os_error().unwrap_or(0),
+            Vec::new(),
+        )
+    }
+
+    fn tell(self, status: Status, errno: i32, name: Vec<u8>) -> Result<(), FrameError> {
         self.rx.owed = Owed::Nothing;
-        self.rx
-            .ch
-            .answer(
-                self.tags.file,
-                &Outcome {
-                    status: Status::WriteFailed,
-                    errno: e.raw_os_error().unwrap_or(0),
-                    name: Vec::new(),
-                    md5: self.md5.unwrap_or([0; 16]),
-                    bytes: self.bytes,
-                },
-            )
-            .map_err(stopped)
+        let o = Outcome {
+            status,
+            errno,
+            name,
+            md5: self.md5.unwrap_or([0; 16]),
+            bytes: self.bytes,
+        };
+        self.rx.ch.answer(self.tags.file, &o).map_err(stopped)
     }
 }
 
