@@ -250,11 +250,7 @@ impl Receiver {
         let tags = match std::mem::take(&mut self.owed) {
             Owed::Nothing => return Ok(None),
             Owed::Chunks(tags, size) => {
-                self.ch.take_file(tags.file);
-                let mut d = Drain::new(&self.ch, tags, size);
-                d.fail(Status::WriteFailed, String::new());
-                let ch = &self.ch;
-                match d.run(&mut |_| {}, |_, _, total| ch.release_slot(total)) {
+                match drop_chunks(&self.ch, tags, size, Status::WriteFailed) {
                     Err(FrameError::SenderGone) => {
                         self.sender_left();
                         return Ok(Some(format!(
@@ -262,7 +258,7 @@ impl Receiver {
                             tags.file
                         )));
                     }
-                    r => r.map(drop)?,
+                    r => r?,
                 }
                 tags
             }
@@ -363,13 +359,8 @@ impl<'r> Incoming<'r> {
     fn refuse_with(self, o: Outcome) -> Result<(), FrameError> {
         let Incoming { rx, req, tags } = self;
         rx.owed = Owed::Nothing;
-        let ch = &rx.ch;
-        ch.take_file(tags.file);
-        let mut d = Drain::new(ch, tags, req.size);
-        d.fail(o.status, String::new());
-        let r = d
-            .run(&mut |_| {}, |_, _, total| ch.release_slot(total))
-            .and_then(|_| ch.answer(tags.file, &o))
+        let r = drop_chunks(&rx.ch, tags, req.size, o.status)
+            .and_then(|()| rx.ch.answer(tags.file, &o))
             .map_err(stopped);
         if matches!(r, Err(FrameError::SenderGone)) {
             rx.sender_left();
@@ -437,6 +428,22 @@ impl<'r> Incoming<'r> {
             md5,
         })
     }
+}
+
+/// Takes a file we will not keep: flags `status` at once, so the sender stops at its next
+/// chunk, and takes and drops its chunks up to its end marker, so the ring is balanced for the
+/// answer that follows.
+fn drop_chunks(
+    ch: &Channel,
+    tags: Tags,
+    size: Option<u64>,
+    status: Status,
+) -> Result<(), FrameError> {
+    ch.take_file(tags.file);
+    let mut d = Drain::new(ch, tags, size);
+    d.fail(status, String::new());
+    d.run(&mut |_| {}, |_, _, total| ch.release_slot(total))
+        .map(drop)
 }
 
 /// Tells the sender that `file` failed (`status`, with the errno and what we got of it), and
