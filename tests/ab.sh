@@ -12,7 +12,8 @@
 # (one send of 200 files of 100 KB, the default), `loop` (200 sends, one file each) or `api`
 # (the library in one process, from memory). N is the number of pairs (default 11).
 # An A and a B that are the same directory with different environments also work:
-# `A_ENV='SHMXFER_SPIN_US=0' B_ENV='SHMXFER_SPIN_US=50' tests/ab.sh d d one`.
+# `A_ENV='SHMXFER_SPIN_US=0' B_ENV='SHMXFER_SPIN_US=50' tests/ab.sh d d one`. A_RECV and
+# B_RECV add arguments to each side's receiver (`B_RECV='--slots 1'`).
 set -euo pipefail
 
 A=$1; B=$2; CASE=${3:-one}; N=${4:-11}
@@ -33,9 +34,9 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 
 # One timed run of build DIR with environment ENV; prints nanoseconds per file.
 run() {
-  local dir=$1 envs=$2 out t0 t1
+  local dir=$1 envs=$2 rargs=$3 out t0 t1
   out=$(mktemp -d "$WORK/out.XXXXXX")
-  env $envs "$dir/shmxfer" recv --key "$KEY" --dir "$out" -q & RPID=$!
+  env $envs "$dir/shmxfer" recv --key "$KEY" --dir "$out" -q $rargs & RPID=$!
   sleep 0.3
   head -c 64000000 /dev/zero >"$WORK/ballast"; rm -f "$WORK/ballast"; sync
   t0=$(now)
@@ -53,7 +54,7 @@ run() {
 
 TA=(); TB=(); RATIOS=()
 for i in $(seq "$N"); do
-  a=$(run "$A" "${A_ENV:-}"); b=$(run "$B" "${B_ENV:-}")
+  a=$(run "$A" "${A_ENV:-}" "${A_RECV:-}"); b=$(run "$B" "${B_ENV:-}" "${B_RECV:-}")
   TA+=("$a"); TB+=("$b")
   RATIOS+=("$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.3f", b/a}')")
 done

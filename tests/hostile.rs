@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use proptest::prelude::*;
-use shmxfer::frame::{self, Desc, DescKind, Meta, Op, Request, Status, sem};
+use shmxfer::frame::{self, Desc, DescKind, Meta, Op, Parity, Request, Status, sem};
 use shmxfer::sysv::{Key, Mapping, SemOp, SemSet, Shm};
 
 proptest! {
@@ -81,6 +81,10 @@ struct Hostile {
     session: u32,
     /// The number of our last request (every file request counts, as the receiver counts).
     file: std::cell::Cell<u32>,
+    /// The number due when we last posted a request: where the receiver reads it and answers.
+    due: std::cell::Cell<u32>,
+    /// Our place in the ring, counted from the session's start, as the receiver counts.
+    ring: std::cell::Cell<u64>,
 }
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
@@ -106,15 +110,21 @@ impl Hostile {
             slot_size,
             session,
             file: std::cell::Cell::new(0),
+            due: std::cell::Cell::new(1),
+            ring: std::cell::Cell::new(0),
         }
     }
+    /// Posts `bytes` as the request due next (one more than the last one taken).
     fn request_raw(&self, bytes: &[u8]) {
-        self.ctl.write(frame::REQUEST_OFF, bytes).unwrap();
+        let due = self.file.get() + 1;
+        self.due.set(due);
+        self.ctl
+            .write(Parity::of(due).request_off(), bytes)
+            .unwrap();
         self.sems.op(&[SemOp::give(sem::REQ)], None).unwrap();
     }
     /// Asks for the next file; its chunks follow without waiting for an answer.
     fn request(&self, name: &[u8], size: Option<u64>, md5: bool) {
-        self.file.set(self.file.get() + 1);
         let r = Request {
             op: Op::File,
             sender_pid: std::process::id() as i32,
@@ -123,21 +133,31 @@ impl Hostile {
             meta: None,
             name: name.to_vec(),
             session: self.session,
-            file: self.file.get(),
+            file: self.file.get() + 1,
         };
         let path = frame::encode_path(&r);
         if !path.is_empty() {
-            self.ctl.write(frame::PATH_OFF, &path).unwrap();
+            self.ctl
+                .write(Parity::of(r.file).path_off(), &path)
+                .unwrap();
         }
         self.request_raw(&frame::encode_request(&r));
+        self.file.set(r.file);
+    }
+    /// The status the receiver shows for the current file (live while it is sent).
+    fn status(&self) -> u32 {
+        self.ctl
+            .load_u32(Parity::of(self.file.get()).answer_off())
+            .unwrap()
     }
     fn answer(&self) -> (u32, frame::Outcome) {
         self.sems
             .op(&[SemOp::take(sem::ACK)], WAIT)
             .expect("the receiver never answered");
-        let status = self.ctl.load_u32(frame::STATUS_OFF).unwrap();
+        let at = Parity::of(self.due.get()).answer_off();
+        let status = self.ctl.load_u32(at).unwrap();
         let mut b = [0u8; frame::RESULT_LEN];
-        self.ctl.read(frame::RESULT_OFF, &mut b).unwrap();
+        self.ctl.read(at + 8, &mut b).unwrap();
         (status, frame::decode_outcome(status, &b).unwrap())
     }
     /// A descriptor of the current file.
@@ -150,8 +170,12 @@ impl Hostile {
             index,
         })
     }
-    fn chunk_raw(&self, slot: usize, desc: [u8; frame::SLOT_DESC_LEN], data: &[u8]) {
+    /// Posts a chunk in the next slot of the ring.
+    fn chunk_raw(&self, desc: [u8; frame::SLOT_DESC_LEN], data: &[u8]) {
         self.sems.op(&[SemOp::take(sem::EMPTY)], WAIT).unwrap();
+        let slots = self.content.len() / self.slot_size;
+        let slot = (self.ring.get() % slots as u64) as usize;
+        self.ring.set(self.ring.get() + 1);
         self.content.write(slot * self.slot_size, data).unwrap();
         self.ctl
             .write(frame::SLOTS_OFF + slot * frame::SLOT_DESC_LEN, &desc)
@@ -166,7 +190,7 @@ impl Hostile {
             md5,
         };
         self.ctl
-            .write(frame::TRAILER_OFF, &frame::encode_trailer(&t))
+            .write(Parity::of(t.file).trailer_off(), &frame::encode_trailer(&t))
             .unwrap();
     }
     fn bye(&self) {
@@ -181,7 +205,10 @@ impl Hostile {
             file: 0,
         };
         self.ctl
-            .write(frame::REQUEST_OFF, &frame::encode_request(&r))
+            .write(
+                Parity::of(self.file.get() + 1).request_off(),
+                &frame::encode_request(&r),
+            )
             .unwrap();
         self.sems
             .op(
@@ -232,13 +259,13 @@ fn a_lying_sender_gets_refusals_and_the_receiver_keeps_serving() {
 
     // A chunk that claims more than its slot.
     h.request(b"x", None, false);
-    h.chunk_raw(0, h.desc(u64::MAX - 3, DescKind::Last, 0), b"0123456789");
+    h.chunk_raw(h.desc(u64::MAX - 3, DescKind::Last, 0), b"0123456789");
     assert_eq!(h.answer().0, Status::BadRequest.code());
 
     // A wrong digest: discarded, and the receiver's own digest comes back.
     h.request(b"md5.bin", Some(10), true);
     h.trailer([0xaa; 16], 10);
-    h.chunk_raw(0, h.desc(10, DescKind::Last, 0), b"0123456789");
+    h.chunk_raw(h.desc(10, DescKind::Last, 0), b"0123456789");
     let (status, o) = h.answer();
     assert_eq!(status, Status::Md5Mismatch.code());
     assert_eq!(o.md5, md5::compute(b"0123456789").0);
@@ -246,7 +273,7 @@ fn a_lying_sender_gets_refusals_and_the_receiver_keeps_serving() {
     // Fewer bytes than announced.
     h.request(b"short.bin", Some(100), false);
     h.trailer([0; 16], 10);
-    h.chunk_raw(0, h.desc(10, DescKind::Last, 0), b"0123456789");
+    h.chunk_raw(h.desc(10, DescKind::Last, 0), b"0123456789");
     assert_eq!(h.answer().0, Status::LengthMismatch.code());
 
     // A name that tries to climb out of DIR lands inside it.
@@ -258,7 +285,7 @@ fn a_lying_sender_gets_refusals_and_the_receiver_keeps_serving() {
     ] {
         h.request(name, Some(3), false);
         h.trailer([0; 16], 3);
-        h.chunk_raw(0, h.desc(3, DescKind::Last, 0), b"abc");
+        h.chunk_raw(h.desc(3, DescKind::Last, 0), b"abc");
         assert_eq!(h.answer().0, Status::Committed.code());
     }
     h.bye();
@@ -322,9 +349,7 @@ fn a_stray_descriptor_or_a_bad_digest_costs_only_its_own_file() {
         } else {
             DescKind::Data
         };
-        h.chunk_raw(
-            i as usize,
-            h.desc(slot as u64, kind, i),
+        h.chunk_raw(h.desc(slot as u64, kind, i),
             &pattern(slot, i as u8),
         );
     }
@@ -335,21 +360,18 @@ fn a_stray_descriptor_or_a_bad_digest_costs_only_its_own_file() {
     h.request(b"stray.bin", None, false);
     let mut stray = h.desc(100, DescKind::Data, 0);
     stray[20..24].copy_from_slice(&(h.file.get() + 7).to_ne_bytes());
-    h.chunk_raw(0, stray, b"stale bytes of another file");
-    assert!(wait_until(Duration::from_secs(5), || h
-        .ctl
-        .load_u32(frame::STATUS_OFF)
-        .unwrap()
+    h.chunk_raw(stray, b"stale bytes of another file");
+    assert!(wait_until(Duration::from_secs(5), || h.status()
         == Status::BadRequest.code()));
-    h.chunk_raw(1, h.desc(0, DescKind::Abort(4), 1), b"");
+    h.chunk_raw(h.desc(0, DescKind::Abort(4), 1), b"");
     assert_eq!(h.answer().0, Status::BadRequest.code());
 
     // The ring is clean: a two-slot file right after arrives whole.
     let good = pattern(slot + 10, 9);
     h.request(b"good.bin", Some(good.len() as u64), false);
     h.trailer([0; 16], good.len() as u64);
-    h.chunk_raw(0, h.desc(slot as u64, DescKind::Data, 0), &good[..slot]);
-    h.chunk_raw(1, h.desc(10, DescKind::Last, 1), &good[slot..]);
+    h.chunk_raw(h.desc(slot as u64, DescKind::Data, 0), &good[..slot]);
+    h.chunk_raw(h.desc(10, DescKind::Last, 1), &good[slot..]);
     assert_eq!(h.answer().0, Status::Committed.code());
     h.bye();
     drop(h);
@@ -370,7 +392,7 @@ fn a_reported_md5_is_always_the_md5_of_the_bytes_written() {
         h.trailer(digest_a, a.len() as u64);
         // Posts all-A bytes with their honest digest, then rewrites the slot to B while the
         // receiver works on it.
-        h.chunk_raw(0, h.desc(a.len() as u64, DescKind::Last, 0), &a);
+        h.chunk_raw(h.desc(a.len() as u64, DescKind::Last, 0), &a);
         let spin = std::time::Instant::now();
         while spin.elapsed() < Duration::from_micros(i * 5) {}
         h.content.write(0, &b).unwrap();

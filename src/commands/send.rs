@@ -13,7 +13,7 @@ use super::progress::Progress;
 use super::tree;
 use crate::protocols::frame::{self, Channel, FrameError};
 use crate::protocols::legacy::{self, LegacyError, Producer};
-use crate::protocols::sender::{Observer, SendError, SendOptions, Sender};
+use crate::protocols::sender::{Observer, SendError, SendOptions, Sender, Verdict};
 use crate::shared::exit;
 use crate::shared::runtime::{self, phase};
 use crate::shared::text::escape_path;
@@ -240,36 +240,51 @@ fn items(args: &SendArgs) -> (Vec<Item>, i32) {
 }
 
 /// Sends each item in turn; returns the exit code. A failure of one file is reported and the
-/// next is tried; a failure of the channel, or a stop, ends the send.
+/// next is tried; a failure of the channel, or a stop, ends the send. Each file is posted while
+/// the receiver still commits the one before, unless an input can block: then one file at a
+/// time, so that the file in hand is the only one a stuck read can leave unsettled.
 fn send_all(tx: &mut Sender, args: &SendArgs, items: &[Item], mut code: i32) -> i32 {
     let _ = PLAN.set(items.iter().map(|i| i.path().to_path_buf()).collect());
+    if items.iter().any(Item::may_block) {
+        tx.set_window(1);
+    }
     for (i, item) in items.iter().enumerate() {
         IN_HAND.store(i, Ordering::SeqCst);
         CODE_SO_FAR.store(code, Ordering::SeqCst);
-        let result = if runtime::stop_requested() {
-            Err(SendError::Interrupted(item.path().into()))
-        } else {
-            send_one(tx, item, &args.name)
-        };
-        let e = match result {
-            Ok(()) if !runtime::stop_requested() => continue,
-            Ok(()) => SendError::Frame(FrameError::Interrupted),
+        post_one(tx, item, &args.name);
+        if let Some(end) = report(tx.take_verdicts(), items, i + 1, &mut code) {
+            return end;
+        }
+    }
+    report(tx.flush(), items, items.len(), &mut code).unwrap_or(code)
+}
+
+/// Says what became of each file whose verdict is in, `posted` files being posted so far (a
+/// verdict's ticket is its item's place, from 1). Returns the exit code if the send must end:
+/// the channel failed, or a stop came and no file is left in flight.
+fn report(verdicts: Vec<Verdict>, items: &[Item], posted: usize, code: &mut i32) -> Option<i32> {
+    for v in verdicts {
+        let e = match v.result {
+            Ok(_) if !runtime::stop_requested() => continue,
+            // A later file in flight reports the stop itself.
+            Ok(_) if (v.ticket as usize) < posted => continue,
+            Ok(_) => SendError::Frame(FrameError::Interrupted),
             Err(e) => e,
         };
         let fatal = e.is_fatal();
         if fatal && !claim_exit() {
             // Another thread is ending the process with its own report.
             std::thread::sleep(Duration::from_secs(1));
-            return e.exit_code();
+            return Some(e.exit_code());
         }
         crate::shared::term::error(super::send_message(&e));
-        code = merge(code, e.exit_code());
+        *code = merge(*code, e.exit_code());
         if fatal {
-            not_sent(&items[i + 1..]);
-            return code;
+            not_sent(items.get(v.ticket as usize..).unwrap_or(&[]));
+            return Some(*code);
         }
     }
-    code
+    None
 }
 
 /// The exit code of a send so far, after one more failure: its own code if all failures
@@ -295,28 +310,31 @@ fn not_sent(rest: &[Item]) {
     }
 }
 
-/// One item: a path, a tree's file under its relative path, or stdin under `--name`.
-fn send_one(tx: &mut Sender, item: &Item, stdin_name: &str) -> Result<(), SendError> {
-    let path = match item {
-        Item::Path(p) => return tx.send_path(p).map(drop),
-        Item::InTree(e) => return tx.send_path_as(&e.path, &e.name).map(drop),
-        Item::Stdin(p) => p,
-    };
-    let stdin = io::stdin()
-        .as_fd()
-        .try_clone_to_owned()
-        .map(std::fs::File::from)
-        .map_err(|source| SendError::Open {
-            path: path.into(),
-            source,
-        })?;
-    // A regular file on stdin has a size to check; a pipe or terminal streams.
-    let size = stdin
-        .metadata()
-        .ok()
-        .filter(|m| m.is_file())
-        .map(|m| m.len());
-    tx.send_file(stdin_name.as_bytes(), &stdin, size).map(drop)
+/// Posts one item: a path, a tree's file under its relative path, or stdin under `--name`.
+fn post_one(tx: &mut Sender, item: &Item, stdin_name: &str) {
+    match item {
+        Item::Path(p) => drop(tx.post_path(p)),
+        Item::InTree(e) => drop(tx.post_path_as(&e.path, &e.name)),
+        Item::Stdin(p) => match io::stdin().as_fd().try_clone_to_owned() {
+            Ok(fd) => {
+                let stdin = std::fs::File::from(fd);
+                // A regular file on stdin has a size to check; a pipe or terminal streams.
+                let size = stdin
+                    .metadata()
+                    .ok()
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len());
+                tx.post_file(stdin_name.as_bytes(), &stdin, size);
+            }
+            Err(source) => {
+                let e = SendError::Open {
+                    path: p.clone(),
+                    source,
+                };
+                tx.post_failed(p, e);
+            }
+        },
+    }
 }
 
 /// The error for the face to print, unless another thread is ending the process with its own

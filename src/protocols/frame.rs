@@ -7,7 +7,7 @@
 //! use: the segment at a key is untrusted until its header says otherwise, and even then every
 //! length is checked against what the kernel says the segment's size is.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub use crate::shared::wire::*;
@@ -589,6 +589,10 @@ pub struct Channel {
     content: Mapping,
     /// The validated header.
     pub info: Info,
+    /// Our place in the ring, counted from the session's start: both sides take slots in the
+    /// same order, each counting for itself, so a file's chunks go on where the previous file's
+    /// ended (its last slots may still be being drained).
+    ring: AtomicU64,
 }
 
 impl Channel {
@@ -644,6 +648,7 @@ impl Channel {
             control,
             content,
             info,
+            ring: AtomicU64::new(0),
         })
     }
 
@@ -717,6 +722,7 @@ impl Channel {
             control,
             content,
             info,
+            ring: AtomicU64::new(0),
         })
     }
 
@@ -821,9 +827,14 @@ impl Channel {
                 .map_err(|e| FrameError::from_wait(self.key, e.into()))?;
         }
         self.clear_ring();
+        self.ring.store(0, Ordering::Relaxed);
         self.store_u32(SESSION_OFF, session);
-        self.store_u32(FILE_OFF, 0);
-        self.store_u32(STATUS_OFF, Status::Pending.code());
+        self.store_u32(CURRENT_OFF, 0);
+        for file in [0, 1] {
+            let at = Parity::of(file).answer_off();
+            self.store_u32(at, Status::Pending.code());
+            self.store_u32(at + 4, 0);
+        }
         self.store_u64(PROGRESS_OFF, 0);
         self.set_state(State::Idle);
         self.wait(&[SemOp::give(sem::GATE)], None)
@@ -854,29 +865,34 @@ impl Channel {
             && at(self.key.offset(1)) == Some(self.content_shm.id())
     }
 
-    /// Waits for the admitted sender's next request and decodes it.
-    pub fn next_request(&self) -> Result<Result<Request, HeaderError>, FrameError> {
+    /// Waits for the admitted sender's next request, which is due to be file `due` (or a
+    /// goodbye in its place), and decodes it.
+    pub fn next_request(&self, due: u32) -> Result<Result<Request, HeaderError>, FrameError> {
         self.wait_on_peer_spinning(&[SemOp::take(sem::REQ)], sem::SENDER, true, spin_budget())?;
+        let at = Parity::of(due);
         let mut b = [0u8; REQUEST_LEN];
-        self.read(REQUEST_OFF, &mut b);
+        self.read(at.request_off(), &mut b);
         let mut path = [0u8; PATH_LEN];
-        self.read(PATH_OFF, &mut path);
+        self.read(at.path_off(), &mut path);
         Ok(decode_request(&b, &path))
     }
 
-    /// Takes file `file` of the session: points the status at it, marked "accepted", so that
+    /// Takes file `file` of the session: points its answer at it, marked "accepted", so that
     /// a failure flagged later is about this file. The status is stored before the file number
     /// and the sender reads them the other way round, so it never pairs this file's number with
-    /// the previous file's final status.
+    /// the final status of the file two before, whose answer this one reuses.
     pub fn take_file(&self, file: u32) {
+        let at = Parity::of(file).answer_off();
         self.store_u64(PROGRESS_OFF, 0);
-        self.store_u32(STATUS_OFF, Status::Accepted.code());
-        self.store_u32(FILE_OFF, file);
+        self.store_u32(CURRENT_OFF, file);
+        self.store_u32(at, Status::Accepted.code());
+        self.store_u32(at + 4, file);
     }
 
-    /// Clears the slot table and the trailer, so nothing a file (or a dead session) left there
-    /// can pass for the next one's. Called when the ring is empty and before the sender may
-    /// write again: at the start of a session, and after a file's end marker, before we answer.
+    /// Clears the slot table and the trailers, so nothing a dead session left there can pass
+    /// for the next one's. Called at the start of a session, before the gate opens. (Within a
+    /// session the ring is never cleared: the next file's chunks may already be in it. Tags
+    /// keep one file's messages from passing for another's.)
     fn clear_ring(&self) {
         const ZEROS: [u8; SLOT_DESC_LEN * MAX_SLOTS as usize] =
             [0; SLOT_DESC_LEN * MAX_SLOTS as usize];
@@ -884,27 +900,39 @@ impl Channel {
             SLOTS_OFF,
             &ZEROS[..SLOT_DESC_LEN * self.info.slot_count as usize],
         );
-        self.write(TRAILER_OFF, &[0; TRAILER_LEN]);
+        for file in [0, 1] {
+            self.write(Parity::of(file).trailer_off(), &[0; TRAILER_LEN]);
+        }
     }
 
-    /// Publishes an outcome about `file` (0 for a request refused before it became a file)
-    /// and wakes the sender. The sender writes nothing more before it reads this, so the ring
-    /// is cleared for its next file here.
+    /// Publishes an outcome about `file` and wakes the sender. The sender reads the answer
+    /// about a file before it posts the file after next, which reuses this copy.
     pub fn answer(&self, file: u32, o: &Outcome) -> Result<(), FrameError> {
-        self.clear_ring();
-        self.write(RESULT_OFF, &encode_outcome(o));
-        self.store_u32(FILE_OFF, file);
-        self.store_u32(STATUS_OFF, o.status.code());
+        self.answer_at(Parity::of(file), file, o)
+    }
+
+    /// Refuses the request due as file `due` that was malformed (about file 0: it never
+    /// became a file).
+    pub fn refuse_request(&self, due: u32, o: &Outcome) -> Result<(), FrameError> {
+        self.answer_at(Parity::of(due), 0, o)
+    }
+
+    fn answer_at(&self, at: Parity, file: u32, o: &Outcome) -> Result<(), FrameError> {
+        let at = at.answer_off();
+        self.write(at + 8, &encode_outcome(o));
+        self.store_u32(at + 4, file);
+        self.store_u32(at, o.status.code());
         self.wait(&[SemOp::give(sem::ACK)], None)
     }
 
-    /// Marks the current file failed while the sender is still sending, so it stops early.
-    pub fn flag_failure(&self, s: Status) {
-        self.store_u32(STATUS_OFF, s.code());
+    /// Marks `file` failed while the sender is still sending it, so it stops early.
+    pub fn flag_failure(&self, file: u32, s: Status) {
+        self.store_u32(Parity::of(file).answer_off(), s.code());
     }
 
-    /// Waits for the next filled slot, the `seq`-th of the file, and decodes its descriptor.
-    /// Returns the slot (computed here, never read from the segment) and the descriptor.
+    /// Waits for the next filled slot, the `seq`-th of its file, and decodes its descriptor.
+    /// Returns the slot (the next in ring order, counted here, never read from the segment)
+    /// and the descriptor.
     pub fn next_desc(&self, seq: u64) -> Result<(usize, Result<Desc, HeaderError>), FrameError> {
         // The first chunks of a file follow the handshake at once: worth catching awake. Later
         // ones take a slot's copy to come, and a wait for them sleeps at once.
@@ -914,7 +942,7 @@ impl Channel {
             Duration::ZERO
         };
         self.wait_on_peer_spinning(&[SemOp::take(sem::FULL)], sem::SENDER, true, spin)?;
-        let slot = self.slot_of(seq);
+        let slot = self.next_slot();
         let mut d = [0u8; SLOT_DESC_LEN];
         self.read(SLOTS_OFF + slot * SLOT_DESC_LEN, &mut d);
         Ok((slot, decode_desc(&d)))
@@ -942,10 +970,10 @@ impl Channel {
         self.wait(&[SemOp::give(sem::EMPTY)], None)
     }
 
-    /// The sender's trailer, read after its last descriptor.
-    pub fn trailer(&self) -> Trailer {
+    /// The sender's trailer for `file`, read after its last descriptor.
+    pub fn trailer(&self, file: u32) -> Trailer {
         let mut b = [0u8; TRAILER_LEN];
-        self.read(TRAILER_OFF, &mut b);
+        self.read(Parity::of(file).trailer_off(), &mut b);
         decode_trailer(&b)
     }
 
@@ -993,7 +1021,10 @@ impl Channel {
             match self.wait(&ops, left) {
                 // The receiver wrote the session before it gave the gate, and changes it only
                 // after this session ends.
-                Ok(()) => return Ok(self.control.load_u32(SESSION_OFF)),
+                Ok(()) => {
+                    self.ring.store(0, Ordering::Relaxed);
+                    return Ok(self.control.load_u32(SESSION_OFF));
+                }
                 Err(FrameError::TimedOut { .. }) | Err(FrameError::Interrupted) => {}
                 Err(e) => return Err(e),
             }
@@ -1014,18 +1045,20 @@ impl Channel {
     /// # Errors
     /// The channel was removed.
     pub fn send_request(&self, r: &Request) -> Result<(), FrameError> {
+        let at = Parity::of(r.file);
         // The path first: the request that points at it is posted after.
         let path = encode_path(r);
         if !path.is_empty() {
-            self.write(PATH_OFF, &path);
+            self.write(at.path_off(), &path);
         }
-        self.write(REQUEST_OFF, &encode_request(r));
+        self.write(at.request_off(), &encode_request(r));
         self.wait(&[SemOp::give(sem::REQ)], None)
     }
 
-    /// Says goodbye and drops our liveness mark in the same atomic step, so the receiver can
+    /// Says goodbye (in place of file `due`, the one that would have come next: every earlier
+    /// one answered) and drops our liveness mark in the same atomic step, so the receiver can
     /// admit the next sender the moment it reads this.
-    pub fn send_bye(&self, session: u32) -> Result<(), FrameError> {
+    pub fn send_bye(&self, session: u32, due: u32) -> Result<(), FrameError> {
         let bye = Request {
             op: Op::Bye,
             sender_pid: sysv::getpid(),
@@ -1036,38 +1069,41 @@ impl Channel {
             session,
             file: 0,
         };
-        self.write(REQUEST_OFF, &encode_request(&bye));
+        self.write(Parity::of(due).request_off(), &encode_request(&bye));
         self.wait(
             &[SemOp::take(sem::SENDER).undo(), SemOp::give(sem::REQ)],
             None,
         )
     }
 
-    /// Waits for the receiver's answer. Returns the file it is about and the outcome.
-    pub fn wait_answer(&self) -> Result<(u32, Result<Outcome, HeaderError>), FrameError> {
+    /// Waits for the receiver's next answer, which is due about `file` (answers come in the
+    /// order of the requests). Returns the file it is about and the outcome.
+    pub fn wait_answer(&self, file: u32) -> Result<(u32, Result<Outcome, HeaderError>), FrameError> {
         // The answer comes after the receiver's write and commit, long enough that polling for
         // it would only take a CPU the receiver's writes may need: sleep at once.
         self.wait_on_peer(&[SemOp::take(sem::ACK)], sem::RECEIVER, false)?;
+        let at = Parity::of(file).answer_off();
         let mut b = [0u8; RESULT_LEN];
-        self.read(RESULT_OFF, &mut b);
-        let status = self.control.load_u32(STATUS_OFF);
-        let file = self.control.load_u32(FILE_OFF);
-        Ok((file, decode_outcome(status, &b)))
+        self.read(at + 8, &mut b);
+        let status = self.control.load_u32(at);
+        let about = self.control.load_u32(at + 4);
+        Ok((about, decode_outcome(status, &b)))
     }
 
     /// The receiver's failure verdict on `file` while it is still being sent, if any.
     pub fn receiver_failure(&self, file: u32) -> Option<u32> {
         // The number first: the receiver stores it after the status (see `take_file`).
-        let about = self.control.load_u32(FILE_OFF);
-        let status = self.control.load_u32(STATUS_OFF);
+        let at = Parity::of(file).answer_off();
+        let about = self.control.load_u32(at + 4);
+        let status = self.control.load_u32(at);
         let pending = [Status::Pending.code(), Status::Accepted.code()];
         (about == file && !pending.contains(&status)).then_some(status)
     }
 
-    /// Waits for a free slot; returns its index in the ring.
-    pub fn free_slot(&self, seq: u64) -> Result<usize, FrameError> {
+    /// Waits for a free slot; returns its index in the ring (the next in ring order).
+    pub fn free_slot(&self) -> Result<usize, FrameError> {
         self.wait_on_peer(&[SemOp::take(sem::EMPTY)], sem::RECEIVER, false)?;
-        Ok(self.slot_of(seq))
+        Ok(self.next_slot())
     }
 
     /// Reads up to `limit` bytes (at most a slot) from `file` straight into `slot`, looping
@@ -1112,9 +1148,9 @@ impl Channel {
         self.wait(&[SemOp::give(sem::FULL)], None)
     }
 
-    /// Writes the trailer; call before posting the last descriptor.
+    /// Writes the trailer of file `t.file`; call before posting its last descriptor.
     pub fn set_trailer(&self, t: &Trailer) {
-        self.write(TRAILER_OFF, &encode_trailer(t));
+        self.write(Parity::of(t.file).trailer_off(), &encode_trailer(t));
     }
 
     /// Waits up to `limit` for the receiver to die or the channel to go away (for a watcher
@@ -1157,8 +1193,10 @@ impl Channel {
         Ok(sysv::attached(holder, self.control_shm.id()) != Some(false))
     }
 
-    fn slot_of(&self, seq: u64) -> usize {
-        (seq % u64::from(self.info.slot_count)) as usize
+    /// The next slot in ring order; every taken FULL (receiver) or EMPTY (sender) is one.
+    fn next_slot(&self) -> usize {
+        let n = self.ring.fetch_add(1, Ordering::Relaxed);
+        (n % u64::from(self.info.slot_count)) as usize
     }
     fn read(&self, off: usize, out: &mut [u8]) {
         self.control.read(off, out);
@@ -1236,15 +1274,16 @@ impl View {
     pub fn progress(&self) -> u64 {
         self.control.load_u64(PROGRESS_OFF)
     }
-    /// The current request.
+    /// The request of the file the receiver is taking (the first one's, before it takes any).
     ///
     /// # Errors
     /// It does not decode (none yet, or torn).
     pub fn request(&self) -> Result<Request, HeaderError> {
+        let at = Parity::of(self.control.load_u32(CURRENT_OFF).max(1));
         let mut b = [0u8; REQUEST_LEN];
-        self.control.read(REQUEST_OFF, &mut b);
+        self.control.read(at.request_off(), &mut b);
         let mut path = [0u8; PATH_LEN];
-        self.control.read(PATH_OFF, &mut path);
+        self.control.read(at.path_off(), &mut path);
         decode_request(&b, &path)
     }
 }

@@ -175,7 +175,7 @@ impl Receiver {
         if !self.in_session {
             self.admit()?;
         }
-        let req = match self.ch.next_request() {
+        let req = match self.ch.next_request(self.file.wrapping_add(1)) {
             Ok(r) => r,
             Err(FrameError::SenderGone) => {
                 self.end_session();
@@ -193,7 +193,8 @@ impl Receiver {
             }
             Ok(r) if r.session == self.session && r.file == self.file.wrapping_add(1) => r,
             Ok(r) => {
-                self.ch.answer(0, &refused(Status::BadRequest))?;
+                self.ch
+                    .refuse_request(self.file.wrapping_add(1), &refused(Status::BadRequest))?;
                 return Ok(Event::Notice(format!(
                     "a request of session {} file {} where session {} file {} was due; refused",
                     r.session,
@@ -203,7 +204,8 @@ impl Receiver {
                 )));
             }
             Err(e) => {
-                self.ch.answer(0, &refused(Status::BadRequest))?;
+                self.ch
+                    .refuse_request(self.file.wrapping_add(1), &refused(Status::BadRequest))?;
                 return Ok(Event::Notice(format!("malformed request: {e}; refused")));
             }
         };
@@ -431,8 +433,8 @@ impl<'r> Incoming<'r> {
 }
 
 /// Takes a file we will not keep: flags `status` at once, so the sender stops at its next
-/// chunk, and takes and drops its chunks up to its end marker, so the ring is balanced for the
-/// answer that follows.
+/// chunk, and takes and drops its chunks up to its end marker, so the answer that follows
+/// leaves nothing of this file in the ring.
 fn drop_chunks(
     ch: &Channel,
     tags: Tags,
@@ -528,7 +530,7 @@ fn receive_into(
     ch.take_file(tags.file);
     let (total, digest) = drain(ch, tags, req, out, md5, progress)?;
     let fail = |status, why| fail_file(ch, tags.file, status, 0, digest, total, why);
-    let trailer = ch.trailer();
+    let trailer = ch.trailer(tags.file);
     if (trailer.session, trailer.file) != (tags.session, tags.file) {
         return fail(Status::BadRequest, "the trailer is another file's".into());
     }
@@ -654,6 +656,7 @@ enum End {
 /// the status field.
 struct Writer<'a, 'o> {
     ch: &'a Channel,
+    file: u32,
     out: Sink<'o>,
     error: Option<io::Error>,
 }
@@ -688,7 +691,7 @@ impl Writer<'_, '_> {
         if self.error.is_none()
             && let Err(e) = self.out.write_all(src)
         {
-            self.ch.flag_failure(Status::WriteFailed);
+            self.ch.flag_failure(self.file, Status::WriteFailed);
             self.error = Some(e);
         }
     }
@@ -735,14 +738,14 @@ impl<'a> Drain<'a> {
 
     fn fail(&mut self, status: Status, why: String) {
         if self.failure.is_none() {
-            self.ch.flag_failure(status);
+            self.ch.flag_failure(self.tags.file, status);
             self.failure = Some((status, why));
         }
     }
 
     /// Takes the file's descriptors in ring order until its last chunk or its abort. Every
-    /// descriptor taken is balanced by a slot handed back, so when this returns the ring is
-    /// empty and the next file starts clean. `each` gets each good chunk's slot and length
+    /// descriptor taken is balanced by a slot handed back, so when this returns nothing of
+    /// this file is left in the ring (the next file's chunks may already follow it). `each` gets each good chunk's slot and length
     /// and must hand the slot back; anything else is handed back here.
     fn run(
         &mut self,
@@ -837,6 +840,7 @@ fn drain(
     let mut d = Drain::new(ch, tags, req.size);
     let mut writer = Writer {
         ch,
+        file: tags.file,
         out,
         error: None,
     };

@@ -1,6 +1,8 @@
 //! Sending files to a receiver: [`Sender`] connects to the channel at a key, takes its turn,
 //! and sends files, readers or byte slices, each one committed by the receiver (and verified
-//! with MD5 if asked) before the call returns.
+//! with MD5 if asked) before the call returns. To send many files faster, post them instead
+//! ([`Sender::post_path`] and the like) and collect their [`Verdict`]s: a file is then posted
+//! while the receiver still commits the one before, so neither side waits for the other.
 //!
 //! ```
 //! use shmxfer::sender::{SendOptions, Sender};
@@ -36,6 +38,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -226,6 +229,31 @@ pub trait Observer {
 struct Quiet;
 impl Observer for Quiet {}
 
+/// What became of one posted file.
+#[derive(Debug)]
+pub struct Verdict {
+    /// The number its `post_*` call returned.
+    pub ticket: u64,
+    /// The file's path, or the name it was sent under.
+    pub label: PathBuf,
+    /// Committed, or why not.
+    pub result: Result<Sent, SendError>,
+}
+
+/// A file posted whole whose answer is still to come.
+struct Awaited {
+    ticket: u64,
+    file: u32,
+    label: PathBuf,
+    total: u64,
+    digest: Option<[u8; 16]>,
+    t: Instant,
+}
+
+/// How many files a sender has in flight by default: a file is posted while the one before
+/// it is committed. The protocol allows two (each per-file region has two copies).
+const WINDOW: usize = 2;
+
 /// A connection to a receiver, holding the channel for all its files: senders queue in the
 /// kernel and take turns, so files of two senders never interleave. Dropping it (or
 /// [`Sender::finish`]) hands the channel to the next sender.
@@ -237,6 +265,14 @@ pub struct Sender {
     md5: bool,
     observer: Box<dyn Observer + Send>,
     done: bool,
+    /// The files we may have in flight (posted whole, answer to come): 1 or [`WINDOW`].
+    window: usize,
+    /// Files posted whole whose answer is still to come, oldest first.
+    awaited: VecDeque<Awaited>,
+    /// Verdicts not yet taken by the caller, in posting order.
+    verdicts: VecDeque<Verdict>,
+    /// The last ticket handed out.
+    tickets: u64,
 }
 
 impl std::fmt::Debug for Sender {
@@ -281,6 +317,10 @@ impl Sender {
             md5,
             observer: Box::new(Quiet),
             done: false,
+            window: WINDOW,
+            awaited: VecDeque::new(),
+            verdicts: VecDeque::new(),
+            tickets: 0,
         })
     }
 
@@ -299,17 +339,22 @@ impl Sender {
         self.observer = o;
     }
 
-    /// Sends the file at `path` under its last component's name, with its mode and mtime.
+    /// Lets up to `files` files (1 or 2; default 2) be in flight when they are posted: with 2,
+    /// a file is posted while the receiver still commits the one before. With 1, each
+    /// `post_*` returns once its file's verdict is in, as each `send_*` does.
+    pub fn set_window(&mut self, files: usize) {
+        self.window = files.clamp(1, WINDOW);
+    }
+
+    /// Sends the file at `path` under its last component's name, with its mode and mtime,
+    /// and returns once the receiver committed it.
     ///
     /// # Errors
     /// The input cannot be opened or read, or changed while sent; the receiver refused or
     /// failed it; or the channel failed ([`SendError::is_fatal`]: no later file can go).
     pub fn send_path(&mut self, path: &Path) -> Result<Sent, SendError> {
-        let name = path
-            .file_name()
-            .map(|n| n.as_bytes().to_vec())
-            .unwrap_or_default();
-        self.send_path_as(path, &name)
+        let t = self.post_path(path);
+        self.verdict_of(t)
     }
 
     /// Sends the file at `path` under `name`, which may be a relative path (`photos/a.jpg`,
@@ -320,18 +365,8 @@ impl Sender {
     /// [`SendError::BadPath`] for a name the protocol cannot carry; then as
     /// [`Sender::send_path`].
     pub fn send_path_as(&mut self, path: &Path, name: &[u8]) -> Result<Sent, SendError> {
-        let fits = name.len() <= frame::MAX_PATH
-            && !name.contains(&0)
-            && name
-                .split(|&c| c == b'/')
-                .all(|c| c.len() <= frame::MAX_NAME);
-        if !fits {
-            return Err(SendError::BadPath(path.into()));
-        }
-        phase::set(phase::INPUT, Some(path));
-        let (file, size, meta) = open_path(path)?;
-        phase::set(phase::IDLE, None);
-        self.send(path, name, Input::File(&file), size, meta)
+        let t = self.post_path_as(path, name);
+        self.verdict_of(t)
     }
 
     /// Sends an open file (a pipe, a terminal, a regular file) under `name`. `size`, if
@@ -345,8 +380,8 @@ impl Sender {
         file: &File,
         size: Option<u64>,
     ) -> Result<Sent, SendError> {
-        let label = PathBuf::from(std::ffi::OsStr::from_bytes(name));
-        self.send(&label, name, Input::File(file), size, None)
+        let t = self.post_file(name, file, size);
+        self.verdict_of(t)
     }
 
     /// Sends everything `reader` yields under `name`; `size`, if given, is checked.
@@ -360,7 +395,8 @@ impl Sender {
         size: Option<u64>,
     ) -> Result<Sent, SendError> {
         let label = PathBuf::from(std::ffi::OsStr::from_bytes(name));
-        self.send(&label, name, Input::Reader(reader), size, None)
+        let t = self.post(&label, name, Input::Reader(reader), size, None);
+        self.verdict_of(t)
     }
 
     /// Sends `bytes` under `name`.
@@ -368,12 +404,73 @@ impl Sender {
     /// # Errors
     /// The receiver refused or failed the file, or the channel failed.
     pub fn send_bytes(&mut self, name: &[u8], bytes: &[u8]) -> Result<Sent, SendError> {
-        let label = PathBuf::from(std::ffi::OsStr::from_bytes(name));
-        let size = Some(bytes.len() as u64);
-        self.send(&label, name, Input::Bytes(bytes), size, None)
+        let t = self.post_bytes(name, bytes);
+        self.verdict_of(t)
     }
 
-    /// Says goodbye, handing the channel to the next sender.
+    /// Posts the file at `path` as [`Sender::send_path`] sends it, but returns once its last
+    /// chunk is posted, before the receiver commits it. Returns its ticket: its [`Verdict`]
+    /// comes from [`Sender::take_verdicts`] or [`Sender::flush`], in posting order.
+    pub fn post_path(&mut self, path: &Path) -> u64 {
+        let name = path
+            .file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_default();
+        self.post_path_as(path, &name)
+    }
+
+    /// Posts the file at `path` under `name` (see [`Sender::send_path_as`] and
+    /// [`Sender::post_path`]).
+    pub fn post_path_as(&mut self, path: &Path, name: &[u8]) -> u64 {
+        let fits = name.len() <= frame::MAX_PATH
+            && !name.contains(&0)
+            && name
+                .split(|&c| c == b'/')
+                .all(|c| c.len() <= frame::MAX_NAME);
+        if !fits {
+            return self.refuse_early(path, SendError::BadPath(path.into()));
+        }
+        phase::set(phase::INPUT, Some(path));
+        let opened = open_path(path);
+        phase::set(phase::IDLE, None);
+        match opened {
+            Ok((file, size, meta)) => self.post(path, name, Input::File(&file), size, meta),
+            Err(e) => self.refuse_early(path, e),
+        }
+    }
+
+    /// Posts an open file under `name` (see [`Sender::send_file`] and [`Sender::post_path`]).
+    pub fn post_file(&mut self, name: &[u8], file: &File, size: Option<u64>) -> u64 {
+        let label = PathBuf::from(std::ffi::OsStr::from_bytes(name));
+        self.post(&label, name, Input::File(file), size, None)
+    }
+
+    /// Posts `bytes` under `name` (see [`Sender::post_path`]).
+    pub fn post_bytes(&mut self, name: &[u8], bytes: &[u8]) -> u64 {
+        let label = PathBuf::from(std::ffi::OsStr::from_bytes(name));
+        let size = Some(bytes.len() as u64);
+        self.post(&label, name, Input::Bytes(bytes), size, None)
+    }
+
+    /// Records a file that could not even be posted (its input failed to open, say) as
+    /// failed with `e`, in its turn among the others; returns its ticket.
+    pub fn post_failed(&mut self, label: &Path, e: SendError) -> u64 {
+        self.refuse_early(label, e)
+    }
+
+    /// The verdicts that are in, oldest first, without waiting for the others.
+    pub fn take_verdicts(&mut self) -> Vec<Verdict> {
+        self.verdicts.drain(..).collect()
+    }
+
+    /// Waits for every posted file's verdict and returns those not yet taken, oldest first.
+    pub fn flush(&mut self) -> Vec<Verdict> {
+        self.settle_all();
+        self.take_verdicts()
+    }
+
+    /// Says goodbye, handing the channel to the next sender. Files still in flight are
+    /// waited for first; verdicts not taken ([`Sender::flush`]) are dropped.
     ///
     /// # Errors
     /// The channel failed underneath us (a receiver that left after our last file is fine).
@@ -385,8 +482,9 @@ impl Sender {
         if std::mem::replace(&mut self.done, true) {
             return Ok(());
         }
+        self.settle_all();
         phase::set(phase::DONE, None);
-        match self.ch.send_bye(self.session) {
+        match self.ch.send_bye(self.session, self.file.wrapping_add(1)) {
             Ok(()) | Err(FrameError::Removed { .. } | FrameError::ReceiverGone { .. }) => {
                 debug!("said goodbye: semop SENDER -1 (undo), REQ +1; released the channel");
                 Ok(())
@@ -395,18 +493,118 @@ impl Sender {
         }
     }
 
-    fn send(
+    /// Waits until `ticket`'s verdict is in and takes it (others stay for the caller).
+    fn verdict_of(&mut self, ticket: u64) -> Result<Sent, SendError> {
+        loop {
+            if let Some(i) = self.verdicts.iter().position(|v| v.ticket == ticket) {
+                let v = self.verdicts.remove(i).expect("just found");
+                return v.result;
+            }
+            // Every ticket gets a verdict: one not in yet is awaited.
+            if !self.settle_one() {
+                return Err(SendError::Interrupted(PathBuf::new()));
+            }
+        }
+    }
+
+    fn next_ticket(&mut self) -> u64 {
+        self.tickets += 1;
+        self.tickets
+    }
+
+    /// A file that failed before it was posted: its verdict follows those of every file
+    /// before it.
+    fn refuse_early(&mut self, label: &Path, e: SendError) -> u64 {
+        let ticket = self.next_ticket();
+        self.settle_all();
+        self.verdicts.push_back(Verdict {
+            ticket,
+            label: label.into(),
+            result: Err(e),
+        });
+        ticket
+    }
+
+    /// Waits for the oldest awaited answer and records the verdict; false if none was awaited.
+    fn settle_one(&mut self) -> bool {
+        let Some(a) = self.awaited.pop_front() else {
+            return false;
+        };
+        phase::set(phase::VERDICT, Some(&a.label));
+        let result = verdict(&self.ch, &a);
+        phase::set(phase::IDLE, None);
+        self.verdicts.push_back(Verdict {
+            ticket: a.ticket,
+            label: a.label,
+            result,
+        });
+        true
+    }
+
+    fn settle_all(&mut self) {
+        while self.settle_one() {}
+    }
+
+    fn post(
         &mut self,
         label: &Path,
         name: &[u8],
         input: Input,
         size: Option<u64>,
         meta: Option<Meta>,
-    ) -> Result<Sent, SendError> {
+    ) -> u64 {
         if runtime::stop_requested() {
-            return Err(SendError::Interrupted(label.into()));
+            return self.refuse_early(label, SendError::Interrupted(label.into()));
         }
+        let ticket = self.next_ticket();
         let t = Instant::now();
+        let ran = self.transfer(label, name, input, size, meta);
+        self.observer.finish();
+        let failure = match ran {
+            Ok(Ran::Last(total, digest)) => {
+                self.awaited.push_back(Awaited {
+                    ticket,
+                    file: self.file,
+                    label: label.into(),
+                    total,
+                    digest,
+                    t,
+                });
+                while self.awaited.len() >= self.window {
+                    self.settle_one();
+                }
+                return ticket;
+            }
+            // Answers come in order: the earlier files' first.
+            Ok(Ran::Aborted(failure)) => {
+                self.settle_all();
+                match (await_answer(&self.ch, label, self.file), failure) {
+                    (Err(e), _) | (Ok(_), Some(e)) => e,
+                    (Ok(answer), None) => refusal(label, answer),
+                }
+            }
+            Err(e) => {
+                self.settle_all();
+                e
+            }
+        };
+        self.verdicts.push_back(Verdict {
+            ticket,
+            label: label.into(),
+            result: Err(failure),
+        });
+        ticket
+    }
+
+    /// Posts the file's request and then its chunks, without waiting for any answer.
+    fn transfer(
+        &mut self,
+        label: &Path,
+        name: &[u8],
+        input: Input,
+        size: Option<u64>,
+        meta: Option<Meta>,
+    ) -> Result<Ran, SendError> {
         self.file += 1;
         let file = self.file;
         // The chunks follow at once: the receiver's answer (committed, or why not) comes after
@@ -437,9 +635,7 @@ impl Sender {
             seq: 0,
             input,
         };
-        let r = x.run(&mut *self.observer, t);
-        self.observer.finish();
-        r
+        x.run(&mut *self.observer)
     }
 }
 
@@ -568,28 +764,31 @@ enum Step {
     Aborted(Option<SendError>),
 }
 
+/// How a file's posting ended.
+enum Ran {
+    /// Its last chunk is posted: its length and digest (with MD5); the answer is to come.
+    Last(u64, Option<[u8; 16]>),
+    /// An abort is posted: ours (with the error to report), or at the receiver's word.
+    Aborted(Option<SendError>),
+}
+
 impl Transfer<'_, '_> {
-    /// Sends every chunk, then returns the receiver's verdict; or, if the file is abandoned
-    /// (by us or at the receiver's word), its answer and why.
-    fn run(&mut self, observer: &mut dyn Observer, t: Instant) -> Result<Sent, SendError> {
-        let failure = loop {
+    /// Posts every chunk, or an abort if the file is abandoned (by us or at the receiver's
+    /// word). The answer is left to the caller.
+    fn run(&mut self, observer: &mut dyn Observer) -> Result<Ran, SendError> {
+        loop {
             match self.next_chunk()? {
                 Step::More => observer.progress(self.total),
-                Step::Last(digest) => return self.verdict(digest, t),
-                Step::Aborted(failure) => break failure,
+                Step::Last(digest) => return Ok(Ran::Last(self.total, digest)),
+                Step::Aborted(failure) => return Ok(Ran::Aborted(failure)),
             }
-        };
-        let answer = await_answer(self.ch, self.path, self.file)?;
-        match failure {
-            Some(f) => Err(f),
-            None => Err(refusal(self.path, answer)),
         }
     }
 
     /// Takes a free slot and posts the next chunk into it, or an abort: when a stop was
     /// asked for, the receiver flagged a failure, or the input failed or changed.
     fn next_chunk(&mut self) -> Result<Step, SendError> {
-        let slot = self.ch.free_slot(self.seq)?;
+        let slot = self.ch.free_slot()?;
         let abort = if runtime::stop_requested() {
             Some((
                 Abort::Interrupted,
@@ -647,37 +846,9 @@ impl Transfer<'_, '_> {
         debug!(
             bytes = self.total,
             md5 = digest.as_ref().map(hex),
-            "last chunk posted (FULL +1); waiting for the commit (ACK -1)"
+            "last chunk posted (FULL +1); its answer is to come (ACK -1)"
         );
         Ok(Step::Last(digest))
-    }
-
-    /// The receiver's verdict on a file whose last chunk is posted.
-    fn verdict(&self, digest: Option<[u8; 16]>, t: Instant) -> Result<Sent, SendError> {
-        let answer = await_answer(self.ch, self.path, self.file)?;
-        phase::set(phase::IDLE, None);
-        match answer.status {
-            Status::Committed => {
-                let secs = t.elapsed().as_secs_f64();
-                debug!(
-                    as_name = %crate::shared::text::escape(&answer.name),
-                    elapsed_ms = (secs * 1e3) as u64,
-                    mib_per_s = (self.total as f64 / 1048576.0 / secs.max(1e-9)) as u64,
-                    "committed (ACK -1)"
-                );
-                Ok(Sent {
-                    name: answer.name,
-                    bytes: self.total,
-                    md5: digest,
-                })
-            }
-            Status::Md5Mismatch => Err(SendError::Md5 {
-                path: self.path.into(),
-                ours: hex(&digest.unwrap_or([0; 16])),
-                theirs: hex(&answer.md5),
-            }),
-            _ => Err(refusal(self.path, answer)),
-        }
     }
 
     /// Fills one slot from the input. Returns its length and whether it is the file's last
@@ -777,13 +948,40 @@ fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
+/// The receiver's verdict on a file whose last chunk is posted.
+fn verdict(ch: &Channel, a: &Awaited) -> Result<Sent, SendError> {
+    let answer = await_answer(ch, &a.label, a.file)?;
+    match answer.status {
+        Status::Committed => {
+            let secs = a.t.elapsed().as_secs_f64();
+            debug!(
+                as_name = %crate::shared::text::escape(&answer.name),
+                elapsed_ms = (secs * 1e3) as u64,
+                mib_per_s = (a.total as f64 / 1048576.0 / secs.max(1e-9)) as u64,
+                "committed (ACK -1)"
+            );
+            Ok(Sent {
+                name: answer.name,
+                bytes: a.total,
+                md5: a.digest,
+            })
+        }
+        Status::Md5Mismatch => Err(SendError::Md5 {
+            path: a.label.clone(),
+            ours: hex(&a.digest.unwrap_or([0; 16])),
+            theirs: hex(&answer.md5),
+        }),
+        _ => Err(refusal(&a.label, answer)),
+    }
+}
+
 /// Waits for the receiver's answer, which must be about `file`.
 fn await_answer(ch: &Channel, path: &Path, file: u32) -> Result<frame::Outcome, SendError> {
     let bad = |source| SendError::BadAnswer {
         path: path.into(),
         source,
     };
-    let (about, outcome) = ch.wait_answer()?;
+    let (about, outcome) = ch.wait_answer(file)?;
     let outcome = outcome.map_err(bad)?;
     if about != file {
         return Err(bad(frame::HeaderError::Field {

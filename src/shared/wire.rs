@@ -5,10 +5,17 @@
 //! | offset | region   | writer   |
 //! |--------|----------|----------|
 //! | 0      | info     | receiver, once, magic last |
-//! | 128    | request  | sender   |
-//! | 512    | trailer  | sender   |
+//! | 128    | request of odd files (and goodbye after an even one) | sender |
+//! | 512    | trailers of even, then odd files | sender |
 //! | 576    | response | receiver |
 //! | 1024   | slots    | sender (one 32-byte descriptor per content slot) |
+//! | 9216   | request of even files | sender |
+//! | 9728   | answers about even, then odd files | receiver |
+//! | 12288  | paths of odd, then even files | sender |
+//!
+//! A sender has up to two files in flight (it posts a file while the previous one's answer is
+//! still to come), so everything about a file lives in the copy of its region chosen by the
+//! file number's parity ([`Parity`]).
 
 use crate::sysv::Key;
 
@@ -16,9 +23,10 @@ use crate::sysv::Key;
 pub const MAGIC: [u8; 8] = *b"SHMXFER\0";
 /// Version 2 tagged every per-file message with its session and file; version 3 added the
 /// channel's name (in the info region) and relative paths (the path region); version 4 numbers
-/// files in the request and sends a file's chunks without waiting to hear it accepted. See
-/// docs/protocol.md.
-pub const VERSION: u32 = 4;
+/// files in the request and sends a file's chunks without waiting to hear it accepted; version 5
+/// lets a sender post a file before the previous one is answered (two of each per-file region).
+/// See docs/protocol.md.
+pub const VERSION: u32 = 5;
 /// The first key of the per-user default channels: user `uid`'s is
 /// `USER_KEYS + 2 × (uid mod 2²³)` ([`user_key`]). Keys are even, so a channel's two keys (K for
 /// the control segment and the semaphores, K+1 for the content) are its own; distinct for every
@@ -79,7 +87,7 @@ impl std::fmt::Display for Address {
     }
 }
 /// The control segment's size: a segment at a channel's key of any other size is not one.
-pub const CONTROL_LEN: usize = 16384;
+pub const CONTROL_LEN: usize = 20480;
 /// The longest file name a request or an outcome carries (Linux's NAME_MAX).
 pub const MAX_NAME: usize = 255;
 /// The smallest content slot.
@@ -96,38 +104,61 @@ pub const DEFAULT_SLOTS: u32 = 8;
 pub const INFO_OFF: usize = 0;
 /// The info region's length.
 pub const INFO_LEN: usize = 128;
-/// Where the request region starts.
-pub const REQUEST_OFF: usize = 128;
 /// The request region's length.
 pub const REQUEST_LEN: usize = 304;
-/// Where the trailer starts.
-pub const TRAILER_OFF: usize = 512;
 /// The trailer's length.
 pub const TRAILER_LEN: usize = 32;
 /// Where the receiver's response region starts.
 pub const RESPONSE_OFF: usize = 576;
 /// The channel's [`State`] (u32).
 pub const STATE_OFF: usize = RESPONSE_OFF;
-/// The current request's [`Status`] (u32).
-pub const STATUS_OFF: usize = RESPONSE_OFF + 4;
-/// Where the outcome of a file starts.
-pub const RESULT_OFF: usize = RESPONSE_OFF + 8;
-/// The outcome's length.
+/// The outcome's length (in an answer, after its status and file number).
 pub const RESULT_LEN: usize = 288;
+/// An answer's length: status, file number, outcome.
+pub const ANSWER_LEN: usize = 8 + RESULT_LEN;
 /// Bytes the receiver has taken of the current file (u64), for `status`.
 pub const PROGRESS_OFF: usize = RESPONSE_OFF + 296;
 /// The session the receiver admits next (written before the gate opens).
 pub const SESSION_OFF: usize = RESPONSE_OFF + 304;
-/// The file that STATUS and the result describe.
-pub const FILE_OFF: usize = RESPONSE_OFF + 308;
+/// The file the receiver is taking (0: none yet this session), for `status`.
+pub const CURRENT_OFF: usize = RESPONSE_OFF + 308;
 /// Where the slot table (one descriptor per content slot) starts.
 pub const SLOTS_OFF: usize = 1024;
-/// Where the path region starts: a request's relative path, when its name is one.
-pub const PATH_OFF: usize = 12288;
 /// The path region's length: a 4-byte length, then the path.
 pub const PATH_LEN: usize = 4096;
 /// The longest relative path a request carries.
 pub const MAX_PATH: usize = PATH_LEN - 4;
+
+/// Which copy of the per-file regions a file uses: files alternate, so a sender can post one
+/// while the receiver still answers the one before (never more: it reads file F's answer
+/// before it posts file F + 2, which reuses F's copies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parity(usize);
+
+impl Parity {
+    /// The copy file `file` uses. A goodbye uses the copy of the file that would come next.
+    pub fn of(file: u32) -> Parity {
+        Parity((file & 1) as usize)
+    }
+    /// Where this copy of the request region starts.
+    pub fn request_off(self) -> usize {
+        [128, 9216][1 - self.0]
+    }
+    /// Where this copy of the path region starts.
+    pub fn path_off(self) -> usize {
+        12288 + PATH_LEN * (1 - self.0)
+    }
+    /// Where this copy of the trailer starts.
+    pub fn trailer_off(self) -> usize {
+        512 + TRAILER_LEN * self.0
+    }
+    /// Where this copy of the answer starts: its status (u32), the file it is about (u32),
+    /// then the outcome.
+    pub fn answer_off(self) -> usize {
+        9728 + 512 * self.0
+    }
+}
+
 /// One slot descriptor's length.
 pub const SLOT_DESC_LEN: usize = 32;
 
@@ -529,7 +560,7 @@ pub struct Outcome {
     pub bytes: u64,
 }
 
-/// Encodes an outcome (its status goes to [`STATUS_OFF`] separately).
+/// Encodes an outcome (its status and file number go before it in the answer).
 pub fn encode_outcome(o: &Outcome) -> [u8; RESULT_LEN] {
     let mut b = [0u8; RESULT_LEN];
     wr_u32(&mut b, 0, o.errno as u32);
