@@ -13,11 +13,12 @@
 # (the library in one process, from memory). N is the number of pairs (default 11).
 # An A and a B that are the same directory with different environments also work:
 # `A_ENV='SHMXFER_SPIN_US=0' B_ENV='SHMXFER_SPIN_US=50' tests/ab.sh d d one`. A_RECV and
-# B_RECV add arguments to each side's receiver (`B_RECV='--slots 1'`).
+# B_RECV add arguments to each side's receiver (`B_RECV='--slots 1'`). AB_DIR is where the
+# inputs and outputs go (default /var/tmp).
 set -euo pipefail
 
 A=$1; B=$2; CASE=${3:-one}; N=${4:-11}
-WORK=$(mktemp -d /var/tmp/shmxfer-ab.XXXXXX)
+WORK=$(mktemp -d "${AB_DIR:-/var/tmp}/shmxfer-ab.XXXXXX")
 KEY=$(printf '0x%x' $(( 0x72000000 | (($$ & 0xffff) << 8) )))
 RPID=
 cleanup() {

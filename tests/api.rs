@@ -205,6 +205,117 @@ fn a_file_refused_while_its_chunks_are_in_flight_costs_only_itself() {
     );
 }
 
+#[test]
+fn posted_files_get_one_verdict_each_in_posting_order() {
+    // Files are posted while earlier ones are still being committed: more files than lanes,
+    // with failures of every kind among them, must each get their own verdict, in order.
+    let env = Env::new();
+    let _hang = HangGuard::new(env.key, Duration::from_secs(60));
+    let cfg = Config {
+        slot_size: 64 << 10,
+        ..Config::default()
+    };
+    let serve = serve(env.key, &cfg, |inc| match inc.name() {
+        b"refused" => {
+            inc.refuse(shmxfer::wire::Status::BadPath).unwrap();
+            None
+        }
+        _ => {
+            let mut v = Vec::new();
+            // The short file fails here, answered already.
+            let r = inc.receive_to(&mut v, &mut |_| {}).ok()?;
+            r.commit(std::path::Path::new("kept")).unwrap();
+            Some(v)
+        }
+    });
+    let opts = SendOptions {
+        wait: Some(Duration::from_secs(10)),
+        ..SendOptions::default()
+    };
+    let mut tx = Sender::connect(env.key, &opts).unwrap();
+    let files: Vec<Vec<u8>> = (0..30).map(|i| pattern(1000 * i + 7, i as u8)).collect();
+    let mut tickets = Vec::new();
+    let mut verdicts = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let t = match i {
+            5 | 17 => tx.post_bytes(b"refused", f),
+            9 => tx.post_path(&env.path("missing")),
+            // One that changes size on the way: too short for what it claims.
+            21 => tx.post_file(
+                b"short",
+                &std::fs::File::open(env.file("s", 10)).unwrap(),
+                Some(99),
+            ),
+            _ => tx.post_bytes(format!("f{i}").as_bytes(), f),
+        };
+        tickets.push(t);
+        verdicts.extend(tx.take_verdicts());
+    }
+    verdicts.extend(tx.flush());
+    tx.finish().unwrap();
+    assert_eq!(
+        verdicts.iter().map(|v| v.ticket).collect::<Vec<_>>(),
+        tickets
+    );
+    for (i, v) in verdicts.iter().enumerate() {
+        match (i, &v.result) {
+            (5 | 17, Err(e)) => assert!(e.to_string().contains("refused its relative path"), "{e}"),
+            (9, Err(e)) => assert!(e.to_string().contains("missing"), "{i}: {e}"),
+            (21, Err(e)) => assert!(e.to_string().contains("changed"), "{i}: {e}"),
+            (_, Ok(sent)) => assert_eq!(sent.bytes, files[i].len() as u64, "{i}"),
+            (i, r) => panic!("file {i}: {r:?}"),
+        }
+    }
+    let got: Vec<Vec<u8>> = serve.join().unwrap().into_iter().flatten().collect();
+    let want: Vec<Vec<u8>> = (0..30)
+        .filter(|i| ![5, 9, 17, 21].contains(i))
+        .map(|i| files[i].clone())
+        .collect();
+    assert!(got == want, "a file arrived with other bytes");
+}
+
+#[test]
+fn files_committed_before_the_receiver_left_are_reported_committed() {
+    // The receiver commits three files and then goes away with more in flight: their answers
+    // are still in the segment, so the sender says they arrived, and that the rest did not.
+    let env = Env::new();
+    let _hang = HangGuard::new(env.key, Duration::from_secs(60));
+    let (mut rx, _) = Receiver::bind(env.key, &Config::default()).unwrap();
+    let server = std::thread::spawn(move || {
+        for _ in 0..3 {
+            match rx.next_event().unwrap() {
+                Event::File(inc) => {
+                    let r = inc.receive_to(&mut std::io::sink(), &mut |_| {}).unwrap();
+                    r.commit(std::path::Path::new("kept")).unwrap();
+                }
+                _ => panic!("a file was due"),
+            }
+        }
+        // Dropping the receiver removes the channel.
+    });
+    let opts = SendOptions {
+        wait: Some(Duration::from_secs(10)),
+        ..SendOptions::default()
+    };
+    let mut tx = Sender::connect(env.key, &opts).unwrap();
+    for i in 0..6 {
+        tx.post_bytes(format!("f{i}").as_bytes(), &pattern(50_000, i));
+    }
+    let verdicts = tx.flush();
+    server.join().unwrap();
+    assert_eq!(verdicts.len(), 6);
+    for v in &verdicts[..3] {
+        assert!(v.result.is_ok(), "{:?}", v.result);
+    }
+    for v in &verdicts[3..] {
+        assert!(
+            matches!(&v.result, Err(e) if e.is_fatal()),
+            "{:?}",
+            v.result
+        );
+    }
+}
+
 /// Serves `key` from a thread of its own until the first sender says goodbye, handing each
 /// offered file to `each`; the thread returns what `each` returned, in order.
 fn serve<T: Send + 'static>(

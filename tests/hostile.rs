@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use proptest::prelude::*;
-use shmxfer::frame::{self, Desc, DescKind, Meta, Op, Parity, Request, Status, sem};
+use shmxfer::frame::{self, Desc, DescKind, Lane, Meta, Op, Request, Status, sem};
 use shmxfer::sysv::{Key, Mapping, SemOp, SemSet, Shm};
 
 proptest! {
@@ -118,9 +118,7 @@ impl Hostile {
     fn request_raw(&self, bytes: &[u8]) {
         let due = self.file.get() + 1;
         self.due.set(due);
-        self.ctl
-            .write(Parity::of(due).request_off(), bytes)
-            .unwrap();
+        self.ctl.write(Lane::of(due).request_off(), bytes).unwrap();
         self.sems.op(&[SemOp::give(sem::REQ)], None).unwrap();
     }
     /// Asks for the next file; its chunks follow without waiting for an answer.
@@ -137,9 +135,7 @@ impl Hostile {
         };
         let path = frame::encode_path(&r);
         if !path.is_empty() {
-            self.ctl
-                .write(Parity::of(r.file).path_off(), &path)
-                .unwrap();
+            self.ctl.write(Lane::of(r.file).path_off(), &path).unwrap();
         }
         self.request_raw(&frame::encode_request(&r));
         self.file.set(r.file);
@@ -147,14 +143,14 @@ impl Hostile {
     /// The status the receiver shows for the current file (live while it is sent).
     fn status(&self) -> u32 {
         self.ctl
-            .load_u32(Parity::of(self.file.get()).answer_off())
+            .load_u32(Lane::of(self.file.get()).answer_off())
             .unwrap()
     }
     fn answer(&self) -> (u32, frame::Outcome) {
         self.sems
             .op(&[SemOp::take(sem::ACK)], WAIT)
             .expect("the receiver never answered");
-        let at = Parity::of(self.due.get()).answer_off();
+        let at = Lane::of(self.due.get()).answer_off();
         let status = self.ctl.load_u32(at).unwrap();
         let mut b = [0u8; frame::RESULT_LEN];
         self.ctl.read(at + 8, &mut b).unwrap();
@@ -190,7 +186,7 @@ impl Hostile {
             md5,
         };
         self.ctl
-            .write(Parity::of(t.file).trailer_off(), &frame::encode_trailer(&t))
+            .write(Lane::of(t.file).trailer_off(), &frame::encode_trailer(&t))
             .unwrap();
     }
     fn bye(&self) {
@@ -206,7 +202,7 @@ impl Hostile {
         };
         self.ctl
             .write(
-                Parity::of(self.file.get() + 1).request_off(),
+                Lane::of(self.file.get() + 1).request_off(),
                 &frame::encode_request(&r),
             )
             .unwrap();
@@ -349,9 +345,7 @@ fn a_stray_descriptor_or_a_bad_digest_costs_only_its_own_file() {
         } else {
             DescKind::Data
         };
-        h.chunk_raw(h.desc(slot as u64, kind, i),
-            &pattern(slot, i as u8),
-        );
+        h.chunk_raw(h.desc(slot as u64, kind, i), &pattern(slot, i as u8));
     }
     assert_eq!(h.answer().0, Status::Md5Mismatch.code());
 

@@ -621,6 +621,8 @@ impl Channel {
         let control = control(control_shm.attach(true)?)
             .map_err(|source| FrameError::Header { key, source })?;
         let content = content_shm.attach(true)?;
+        // Once here, rather than a page fault at a time in the first transfers.
+        content.populate();
         let info = Info {
             slot_size: cfg.slot_size,
             slot_count: cfg.slot_count,
@@ -830,8 +832,8 @@ impl Channel {
         self.ring.store(0, Ordering::Relaxed);
         self.store_u32(SESSION_OFF, session);
         self.store_u32(CURRENT_OFF, 0);
-        for file in [0, 1] {
-            let at = Parity::of(file).answer_off();
+        for file in 0..LANES {
+            let at = Lane::of(file).answer_off();
             self.store_u32(at, Status::Pending.code());
             self.store_u32(at + 4, 0);
         }
@@ -869,7 +871,7 @@ impl Channel {
     /// goodbye in its place), and decodes it.
     pub fn next_request(&self, due: u32) -> Result<Result<Request, HeaderError>, FrameError> {
         self.wait_on_peer_spinning(&[SemOp::take(sem::REQ)], sem::SENDER, true, spin_budget())?;
-        let at = Parity::of(due);
+        let at = Lane::of(due);
         let mut b = [0u8; REQUEST_LEN];
         self.read(at.request_off(), &mut b);
         let mut path = [0u8; PATH_LEN];
@@ -880,9 +882,9 @@ impl Channel {
     /// Takes file `file` of the session: points its answer at it, marked "accepted", so that
     /// a failure flagged later is about this file. The status is stored before the file number
     /// and the sender reads them the other way round, so it never pairs this file's number with
-    /// the final status of the file two before, whose answer this one reuses.
+    /// the final status of the file a lane's turn before, whose answer this one reuses.
     pub fn take_file(&self, file: u32) {
-        let at = Parity::of(file).answer_off();
+        let at = Lane::of(file).answer_off();
         self.store_u64(PROGRESS_OFF, 0);
         self.store_u32(CURRENT_OFF, file);
         self.store_u32(at, Status::Accepted.code());
@@ -900,24 +902,24 @@ impl Channel {
             SLOTS_OFF,
             &ZEROS[..SLOT_DESC_LEN * self.info.slot_count as usize],
         );
-        for file in [0, 1] {
-            self.write(Parity::of(file).trailer_off(), &[0; TRAILER_LEN]);
+        for file in 0..LANES {
+            self.write(Lane::of(file).trailer_off(), &[0; TRAILER_LEN]);
         }
     }
 
-    /// Publishes an outcome about `file` and wakes the sender. The sender reads the answer
-    /// about a file before it posts the file after next, which reuses this copy.
+    /// Publishes an outcome about `file` and counts it (ACK +1). The sender reads the answer
+    /// about a file before it posts the next file of the same lane, which reuses this one.
     pub fn answer(&self, file: u32, o: &Outcome) -> Result<(), FrameError> {
-        self.answer_at(Parity::of(file), file, o)
+        self.answer_at(Lane::of(file), file, o)
     }
 
     /// Refuses the request due as file `due` that was malformed (about file 0: it never
     /// became a file).
     pub fn refuse_request(&self, due: u32, o: &Outcome) -> Result<(), FrameError> {
-        self.answer_at(Parity::of(due), 0, o)
+        self.answer_at(Lane::of(due), 0, o)
     }
 
-    fn answer_at(&self, at: Parity, file: u32, o: &Outcome) -> Result<(), FrameError> {
+    fn answer_at(&self, at: Lane, file: u32, o: &Outcome) -> Result<(), FrameError> {
         let at = at.answer_off();
         self.write(at + 8, &encode_outcome(o));
         self.store_u32(at + 4, file);
@@ -927,7 +929,7 @@ impl Channel {
 
     /// Marks `file` failed while the sender is still sending it, so it stops early.
     pub fn flag_failure(&self, file: u32, s: Status) {
-        self.store_u32(Parity::of(file).answer_off(), s.code());
+        self.store_u32(Lane::of(file).answer_off(), s.code());
     }
 
     /// Waits for the next filled slot, the `seq`-th of its file, and decodes its descriptor.
@@ -973,7 +975,7 @@ impl Channel {
     /// The sender's trailer for `file`, read after its last descriptor.
     pub fn trailer(&self, file: u32) -> Trailer {
         let mut b = [0u8; TRAILER_LEN];
-        self.read(Parity::of(file).trailer_off(), &mut b);
+        self.read(Lane::of(file).trailer_off(), &mut b);
         decode_trailer(&b)
     }
 
@@ -1045,7 +1047,7 @@ impl Channel {
     /// # Errors
     /// The channel was removed.
     pub fn send_request(&self, r: &Request) -> Result<(), FrameError> {
-        let at = Parity::of(r.file);
+        let at = Lane::of(r.file);
         // The path first: the request that points at it is posted after.
         let path = encode_path(r);
         if !path.is_empty() {
@@ -1069,35 +1071,45 @@ impl Channel {
             session,
             file: 0,
         };
-        self.write(Parity::of(due).request_off(), &encode_request(&bye));
+        self.write(Lane::of(due).request_off(), &encode_request(&bye));
         self.wait(
             &[SemOp::take(sem::SENDER).undo(), SemOp::give(sem::REQ)],
             None,
         )
     }
 
-    /// Waits for the receiver's next answer, which is due about `file` (answers come in the
-    /// order of the requests). Returns the file it is about and the outcome.
-    pub fn wait_answer(&self, file: u32) -> Result<(u32, Result<Outcome, HeaderError>), FrameError> {
+    /// Waits until the receiver has given `n` more answers (ACK -n, one sleep for all of
+    /// them: the kernel wakes us only when all are in). Answers come in request order; read
+    /// each with [`Channel::answer_about`].
+    pub fn wait_answers(&self, n: u16) -> Result<(), FrameError> {
         // The answer comes after the receiver's write and commit, long enough that polling for
         // it would only take a CPU the receiver's writes may need: sleep at once.
-        self.wait_on_peer(&[SemOp::take(sem::ACK)], sem::RECEIVER, false)?;
-        let at = Parity::of(file).answer_off();
+        let take = SemOp {
+            op: -(n.clamp(1, LANES as u16) as i16),
+            ..SemOp::take(sem::ACK)
+        };
+        self.wait_on_peer(&[take], sem::RECEIVER, false)
+    }
+
+    /// The answer in `file`'s lane, once [`Channel::wait_answers`] counted it: the file it is
+    /// about and the outcome.
+    pub fn answer_about(&self, file: u32) -> (u32, Result<Outcome, HeaderError>) {
+        let at = Lane::of(file).answer_off();
         let mut b = [0u8; RESULT_LEN];
         self.read(at + 8, &mut b);
         let status = self.control.load_u32(at);
         let about = self.control.load_u32(at + 4);
-        Ok((about, decode_outcome(status, &b)))
+        (about, decode_outcome(status, &b))
     }
 
     /// The receiver's failure verdict on `file` while it is still being sent, if any.
     pub fn receiver_failure(&self, file: u32) -> Option<u32> {
         // The number first: the receiver stores it after the status (see `take_file`).
-        let at = Parity::of(file).answer_off();
+        let at = Lane::of(file).answer_off();
         let about = self.control.load_u32(at + 4);
         let status = self.control.load_u32(at);
-        let pending = [Status::Pending.code(), Status::Accepted.code()];
-        (about == file && !pending.contains(&status)).then_some(status)
+        let pending = Status::from_code(status).is_some_and(Status::is_pending);
+        (about == file && !pending).then_some(status)
     }
 
     /// Waits for a free slot; returns its index in the ring (the next in ring order).
@@ -1150,7 +1162,7 @@ impl Channel {
 
     /// Writes the trailer of file `t.file`; call before posting its last descriptor.
     pub fn set_trailer(&self, t: &Trailer) {
-        self.write(Parity::of(t.file).trailer_off(), &encode_trailer(t));
+        self.write(Lane::of(t.file).trailer_off(), &encode_trailer(t));
     }
 
     /// Waits up to `limit` for the receiver to die or the channel to go away (for a watcher
@@ -1279,7 +1291,7 @@ impl View {
     /// # Errors
     /// It does not decode (none yet, or torn).
     pub fn request(&self) -> Result<Request, HeaderError> {
-        let at = Parity::of(self.control.load_u32(CURRENT_OFF).max(1));
+        let at = Lane::of(self.control.load_u32(CURRENT_OFF).max(1));
         let mut b = [0u8; REQUEST_LEN];
         self.control.read(at.request_off(), &mut b);
         let mut path = [0u8; PATH_LEN];

@@ -28,17 +28,25 @@
 //! tx.send_bytes(b"notes.txt", b"hello")?;
 //! // A reader of unknown length: a stream, sized by its last chunk.
 //! tx.send_reader(b"stream.txt", &mut &b"from a pipe"[..], None)?;
+//! // Many files: post them (each goes while the receiver commits the ones before), then read
+//! // their verdicts, in posting order.
+//! for i in 0..20 {
+//!     tx.post_bytes(format!("part{i}").as_bytes(), b"a part");
+//! }
+//! for v in tx.flush() {
+//!     v.result?;
+//! }
 //! tx.finish()?;
 //! # server.join().unwrap().unwrap();
 //! # Ok(())
 //! # }
 //! ```
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -250,9 +258,10 @@ struct Awaited {
     t: Instant,
 }
 
-/// How many files a sender has in flight by default: a file is posted while the one before
-/// it is committed. The protocol allows two (each per-file region has two copies).
-const WINDOW: usize = 2;
+/// How many files a sender has in flight at most: posted while the receiver still commits the
+/// ones before. When that many are, it waits for the older half of their answers at once, so it
+/// sleeps (and the receiver spends a wake-up on it) once per half a window, not once per file.
+const WINDOW: usize = frame::LANES as usize;
 
 /// A connection to a receiver, holding the channel for all its files: senders queue in the
 /// kernel and take turns, so files of two senders never interleave. Dropping it (or
@@ -339,9 +348,9 @@ impl Sender {
         self.observer = o;
     }
 
-    /// Lets up to `files` files (1 or 2; default 2) be in flight when they are posted: with 2,
-    /// a file is posted while the receiver still commits the one before. With 1, each
-    /// `post_*` returns once its file's verdict is in, as each `send_*` does.
+    /// Lets up to `files` files (1 to 8; default 8) be in flight when they are posted: files
+    /// are posted while the receiver still commits the ones before. With 1, each `post_*`
+    /// returns once its file's verdict is in, as each `send_*` does.
     pub fn set_window(&mut self, files: usize) {
         self.window = files.clamp(1, WINDOW);
     }
@@ -495,16 +504,13 @@ impl Sender {
 
     /// Waits until `ticket`'s verdict is in and takes it (others stay for the caller).
     fn verdict_of(&mut self, ticket: u64) -> Result<Sent, SendError> {
-        loop {
-            if let Some(i) = self.verdicts.iter().position(|v| v.ticket == ticket) {
-                let v = self.verdicts.remove(i).expect("just found");
-                return v.result;
-            }
-            // Every ticket gets a verdict: one not in yet is awaited.
-            if !self.settle_one() {
-                return Err(SendError::Interrupted(PathBuf::new()));
-            }
+        // Every ticket gets a verdict: one not in yet is awaited.
+        if let Some(i) = self.awaited.iter().position(|a| a.ticket == ticket) {
+            self.settle(i + 1);
         }
+        let i = self.verdicts.iter().position(|v| v.ticket == ticket);
+        let v = i.and_then(|i| self.verdicts.remove(i));
+        v.map_or(Err(SendError::Interrupted(PathBuf::new())), |v| v.result)
     }
 
     fn next_ticket(&mut self) -> u64 {
@@ -525,24 +531,36 @@ impl Sender {
         ticket
     }
 
-    /// Waits for the oldest awaited answer and records the verdict; false if none was awaited.
-    fn settle_one(&mut self) -> bool {
-        let Some(a) = self.awaited.pop_front() else {
-            return false;
+    /// Waits for the answers about the `n` oldest awaited files, all at once (one sleep), and
+    /// records their verdicts. If the channel fails meanwhile, each is waited for on its own,
+    /// so those answered before the failure still get their verdict.
+    fn settle(&mut self, n: usize) {
+        let n = n.min(self.awaited.len());
+        if let Some(a) = self.awaited.front() {
+            phase::set(phase::VERDICT, Some(&a.label));
+        }
+        let mut how = match n > 1 && self.ch.wait_answers(n as u16).is_ok() {
+            true => Answer::Counted,
+            false => Answer::Wait,
         };
-        phase::set(phase::VERDICT, Some(&a.label));
-        let result = verdict(&self.ch, &a);
+        for a in self.awaited.drain(..n) {
+            let result = verdict(&self.ch, &a, how);
+            if matches!(&result, Err(e) if e.is_fatal()) {
+                // The channel failed: the later files' answers are either in their lanes
+                // already, or never coming. Waiting for each would only add a slice.
+                how = Answer::Left;
+            }
+            self.verdicts.push_back(Verdict {
+                ticket: a.ticket,
+                label: a.label,
+                result,
+            });
+        }
         phase::set(phase::IDLE, None);
-        self.verdicts.push_back(Verdict {
-            ticket: a.ticket,
-            label: a.label,
-            result,
-        });
-        true
     }
 
     fn settle_all(&mut self) {
-        while self.settle_one() {}
+        self.settle(self.awaited.len());
     }
 
     fn post(
@@ -570,15 +588,18 @@ impl Sender {
                     digest,
                     t,
                 });
-                while self.awaited.len() >= self.window {
-                    self.settle_one();
+                if self.awaited.len() >= self.window {
+                    self.settle(self.awaited.len() - self.window / 2);
                 }
                 return ticket;
             }
             // Answers come in order: the earlier files' first.
             Ok(Ran::Aborted(failure)) => {
                 self.settle_all();
-                match (await_answer(&self.ch, label, self.file), failure) {
+                match (
+                    await_answer(&self.ch, label, self.file, Answer::Wait),
+                    failure,
+                ) {
                     (Err(e), _) | (Ok(_), Some(e)) => e,
                     (Ok(answer), None) => refusal(label, answer),
                 }
@@ -949,8 +970,8 @@ fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// The receiver's verdict on a file whose last chunk is posted.
-fn verdict(ch: &Channel, a: &Awaited) -> Result<Sent, SendError> {
-    let answer = await_answer(ch, &a.label, a.file)?;
+fn verdict(ch: &Channel, a: &Awaited, how: Answer) -> Result<Sent, SendError> {
+    let answer = await_answer(ch, &a.label, a.file, how)?;
     match answer.status {
         Status::Committed => {
             let secs = a.t.elapsed().as_secs_f64();
@@ -975,13 +996,45 @@ fn verdict(ch: &Channel, a: &Awaited) -> Result<Sent, SendError> {
     }
 }
 
-/// Waits for the receiver's answer, which must be about `file`.
-fn await_answer(ch: &Channel, path: &Path, file: u32) -> Result<frame::Outcome, SendError> {
+/// How an answer is to be had.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// Already counted (ACK taken): read it.
+    Counted,
+    /// Wait for it.
+    Wait,
+    /// The channel failed: only an answer already in the file's lane counts.
+    Left,
+}
+
+/// The receiver's answer about `file`.
+fn await_answer(
+    ch: &Channel,
+    path: &Path,
+    file: u32,
+    how: Answer,
+) -> Result<frame::Outcome, SendError> {
     let bad = |source| SendError::BadAnswer {
         path: path.into(),
         source,
     };
-    let (about, outcome) = ch.wait_answer(file)?;
+    let waited = match how {
+        Answer::Counted => Ok(()),
+        Answer::Wait => ch.wait_answers(1),
+        Answer::Left => Err(FrameError::ReceiverGone {
+            key: ch.key,
+            pid: ch.info.receiver_pid,
+        }),
+    };
+    if let Err(e) = waited {
+        // A receiver that answered and then went away (or was removed) left its answer in
+        // the segment, which stays readable to us: it tells what became of the file.
+        return match ch.answer_about(file) {
+            (about, Ok(o)) if about == file && !o.status.is_pending() => Ok(o),
+            _ => Err(e.into()),
+        };
+    }
+    let (about, outcome) = ch.answer_about(file);
     let outcome = outcome.map_err(bad)?;
     if about != file {
         return Err(bad(frame::HeaderError::Field {

@@ -5,17 +5,15 @@
 //! | offset | region   | writer   |
 //! |--------|----------|----------|
 //! | 0      | info     | receiver, once, magic last |
-//! | 128    | request of odd files (and goodbye after an even one) | sender |
-//! | 512    | trailers of even, then odd files | sender |
-//! | 576    | response | receiver |
+//! | 128    | response | receiver |
 //! | 1024   | slots    | sender (one 32-byte descriptor per content slot) |
-//! | 9216   | request of even files | sender |
-//! | 9728   | answers about even, then odd files | receiver |
-//! | 12288  | paths of odd, then even files | sender |
+//! | 9216   | trailers, one per lane | sender |
+//! | 10240  | requests, one per lane | sender |
+//! | 14336  | answers, one per lane | receiver |
+//! | 20480  | paths, one per lane | sender |
 //!
-//! A sender has up to two files in flight (it posts a file while the previous one's answer is
-//! still to come), so everything about a file lives in the copy of its region chosen by the
-//! file number's parity ([`Parity`]).
+//! A sender has up to [`LANES`] files in flight (it posts files while the receiver still
+//! commits earlier ones), so everything about one file lives in its own lane ([`Lane`]).
 
 use crate::sysv::Key;
 
@@ -24,7 +22,7 @@ pub const MAGIC: [u8; 8] = *b"SHMXFER\0";
 /// Version 2 tagged every per-file message with its session and file; version 3 added the
 /// channel's name (in the info region) and relative paths (the path region); version 4 numbers
 /// files in the request and sends a file's chunks without waiting to hear it accepted; version 5
-/// lets a sender post a file before the previous one is answered (two of each per-file region).
+/// lets a sender post files before the earlier ones are answered (per-file regions in lanes).
 /// See docs/protocol.md.
 pub const VERSION: u32 = 5;
 /// The first key of the per-user default channels: user `uid`'s is
@@ -87,7 +85,7 @@ impl std::fmt::Display for Address {
     }
 }
 /// The control segment's size: a segment at a channel's key of any other size is not one.
-pub const CONTROL_LEN: usize = 20480;
+pub const CONTROL_LEN: usize = 53248;
 /// The longest file name a request or an outcome carries (Linux's NAME_MAX).
 pub const MAX_NAME: usize = 255;
 /// The smallest content slot.
@@ -109,53 +107,54 @@ pub const REQUEST_LEN: usize = 304;
 /// The trailer's length.
 pub const TRAILER_LEN: usize = 32;
 /// Where the receiver's response region starts.
-pub const RESPONSE_OFF: usize = 576;
+pub const RESPONSE_OFF: usize = 128;
 /// The channel's [`State`] (u32).
 pub const STATE_OFF: usize = RESPONSE_OFF;
+/// The session the receiver admits next (written before the gate opens).
+pub const SESSION_OFF: usize = RESPONSE_OFF + 4;
+/// The file the receiver is taking (0: none yet this session), for `status`.
+pub const CURRENT_OFF: usize = RESPONSE_OFF + 8;
+/// Bytes the receiver has taken of the current file (u64), for `status`.
+pub const PROGRESS_OFF: usize = RESPONSE_OFF + 16;
 /// The outcome's length (in an answer, after its status and file number).
 pub const RESULT_LEN: usize = 288;
-/// An answer's length: status, file number, outcome.
-pub const ANSWER_LEN: usize = 8 + RESULT_LEN;
-/// Bytes the receiver has taken of the current file (u64), for `status`.
-pub const PROGRESS_OFF: usize = RESPONSE_OFF + 296;
-/// The session the receiver admits next (written before the gate opens).
-pub const SESSION_OFF: usize = RESPONSE_OFF + 304;
-/// The file the receiver is taking (0: none yet this session), for `status`.
-pub const CURRENT_OFF: usize = RESPONSE_OFF + 308;
 /// Where the slot table (one descriptor per content slot) starts.
 pub const SLOTS_OFF: usize = 1024;
 /// The path region's length: a 4-byte length, then the path.
 pub const PATH_LEN: usize = 4096;
 /// The longest relative path a request carries.
 pub const MAX_PATH: usize = PATH_LEN - 4;
+/// How many files a sender may have in flight: posted, their answer still to come.
+pub const LANES: u32 = 8;
 
-/// Which copy of the per-file regions a file uses: files alternate, so a sender can post one
-/// while the receiver still answers the one before (never more: it reads file F's answer
-/// before it posts file F + 2, which reuses F's copies).
+/// The copy of the per-file regions (request, path, trailer, answer) that a file uses: file F
+/// of a session uses lane F mod [`LANES`]. A sender reads file F's answer before it posts file
+/// F + LANES, which reuses F's lane, so no lane is written while its reader still needs it. A
+/// goodbye uses the lane of the file that would have come next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Parity(usize);
+pub struct Lane(usize);
 
-impl Parity {
-    /// The copy file `file` uses. A goodbye uses the copy of the file that would come next.
-    pub fn of(file: u32) -> Parity {
-        Parity((file & 1) as usize)
+impl Lane {
+    /// The lane file `file` uses.
+    pub fn of(file: u32) -> Lane {
+        Lane((file % LANES) as usize)
     }
-    /// Where this copy of the request region starts.
+    /// Where this lane's request starts.
     pub fn request_off(self) -> usize {
-        [128, 9216][1 - self.0]
+        10240 + 512 * self.0
     }
-    /// Where this copy of the path region starts.
+    /// Where this lane's path region starts.
     pub fn path_off(self) -> usize {
-        12288 + PATH_LEN * (1 - self.0)
+        20480 + PATH_LEN * self.0
     }
-    /// Where this copy of the trailer starts.
+    /// Where this lane's trailer starts.
     pub fn trailer_off(self) -> usize {
-        512 + TRAILER_LEN * self.0
+        9216 + TRAILER_LEN * self.0
     }
-    /// Where this copy of the answer starts: its status (u32), the file it is about (u32),
-    /// then the outcome.
+    /// Where this lane's answer starts: its status (u32), the file it is about (u32), then the
+    /// outcome.
     pub fn answer_off(self) -> usize {
-        9728 + 512 * self.0
+        14336 + 512 * self.0
     }
 }
 
@@ -520,6 +519,10 @@ pub enum Status {
 }
 
 impl Status {
+    /// Whether nothing is decided about the file yet (pending, or being taken).
+    pub fn is_pending(self) -> bool {
+        matches!(self, Status::Pending | Status::Accepted)
+    }
     /// The status as stored in the segment.
     pub fn code(self) -> u32 {
         self as u32
@@ -748,6 +751,31 @@ pub enum Abort {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_region_of_every_lane_lies_apart_inside_the_control_segment() {
+        let mut regions = vec![
+            (0, INFO_LEN),
+            (RESPONSE_OFF, PROGRESS_OFF + 8 - RESPONSE_OFF),
+            (SLOTS_OFF, SLOT_DESC_LEN * MAX_SLOTS as usize),
+        ];
+        for f in 0..LANES {
+            let l = Lane::of(f);
+            regions.push((l.request_off(), REQUEST_LEN));
+            regions.push((l.path_off(), PATH_LEN));
+            regions.push((l.trailer_off(), TRAILER_LEN));
+            regions.push((l.answer_off(), 8 + RESULT_LEN));
+        }
+        regions.sort();
+        for w in regions.windows(2) {
+            assert!(w[0].0 + w[0].1 <= w[1].0, "{:?} overlaps {:?}", w[0], w[1]);
+        }
+        let (last, len) = regions[regions.len() - 1];
+        assert!(last + len <= CONTROL_LEN);
+        // Files take the lanes in turn, and the lane after the last is the first again.
+        assert_eq!(Lane::of(1), Lane::of(1 + LANES));
+        assert_ne!(Lane::of(1), Lane::of(2));
+    }
 
     fn info() -> Info {
         Info {
