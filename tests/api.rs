@@ -166,18 +166,9 @@ fn a_file_refused_while_its_chunks_are_in_flight_costs_only_itself() {
             let _unanswered = inc.receive_to(&mut Vec::new(), &mut |_| {}).unwrap();
             None
         }
-        _ => {
-            let mut v = Vec::new();
-            let r = inc.receive_to(&mut v, &mut |_| {}).unwrap();
-            r.commit(std::path::Path::new("kept")).unwrap();
-            Some(v)
-        }
+        _ => keep(inc),
     });
-    let opts = SendOptions {
-        wait: Some(Duration::from_secs(10)),
-        ..SendOptions::default()
-    };
-    let mut tx = Sender::connect(env.key, &opts).unwrap();
+    let mut tx = connect(&env);
     let files: Vec<Vec<u8>> = (0..6).map(|i| pattern(100_000 + i, i as u8)).collect();
     tx.send_bytes(b"a", &files[0]).unwrap();
     let e = tx.send_bytes(b"refused", &files[1]).unwrap_err();
@@ -220,19 +211,9 @@ fn posted_files_get_one_verdict_each_in_posting_order() {
             inc.refuse(shmxfer::wire::Status::BadPath).unwrap();
             None
         }
-        _ => {
-            let mut v = Vec::new();
-            // The short file fails here, answered already.
-            let r = inc.receive_to(&mut v, &mut |_| {}).ok()?;
-            r.commit(std::path::Path::new("kept")).unwrap();
-            Some(v)
-        }
+        _ => keep(inc),
     });
-    let opts = SendOptions {
-        wait: Some(Duration::from_secs(10)),
-        ..SendOptions::default()
-    };
-    let mut tx = Sender::connect(env.key, &opts).unwrap();
+    let mut tx = connect(&env);
     let files: Vec<Vec<u8>> = (0..30).map(|i| pattern(1000 * i + 7, i as u8)).collect();
     let mut tickets = Vec::new();
     let mut verdicts = Vec::new();
@@ -293,11 +274,7 @@ fn files_committed_before_the_receiver_left_are_reported_committed() {
         }
         // Dropping the receiver removes the channel.
     });
-    let opts = SendOptions {
-        wait: Some(Duration::from_secs(10)),
-        ..SendOptions::default()
-    };
-    let mut tx = Sender::connect(env.key, &opts).unwrap();
+    let mut tx = connect(&env);
     for i in 0..6 {
         tx.post_bytes(format!("f{i}").as_bytes(), &pattern(50_000, i));
     }
@@ -314,6 +291,24 @@ fn files_committed_before_the_receiver_left_are_reported_committed() {
             v.result
         );
     }
+}
+
+/// Receives an offered file into memory and commits it; a file that fails on the way (answered
+/// already) is `None`.
+fn keep(inc: Incoming<'_>) -> Option<Vec<u8>> {
+    let mut v = Vec::new();
+    let r = inc.receive_to(&mut v, &mut |_| {}).ok()?;
+    r.commit(std::path::Path::new("kept")).unwrap();
+    Some(v)
+}
+
+/// A sender to `env`'s receiver, waiting up to 10 s for it.
+fn connect(env: &Env) -> Sender {
+    let opts = SendOptions {
+        wait: Some(Duration::from_secs(10)),
+        ..SendOptions::default()
+    };
+    Sender::connect(env.key, &opts).unwrap()
 }
 
 /// Serves `key` from a thread of its own until the first sender says goodbye, handing each

@@ -404,7 +404,7 @@ impl Sender {
         size: Option<u64>,
     ) -> Result<Sent, SendError> {
         let label = PathBuf::from(std::ffi::OsStr::from_bytes(name));
-        let t = self.post(&label, name, Input::Reader(reader), size, None);
+        let t = self.post(Offer::new(&label, name, Input::Reader(reader), size));
         self.verdict_of(t)
     }
 
@@ -443,7 +443,10 @@ impl Sender {
         let opened = open_path(path);
         phase::set(phase::IDLE, None);
         match opened {
-            Ok((file, size, meta)) => self.post(path, name, Input::File(&file), size, meta),
+            Ok((file, size, meta)) => self.post(Offer {
+                meta,
+                ..Offer::new(path, name, Input::File(&file), size)
+            }),
             Err(e) => self.refuse_early(path, e),
         }
     }
@@ -451,14 +454,14 @@ impl Sender {
     /// Posts an open file under `name` (see [`Sender::send_file`] and [`Sender::post_path`]).
     pub fn post_file(&mut self, name: &[u8], file: &File, size: Option<u64>) -> u64 {
         let label = PathBuf::from(std::ffi::OsStr::from_bytes(name));
-        self.post(&label, name, Input::File(file), size, None)
+        self.post(Offer::new(&label, name, Input::File(file), size))
     }
 
     /// Posts `bytes` under `name` (see [`Sender::post_path`]).
     pub fn post_bytes(&mut self, name: &[u8], bytes: &[u8]) -> u64 {
         let label = PathBuf::from(std::ffi::OsStr::from_bytes(name));
         let size = Some(bytes.len() as u64);
-        self.post(&label, name, Input::Bytes(bytes), size, None)
+        self.post(Offer::new(&label, name, Input::Bytes(bytes), size))
     }
 
     /// Records a file that could not even be posted (its input failed to open, say) as
@@ -563,20 +566,14 @@ impl Sender {
         self.settle(self.awaited.len());
     }
 
-    fn post(
-        &mut self,
-        label: &Path,
-        name: &[u8],
-        input: Input,
-        size: Option<u64>,
-        meta: Option<Meta>,
-    ) -> u64 {
+    fn post(&mut self, o: Offer) -> u64 {
+        let label = o.label;
         if runtime::stop_requested() {
             return self.refuse_early(label, SendError::Interrupted(label.into()));
         }
         let ticket = self.next_ticket();
         let t = Instant::now();
-        let ran = self.transfer(label, name, input, size, meta);
+        let ran = self.transfer(o);
         self.observer.finish();
         let failure = match ran {
             Ok(Ran::Last(total, digest)) => {
@@ -618,14 +615,14 @@ impl Sender {
     }
 
     /// Posts the file's request and then its chunks, without waiting for any answer.
-    fn transfer(
-        &mut self,
-        label: &Path,
-        name: &[u8],
-        input: Input,
-        size: Option<u64>,
-        meta: Option<Meta>,
-    ) -> Result<Ran, SendError> {
+    fn transfer(&mut self, o: Offer) -> Result<Ran, SendError> {
+        let Offer {
+            label,
+            name,
+            input,
+            size,
+            meta,
+        } = o;
         self.file += 1;
         let file = self.file;
         // The chunks follow at once: the receiver's answer (committed, or why not) comes after
@@ -756,6 +753,28 @@ impl Input<'_> {
                 buf[..n].copy_from_slice(&rest[..n]);
                 Ok(n)
             }
+        }
+    }
+}
+
+/// A file to post: how it is reported, the name it is sent under, where its bytes come from,
+/// its size if known and its metadata.
+struct Offer<'a, 'i> {
+    label: &'a Path,
+    name: &'a [u8],
+    input: Input<'i>,
+    size: Option<u64>,
+    meta: Option<Meta>,
+}
+
+impl<'a, 'i> Offer<'a, 'i> {
+    fn new(label: &'a Path, name: &'a [u8], input: Input<'i>, size: Option<u64>) -> Self {
+        Offer {
+            label,
+            name,
+            input,
+            size,
+            meta: None,
         }
     }
 }
