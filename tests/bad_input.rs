@@ -135,6 +135,21 @@ fn a_header_of_another_protocol_version_is_left_alone() {
 }
 
 #[test]
+fn a_version_4_channel_of_its_own_size_is_told_by_its_version() {
+    // Version 4's control segment was 16384 bytes; what its user must hear is the version.
+    refuses_foreign(
+        |k| {
+            let s = Shm::create(k, 16384, 0o600).unwrap();
+            let m = s.attach(true).unwrap();
+            m.write(0, b"SHMXFER\0").unwrap();
+            m.write(8, &4u32.to_ne_bytes()).unwrap();
+            s
+        },
+        "protocol version 4; this shmxfer speaks version 5",
+    );
+}
+
+#[test]
 fn usage_errors_exit_64_with_a_message() {
     let env = Env::new();
     for args in [

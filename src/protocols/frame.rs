@@ -299,7 +299,7 @@ pub fn probe(key: Key) -> Result<Probe, FrameError> {
         Err(e) if e.is_gone() => return Ok(Probe::Absent),
         Err(e) => return Err(e.into()),
     };
-    if stat.size < CONTROL_LEN {
+    if stat.size < INFO_LEN {
         return Ok(Probe::Foreign {
             shmid: shm.id(),
             why: HeaderError::TooSmall { size: stat.size }.to_string(),
@@ -318,18 +318,16 @@ pub fn probe(key: Key) -> Result<Probe, FrameError> {
         Err(e) => return Err(e.into()),
     };
     let size = map.len();
-    let control = match control(map) {
-        Ok(c) => c,
-        Err(e) => {
-            return Ok(Probe::Foreign {
-                shmid: shm.id(),
-                why: e.to_string(),
-            });
-        }
-    };
+    // The header alone, read from a segment of any size: another version's control segment
+    // may be smaller than ours, and its version is what to report.
     let mut head = [0u8; INFO_LEN];
-    control.read(INFO_OFF, &mut head);
-    let blank = head[..8] == [0; 8];
+    if map.read(INFO_OFF, &mut head).is_err() {
+        return Ok(Probe::Foreign {
+            shmid: shm.id(),
+            why: HeaderError::TooSmall { size }.to_string(),
+        });
+    }
+    let blank = head[..8] == [0; 8] && size >= CONTROL_LEN;
     match decode_info(&head, size) {
         Err(_) if blank && sysv::process_alive(stat.cpid) => Ok(Probe::Starting {
             shmid: shm.id(),

@@ -275,17 +275,23 @@ pub fn encode_info(info: &Info) -> [u8; INFO_LEN] {
 
 /// Decodes the info region of a control segment of `segment_size` bytes (from IPC_STAT).
 pub fn decode_info(b: &[u8], segment_size: usize) -> Result<Info, HeaderError> {
-    if segment_size < CONTROL_LEN || b.len() < INFO_LEN {
-        return Err(HeaderError::TooSmall {
-            size: segment_size.min(b.len()),
-        });
+    let too_small = HeaderError::TooSmall {
+        size: segment_size.min(b.len()),
+    };
+    if b.len() < INFO_LEN || segment_size < INFO_LEN {
+        return Err(too_small);
     }
     if b[0..8] != MAGIC {
         return Err(HeaderError::NotShmxfer);
     }
+    // Before the size: another version's control segment may be of another size, and the
+    // version is what its user needs to hear about.
     let version = rd_u32(b, 8);
     if version != VERSION {
         return Err(HeaderError::Version { found: version });
+    }
+    if segment_size < CONTROL_LEN {
+        return Err(too_small);
     }
     let field = |field, value: u64| HeaderError::Field { field, value };
     let control_len = rd_u32(b, 12);
