@@ -172,6 +172,55 @@ fn senders_fail_fast_when_the_receiver_is_killed_and_a_new_receiver_takes_over()
 }
 
 #[test]
+fn after_the_receiver_dies_each_file_of_a_send_arrived_whole_or_is_named() {
+    // Files are in flight when the receiver is killed: each must be in its output whole, or
+    // named on stderr (the one whose fate is unknown with the error, the rest "not sent").
+    let env = Env::new();
+    // --fsync makes each commit slow enough that the send is still going when the kill comes.
+    let r = env.recv(&["--keep-name", "--fsync"]);
+    let files: Vec<_> = (0..150)
+        .map(|i| env.file(&format!("f{i:03}"), 300_000 + i))
+        .collect();
+    let mut c = env.cmd(&["send"]);
+    c.args(&files)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let child = c.spawn().unwrap();
+    let _g = PidGuard(child.id() as i32);
+    let arrived = || std::fs::read_dir(env.out()).map_or(0, |d| d.count());
+    assert!(wait_until(HANG, || arrived() >= 10));
+    r.signal("KILL");
+    let o = finish(child, HANG);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    let err = stderr(&o);
+    let named = |name: &str| err.lines().any(|l| l.contains(&format!("/{name}: ")));
+    let mut more = 0;
+    for l in err.lines() {
+        if let Some(n) = l
+            .split("and ")
+            .nth(1)
+            .and_then(|t| t.strip_suffix(" more not sent"))
+        {
+            more = n.parse::<usize>().unwrap();
+        }
+    }
+    let mut missing = 0;
+    for f in &files {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        let out = env.out().join(name);
+        if out.exists() {
+            assert!(same(&out, f), "{name} arrived with other bytes");
+            assert!(!err.contains(&format!("/{name}: not sent")), "{err}");
+        } else if !named(name) {
+            missing += 1;
+        }
+    }
+    // Past the first 20 "not sent", the rest are counted, not named.
+    assert_eq!(missing, more, "files neither arrived nor named:\n{err}");
+}
+
+#[test]
 fn racing_senders_each_file_arrives_once_and_whole() {
     let env = Env::new();
     let r = env.recv(&["-m"]);

@@ -264,11 +264,18 @@ fn send_all(tx: &mut Sender, args: &SendArgs, items: &[Item], mut code: i32) -> 
 /// the channel failed, or a stop came and no file is left in flight.
 fn report(verdicts: Vec<Verdict>, items: &[Item], posted: usize, code: &mut i32) -> Option<i32> {
     for v in verdicts {
+        // A channel's failure does not name the file it met: we do (whether the receiver
+        // committed it before it went away, nobody can tell us).
+        let mut about = None;
         let e = match v.result {
             Ok(_) if !runtime::stop_requested() => continue,
             // A later file in flight reports the stop itself.
             Ok(_) if (v.ticket as usize) < posted => continue,
             Ok(_) => SendError::Frame(FrameError::Interrupted),
+            Err(e @ SendError::Frame(_)) => {
+                about = Some(v.label);
+                e
+            }
             Err(e) => e,
         };
         let fatal = e.is_fatal();
@@ -277,7 +284,14 @@ fn report(verdicts: Vec<Verdict>, items: &[Item], posted: usize, code: &mut i32)
             std::thread::sleep(Duration::from_secs(1));
             return Some(e.exit_code());
         }
-        crate::shared::term::error(super::send_message(&e));
+        match about {
+            Some(f) => crate::shared::term::error(format_args!(
+                "{}: {}",
+                escape_path(&f),
+                super::send_message(&e)
+            )),
+            None => crate::shared::term::error(super::send_message(&e)),
+        }
         *code = merge(*code, e.exit_code());
         if fatal {
             not_sent(items.get(v.ticket as usize..).unwrap_or(&[]));
