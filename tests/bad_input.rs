@@ -304,3 +304,21 @@ fn a_refused_receiver_creates_no_directory_and_a_file_as_dir_is_named_so() {
     assert_eq!(o.status.code(), Some(73), "{}", stderr(&o));
     assert!(stderr(&o).contains("not a directory"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_channel_its_living_creator_left_with_its_mark_up_is_a_gone_receiver_not_a_wait() {
+    // A sender trusts a raised liveness mark and a living creator pid at connect (a quick
+    // check); only the creator's map tells that it no longer holds the channel. The sender
+    // must still end, in its first waits, with the receiver gone.
+    let env = Env::new();
+    let ch = frame::Channel::create(&env.key.into(), &frame::Config::default()).unwrap();
+    ch.open_gate(1).unwrap();
+    // Detaches, leaving the objects and our liveness mark (undone only when we exit).
+    drop(ch);
+    let f = env.file("a", 100_000);
+    let started = std::time::Instant::now();
+    let o = env.send(&[f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is gone"), "{}", stderr(&o));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
