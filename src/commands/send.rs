@@ -155,14 +155,15 @@ pub fn run(args: SendArgs) -> super::Outcome {
     let (items, code) = items(&args);
     // Only a read that can block for ever (a pipe, a FIFO, a terminal) needs a thread to
     // notice the receiver dying meanwhile; regular files are read in bounded time.
-    if items.iter().any(Item::may_block) {
+    let may_block = items.iter().any(Item::may_block);
+    if may_block {
         watch_receiver(tx.channel());
     }
     tx.set_observer(Box::new(Bar {
         quiet: args.verbosity.quiet,
         bar: None,
     }));
-    let code = send_all(&mut tx, &args, &items, code);
+    let code = send_all(&mut tx, &args, &items, may_block, code);
     match tx.finish() {
         Err(e) if code == exit::OK => Err(fail(e)),
         _ => Ok(code),
@@ -243,9 +244,15 @@ fn items(args: &SendArgs) -> (Vec<Item>, i32) {
 /// next is tried; a failure of the channel, or a stop, ends the send. Each file is posted while
 /// the receiver still commits the one before, unless an input can block: then one file at a
 /// time, so that the file in hand is the only one a stuck read can leave unsettled.
-fn send_all(tx: &mut Sender, args: &SendArgs, items: &[Item], mut code: i32) -> i32 {
+fn send_all(
+    tx: &mut Sender,
+    args: &SendArgs,
+    items: &[Item],
+    may_block: bool,
+    mut code: i32,
+) -> i32 {
     let _ = PLAN.set(items.iter().map(|i| i.path().to_path_buf()).collect());
-    if items.iter().any(Item::may_block) {
+    if may_block {
         tx.set_window(1);
     }
     for (i, item) in items.iter().enumerate() {
