@@ -777,14 +777,24 @@ impl SemSet {
         ops: &[SemOp],
         timeout: Option<Duration>,
     ) -> std::result::Result<(), WaitError> {
-        let mut bufs: Vec<libc::sembuf> = ops
-            .iter()
-            .map(|o| libc::sembuf {
-                sem_num: o.num,
-                sem_op: o.op,
-                sem_flg: o.flags,
-            })
-            .collect();
+        let buf = |o: &SemOp| libc::sembuf {
+            sem_num: o.num,
+            sem_op: o.op,
+            sem_flg: o.flags,
+        };
+        // On the stack for the few operations every caller passes (at most 3): a transfer
+        // makes several semops per file, none of which needs the allocator.
+        let mut few = [buf(&SemOp::zero(0)); 8];
+        let mut many = Vec::new();
+        let bufs: &mut [libc::sembuf] = if ops.len() <= few.len() {
+            for (b, o) in few.iter_mut().zip(ops) {
+                *b = buf(o);
+            }
+            &mut few[..ops.len()]
+        } else {
+            many.extend(ops.iter().map(buf));
+            &mut many
+        };
         let ts = timeout.map(|t| libc::timespec {
             tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
             tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
