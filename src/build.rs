@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/build.rs");
     println!("cargo:rerun-if-env-changed=CC");
     if let Some(dir) = static_unwinder_dir() {
         println!("cargo:rustc-link-search=native={}", dir.display());
