@@ -207,6 +207,13 @@ echo "  samples, ms per file: one send:$(per_file "${T_ONE[@]}")   library:$(pri
 verdict "one send, per file" "$PER" "<=" 0.1 " ms"
 verdict "library, one process, from memory, per file" "$(m "${T_API[@]}")" "<=" 0.05 " ms"
 printf '  %-48s %7sx  (reported: floor %s ms/file)\n' "library / writing the files in-process" "$(ratio "$(m "${T_API[@]}")" "$(m "${T_FLOOR[@]}")")" "$(m "${T_FLOOR[@]}")"
+# The floor swings up to 5x between runs with the host's memory state (docs/benchmarks.md,
+# rounds seven and eight): each run's ratio to its own floor says what shmxfer adds, whatever
+# that state. Median of the per-run ratios.
+per_run() { local i; for i in "${!T_FLOOR[@]}"; do awk -v a="$1" -v i="$i" -v f="${T_FLOOR[$i]}" \
+  'BEGIN {split(a, v, " "); printf "%.2f\n", v[i + 1] / f}' ; done | median; }
+printf '  %-48s %7sx  (reported: median of per-run ratios)\n' "one send / its run's floor" "$(per_run "$(per_file "${T_ONE[@]}")")"
+printf '  %-48s %7sx  (reported: median of per-run ratios)\n' "library / its run's floor" "$(per_run "${T_API[*]}")"
 echo "memory:"
 verdict "sender peak RSS" "$(awk -v k="$SENDER_RSS" 'BEGIN {printf "%.1f", k/1024}')" "<=" 64 " MiB"
 verdict "receiver peak RSS" "$(awk -v k="$RECV_RSS" 'BEGIN {printf "%.1f", k/1024}')" "<=" 64 " MiB"
