@@ -518,6 +518,15 @@ impl<const N: usize> Fixed<N> {
         unsafe { self.0.atomic_u32_at(offset) }.store(v, Ordering::Release);
     }
 
+    /// Takes the field's value and leaves `v` in its place, in one atomic step (acquire and
+    /// release): of two processes swapping the same field, exactly one sees its old value.
+    pub fn swap_u32(&self, offset: usize, v: u32) -> u32 {
+        Self::inside(offset, 4);
+        assert!(self.0.writable, "write to a read-only attachment");
+        // SAFETY: as in `read`.
+        unsafe { self.0.atomic_u32_at(offset) }.swap(v, Ordering::AcqRel)
+    }
+
     /// Stores a field that another process may be reading (release).
     pub fn store_u64(&self, offset: usize, v: u64) {
         Self::inside(offset, 8);
@@ -869,6 +878,24 @@ pub fn attached(pid: i32, shmid: i32) -> Option<bool> {
     }
 }
 
+/// Whether process `pid` is stopped (SIGSTOP, Ctrl-Z) or stopped by a tracer: state `T` or
+/// `t` in `/proc/PID/stat`, which every user may read. A process that does not exist, or
+/// whose state cannot be read, is not stopped.
+pub fn process_stopped(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The command name (in parentheses) may hold anything, spaces and `)` included: the state
+    // is the first field after the last `)`.
+    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
+        return false;
+    };
+    matches!(stat.get(close + 2), Some(b'T' | b't'))
+}
+
 /// Reads a /proc file in large reads (its size says 0, so `read_to_string` would start with
 /// tiny ones, each of which makes the kernel format the file again).
 fn read_proc(path: &str) -> io::Result<String> {
@@ -1036,6 +1063,21 @@ pub fn block_stop_signals() {
         set.add(sig);
     }
     let _ = set.thread_block();
+}
+
+/// Ends the process at once with `code` after one write of `last_words` to stderr, running
+/// nothing else (safe inside a signal handler, unlike `std::process::exit`).
+pub fn exit_now_saying(code: i32, last_words: &'static [u8]) -> ! {
+    // SAFETY: write(2) is async-signal-safe; the buffer is a static byte string of the given
+    // length. Its result does not matter: the process ends next.
+    unsafe {
+        libc::write(
+            libc::STDERR_FILENO,
+            last_words.as_ptr().cast(),
+            last_words.len(),
+        )
+    };
+    exit_now(code)
 }
 
 /// Ends the process at once with `code`, running nothing else (safe inside a signal handler,

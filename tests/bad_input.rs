@@ -145,7 +145,7 @@ fn a_version_4_channel_of_its_own_size_is_told_by_its_version() {
             m.write(8, &4u32.to_ne_bytes()).unwrap();
             s
         },
-        "protocol version 4; this shmxfer speaks version 5",
+        "protocol version 4; this shmxfer speaks version 6",
     );
 }
 

@@ -71,7 +71,10 @@ fn install_stop_handler() {
 extern "C" fn on_stop_signal(_: libc::c_int) {
     // Async-signal-safe only: an atomic swap, and _exit.
     if runtime::request_stop() {
-        sysv::exit_now(exit::INTERRUPTED);
+        sysv::exit_now_saying(
+            exit::INTERRUPTED,
+            b"shmxfer: error: interrupted again: ended at once; the files in flight may or may not have been committed\n",
+        );
     }
 }
 
@@ -150,6 +153,7 @@ pub fn run(args: SendArgs) -> super::Outcome {
         md5: args.md5,
         wait: args.wait.map(Duration::from_secs_f64),
         owner: args.owner,
+        on_stall: Some(stall_hook(args.verbosity.quiet)),
     };
     let mut tx = Sender::connect(addr, &opts).map_err(fail)?;
     let (items, code) = items(&args);
@@ -168,6 +172,22 @@ pub fn run(args: SendArgs) -> super::Outcome {
         Err(e) if code == exit::OK => Err(fail(e)),
         _ => Ok(code),
     }
+}
+
+/// Says on stderr that the receiver is stopped (once, when it is found so), and that it
+/// continued: a send that waits on a stopped process must not look wedged.
+fn stall_hook(quiet: bool) -> frame::StallHook {
+    frame::StallHook(Arc::new(move |s| match s {
+        frame::Stall::Stopped { pid } => crate::shared::term::warn(
+            quiet,
+            format_args!(
+                "receiver {pid} is stopped (SIGSTOP/Ctrl-Z); waiting for it to continue (`kill -CONT {pid}`)"
+            ),
+        ),
+        frame::Stall::Continued { pid } => {
+            crate::shared::term::warn(quiet, format_args!("receiver {pid} continued"))
+        }
+    }))
 }
 
 /// `-` (stdin) can be sent once, and `--name` names only it: anything else is a usage error,
@@ -268,44 +288,63 @@ fn send_all(
 
 /// Says what became of each file whose verdict is in, `posted` files being posted so far (a
 /// verdict's ticket is its item's place, from 1). Returns the exit code if the send must end:
-/// the channel failed, or a stop came and no file is left in flight.
+/// the channel failed, or a stop came and no file is left in flight. After such an end, the
+/// files in flight behind the one that met it are each named with what is known of them.
 fn report(verdicts: Vec<Verdict>, items: &[Item], posted: usize, code: &mut i32) -> Option<i32> {
+    let (mut ended, mut seen): (Option<usize>, usize) = (None, 0);
     for v in verdicts {
+        seen = seen.max(v.ticket as usize);
+        let label = v.label;
         // A channel's failure does not name the file it met: we do (whether the receiver
         // committed it before it went away, nobody can tell us).
-        let mut about = None;
-        let e = match v.result {
+        let (e, named) = match v.result {
+            Ok(_) if ended.is_some() => continue,
             Ok(_) if !runtime::stop_requested() => continue,
             // A later file in flight reports the stop itself.
             Ok(_) if (v.ticket as usize) < posted => continue,
-            Ok(_) => SendError::Frame(FrameError::Interrupted),
-            Err(e @ SendError::Frame(_)) => {
-                about = Some(v.label);
-                e
-            }
-            Err(e) => e,
+            Ok(_) => (SendError::Frame(FrameError::Interrupted), false),
+            Err(e @ SendError::Frame(_)) => (e, true),
+            Err(e) => (e, false),
         };
+        let stopped = matches!(e, SendError::Frame(FrameError::Interrupted));
+        if ended.is_some() && !stopped {
+            // Behind a channel that failed: its answer never came.
+            crate::shared::term::error(format_args!("{}: not sent", escape_path(&label)));
+            continue;
+        }
         let fatal = e.is_fatal();
-        if fatal && !claim_exit() {
+        if fatal && ended.is_none() && !claim_exit() {
             // Another thread is ending the process with its own report.
             std::thread::sleep(Duration::from_secs(1));
             return Some(e.exit_code());
         }
-        match about {
-            Some(f) => crate::shared::term::error(format_args!(
+        match named {
+            true => crate::shared::term::error(format_args!(
                 "{}: {}",
-                escape_path(&f),
-                super::send_message(&e)
+                escape_path(&label),
+                fate_message(&e)
             )),
-            None => crate::shared::term::error(super::send_message(&e)),
+            false => crate::shared::term::error(super::send_message(&e)),
         }
         *code = merge(*code, e.exit_code());
         if fatal {
-            not_sent(items.get(v.ticket as usize..).unwrap_or(&[]));
-            return Some(*code);
+            ended = Some(ended.unwrap_or(0).max(v.ticket as usize));
         }
     }
-    None
+    ended?;
+    // Every file after the last one named here: posted but never answered, or never posted.
+    not_sent(items.get(seen..).unwrap_or(&[]));
+    Some(*code)
+}
+
+/// What to say of a file whose last byte was posted when the channel failed or a stop came.
+fn fate_message(e: &SendError) -> String {
+    match e {
+        SendError::Frame(FrameError::Interrupted) => {
+            "interrupted before the receiver's answer came: it may have been committed; check the receiver's output".into()
+        }
+        e => super::send_message(e),
+    }
 }
 
 /// The exit code of a send so far, after one more failure: its own code if all failures

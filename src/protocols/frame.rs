@@ -25,6 +25,46 @@ pub const LIVENESS_SLICE: Duration = Duration::from_millis(250);
 /// that idling allows.
 pub const PUBLISHED_CHECK: Duration = Duration::from_secs(2);
 
+/// How long a sender's waits go on once a stop was asked for: long enough for a working
+/// receiver to answer the files whose last byte is posted, short enough that one SIGINT or
+/// SIGTERM ends a send within 2 s whatever the receiver does.
+pub const STOP_SETTLE: Duration = Duration::from_secs(1);
+
+/// What a sender's wait saw of its receiver's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// The receiver is stopped (SIGSTOP, Ctrl-Z): nothing moves until it is continued.
+    Stopped {
+        /// Its pid, as our PID namespace sees it.
+        pid: i32,
+    },
+    /// The receiver was continued after a [`Stall::Stopped`].
+    Continued {
+        /// Its pid.
+        pid: i32,
+    },
+}
+
+/// Told when a sender's receiver is stopped or continued.
+#[derive(Clone)]
+pub struct StallHook(pub std::sync::Arc<dyn Fn(Stall) + Send + Sync>);
+
+impl std::fmt::Debug for StallHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StallHook")
+    }
+}
+
+/// How a sender waits out a stopped receiver: how long at most (`None`: until it is continued,
+/// or a stop is asked for), and whom to tell.
+#[derive(Debug, Clone, Default)]
+pub struct StallWatch {
+    /// The longest wait for a stopped receiver.
+    pub limit: Option<Duration>,
+    /// Told when the receiver is found stopped, and when it is continued.
+    pub hook: Option<StallHook>,
+}
+
 impl FrameError {
     /// Permission denied on the channel at `key`, naming its owner (by uid) and mode.
     pub fn denied(key: Key, uid: u32, mode: u32) -> FrameError {
@@ -43,7 +83,9 @@ impl FrameError {
             PermissionDenied { .. } | OtherOwner { .. } => exit::NOPERM,
             OtherName { .. } => exit::UNAVAILABLE,
             Foreign { .. } | Header { .. } => exit::PROTOCOL,
-            InUse { .. } | Starting { .. } | TimedOut { .. } => exit::TEMPFAIL,
+            InUse { .. } | Starting { .. } | TimedOut { .. } | ReceiverStopped { .. } => {
+                exit::TEMPFAIL
+            }
             SenderGone => exit::IOERR,
             Interrupted => exit::INTERRUPTED,
             Sys(_) => exit::OSERR,
@@ -145,6 +187,18 @@ pub enum FrameError {
     Removed {
         /// The key.
         key: Key,
+    },
+    #[error(
+        "the receiver (pid {pid}) on key {key} has been stopped (SIGSTOP/Ctrl-Z) for {secs}s; continue it with `kill -CONT {pid}`"
+    )]
+    /// The receiver stayed stopped (SIGSTOP, Ctrl-Z) longer than the sender would wait.
+    ReceiverStopped {
+        /// The key.
+        key: Key,
+        /// The stopped receiver's pid (as our PID namespace sees it).
+        pid: i32,
+        /// How long we waited for it to continue.
+        secs: f64,
     },
     #[error("the sender went away mid-transfer")]
     /// The admitted sender died or left mid-file (the receiver's side).
@@ -613,6 +667,10 @@ pub struct Channel {
     /// same order, each counting for itself, so a file's chunks go on where the previous file's
     /// ended (its last slots may still be being drained).
     ring: AtomicU64,
+    /// A sender's way with a stopped receiver.
+    stall: StallWatch,
+    /// Since when our receiver has been seen stopped.
+    stopped_since: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Channel {
@@ -671,6 +729,8 @@ impl Channel {
             content,
             info,
             ring: AtomicU64::new(0),
+            stall: StallWatch::default(),
+            stopped_since: std::sync::Mutex::new(None),
         })
     }
 
@@ -745,6 +805,8 @@ impl Channel {
             content,
             info,
             ring: AtomicU64::new(0),
+            stall: StallWatch::default(),
+            stopped_since: std::sync::Mutex::new(None),
         })
     }
 
@@ -782,11 +844,11 @@ impl Channel {
     }
 
     /// Waits for `ops` in slices, checking between slices that `peer` (a liveness semaphore)
-    /// is still up and that we have not been asked to stop.
-    /// A sender's waits are not `stoppable`: its main thread decides at the next chunk what
-    /// to tell the receiver about a stop, and every wait of a sender ends quickly anyway.
-    fn wait_on_peer(&self, ops: &[SemOp], peer: u16, stoppable: bool) -> Result<(), FrameError> {
-        self.wait_on_peer_spinning(ops, peer, stoppable, Duration::ZERO)
+    /// is still up and that we have not been asked to stop. The receiver's waits end at once
+    /// on a stop; a sender's go on for [`STOP_SETTLE`] after it (the answers of files already
+    /// posted whole are worth waiting that long for), and watch for a stopped receiver.
+    fn wait_on_peer(&self, ops: &[SemOp], peer: u16) -> Result<(), FrameError> {
+        self.wait_on_peer_spinning(ops, peer, Duration::ZERO)
     }
 
     /// As [`Channel::wait_on_peer`], polling for `spin` first (see [`Channel::poll_briefly`]).
@@ -794,37 +856,89 @@ impl Channel {
         &self,
         ops: &[SemOp],
         peer: u16,
-        stoppable: bool,
         spin: Duration,
     ) -> Result<(), FrameError> {
         if !spin.is_zero() && self.poll_briefly(ops, spin)? {
             return Ok(());
         }
         loop {
-            match self.wait(ops, Some(LIVENESS_SLICE)) {
+            let slice = match peer == sem::RECEIVER {
+                true => self.sender_slice()?,
+                false => LIVENESS_SLICE,
+            };
+            match self.wait(ops, Some(slice)) {
                 Ok(()) => return Ok(()),
                 Err(FrameError::TimedOut { .. }) | Err(FrameError::Interrupted) => {}
                 Err(e) => return Err(e),
             }
-            if stoppable && runtime::stop_requested() {
-                return Err(FrameError::Interrupted);
+            if peer == sem::SENDER {
+                if runtime::stop_requested() {
+                    return Err(FrameError::Interrupted);
+                }
+                if !self.sender_alive()? {
+                    return Err(FrameError::SenderGone);
+                }
+                continue;
             }
-            let alive = if peer == sem::SENDER {
-                self.sender_alive()?
-            } else {
-                self.receiver_alive()
-            };
-            if !alive {
-                return Err(if peer == sem::SENDER {
-                    FrameError::SenderGone
-                } else {
-                    FrameError::ReceiverGone {
-                        key: self.key,
-                        pid: self.info.receiver_pid,
-                    }
+            if !self.receiver_alive() {
+                return Err(FrameError::ReceiverGone {
+                    key: self.key,
+                    pid: self.info.receiver_pid,
                 });
             }
+            self.check_stall()?;
         }
+    }
+
+    /// The next slice of a sender's wait: [`LIVENESS_SLICE`], or what is left of
+    /// [`STOP_SETTLE`] once a stop was asked for (then, past it, [`FrameError::Interrupted`]).
+    fn sender_slice(&self) -> Result<Duration, FrameError> {
+        match runtime::stop_age() {
+            None => Ok(LIVENESS_SLICE),
+            Some(age) => match STOP_SETTLE.checked_sub(age) {
+                Some(left) if !left.is_zero() => Ok(left.min(LIVENESS_SLICE)),
+                _ => Err(FrameError::Interrupted),
+            },
+        }
+    }
+
+    /// A sender's look at its receiver's process between slices: stopped (SIGSTOP, Ctrl-Z)
+    /// is said once through the stall hook, and waited out up to the stall limit.
+    fn check_stall(&self) -> Result<(), FrameError> {
+        let pid = match self.control_shm.stat() {
+            Ok(s) => s.cpid,
+            Err(_) => return Ok(()),
+        };
+        let mut since = self.stopped_since.lock().unwrap_or_else(|e| e.into_inner());
+        let tell = |s| {
+            if let Some(h) = &self.stall.hook {
+                (h.0)(s);
+            }
+        };
+        if !sysv::process_stopped(pid) {
+            if since.take().is_some() {
+                tell(Stall::Continued { pid });
+            }
+            return Ok(());
+        }
+        let t = *since.get_or_insert_with(|| {
+            tell(Stall::Stopped { pid });
+            Instant::now()
+        });
+        match self.stall.limit {
+            Some(limit) if t.elapsed() >= limit => Err(FrameError::ReceiverStopped {
+                key: self.key,
+                pid,
+                secs: (t.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sets how this (sender's) channel waits out a stopped receiver.
+    pub fn with_stall_watch(mut self, w: StallWatch) -> Channel {
+        self.stall = w;
+        self
     }
 
     // ---- receiver steps ----
@@ -836,7 +950,8 @@ impl Channel {
 
     /// Opens the gate to one new sender. First the per-session semaphores are reset (no
     /// sender is admitted at this point, so no one else touches them) and the session number
-    /// that every message of the next sender must carry is announced.
+    /// that every message of the next sender must carry is announced, once as information and
+    /// once as the admission ticket that exactly one sender can take.
     pub fn open_gate(&self, session: u32) -> Result<(), FrameError> {
         for (n, v) in [
             (sem::REQ, 0),
@@ -851,6 +966,7 @@ impl Channel {
         self.clear_ring();
         self.ring.store(0, Ordering::Relaxed);
         self.store_u32(SESSION_OFF, session);
+        self.store_u32(TICKET_OFF, session);
         self.store_u32(CURRENT_OFF, 0);
         for file in 0..LANES {
             let at = Lane::of(file).answer_off();
@@ -859,7 +975,10 @@ impl Channel {
         }
         self.store_u64(PROGRESS_OFF, 0);
         self.set_state(State::Idle);
-        self.wait(&[SemOp::give(sem::GATE)], None)
+        // Set, never added to: a surplus someone else gave the gate is gone with this.
+        self.sems
+            .set(sem::GATE, 1)
+            .map_err(|e| FrameError::from_wait(self.key, e.into()))
     }
 
     /// Sleeps in the kernel until a sender takes the gate, waking only every `PUBLISHED_CHECK`
@@ -890,7 +1009,7 @@ impl Channel {
     /// Waits for the admitted sender's next request, which is due to be file `due` (or a
     /// goodbye in its place), and decodes it.
     pub fn next_request(&self, due: u32) -> Result<Result<Request, HeaderError>, FrameError> {
-        self.wait_on_peer_spinning(&[SemOp::take(sem::REQ)], sem::SENDER, true, spin_budget())?;
+        self.wait_on_peer_spinning(&[SemOp::take(sem::REQ)], sem::SENDER, spin_budget())?;
         let at = Lane::of(due);
         let mut b = [0u8; REQUEST_LEN];
         self.read(at.request_off(), &mut b);
@@ -963,7 +1082,7 @@ impl Channel {
         } else {
             Duration::ZERO
         };
-        self.wait_on_peer_spinning(&[SemOp::take(sem::FULL)], sem::SENDER, true, spin)?;
+        self.wait_on_peer_spinning(&[SemOp::take(sem::FULL)], sem::SENDER, spin)?;
         let slot = self.next_slot();
         let mut d = [0u8; SLOT_DESC_LEN];
         self.read(SLOTS_OFF + slot * SLOT_DESC_LEN, &mut d);
@@ -1022,8 +1141,14 @@ impl Channel {
 
     // ---- sender steps ----
 
-    /// Takes the gate and marks ourselves alive in one atomic step, waiting up to `deadline`.
-    /// Returns the session number our messages must carry.
+    /// Takes the gate and marks ourselves alive in one atomic step, waiting up to `deadline`,
+    /// then claims the admission ticket. Returns the session number our messages must carry.
+    ///
+    /// The gate alone cannot make a session ours: anyone who may write the channel can add
+    /// to it, and then two senders pass. So the one that swaps the ticket out (the session
+    /// number, left by the receiver) is admitted and closes the gate behind it (set to 0,
+    /// which also wakes the receiver if a surplus kept it above 0); one that finds no ticket
+    /// drops its mark and queues again.
     pub fn admit(&self, deadline: Option<Instant>) -> Result<u32, FrameError> {
         let ops = [SemOp::take(sem::GATE), SemOp::give(sem::SENDER).undo()];
         loop {
@@ -1041,12 +1166,10 @@ impl Channel {
                 None => Some(LIVENESS_SLICE),
             };
             match self.wait(&ops, left) {
-                // The receiver wrote the session before it gave the gate, and changes it only
-                // after this session ends.
-                Ok(()) => {
-                    self.ring.store(0, Ordering::Relaxed);
-                    return Ok(self.control.load_u32(SESSION_OFF));
-                }
+                Ok(()) => match self.claim()? {
+                    Some(session) => return Ok(session),
+                    None => continue,
+                },
                 Err(FrameError::TimedOut { .. }) | Err(FrameError::Interrupted) => {}
                 Err(e) => return Err(e),
             }
@@ -1059,7 +1182,27 @@ impl Channel {
                     pid: self.info.receiver_pid,
                 });
             }
+            self.check_stall()?;
         }
+    }
+
+    /// Past the gate: the session if we took its ticket, else `None` (our mark is dropped
+    /// again, and we queue anew).
+    fn claim(&self) -> Result<Option<u32>, FrameError> {
+        let session = self.control.swap_u32(TICKET_OFF, 0);
+        if session == 0 {
+            // Without waiting: a SETVAL meanwhile (which also clears our undo) may have taken
+            // the mark down already.
+            match self.wait(&[SemOp::take(sem::SENDER).undo().nowait()], None) {
+                Ok(()) | Err(FrameError::TimedOut { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        self.sems
+            .set(sem::GATE, 0)
+            .map_err(|e| FrameError::from_wait(self.key, e.into()))?;
+        self.ring.store(0, Ordering::Relaxed);
+        Ok(Some(session))
     }
 
     /// Writes a request and posts it (the sender's side).
@@ -1108,7 +1251,7 @@ impl Channel {
             op: -(n.clamp(1, LANES as u16) as i16),
             ..SemOp::take(sem::ACK)
         };
-        self.wait_on_peer(&[take], sem::RECEIVER, false)
+        self.wait_on_peer(&[take], sem::RECEIVER)
     }
 
     /// The answer in `file`'s lane, once [`Channel::wait_answers`] counted it: the file it is
@@ -1134,7 +1277,7 @@ impl Channel {
 
     /// Waits for a free slot; returns its index in the ring (the next in ring order).
     pub fn free_slot(&self) -> Result<usize, FrameError> {
-        self.wait_on_peer(&[SemOp::take(sem::EMPTY)], sem::RECEIVER, false)?;
+        self.wait_on_peer(&[SemOp::take(sem::EMPTY)], sem::RECEIVER)?;
         Ok(self.next_slot())
     }
 
@@ -1202,6 +1345,22 @@ impl Channel {
                 Ok(()) if !self.receiver_alive() => return true,
                 Ok(()) => std::thread::sleep(LIVENESS_SLICE.min(left)),
             }
+        }
+    }
+
+    /// Whether our receiver's process is stopped (SIGSTOP, Ctrl-Z) now.
+    pub fn receiver_stopped(&self) -> bool {
+        self.control_shm
+            .stat()
+            .is_ok_and(|s| sysv::process_stopped(s.cpid))
+    }
+
+    /// The error for a stopped receiver that we waited `waited` for.
+    pub fn stopped_error(&self, waited: Duration) -> FrameError {
+        FrameError::ReceiverStopped {
+            key: self.key,
+            pid: self.control_shm.stat().map_or(0, |s| s.cpid),
+            secs: (waited.as_secs_f64() * 10.0).round() / 10.0,
         }
     }
 

@@ -182,6 +182,8 @@ pub enum ChannelState {
     Busy,
     /// The receiver is leaving.
     Stopping,
+    /// The receiver's process is stopped (SIGSTOP, Ctrl-Z): senders wait until it continues.
+    Stopped,
     /// The receiver is dead: `shmxfer clean` removes the channel.
     Stale,
 }
@@ -193,6 +195,7 @@ impl std::fmt::Display for ChannelState {
             ChannelState::Idle => "idle",
             ChannelState::Busy => "busy",
             ChannelState::Stopping => "stopping",
+            ChannelState::Stopped => "stopped",
             ChannelState::Stale => "stale",
         };
         f.write_str(s)
@@ -479,6 +482,7 @@ fn channel_row(key: Key, control_id: i32, view: &View, alive: bool, uid: u32) ->
     let raw_state = view.state();
     let state = match (alive, raw_state) {
         (false, _) => ChannelState::Stale,
+        (true, _) if sysv::process_stopped(info.receiver_pid) => ChannelState::Stopped,
         (true, s) if s == State::Busy as u32 => ChannelState::Busy,
         (true, s) if s == State::Idle as u32 => ChannelState::Idle,
         (true, s) if s == State::Stopping as u32 => ChannelState::Stopping,

@@ -105,6 +105,13 @@ pub enum SendError {
         read: u64,
     },
     #[error(
+        "{}: the file changed while it was read (its size, times or inode moved); nothing was written, send it again",
+        escape_path(.0)
+    )]
+    /// The file was rewritten in place while it was read (same size, new mtime or ctime), or
+    /// replaced: what was read may mix two versions, so the receiver discarded it.
+    ChangedInPlace(PathBuf),
+    #[error(
         "{}: MD5 mismatch: sent {ours}, the receiver got {theirs}; it discarded the file",
         escape_path(path)
     )]
@@ -116,6 +123,23 @@ pub enum SendError {
         ours: String,
         /// The receiver's, in hex.
         theirs: String,
+    },
+    #[error(
+        "{}: MD5 mismatch: sent {ours}, but the receiver committed bytes whose MD5 is {theirs} (as {}): someone else wrote the channel; that copy is not this file",
+        escape_path(path),
+        crate::shared::text::escape(name)
+    )]
+    /// The receiver committed bytes whose digest differs from ours: the channel was written
+    /// by someone else meanwhile, and the committed copy is not this file.
+    CommittedOther {
+        /// The file.
+        path: PathBuf,
+        /// Our digest, in hex.
+        ours: String,
+        /// The digest of what the receiver committed, in hex.
+        theirs: String,
+        /// Where the receiver committed it (raw).
+        name: Vec<u8>,
     },
     #[error("{}: the receiver could not create its output file ({}): {}", escape_path(path), crate::shared::text::escape(at), io::Error::from_raw_os_error(*errno))]
     /// The receiver could not create its output file.
@@ -181,9 +205,13 @@ impl SendError {
         match self {
             Missing(_) | Unreadable(_) | IsDir(_) | Open { .. } => exit::NOINPUT,
             Read { .. } | WriteFailed { .. } => exit::IOERR,
-            Changed { .. } | Md5 { .. } | Refused { .. } | BadAnswer { .. } | PathRefused(_) => {
-                exit::DATAERR
-            }
+            Changed { .. }
+            | ChangedInPlace(_)
+            | Md5 { .. }
+            | CommittedOther { .. }
+            | Refused { .. }
+            | BadAnswer { .. }
+            | PathRefused(_) => exit::DATAERR,
             BadPath(_) => exit::NOINPUT,
             CannotCreate { .. } => exit::CANTCREAT,
             Closed(_) => exit::UNAVAILABLE,
@@ -211,6 +239,10 @@ pub struct SendOptions {
     /// The uid the receiver must run as; `None`: ours (effective). A receiver of any other
     /// user is refused ([`FrameError::OtherOwner`]): what it receives is its user's.
     pub owner: Option<u32>,
+    /// Told when the receiver is found stopped (SIGSTOP, Ctrl-Z), and when it continues. A
+    /// stopped receiver is waited for until it continues, or for `wait` if that is given
+    /// ([`FrameError::ReceiverStopped`]).
+    pub on_stall: Option<frame::StallHook>,
 }
 
 /// What the receiver said about a committed file.
@@ -302,10 +334,17 @@ impl Sender {
         let key = addr.key;
         let deadline = opts.wait.map(|w| Instant::now() + w);
         let owner = opts.owner.unwrap_or_else(sysv::geteuid);
-        let ch = Arc::new(connect(&addr, owner, deadline)?);
+        let stall = frame::StallWatch {
+            limit: opts.wait,
+            hook: opts.on_stall.clone(),
+        };
+        let ch = Arc::new(connect(&addr, owner, deadline)?.with_stall_watch(stall));
         debug!(key = %key, "waiting for our turn: semop GATE -1, SENDER +1 (undo)");
         let t = Instant::now();
         let session = ch.admit(deadline).map_err(|e| match e {
+            FrameError::TimedOut { .. } if ch.receiver_stopped() => {
+                ch.stopped_error(opts.wait.unwrap_or_default())
+            }
             FrameError::TimedOut { key, .. } => FrameError::TimedOut {
                 key,
                 what: "our turn (another sender holds the channel)",
@@ -651,6 +690,7 @@ impl Sender {
             buf: Vec::new(),
             total: 0,
             seq: 0,
+            stamp: Stamp::of(&input),
             input,
         };
         x.run(&mut *self.observer)
@@ -794,6 +834,35 @@ struct Transfer<'a, 'i> {
     total: u64,
     seq: u64,
     input: Input<'i>,
+    /// A regular file's identity and times before the first read, compared after the last.
+    stamp: Option<Stamp>,
+}
+
+/// What GNU tar and rsync compare to tell that a file changed while it was read: its inode,
+/// size, and modification and change times (to the nanosecond), from `fstat` on the open file.
+#[derive(Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(input: &Input) -> Option<Stamp> {
+        let Input::File(f) = input else {
+            return None;
+        };
+        let m = f.metadata().ok().filter(|m| m.is_file())?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
 }
 
 enum Step {
@@ -959,18 +1028,24 @@ impl Transfer<'_, '_> {
         };
         let n = self.place(slot, limit).map_err(read_error)?;
         let done = self.total + n as u64;
-        match self.size {
-            Some(_) if n < limit => Err(changed(done)),
+        let last = match self.size {
+            Some(_) if n < limit => return Err(changed(done)),
             // The announced size is reached: one more read tells whether the file grew.
             Some(s) if done == s => match self.input.read_into(&mut [0u8; 1], done) {
-                Ok(0) => Ok((n, true)),
-                Ok(_) => Err(changed(done + 1)),
-                Err(e) => Err(read_error(e)),
+                Ok(0) => true,
+                Ok(_) => return Err(changed(done + 1)),
+                Err(e) => return Err(read_error(e)),
             },
-            Some(_) => Ok((n, false)),
+            Some(_) => false,
             // Streaming: a slot not filled to the brim means EOF (reads loop over short ones).
-            None => Ok((n, n < limit)),
+            None => n < limit,
+        };
+        // Every byte is read: if the file was written meanwhile (same size or not), what we
+        // read may mix two versions, and its last chunk must not go.
+        if last && self.stamp.is_some() && Stamp::of(&self.input) != self.stamp {
+            return Err((Abort::FileChanged, SendError::ChangedInPlace(path.into())));
         }
+        Ok((n, last))
     }
 }
 
@@ -992,6 +1067,17 @@ fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 fn verdict(ch: &Channel, a: &Awaited, how: Answer) -> Result<Sent, SendError> {
     let answer = await_answer(ch, &a.label, a.file, how)?;
     match answer.status {
+        // The receiver reports the digest of the bytes it wrote. Anyone who may write the
+        // channel could have changed a slot and the trailer to match each other: only our own
+        // digest, compared here, says the committed file holds what we read.
+        Status::Committed if a.digest.is_some_and(|d| d != answer.md5) => {
+            Err(SendError::CommittedOther {
+                path: a.label.clone(),
+                ours: hex(&a.digest.unwrap_or([0; 16])),
+                theirs: hex(&answer.md5),
+                name: answer.name,
+            })
+        }
         Status::Committed => {
             let secs = a.t.elapsed().as_secs_f64();
             debug!(
@@ -1040,6 +1126,7 @@ fn await_answer(
     let waited = match how {
         Answer::Counted => Ok(()),
         Answer::Wait => ch.wait_answers(1),
+        Answer::Left if runtime::stop_requested() => Err(FrameError::Interrupted),
         Answer::Left => Err(FrameError::ReceiverGone {
             key: ch.key,
             pid: ch.info.receiver_pid,

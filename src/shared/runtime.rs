@@ -11,6 +11,13 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
+/// How long ago a stop was first noticed by [`stop_age`]'s callers (not by the signal
+/// handler, which may only touch the flag); `None` without a stop.
+pub fn stop_age() -> Option<std::time::Duration> {
+    static SEEN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    stop_requested().then(|| SEEN.get_or_init(std::time::Instant::now).elapsed())
+}
+
 /// Sets the stop flag; returns whether it was set already (a second signal).
 pub fn request_stop() -> bool {
     STOP.swap(true, Ordering::SeqCst)

@@ -22,9 +22,10 @@ pub const MAGIC: [u8; 8] = *b"SHMXFER\0";
 /// Version 2 tagged every per-file message with its session and file; version 3 added the
 /// channel's name (in the info region) and relative paths (the path region); version 4 numbers
 /// files in the request and sends a file's chunks without waiting to hear it accepted; version 5
-/// lets a sender post files before the earlier ones are answered (per-file regions in lanes).
-/// See docs/protocol.md.
-pub const VERSION: u32 = 5;
+/// lets a sender post files before the earlier ones are answered (per-file regions in lanes);
+/// version 6 admits exactly one sender per session, whatever the gate's value (the admission
+/// ticket, [`TICKET_OFF`]). See docs/protocol.md.
+pub const VERSION: u32 = 6;
 /// The first key of the per-user default channels: user `uid`'s is
 /// `USER_KEYS + 2 × (uid mod 2²³)` ([`user_key`]). Keys are even, so a channel's two keys (K for
 /// the control segment and the semaphores, K+1 for the content) are its own; distinct for every
@@ -114,6 +115,10 @@ pub const STATE_OFF: usize = RESPONSE_OFF;
 pub const SESSION_OFF: usize = RESPONSE_OFF + 4;
 /// The file the receiver is taking (0: none yet this session), for `status`.
 pub const CURRENT_OFF: usize = RESPONSE_OFF + 8;
+/// The admission ticket: the next session's number while the gate is open and nobody has
+/// claimed it, 0 once a sender took it (with an atomic swap: of two senders let through the
+/// gate at once, only one gets the number).
+pub const TICKET_OFF: usize = RESPONSE_OFF + 12;
 /// Bytes the receiver has taken of the current file (u64), for `status`.
 pub const PROGRESS_OFF: usize = RESPONSE_OFF + 16;
 /// The outcome's length (in an answer, after its status and file number).
