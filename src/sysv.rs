@@ -848,14 +848,18 @@ impl SemSet {
 
 // ---- the few non-IPC syscalls the commands need, kept here so `unsafe` stays in one file ----
 
-/// Whether a process with this pid exists (EPERM means it exists but is not ours).
+/// Whether a process with this pid exists and is not a zombie (EPERM means it exists but is
+/// not ours).
 pub fn process_alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }
     // SAFETY: signal 0 only checks for existence and permission; nothing is delivered.
     let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    // A zombie still answers signal 0, but has let go of everything and never acts again:
+    // what it held (a semaphore it took without SEM_UNDO) is as good as a dead process's.
+    exists && !matches!(process_state(pid), Some(b'Z' | b'X'))
 }
 
 /// Whether process `pid` has the segment `shmid` attached, from the kernel's map of the
@@ -882,18 +886,20 @@ pub fn attached(pid: i32, shmid: i32) -> Option<bool> {
 /// `t` in `/proc/PID/stat`, which every user may read. A process that does not exist, or
 /// whose state cannot be read, is not stopped.
 pub fn process_stopped(pid: i32) -> bool {
+    matches!(process_state(pid), Some(b'T' | b't'))
+}
+
+/// The state letter of process `pid` from `/proc/PID/stat` (`R`, `S`, `T`, `Z`…), if it can
+/// be read.
+fn process_state(pid: i32) -> Option<u8> {
     if pid <= 0 {
-        return false;
+        return None;
     }
-    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     // The command name (in parentheses) may hold anything, spaces and `)` included: the state
     // is the first field after the last `)`.
-    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
-        return false;
-    };
-    matches!(stat.get(close + 2), Some(b'T' | b't'))
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    stat.get(close + 2).copied()
 }
 
 /// Reads a /proc file in large reads (its size says 0, so `read_to_string` would start with

@@ -4,7 +4,7 @@ channel's SysV objects directly, as anyone allowed by the channel's mode can (`-
 Only the standard library (ctypes over libc), so it runs as any user.
 
     hostile_ipc.py gate KEY N             add N to the gate (GATE += N) once, then leave
-    hostile_ipc.py forge-gate KEY SECS    for SECS, set the gate to 1 every 2 ms
+    hostile_ipc.py forge-gate KEY SECS    for SECS, set the gate to 1 every millisecond
     hostile_ipc.py tamper KEY LANE        rewrite the first byte of the chunk in slot 0 and the
                                           trailer's MD5 of file LANE's lane to match it
 
@@ -62,7 +62,7 @@ def forge_gate(key, secs):
     while time.monotonic() < end:
         if libc.semctl(sid, GATE, SETVAL, ctypes.c_int(1)) == -1:
             return  # the channel went away
-        time.sleep(0.002)
+        time.sleep(0.001)
 
 
 def tamper(key, lane):

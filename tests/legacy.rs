@@ -744,3 +744,178 @@ fn an_md5_disagreement_names_both_digests_and_never_prints_the_peers_raw_bytes()
     assert!(!err.contains('\x1b') && err.contains("\\033[2J"), "{err:?}");
     assert!(err.contains(&format!("{:x}", md5::compute(&data))), "{err}");
 }
+
+#[test]
+fn two_legacy_senders_at_once_lose_no_file() {
+    let _serial = serial();
+    let env = Env::new();
+    let (ck, sk, _g) = keys(&env);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = stop.clone();
+    let consumer = std::thread::spawn(move || serving_consumer(ck, sk, s, tx));
+    rx.recv().unwrap();
+    let batches: Vec<Vec<std::path::PathBuf>> = (0..2)
+        .map(|b| {
+            (0..15)
+                .map(|i| env.file(&format!("b{b}_{i:02}"), 50_000 + b * 3_001 + i * 17))
+                .collect()
+        })
+        .collect();
+    let senders: Vec<_> = batches
+        .iter()
+        .map(|files| {
+            let mut c = legacy_send(ck, sk);
+            c.args(files).stdout(Stdio::piped()).stderr(Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = senders
+        .into_iter()
+        .map(|c| finish(c, Duration::from_secs(60)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let got = consumer.join().unwrap();
+    for (o, files) in outs.iter().zip(&batches) {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
+        for f in files {
+            let want = std::fs::read(f).unwrap();
+            assert!(
+                got.contains(&want),
+                "{} was reported sent but never arrived ({} files arrived)",
+                f.display(),
+                got.len()
+            );
+        }
+    }
+    assert_eq!(got.len(), 30, "every file arrives once");
+}
+
+#[test]
+fn recv_legacy_tells_files_as_json_runs_exec_and_refuses_what_it_cannot_do() {
+    let _serial = serial();
+    let env = Env::new();
+    let (ck, sk, _g) = keys(&env);
+    for flag in [
+        &["--keep-path"][..],
+        &["--keep-name"],
+        &["--preserve"],
+        &["--slots", "4"],
+    ] {
+        let mut c = Command::new(BIN);
+        c.args(["recv", "--legacy", "--key", &ck.0.to_string()])
+            .args(flag)
+            .arg("--dir")
+            .arg(env.out());
+        let o = run_bounded(c, Duration::from_secs(10));
+        assert_eq!(o.status.code(), Some(64), "{flag:?}: {}", stderr(&o));
+    }
+    let marks = env.path("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let r = legacy_recv(
+        &env,
+        ck,
+        sk,
+        &[
+            "-m",
+            "--json",
+            "--exec",
+            "sh",
+            "-c",
+            "cp \"$SHMXFER_PATH\" \"$0/$SHMXFER_SIZE\"",
+            marks.to_str().unwrap(),
+            ";",
+        ],
+    );
+    let f = env.file("photo.jpg", 12_345);
+    let mut c = legacy_send(ck, sk);
+    c.arg("-m").arg(&f);
+    let o = run_bounded(c, Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(wait_until(Duration::from_secs(10), || marks
+        .join("12345")
+        .exists()));
+    assert!(same(&f, &marks.join("12345")), "the command ran on the committed file");
+    let out = r.stop();
+    let line = stdout(&out);
+    let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(v["size"], 12345, "{line}");
+    assert_eq!(
+        v["md5"],
+        format!("{:x}", md5::compute(std::fs::read(&f).unwrap())),
+        "{line}"
+    );
+    assert!(v["path"].as_str().unwrap().ends_with("file01.jpg"), "{line}");
+}
+
+#[test]
+fn send_legacy_facing_a_dead_consumers_leftovers_says_the_consumer_is_gone() {
+    let _serial = serial();
+    let env = Env::new();
+    let (ck, sk, _g) = keys(&env);
+    let r = legacy_recv(&env, ck, sk, &[]);
+    let pid = r.pid();
+    r.signal("KILL");
+    drop(r);
+    let f = env.file("a.bin", 1000);
+    let mut c = legacy_send(ck, sk);
+    c.arg(&f);
+    let o = run_bounded(c, Duration::from_secs(20));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(69), "{err}");
+    assert!(err.contains(&format!("consumer (pid {pid})")), "{err}");
+    assert!(err.contains("is gone"), "{err}");
+    assert!(!err.contains("mid-transfer"), "{err}");
+}
+
+#[test]
+fn md5_producers_at_once_swap_replies_at_worst_and_none_waits_for_ever() {
+    let _serial = serial();
+    let env = Env::new();
+    let (ck, sk, _g) = keys(&env);
+    let _r = legacy_recv(&env, ck, sk, &["-m", "-q"]);
+    let a = env.file("a.bin", 200_000);
+    let b = env.file("b.bin", 300_000);
+    for round in 0..6 {
+        let ps = [
+            spawn_producer(ck, sk, &a, true),
+            spawn_producer(ck, sk, &b, true),
+        ];
+        for mut p in ps {
+            let ended = wait_until(Duration::from_secs(6), || {
+                p.try_wait().ok().flatten().is_some()
+            });
+            let state = sem_state(ck, sk);
+            let _ = p.kill();
+            let _ = p.wait();
+            assert!(
+                ended,
+                "round {round}: a producer waited for its reply for 6 s ({state})"
+            );
+        }
+        let mut p = spawn_producer(ck, sk, &a, true);
+        let ended = wait_until(Duration::from_secs(10), || {
+            p.try_wait().ok().flatten().is_some_and(|s| s.success())
+        });
+        let _ = p.kill();
+        let _ = p.wait();
+        assert!(ended, "round {round}: a lone producer did not get through");
+    }
+}
+
+/// The two semaphores' values, waiters and last pids, for a failure's message.
+fn sem_state(ck: Key, sk: Key) -> String {
+    let one = |k: Key| {
+        SemSet::open(k).map_or("gone".into(), |s| {
+            format!(
+                "value {:?} ncount {:?} zcount {:?} last pid {:?}",
+                s.value(0).ok(),
+                s.waiting(0).ok(),
+                s.zero_waiting(0).ok(),
+                s.last_pid(0).ok()
+            )
+        })
+    };
+    format!("content: {}; size: {}", one(ck), one(sk))
+}

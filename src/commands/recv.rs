@@ -468,11 +468,13 @@ fn commit(
 
 // ---------------------------------------------------------------- recv --legacy
 
-/// `recv --legacy`: the original consumer's part, with output named as natively.
+/// `recv --legacy`: the original consumer's part, with output named as natively and told as
+/// natively (a record, or `--json`'s object, and `--exec`). The original protocol carries no
+/// name, metadata or sender: flags that need them are refused, not ignored.
 fn legacy(args: &RecvArgs) -> super::Outcome {
-    if args.stdout || args.keep_name || args.preserve {
+    if args.stdout || args.keep_name || args.keep_path || args.preserve {
         return Err(super::Error::Usage(
-            "--stdout, --keep-name and --preserve need the native protocol (the original carries no name)".into(),
+            "--stdout, --keep-name, --keep-path and --preserve need the native protocol (the original carries no name)".into(),
         ));
     }
     check_mode(args.mode)?;
@@ -486,32 +488,66 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
         runtime::request_stop();
         stopper.wake();
         std::thread::sleep(Duration::from_secs(3));
-        stopper.remove();
-        std::process::exit(exit::INTERRUPTED);
+        if !FINISHING.load(std::sync::atomic::Ordering::SeqCst) {
+            stopper.remove();
+            std::process::exit(exit::INTERRUPTED);
+        }
     });
-    let quiet = args.verbosity.quiet;
-    let mut take = |bytes: &[u8]| match write_out(bytes, &mut namer) {
+    let opts = Opts {
+        dir: args.dir.clone(),
+        keep_name: false,
+        keep_path: false,
+        json: args.json,
+        preserve: false,
+        stdout: false,
+        fsync: args.fsync,
+        direct: args.direct,
+        quiet: args.verbosity.quiet,
+        once: args.once,
+    };
+    let hooks = args
+        .exec
+        .clone()
+        .map(|cmd| Hooks::start(cmd, usize::from(args.jobs)));
+    let mut take = |bytes: &[u8]| match write_out(bytes, &mut namer, opts.fsync) {
         Ok(path) => {
-            if !quiet {
-                let md5 = args.md5.then(|| hex(&crate::shared::digest::md5(bytes)));
-                let line = record(&path, bytes.len() as u64, md5.as_deref());
-                crate::shared::term::out_line(&line);
-            }
+            let c = Committed {
+                name: path
+                    .file_name()
+                    .map(|n| std::os::unix::ffi::OsStrExt::as_bytes(n).to_vec())
+                    .unwrap_or_default(),
+                path,
+                size: bytes.len() as u64,
+                md5: args.md5.then(|| hex(&crate::shared::digest::md5(bytes))),
+                // The original protocol names no sender.
+                sender_pid: 0,
+                mtime: None,
+            };
+            announce(&c, &opts, hooks.as_ref());
             Took::Kept { stop: args.once }
         }
         Err(e) => {
             crate::shared::term::warn(
-                quiet,
+                opts.quiet,
                 format_args!("could not write a received file: {e}; discarded"),
             );
             Took::Failed
         }
     };
     let r = consumer.serve(args.md5, &mut take, &mut |n| {
-        crate::shared::term::warn(quiet, n)
+        crate::shared::term::warn(opts.quiet, n)
     });
     drop(consumer);
+    let failed = match hooks {
+        Some(h) if r.is_err() => {
+            FINISHING.store(true, std::sync::atomic::Ordering::SeqCst);
+            h.stop(HOOK_GRACE)
+        }
+        Some(h) => h.finish(),
+        None => 0,
+    };
     match r {
+        Ok(()) if failed > 0 => Ok(exit::FAILURE),
         Ok(()) => Ok(exit::OK),
         Err(LegacyError::Interrupted | LegacyError::Removed) if runtime::stop_requested() => {
             Err(super::Error::Said(exit::INTERRUPTED))
@@ -520,12 +556,20 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
     }
 }
 
-/// Writes one file as native recv does: an unnamed temporary file, named without replacing.
-fn write_out(bytes: &[u8], namer: &mut Namer) -> io::Result<PathBuf> {
+/// Writes one file as native recv does: an unnamed temporary file, named without replacing
+/// (with `fsync`, the file and then its directory synced before it is told as committed).
+fn write_out(bytes: &[u8], namer: &mut Namer, fsync: bool) -> io::Result<PathBuf> {
     use std::io::Write;
     let mut tmp = TempFile::create(namer.dir())?;
     tmp.file.write_all(bytes)?;
-    namer.commit(&mut tmp, None)
+    if fsync {
+        tmp.file.sync_all()?;
+    }
+    let path = namer.commit(&mut tmp, None)?;
+    if fsync {
+        File::open(namer.dir())?.sync_all()?;
+    }
+    Ok(path)
 }
 
 #[derive(Debug, Args)]
@@ -590,17 +634,17 @@ pub struct RecvArgs {
         num_args = 0..=1,
         default_value = "auto",
         default_missing_value = "always",
-        conflicts_with = "stdout"
+        conflicts_with_all = ["stdout", "legacy"]
     )]
     pub direct: DirectMode,
     /// Permissions of the channel's IPC objects, octal
     #[arg(long, value_hint = clap::ValueHint::Other, default_value = "0600", value_parser = crate::shared::parse::parse_mode)]
     pub mode: u32,
     /// Size of one slot of the content ring (K, M suffixes)
-    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::shared::parse::parse_size, default_value = "1M")]
+    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::shared::parse::parse_size, default_value = "1M", conflicts_with = "legacy")]
     pub slot_size: usize,
     /// Number of slots in the content ring
-    #[arg(long, value_hint = clap::ValueHint::Other, default_value_t = crate::protocols::frame::DEFAULT_SLOTS, value_parser = clap::value_parser!(u32).range(1..=crate::protocols::frame::MAX_SLOTS as i64))]
+    #[arg(long, value_hint = clap::ValueHint::Other, default_value_t = crate::protocols::frame::DEFAULT_SLOTS, value_parser = clap::value_parser!(u32).range(1..=crate::protocols::frame::MAX_SLOTS as i64), conflicts_with = "legacy")]
     pub slots: u32,
     /// Verify every file with MD5, whatever the sender asks
     #[arg(short = 'm', long = "md5-check")]

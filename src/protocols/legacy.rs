@@ -115,6 +115,18 @@ pub enum LegacyError {
         /// The consumer's reply, raw.
         theirs: Vec<u8>,
     },
+    #[error(
+        "the consumer (pid {pid}) that made keys {content}/{size} is gone and left its objects behind: start the consumer again (it needs the keys free: `shmxfer clean --legacy` removes the leftovers)"
+    )]
+    /// The objects at the keys are a dead consumer's leftovers: nobody will take a file.
+    ConsumerDead {
+        /// The dead consumer's pid.
+        pid: i32,
+        /// The content key.
+        content: Key,
+        /// The size key.
+        size: Key,
+    },
     #[error("the consumer (pid {pid}) went away mid-transfer")]
     /// The consumer died mid-transfer.
     ConsumerGone {
@@ -172,7 +184,9 @@ impl LegacyError {
     pub fn exit_code(&self) -> i32 {
         use LegacyError::*;
         match self {
-            NoConsumer { .. } | ConsumerGone { .. } | Removed => exit::UNAVAILABLE,
+            NoConsumer { .. } | ConsumerDead { .. } | ConsumerGone { .. } | Removed => {
+                exit::UNAVAILABLE
+            }
             InUse { .. } | TimedOut { .. } => exit::TEMPFAIL,
             Foreign { .. } => exit::PROTOCOL,
             Size { .. } | Input { .. } => exit::NOINPUT,
@@ -423,8 +437,8 @@ fn serve(
         ch.size.read(0, &mut field);
         match decode_size(&field) {
             Some(0) => {
-                ch.wait_for_producer()?;
-                ch.pass_content(Pass::Arrival, note)?;
+                let why = ch.wait_for_producer()?;
+                ch.pass_content(why, note)?;
             }
             size => {
                 // A producer published a file and released the content to us. Nobody writes
@@ -484,13 +498,21 @@ fn backoff(round: u32) -> Duration {
 
 impl Legacy {
     /// Idle: sleeps until a producer takes the size semaphore (wait-for-zero), waking every
-    /// 2 s only to notice a stop request.
-    fn wait_for_producer(&self) -> Result<(), LegacyError> {
+    /// 2 s only to notice a stop request, or a producer queued for the content semaphore while
+    /// nobody holds the size one. That is one waiting for its MD5 reply after another took it
+    /// (two original producers at once can swap replies): left queued, it would wait for
+    /// ever, so it is handed the content semaphore like any reply's taker.
+    fn wait_for_producer(&self) -> Result<Pass, LegacyError> {
         loop {
             match self.op(self.size_sem, &[SemOp::zero(0)], Some(IDLE_CHECK)) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(Pass::Arrival),
                 Err(LegacyError::TimedOut { .. } | LegacyError::Interrupted)
-                    if !crate::shared::runtime::stop_requested() => {}
+                    if !crate::shared::runtime::stop_requested() =>
+                {
+                    if self.content_sem.waiting(0)? >= 1 && self.size_sem.value(0)? > 0 {
+                        return Ok(Pass::Reply);
+                    }
+                }
                 Err(_) if crate::shared::runtime::stop_requested() => {
                     return Err(LegacyError::Interrupted);
                 }
@@ -527,8 +549,7 @@ impl Legacy {
                 std::thread::sleep(Duration::from_micros(20));
             }
             self.op(self.content_sem, &[SemOp::give(0)], None)?;
-            let holder = self.content_sem.last_pid(0).unwrap_or(0);
-            self.await_content(&rx, holder, note)
+            self.await_content(&rx, note)
         })
     }
 
@@ -575,7 +596,6 @@ impl Legacy {
     fn await_content(
         &self,
         rx: &std::sync::mpsc::Receiver<Result<(), WaitError>>,
-        holder: i32,
         note: &mut dyn FnMut(String),
     ) -> Result<(), LegacyError> {
         let me = sysv::getpid();
@@ -589,8 +609,12 @@ impl Legacy {
             if crate::shared::runtime::stop_requested() {
                 return Err(LegacyError::Interrupted);
             }
-            let taken = self.content_sem.value(0)? == 0;
-            if !gave_back && taken && holder != me && !sysv::process_alive(holder) {
+            // Taken, and the last to touch it (the one it was handed to: the kernel records
+            // the waiter whose take it completes) is dead. Looked up anew each slice: the
+            // semaphore may pass through several producers (two at once swap their turns),
+            // and any of them may die holding it.
+            let holder = self.content_sem.last_pid(0)?;
+            if self.content_sem.value(0)? == 0 && holder != me && !sysv::process_alive(holder) {
                 note(format!(
                     "a producer (pid {holder}) died holding the content semaphore; released it"
                 ));
@@ -659,7 +683,49 @@ impl Producer {
                 size: data.len() as u64,
             });
         }
+        // The original protocol cannot tell two producers apart: one may release the content
+        // semaphore to the other instead of the consumer. shmxfer's producers take turns
+        // through a lock of their own, which the original consumer never sees.
+        let _turn = producer_lock(self.ch.content_key, deadline)?;
         send_one(&self.ch, path, data, md5, deadline)
+    }
+}
+
+/// Where shmxfer's producers for the consumer at `content_key` take turns: a lock file in
+/// `/dev/shm` (shared memory's own tmpfs, seen by every process that shares the IPC namespace
+/// on an ordinary host), held with `flock` for one file's whole hand-over, released by the
+/// kernel if we die. A lock file we cannot open (another user's, say) is done without: the
+/// objects' mode (0600) already keeps other users out.
+fn producer_lock(
+    content_key: Key,
+    deadline: Option<Instant>,
+) -> Result<Option<nix::fcntl::Flock<fs::File>>, LegacyError> {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = format!("/dev/shm/.shmxfer-legacy-{:08x}.lock", content_key.0);
+    let Ok(mut file) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o666)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .or_else(|_| fs::File::open(&path))
+    else {
+        return Ok(None);
+    };
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(Some(lock)),
+            Err((f, _)) => file = f,
+        }
+        if crate::shared::runtime::stop_requested() {
+            return Err(LegacyError::Interrupted);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(LegacyError::TimedOut { secs: 0.0 });
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -728,6 +794,15 @@ fn send_one(
     let content = ch.content_shm.stat()?;
     let (consumer, shmid) = (content.cpid, ch.content_shm.id());
     let gone = || (!sysv::process_attached(consumer, shmid)).then_some(consumer);
+    // Left over by a consumer that died: said as such before any wait (the full check, the
+    // consumer's map, is for the waits; a dead pid is enough to tell here).
+    if !sysv::process_alive(consumer) {
+        return Err(LegacyError::ConsumerDead {
+            pid: consumer,
+            content: ch.content_key,
+            size: ch.size_key,
+        });
+    }
     let t = Instant::now();
     ch.wait(ch.size_sem, SemOp::take(0).undo(), deadline, &gone)?;
     if let Err(e) = ch.wait(ch.content_sem, SemOp::take(0).undo(), deadline, &gone) {

@@ -1,0 +1,389 @@
+//! The README's promises at their edges: "verified" means the committed file holds the
+//! sender's bytes, nothing wedges whatever the semaphores say or however the receiver is
+//! stopped, and one signal ends a sender. The hostile user is a process of its own
+//! (`tests/hostile_ipc.py`, run as `nobody` on a `--mode 0666` channel), writing the channel's
+//! objects directly.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use shmxfer::frame::sem;
+use shmxfer::sysv::SemSet;
+
+/// Runs the hostile helper as `nobody` with `args` (the key is the test's), and waits for it.
+fn hostile(env: &Env, args: &[&str]) -> Output {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile_ipc.py");
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "/usr/bin/python3",
+        script,
+    ])
+    .arg(args[0])
+    .arg(env.key_arg())
+    .args(&args[1..]);
+    let o = run_bounded(c, Duration::from_secs(30));
+    assert!(o.status.success(), "hostile helper: {}", stderr(&o));
+    o
+}
+
+/// A child whose stderr is collected as it comes, so a test can wait for a line.
+struct Watched {
+    child: Child,
+    err: Arc<Mutex<String>>,
+}
+
+impl Watched {
+    fn spawn(mut c: Command) -> Watched {
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let err = Arc::new(Mutex::new(String::new()));
+        let (pipe, sink) = (child.stderr.take().unwrap(), err.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Watched { child, err }
+    }
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+    fn stderr(&self) -> String {
+        self.err.lock().unwrap().clone()
+    }
+    fn says(&self, what: &str, limit: Duration) -> bool {
+        wait_until(limit, || self.stderr().contains(what))
+    }
+    /// Waits up to `limit` for the exit; returns the code and when it came.
+    fn exit_within(&mut self, limit: Duration) -> Option<i32> {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kill(pid: i32, sig: &str) {
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+}
+
+/// A receiver that is continued when the test ends, however it ends (a stopped process
+/// ignores SIGTERM until continued).
+struct Continue(i32);
+impl Drop for Continue {
+    fn drop(&mut self) {
+        kill(self.0, "CONT");
+    }
+}
+
+fn sems(env: &Env) -> SemSet {
+    SemSet::open(env.key).unwrap()
+}
+
+fn open_dir(env: &Env) {
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn md5_fails_a_file_committed_with_bytes_someone_else_wrote_into_the_channel() {
+    let env = Env::new();
+    open_dir(&env);
+    let input = env.file("photo.jpg", 100_000);
+    let r = env.recv(&["--mode", "0666", "--keep-name"]);
+    let _cont = Continue(r.pid());
+    r.signal("STOP");
+    let mut tx = Watched::spawn({
+        let mut c = env.cmd(&["send", "-m"]);
+        c.arg(&input);
+        c
+    });
+    // The file's one chunk and its trailer are posted: the receiver has not looked yet.
+    assert!(
+        wait_until(Duration::from_secs(10), || sems(&env)
+            .value(sem::FULL)
+            .is_ok_and(|v| v >= 1)),
+        "the sender never posted its chunk"
+    );
+    let forged = stdout(&hostile(&env, &["tamper", "1"]));
+    r.signal("CONT");
+    let code = tx.exit_within(Duration::from_secs(20));
+    let err = tx.stderr();
+    assert_eq!(code, Some(65), "{err}");
+    assert!(err.contains("MD5 mismatch"), "{err}");
+    assert!(err.contains(forged.trim()), "names the committed digest: {err}");
+    let ours = format!("{:x}", md5::compute(std::fs::read(&input).unwrap()));
+    assert!(err.contains(&ours), "names our digest: {err}");
+}
+
+#[test]
+fn a_gate_surplus_left_by_another_user_wedges_nothing() {
+    let env = Env::new();
+    open_dir(&env);
+    let a = env.file("a.bin", 300_000);
+    let b = env.file("b.bin", 200_000);
+    let _r = env.recv(&["--mode", "0666", "--keep-name"]);
+    hostile(&env, &["gate", "1"]);
+    for f in [&a, &b] {
+        let o = env.send(&[f.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    assert!(same(&a, &env.out().join("a.bin")));
+    assert!(same(&b, &env.out().join("b.bin")));
+}
+
+#[test]
+fn senders_let_through_a_forged_gate_never_share_a_session() {
+    let env = Env::new();
+    open_dir(&env);
+    let _guard = HangGuard::new(env.key, Duration::from_secs(120));
+    let _r = env.recv(&[
+        "--mode",
+        "0666",
+        "--keep-name",
+        "--slot-size",
+        "64K",
+        "--slots",
+        "4",
+    ]);
+    let inputs: Vec<Vec<std::path::PathBuf>> = (0..4)
+        .map(|s| {
+            (0..8)
+                .map(|f| env.file(&format!("s{s}f{f}"), 600_000 + s * 7_001 + f * 13))
+                .collect()
+        })
+        .collect();
+    let forger = {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile_ipc.py");
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["/usr/bin/python3", script, "forge-gate", &env.key_arg(), "60"]);
+        Watched::spawn(c)
+    };
+    let mut senders: Vec<Watched> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, files)| {
+            let mut c = env.cmd(&["send", "--wait", "30"]);
+            if i % 2 == 0 {
+                c.arg("-m");
+            }
+            c.args(files);
+            Watched::spawn(c)
+        })
+        .collect();
+    for (s, files) in senders.iter_mut().zip(&inputs) {
+        let code = s.exit_within(Duration::from_secs(60));
+        assert_eq!(code, Some(0), "a sender failed or hung: {}", s.stderr());
+        for f in files {
+            let got = env.out().join(f.file_name().unwrap());
+            assert!(same(f, &got), "{} arrived with other bytes", got.display());
+        }
+    }
+    drop(forger);
+    // Once the forging stops, the channel serves at once.
+    let t = Instant::now();
+    let o = env.send(&[inputs[0][0].to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+#[test]
+fn a_file_rewritten_in_place_while_it_is_read_is_never_committed() {
+    let env = Env::new();
+    let input = env.file("big.bin", 8 << 20);
+    let r = env.recv(&["--keep-name", "--slot-size", "64K", "--slots", "4"]);
+    let _cont = Continue(r.pid());
+    r.signal("STOP");
+    let mut tx = Watched::spawn({
+        let mut c = env.cmd(&["send"]);
+        c.arg(&input);
+        c
+    });
+    // The ring is full: the sender waits for space, having read the first 256 KiB.
+    assert!(
+        wait_until(Duration::from_secs(10), || sems(&env)
+            .value(sem::FULL)
+            .is_ok_and(|v| v == 4)),
+        "the sender never filled the ring"
+    );
+    // Same size, new bytes at both ends: one already read, one still to come.
+    let f = std::fs::OpenOptions::new().write(true).open(&input).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(b"XXXX", 10).unwrap();
+    f.write_all_at(b"YYYY", 6 << 20).unwrap();
+    drop(f);
+    r.signal("CONT");
+    let code = tx.exit_within(Duration::from_secs(20));
+    let err = tx.stderr();
+    assert_eq!(code, Some(65), "{err}");
+    assert!(err.contains("changed while it was read"), "{err}");
+    assert!(
+        !env.out().join("big.bin").exists(),
+        "a torn file was committed"
+    );
+}
+
+#[test]
+fn a_stopped_receiver_is_named_within_2s_and_waited_for_until_it_continues() {
+    let env = Env::new();
+    let input = env.file("big.bin", 4 << 20);
+    let r = env.recv(&["--keep-name", "--slot-size", "64K", "--slots", "4"]);
+    let _cont = Continue(r.pid());
+    let mut tx = Watched::spawn({
+        let mut c = env.cmd(&["send"]);
+        c.arg(&input);
+        c
+    });
+    r.signal("STOP");
+    let said = format!("receiver {} is stopped", r.pid());
+    let t = Instant::now();
+    assert!(
+        tx.says(&said, Duration::from_secs(3)),
+        "{}",
+        tx.stderr()
+    );
+    assert!(t.elapsed() < Duration::from_secs(2) + Duration::from_millis(500));
+    let o = shmxfer(&["status", "--json", "--key", &env.key_arg()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["channels"][0]["state"], "stopped", "{v}");
+    // Still waiting, not failed: a stopped process may be continued.
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(tx.exit_within(Duration::ZERO), None, "{}", tx.stderr());
+    r.signal("CONT");
+    let code = tx.exit_within(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{}", tx.stderr());
+    assert!(same(&input, &env.out().join("big.bin")));
+}
+
+#[test]
+fn wait_bounds_a_stopped_receiver_with_exit_75_naming_it() {
+    let env = Env::new();
+    let input = env.file("small.bin", 1000);
+    let r = env.recv(&[]);
+    let _cont = Continue(r.pid());
+    r.signal("STOP");
+    let t = Instant::now();
+    let o = env.send(&["--wait", "2", input.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(75), "{err}");
+    assert!(err.contains(&format!("receiver {} is stopped", r.pid())), "{err}");
+    assert!(err.contains("SIGSTOP"), "{err}");
+    assert!(!err.contains("another sender"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+}
+
+/// Sends one `sig` once `ready` holds and returns the exit code, the time from the signal
+/// to the exit, and stderr.
+fn one_signal(
+    mut tx: Watched,
+    sig: &str,
+    ready: impl FnMut() -> bool,
+) -> (Option<i32>, Duration, String) {
+    assert!(wait_until(Duration::from_secs(10), ready), "{}", tx.stderr());
+    kill(tx.pid(), sig);
+    let t = Instant::now();
+    let code = tx.exit_within(Duration::from_secs(10));
+    (code, t.elapsed(), tx.stderr())
+}
+
+#[test]
+fn one_signal_ends_a_sender_waiting_for_its_answer_within_2s() {
+    for sig in ["TERM", "INT"] {
+        let env = Env::new();
+        let input = env.file("small.bin", 1000);
+        let r = env.recv(&["--keep-name"]);
+        let _cont = Continue(r.pid());
+        r.signal("STOP");
+        let tx = Watched::spawn({
+            let mut c = env.cmd(&["send"]);
+            c.arg(&input);
+            c
+        });
+        let (code, took, err) = one_signal(tx, sig, || {
+            sems(&env).value(sem::FULL).is_ok_and(|v| v >= 1)
+        });
+        assert_eq!(code, Some(130), "SIG{sig}: {err}");
+        assert!(took < Duration::from_secs(2), "SIG{sig}: {took:?}");
+        assert!(err.contains("small.bin: interrupted before the receiver's answer came"), "{err}");
+    }
+}
+
+#[test]
+fn one_signal_ends_a_sender_waiting_for_ring_space_within_2s() {
+    let env = Env::new();
+    let a = env.file("a.bin", 2 << 20);
+    let b = env.file("b.bin", 10);
+    let r = env.recv(&["--keep-name", "--slot-size", "64K", "--slots", "4"]);
+    let _cont = Continue(r.pid());
+    r.signal("STOP");
+    let tx = Watched::spawn({
+        let mut c = env.cmd(&["send"]);
+        c.arg(&a).arg(&b);
+        c
+    });
+    let (code, took, err) = one_signal(tx, "TERM", || {
+        sems(&env).value(sem::FULL).is_ok_and(|v| v == 4)
+    });
+    assert_eq!(code, Some(130), "{err}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(err.contains("b.bin: not sent"), "{err}");
+}
+
+#[test]
+fn one_signal_ends_a_sender_waiting_for_its_turn_or_a_receiver_within_2s() {
+    let env = Env::new();
+    let input = env.file("small.bin", 1000);
+    // No receiver yet: waiting for one.
+    let tx = Watched::spawn({
+        let mut c = env.cmd(&["send", "--wait", "60"]);
+        c.arg(&input);
+        c
+    });
+    let t = Instant::now();
+    let (code, took, err) = one_signal(tx, "TERM", || t.elapsed() > Duration::from_millis(300));
+    assert_eq!(code, Some(130), "{err}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // Another sender holds the channel: waiting for our turn.
+    let _r = env.recv(&[]);
+    let holder = shmxfer::sender::Sender::connect(env.key, &Default::default()).unwrap();
+    let tx = Watched::spawn({
+        let mut c = env.cmd(&["send"]);
+        c.arg(&input);
+        c
+    });
+    let t = Instant::now();
+    let (code, took, err) = one_signal(tx, "INT", || t.elapsed() > Duration::from_millis(300));
+    assert_eq!(code, Some(130), "{err}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    drop(holder);
+}
