@@ -836,7 +836,10 @@ fn recv_legacy_tells_files_as_json_runs_exec_and_refuses_what_it_cannot_do() {
     assert!(wait_until(Duration::from_secs(10), || marks
         .join("12345")
         .exists()));
-    assert!(same(&f, &marks.join("12345")), "the command ran on the committed file");
+    assert!(
+        same(&f, &marks.join("12345")),
+        "the command ran on the committed file"
+    );
     let out = r.stop();
     let line = stdout(&out);
     let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
@@ -846,7 +849,10 @@ fn recv_legacy_tells_files_as_json_runs_exec_and_refuses_what_it_cannot_do() {
         format!("{:x}", md5::compute(std::fs::read(&f).unwrap())),
         "{line}"
     );
-    assert!(v["path"].as_str().unwrap().ends_with("file01.jpg"), "{line}");
+    assert!(
+        v["path"].as_str().unwrap().ends_with("file01.jpg"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -140,7 +140,10 @@ fn md5_fails_a_file_committed_with_bytes_someone_else_wrote_into_the_channel() {
     let err = tx.stderr();
     assert_eq!(code, Some(65), "{err}");
     assert!(err.contains("MD5 mismatch"), "{err}");
-    assert!(err.contains(forged.trim()), "names the committed digest: {err}");
+    assert!(
+        err.contains(forged.trim()),
+        "names the committed digest: {err}"
+    );
     let ours = format!("{:x}", md5::compute(std::fs::read(&input).unwrap()));
     assert!(err.contains(&ours), "names our digest: {err}");
 }
@@ -186,7 +189,13 @@ fn senders_let_through_a_forged_gate_never_share_a_session() {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile_ipc.py");
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .args(["/usr/bin/python3", script, "forge-gate", &env.key_arg(), "60"]);
+            .args([
+                "/usr/bin/python3",
+                script,
+                "forge-gate",
+                &env.key_arg(),
+                "60",
+            ]);
         Watched::spawn(c)
     };
     let mut senders: Vec<Watched> = inputs
@@ -237,7 +246,10 @@ fn a_file_rewritten_in_place_while_it_is_read_is_never_committed() {
         "the sender never filled the ring"
     );
     // Same size, new bytes at both ends: one already read, one still to come.
-    let f = std::fs::OpenOptions::new().write(true).open(&input).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&input)
+        .unwrap();
     use std::os::unix::fs::FileExt;
     f.write_all_at(b"XXXX", 10).unwrap();
     f.write_all_at(b"YYYY", 6 << 20).unwrap();
@@ -267,11 +279,7 @@ fn a_stopped_receiver_is_named_within_2s_and_waited_for_until_it_continues() {
     r.signal("STOP");
     let said = format!("receiver {} is stopped", r.pid());
     let t = Instant::now();
-    assert!(
-        tx.says(&said, Duration::from_secs(3)),
-        "{}",
-        tx.stderr()
-    );
+    assert!(tx.says(&said, Duration::from_secs(3)), "{}", tx.stderr());
     assert!(t.elapsed() < Duration::from_secs(2) + Duration::from_millis(500));
     let o = shmxfer(&["status", "--json", "--key", &env.key_arg()]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -296,7 +304,10 @@ fn wait_bounds_a_stopped_receiver_with_exit_75_naming_it() {
     let o = env.send(&["--wait", "2", input.to_str().unwrap()]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(75), "{err}");
-    assert!(err.contains(&format!("receiver {} is stopped", r.pid())), "{err}");
+    assert!(
+        err.contains(&format!("receiver {} is stopped", r.pid())),
+        "{err}"
+    );
     assert!(err.contains("SIGSTOP"), "{err}");
     assert!(!err.contains("another sender"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
@@ -309,7 +320,11 @@ fn one_signal(
     sig: &str,
     ready: impl FnMut() -> bool,
 ) -> (Option<i32>, Duration, String) {
-    assert!(wait_until(Duration::from_secs(10), ready), "{}", tx.stderr());
+    assert!(
+        wait_until(Duration::from_secs(10), ready),
+        "{}",
+        tx.stderr()
+    );
     kill(tx.pid(), sig);
     let t = Instant::now();
     let code = tx.exit_within(Duration::from_secs(10));
@@ -334,7 +349,10 @@ fn one_signal_ends_a_sender_waiting_for_its_answer_within_2s() {
         });
         assert_eq!(code, Some(130), "SIG{sig}: {err}");
         assert!(took < Duration::from_secs(2), "SIG{sig}: {took:?}");
-        assert!(err.contains("small.bin: interrupted before the receiver's answer came"), "{err}");
+        assert!(
+            err.contains("small.bin: interrupted before the receiver's answer came"),
+            "{err}"
+        );
     }
 }
 

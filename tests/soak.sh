@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Soak: thousands of sends of one to four files of random sizes, with random kills and
-# interrupts of either side and failures in the middle of a file (receivers started under a
-# file-size limit, inputs that shrink while sent), then checks
+# interrupts of either side, a receiver stopped (SIGSTOP) for a while, and failures in the middle
+# of a file (receivers started under a file-size limit, inputs that shrink or are rewritten in
+# place while sent), then checks
 #  - every file of a `send` that exited 0 arrived byte-identical;
 #  - every file in the output directory is whole (identical to its input), none partial, none
 #    holding another file's bytes (each send's later files follow a failed one on the ring);
@@ -34,6 +35,9 @@ start_recv() {
   echo "receiver did not come up"; exit 1
 }
 cleanup() {
+  # A sender killed between fork and exec runs this trap in its subshell: only the script
+  # itself cleans up.
+  [[ $BASHPID == "$$" ]] || return 0
   [[ -n $RPID ]] && kill "$RPID" 2>/dev/null || true
   wait 2>/dev/null || true
   "$BIN" clean --key "$KEY" --force -q 2>/dev/null || true
@@ -50,7 +54,7 @@ done
 
 echo "soak: $N sends, seed $SEED, key $KEY"
 start_recv
-ok=0; failed=0; killed_s=0; killed_r=0; restarts=0; shrunk=0; files_sent=0
+ok=0; failed=0; killed_s=0; killed_r=0; restarts=0; shrunk=0; rewritten=0; stopped=0; files_sent=0
 declare -A sent_ok alt
 matches() { cmp -s "$1" "$2" || { [[ -n ${alt[$3]:-} ]] && cmp -s "$1" "${alt[$3]}"; }; }
 t0=$(date +%s)
@@ -81,9 +85,30 @@ for t in $(seq -w 1 "$N"); do
     wait "$RPID" 2>/dev/null || true
     if wait "$sp" 2>/dev/null; then for f in "${files[@]}"; do sent_ok[$(basename "$f")]=$(readlink -f "$f"); done; ok=$((ok + 1)); else killed_r=$((killed_r + 1)); fi
     start_recv; restarts=$((restarts + 1))
+  elif (( dice < 15 )); then
+    # Stop the receiver (SIGSTOP) for up to 1.5 s partway through, then continue it: the send
+    # waits it out and succeeds.
+    "$BIN" send --key "$KEY" --wait 10 -q $md5 "${files[@]}" 2>>"$WORK/send.err" &
+    sp=$!
+    sleep "0.00$(( RANDOM % 10 ))"
+    kill -STOP "$RPID" 2>/dev/null || true
+    sleep "$(( RANDOM % 2 )).$(( RANDOM % 5 ))"
+    kill -CONT "$RPID" 2>/dev/null || true
+    stopped=$((stopped + 1))
+    if wait "$sp"; then for f in "${files[@]}"; do sent_ok[$(basename "$f")]=$(readlink -f "$f"); done; ok=$((ok + 1)); else failed=$((failed + 1)); fi
   else
-    # The first file may be a private copy of a large input that shrinks while it is sent.
-    if (( dice < 20 )); then
+    # The first file may be a private copy of a large input that shrinks, or is rewritten in
+    # place (same size), while it is sent.
+    if (( dice < 20 )) && (( RANDOM % 2 )); then
+      first="$WORK/in/t${t}_1"; orig="$WORK/in/p$(( 48 + RANDOM % 16 ))"
+      rm -f "$first"; cp "$orig" "$first"
+      # It arrives whole as it was before the rewrite or after it, or not at all.
+      alt[t${t}_1]=$orig
+      size=$(stat -c %s "$first")
+      ( sleep "0.00$(( RANDOM % 5 ))"; printf 'REWRITTEN' | dd of="$first" bs=1 seek=$(( (RANDOM * 32768 + RANDOM) % (size + 1) )) conv=notrunc status=none 2>/dev/null; truncate -s "$size" "$first" ) &
+      tp=$!
+      rewritten=$((rewritten + 1))
+    elif (( dice < 20 )); then
       first="$WORK/in/t${t}_1"; orig="$WORK/in/p$(( 48 + RANDOM % 16 ))"
       rm -f "$first"; cp "$orig" "$first"
       # It arrives whole as it was before the cut or after it, or not at all.
@@ -126,7 +151,8 @@ leaks=$(ipcs -m -s | awk -v a="$(printf '0x%08x' "$KEY")" -v b="$(printf '0x%08x
 committed=$(ls "$OUT" | wc -l)
 
 echo "sends: $N ($files_sent files) in ${elapsed}s; send exit 0: $ok; failed without a kill: $failed" \
-  "(inputs shrunk mid-send: $shrunk; receivers under a file-size limit among restarts);" \
+  "(inputs shrunk mid-send: $shrunk, rewritten in place: $rewritten; receivers under a file-size limit among restarts);" \
+  "receiver stopped and continued mid-send: $stopped;" \
   "sender killed or interrupted: $killed_s; receiver killed: $killed_r (restarts: $restarts)"
 echo "files committed: $committed (of which in sends that did not exit 0: $((committed - ${#sent_ok[@]})))"
 echo "checks: differing $bad, missing $missing, partial $partial, temporary/stray $stray, leaked IPC objects $leaks"
