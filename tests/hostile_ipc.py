@@ -5,6 +5,7 @@ Only the standard library (ctypes over libc), so it runs as any user.
 
     hostile_ipc.py gate KEY N             add N to the gate (GATE += N) once, then leave
     hostile_ipc.py forge-gate KEY SECS    for SECS, set the gate to 1 every millisecond
+    hostile_ipc.py setval KEY NUM VALUE   set semaphore NUM of the channel's set to VALUE
     hostile_ipc.py tamper KEY LANE        rewrite the first byte of the chunk in slot 0 and the
                                           trailer's MD5 of file LANE's lane to match it
 
@@ -86,6 +87,8 @@ def main():
         gate(key, int(sys.argv[3]))
     elif cmd == "forge-gate":
         forge_gate(key, float(sys.argv[3]))
+    elif cmd == "setval":
+        check(libc.semctl(semid(key), int(sys.argv[3]), SETVAL, ctypes.c_int(int(sys.argv[4]))), "semctl")
     elif cmd == "tamper":
         tamper(key, int(sys.argv[3]))
     else:

@@ -405,3 +405,37 @@ fn one_signal_ends_a_sender_waiting_for_its_turn_or_a_receiver_within_2s() {
     assert!(took < Duration::from_secs(2), "{took:?}");
     drop(holder);
 }
+
+/// `shmxfer ARGS` as `nobody`.
+fn as_nobody(args: &[&str]) -> Output {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .args(args)
+        .current_dir("/")
+        .env_remove("SHMXFER_KEY");
+    run_bounded(c, Duration::from_secs(20))
+}
+
+fn state_seen(o: &Output) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", stderr(o)));
+    v["channels"][0]["state"].as_str().unwrap_or("none").to_string()
+}
+
+#[test]
+fn another_user_judges_a_receiver_by_its_mark_and_cannot_remove_it_when_forged_stale() {
+    let env = Env::new();
+    let _r = env.recv(&["--mode", "0666"]);
+    let key = env.key_arg();
+    let status = ["status", "--json", "--key", key.as_str()];
+    assert_eq!(state_seen(&as_nobody(&status)), "idle");
+    // Someone zeroes the receiver's liveness mark (semaphore 5).
+    hostile(&env, &["setval", "5", "0"]);
+    assert_eq!(state_seen(&as_nobody(&status)), "stale", "what the other user sees");
+    assert_eq!(state_seen(&shmxfer(&status)), "idle", "what the owner sees");
+    let o = as_nobody(&["send", "--key", &key, "--owner", "root", "/etc/hostname"]);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    let o = as_nobody(&["clean", "--stale", "--key", &key]);
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(state_seen(&shmxfer(&status)), "idle", "still there, still served");
+}
