@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A System V IPC key. Keys are 32-bit; `ipcs` prints them as unsigned hex, `/proc/sysvipc`
@@ -234,12 +234,18 @@ pub struct Mapping {
     id: i32,
 }
 
-// SAFETY: the mapping is plain shared memory; it is valid from every thread until `Drop`.
-// Concurrent access is the protocol's business (semaphores order it), and every typed access
-// below is either atomic or a byte copy, so a racing writer yields odd values, never UB that
-// could escape into our own memory.
+// What sharing a mapping relies on. Within this process, every access to the segment's bytes
+// goes through atomics (word-wise copies, `load_*`/`store_*`), so two threads that touch the
+// same bytes at once race only in value, never in the sense of Rust's memory model: no data
+// race, whatever safe code does. Across processes, Rust's model has nothing to say: another
+// process (or the kernel, in `read_from`/`write_to`) may write any byte at any moment. We rely
+// on what the hardware gives shared memory: aligned loads and stores of up to 8 bytes are
+// single-copy atomic, and our acquire/release pairs order what the semaphores do not. So a
+// peer writing nonsense makes us read nonsense (which every decoder checks), never touch
+// memory outside the segment.
+// SAFETY: as above; the mapping is valid from every thread until `Drop`.
 unsafe impl Send for Mapping {}
-// SAFETY: see `Send`; `&Mapping` only exposes reads, atomic stores and byte copies.
+// SAFETY: as above: `&Mapping` only exposes atomic accesses and kernel copies.
 unsafe impl Sync for Mapping {}
 
 impl fmt::Debug for Mapping {
@@ -322,29 +328,59 @@ impl Mapping {
         Ok(())
     }
 
+    /// Copies `out.len()` bytes from `offset` with relaxed atomic loads: 8 bytes at a time
+    /// where aligned, single bytes at the ends.
+    ///
     /// # Safety
     /// `offset..offset + out.len()` must lie inside the mapping.
     unsafe fn copy_out(&self, offset: usize, out: &mut [u8]) {
-        // SAFETY: the range is inside the mapping (the caller's promise) and `out` is ours; the
-        // two cannot overlap because the mapping is not Rust-owned memory. A byte copy has no
-        // invalid values, so a peer writing meanwhile gives odd bytes, never UB.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.ptr.as_ptr().add(offset),
-                out.as_mut_ptr(),
-                out.len(),
-            )
-        };
+        let n = out.len();
+        let mut i = 0;
+        while i < n {
+            let at = offset + i;
+            if at.is_multiple_of(8) && n - i >= 8 {
+                // SAFETY: in bounds (the caller's promise) and 8-aligned (the mapping is
+                // page-aligned); an atomic may be written by others meanwhile.
+                let v = unsafe { self.atomic_u64_at(at) }.load(Ordering::Relaxed);
+                out[i..i + 8].copy_from_slice(&v.to_ne_bytes());
+                i += 8;
+            } else {
+                // SAFETY: in bounds (the caller's promise); a byte is always aligned.
+                out[i] = unsafe { self.atomic_u8_at(at) }.load(Ordering::Relaxed);
+                i += 1;
+            }
+        }
     }
 
+    /// Copies `data` to `offset` with relaxed atomic stores, as [`Mapping::copy_out`] reads.
+    ///
     /// # Safety
     /// `offset..offset + data.len()` must lie inside the mapping.
     unsafe fn copy_in(&self, offset: usize, data: &[u8]) {
         assert!(self.writable, "write to a read-only attachment");
-        // SAFETY: as in `copy_out`, and the attachment is writable (asserted).
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len())
-        };
+        let n = data.len();
+        let mut i = 0;
+        while i < n {
+            let at = offset + i;
+            if at.is_multiple_of(8) && n - i >= 8 {
+                let v = u64::from_ne_bytes(data[i..i + 8].try_into().expect("8 bytes"));
+                // SAFETY: as in `copy_out`, on a writable attachment (asserted).
+                unsafe { self.atomic_u64_at(at) }.store(v, Ordering::Relaxed);
+                i += 8;
+            } else {
+                // SAFETY: as in `copy_out`, on a writable attachment (asserted).
+                unsafe { self.atomic_u8_at(at) }.store(data[i], Ordering::Relaxed);
+                i += 1;
+            }
+        }
+    }
+
+    /// # Safety
+    /// `offset` must lie inside the mapping.
+    unsafe fn atomic_u8_at(&self, offset: usize) -> &AtomicU8 {
+        // SAFETY: in bounds (the caller's promise); AtomicU8 has the layout of u8, and an
+        // atomic may be written by others while we hold a reference to it.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU8>() }
     }
 
     fn atomic_u64(&self, offset: usize) -> std::result::Result<&AtomicU64, OutOfBounds> {
@@ -1037,28 +1073,60 @@ const STOP_SIGNALS: [nix::sys::signal::Signal; 3] = [
     nix::sys::signal::Signal::SIGHUP,
 ];
 
-/// Runs `handler` on SIGINT, SIGTERM and SIGHUP, in the thread the signal interrupts, with no
-/// helper thread (a thread costs a short-lived process here about 7% of its run time).
-/// Without `SA_RESTART`, so a blocking `read` or `semop` of that thread returns `EINTR`.
-///
-/// `handler` must be async-signal-safe: atomics and [`exit_now`], nothing that allocates or
-/// locks.
+/// How many stop signals (SIGINT, SIGTERM, SIGHUP) arrived since [`stop_on_signals`].
+static STOP_SIGNALS_SEEN: AtomicU32 = AtomicU32::new(0);
+/// What the second signal writes to stderr before it ends the process, and with what code:
+/// set before the handler is installed, only read inside it.
+static LAST_WORDS: std::sync::atomic::AtomicPtr<u8> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+static LAST_WORDS_LEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static LAST_CODE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(130);
+
+/// The handler: async-signal-safe by construction (atomics, write(2), _exit), so installing it
+/// is safe for any caller.
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    if STOP_SIGNALS_SEEN.fetch_add(1, Ordering::SeqCst) > 0 {
+        let words = LAST_WORDS.load(Ordering::SeqCst);
+        let len = LAST_WORDS_LEN.load(Ordering::SeqCst);
+        if !words.is_null() {
+            // SAFETY: `words` and `len` describe a `&'static [u8]` (stored together in
+            // `stop_on_signals` before the handler was installed); write(2) is
+            // async-signal-safe.
+            unsafe { libc::write(libc::STDERR_FILENO, words.cast(), len) };
+        }
+        exit_now(LAST_CODE.load(Ordering::SeqCst));
+    }
+}
+
+/// Counts SIGINT, SIGTERM and SIGHUP ([`stop_signals_seen`]) in a handler that runs in the
+/// thread the signal interrupts, with no helper thread (a thread costs a short-lived process
+/// here about 7% of its run time). Without `SA_RESTART`, so a blocking `read` or `semop` of
+/// that thread returns `EINTR`. A second signal writes `last_words` to stderr and ends the
+/// process at once with `code`.
 ///
 /// # Errors
 /// `sigaction` failed.
-pub fn on_stop_signals(handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
+pub fn stop_on_signals(last_words: &'static [u8], code: i32) -> io::Result<()> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    LAST_WORDS_LEN.store(last_words.len(), Ordering::SeqCst);
+    LAST_WORDS.store(last_words.as_ptr().cast_mut(), Ordering::SeqCst);
+    LAST_CODE.store(code, Ordering::SeqCst);
     let action = SigAction::new(
-        SigHandler::Handler(handler),
+        SigHandler::Handler(on_stop_signal),
         SaFlags::empty(),
         SigSet::empty(),
     );
     for sig in STOP_SIGNALS {
-        // SAFETY: the handler's contract (above) is that it is async-signal-safe, which is
-        // what sigaction requires of it; nothing else in the process handles these signals.
+        // SAFETY: the handler is async-signal-safe (see `on_stop_signal`), which is what
+        // sigaction requires of it.
         unsafe { sigaction(sig, &action) }.map_err(io::Error::from)?;
     }
     Ok(())
+}
+
+/// How many stop signals arrived since [`stop_on_signals`].
+pub fn stop_signals_seen() -> u32 {
+    STOP_SIGNALS_SEEN.load(Ordering::SeqCst)
 }
 
 /// Blocks the stop signals in the calling thread, so that they reach the main thread (and
@@ -1069,21 +1137,6 @@ pub fn block_stop_signals() {
         set.add(sig);
     }
     let _ = set.thread_block();
-}
-
-/// Ends the process at once with `code` after one write of `last_words` to stderr, running
-/// nothing else (safe inside a signal handler, unlike `std::process::exit`).
-pub fn exit_now_saying(code: i32, last_words: &'static [u8]) -> ! {
-    // SAFETY: write(2) is async-signal-safe; the buffer is a static byte string of the given
-    // length. Its result does not matter: the process ends next.
-    unsafe {
-        libc::write(
-            libc::STDERR_FILENO,
-            last_words.as_ptr().cast(),
-            last_words.len(),
-        )
-    };
-    exit_now(code)
 }
 
 /// Ends the process at once with `code`, running nothing else (safe inside a signal handler,

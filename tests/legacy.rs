@@ -701,7 +701,8 @@ fn send_legacy_killed_anywhere_never_leaves_a_torn_file_at_the_consumer() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        std::thread::sleep(Duration::from_micros(x % 8000));
+        // Up to 12 ms: a debug build under a loaded suite takes most of that to start.
+        std::thread::sleep(Duration::from_micros(x % 12_000));
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -805,6 +806,7 @@ fn recv_legacy_tells_files_as_json_runs_exec_and_refuses_what_it_cannot_do() {
     ] {
         let mut c = Command::new(BIN);
         c.args(["recv", "--legacy", "--key", &ck.0.to_string()])
+            .args(["--size-key", &sk.0.to_string()])
             .args(flag)
             .arg("--dir")
             .arg(env.out());

@@ -417,9 +417,12 @@ fn as_nobody(args: &[&str]) -> Output {
 }
 
 fn state_seen(o: &Output) -> String {
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", stderr(o)));
-    v["channels"][0]["state"].as_str().unwrap_or("none").to_string()
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(o)));
+    v["channels"][0]["state"]
+        .as_str()
+        .unwrap_or("none")
+        .to_string()
 }
 
 #[test]
@@ -431,11 +434,19 @@ fn another_user_judges_a_receiver_by_its_mark_and_cannot_remove_it_when_forged_s
     assert_eq!(state_seen(&as_nobody(&status)), "idle");
     // Someone zeroes the receiver's liveness mark (semaphore 5).
     hostile(&env, &["setval", "5", "0"]);
-    assert_eq!(state_seen(&as_nobody(&status)), "stale", "what the other user sees");
+    assert_eq!(
+        state_seen(&as_nobody(&status)),
+        "stale",
+        "what the other user sees"
+    );
     assert_eq!(state_seen(&shmxfer(&status)), "idle", "what the owner sees");
     let o = as_nobody(&["send", "--key", &key, "--owner", "root", "/etc/hostname"]);
     assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
     let o = as_nobody(&["clean", "--stale", "--key", &key]);
     assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(state_seen(&shmxfer(&status)), "idle", "still there, still served");
+    assert_eq!(
+        state_seen(&shmxfer(&status)),
+        "idle",
+        "still there, still served"
+    );
 }

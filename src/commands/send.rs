@@ -65,17 +65,10 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// mark and the receiver discards a file whose last chunk never came. The handler runs in
 /// the main thread: no thread of its own, which cost a one-file send 7%.
 fn install_stop_handler() {
-    let _ = sysv::on_stop_signals(on_stop_signal);
-}
-
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    // Async-signal-safe only: an atomic swap, and _exit.
-    if runtime::request_stop() {
-        sysv::exit_now_saying(
-            exit::INTERRUPTED,
-            b"shmxfer: error: interrupted again: ended at once; the files in flight may or may not have been committed\n",
-        );
-    }
+    let _ = sysv::stop_on_signals(
+        b"shmxfer: error: interrupted again: ended at once; the files in flight may or may not have been committed\n",
+        exit::INTERRUPTED,
+    );
 }
 
 /// Ends the process when the main thread has not settled a stop within `STOP_GRACE`: it is

@@ -392,7 +392,7 @@ fn probe_judging(key: Key, judge: Judge) -> Result<Probe, FrameError> {
     // The header alone, read from a segment of any size: another version's control segment
     // may be smaller than ours, and its version is what to report.
     let mut head = [0u8; INFO_LEN];
-    if map.read(INFO_OFF, &mut head).is_err() {
+    if read_head(&map, &mut head).is_err() {
         return Ok(Probe::Foreign {
             shmid: shm.id(),
             why: HeaderError::TooSmall { size }.to_string(),
@@ -716,9 +716,10 @@ impl Channel {
             name: addr.name.clone().unwrap_or_default().into_bytes(),
         };
         let head = encode_info(&info);
+        // The magic last, with a release store that `read_head`'s acquire load pairs with: a
+        // reader that sees the magic sees every field written before it.
         control.write(8, &head[8..]);
-        std::sync::atomic::fence(Ordering::Release);
-        control.write(0, &head[..8]);
+        control.store_u64(INFO_OFF, u64::from_ne_bytes(MAGIC));
         undo.disarm();
         Ok(Channel {
             key,
@@ -1403,6 +1404,15 @@ impl Channel {
     }
 }
 
+/// Copies a channel's info region out: the magic first, with an acquire load (the receiver
+/// stores it last, with release), then the rest, so the fields read belong to the magic seen.
+fn read_head(map: &Mapping, head: &mut [u8; INFO_LEN]) -> Result<(), sysv::OutOfBounds> {
+    let magic = map.load_u64(INFO_OFF)?;
+    map.read(INFO_OFF + 8, &mut head[8..])?;
+    head[..8].copy_from_slice(&magic.to_ne_bytes());
+    Ok(())
+}
+
 /// A control segment's attachment, checked once to hold `CONTROL_LEN` bytes: every field is at
 /// a constant offset inside it, so no access can fall outside, and none returns an error.
 type Control = Fixed<CONTROL_LEN>;
@@ -1435,7 +1445,8 @@ impl View {
         let stat = shm.stat()?;
         let control = control(shm.attach(false)?).map_err(header)?;
         let mut head = [0u8; INFO_LEN];
-        control.read(0, &mut head);
+        read_head(control.mapping(), &mut head)
+            .map_err(|e| header(HeaderError::TooSmall { size: e.size }))?;
         let mut info = decode_info(&head, control.mapping().len()).map_err(header)?;
         // As in `probe`: the pid the kernel translates into our namespace.
         info.receiver_pid = stat.cpid;

@@ -55,8 +55,8 @@ use std::time::{Duration, Instant};
 use tracing::{debug, trace};
 
 use crate::protocols::frame::{
-    self, Address, Channel, Config, Desc, DescKind, FrameError, Meta, Op, Outcome, Probe, Request,
-    STARTUP_GRACE, State, Status, hex,
+    self, Abort, Address, Channel, Config, Desc, DescKind, FrameError, Meta, Op, Outcome, Probe,
+    Request, STARTUP_GRACE, State, Status, hex,
 };
 use crate::shared::digest::Md5;
 use crate::shared::pacer::{DirectMode, PacedFile, Pacer};
@@ -929,11 +929,11 @@ fn finish(
     match end {
         End::Complete => Ok((total, ctx.map(Md5::finalize).unwrap_or([0; 16]))),
         End::SenderAborted(code) => {
-            let why = match code {
-                1 => "the sender was interrupted",
-                2 => "the sender could not read its file",
-                3 => "the file changed while it was sent",
-                _ => "the sender aborted",
+            let why = match Abort::from_code(code) {
+                Some(Abort::Interrupted) => "the sender was interrupted",
+                Some(Abort::ReadError) => "the sender could not read its file",
+                Some(Abort::FileChanged) => "the file changed while it was sent",
+                Some(Abort::ReceiverFailed) | None => "the sender aborted",
             };
             answer(Status::Aborted, 0, why.into())
         }

@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
-/// Set once SIGINT or SIGTERM arrived; long waits check it between slices.
+/// Set once a stop was asked for ([`request_stop`]) or a stop signal arrived
+/// ([`crate::sysv::stop_on_signals`]); long waits check it between slices.
 pub fn stop_requested() -> bool {
-    STOP.load(Ordering::SeqCst)
+    STOP.load(Ordering::SeqCst) || crate::sysv::stop_signals_seen() > 0
 }
 
 /// How long ago a stop was first noticed by [`stop_age`]'s callers (not by the signal

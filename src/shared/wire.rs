@@ -338,11 +338,12 @@ pub fn decode_info(b: &[u8], segment_size: usize) -> Result<Info, HeaderError> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 /// What a request asks for.
+#[repr(u32)]
 pub enum Op {
     /// Take a file.
-    File,
+    File = 1,
     /// The sender is done: the receiver admits the next one.
-    Bye,
+    Bye = 2,
 }
 
 /// The sender's permission bits and modification time, for `recv --preserve`.
@@ -439,8 +440,8 @@ pub fn decode_request(b: &[u8], path: &[u8]) -> Result<Request, HeaderError> {
     }
     let field = |field, value: u64| HeaderError::Field { field, value };
     let op = match rd_u32(b, 4) {
-        1 => Op::File,
-        2 => Op::Bye,
+        c if c == Op::File as u32 => Op::File,
+        c if c == Op::Bye as u32 => Op::Bye,
         v => return Err(field("request op", v.into())),
     };
     let flags = rd_u32(b, 16);
@@ -502,31 +503,32 @@ fn decode_path(b: &[u8]) -> Result<Vec<u8>, HeaderError> {
 
 /// What the receiver says about the current request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
 pub enum Status {
     /// Nothing decided yet (also: the receiver is still taking data).
-    Pending,
+    Pending = 0,
     /// The receiver is taking the file (set when it reads the request; the sender sends its
     /// chunks without waiting for it).
-    Accepted,
+    Accepted = 1,
     /// The file is written and named.
-    Committed,
+    Committed = 2,
     /// The receiver could not create the output file.
-    CannotCreate,
+    CannotCreate = 3,
     /// Writing the output failed (disk full, file size limit, closed stdout...).
-    WriteFailed,
+    WriteFailed = 4,
     /// The MD5 of what arrived differs from the sender's.
-    Md5Mismatch,
+    Md5Mismatch = 5,
     /// The sender aborted; the partial file was discarded.
-    Aborted,
+    Aborted = 6,
     /// The request or a chunk descriptor was malformed.
-    BadRequest,
+    BadRequest = 7,
     /// The received length differs from the size the sender announced.
-    LengthMismatch,
+    LengthMismatch = 8,
     /// The receiver takes no more files (`--once` and it has its one).
-    Closed,
+    Closed = 9,
     /// The receiver recreates relative paths (`--keep-path`) and this one is unsafe: absolute,
     /// with an empty, `.` or `..` component, or a NUL.
-    BadPath,
+    BadPath = 10,
 }
 
 impl Status {
@@ -541,21 +543,20 @@ impl Status {
     /// The status stored as `c`, if it is one.
     pub fn from_code(c: u32) -> Option<Status> {
         use Status::*;
-        [
-            Pending,
-            Accepted,
-            Committed,
-            CannotCreate,
-            WriteFailed,
-            Md5Mismatch,
-            Aborted,
-            BadRequest,
-            LengthMismatch,
-            Closed,
-            BadPath,
-        ]
-        .get(c as usize)
-        .copied()
+        Some(match c {
+            0 => Pending,
+            1 => Accepted,
+            2 => Committed,
+            3 => CannotCreate,
+            4 => WriteFailed,
+            5 => Md5Mismatch,
+            6 => Aborted,
+            7 => BadRequest,
+            8 => LengthMismatch,
+            9 => Closed,
+            10 => BadPath,
+            _ => return None,
+        })
     }
 }
 
@@ -735,6 +736,7 @@ pub fn hex(d: &[u8; 16]) -> String {
 
 /// Channel state as the receiver publishes it, for `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
 pub enum State {
     /// Creating the channel.
     Starting = 0,
@@ -748,6 +750,7 @@ pub enum State {
 
 /// Why a sender gave up on a file, as it tells the receiver in its trailer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
 pub enum Abort {
     /// A stop (a signal) reached the sender.
     Interrupted = 1,
@@ -759,9 +762,67 @@ pub enum Abort {
     ReceiverFailed = 4,
 }
 
+impl Abort {
+    /// The abort stored as `c`, if it is one.
+    pub fn from_code(c: u32) -> Option<Abort> {
+        Some(match c {
+            1 => Abort::Interrupted,
+            2 => Abort::ReadError,
+            3 => Abort::FileChanged,
+            4 => Abort::ReceiverFailed,
+            _ => return None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The numbers on the wire are the contract (docs/protocol.md), not declaration order.
+    #[test]
+    fn every_wire_code_has_the_value_the_protocol_gives_it() {
+        let statuses = [
+            (Status::Pending, 0),
+            (Status::Accepted, 1),
+            (Status::Committed, 2),
+            (Status::CannotCreate, 3),
+            (Status::WriteFailed, 4),
+            (Status::Md5Mismatch, 5),
+            (Status::Aborted, 6),
+            (Status::BadRequest, 7),
+            (Status::LengthMismatch, 8),
+            (Status::Closed, 9),
+            (Status::BadPath, 10),
+        ];
+        for (s, code) in statuses {
+            assert_eq!(s.code(), code, "{s:?}");
+            assert_eq!(Status::from_code(code), Some(s));
+        }
+        assert_eq!(Status::from_code(11), None);
+        let aborts = [
+            (Abort::Interrupted, 1),
+            (Abort::ReadError, 2),
+            (Abort::FileChanged, 3),
+            (Abort::ReceiverFailed, 4),
+        ];
+        for (a, code) in aborts {
+            assert_eq!(a as u32, code, "{a:?}");
+            assert_eq!(Abort::from_code(code), Some(a));
+        }
+        assert_eq!(Abort::from_code(0), None);
+        assert_eq!((Op::File as u32, Op::Bye as u32), (1, 2));
+        let states = [
+            (State::Starting, 0),
+            (State::Idle, 1),
+            (State::Busy, 2),
+            (State::Stopping, 3),
+        ];
+        for (st, code) in states {
+            assert_eq!(st as u32, code, "{st:?}");
+        }
+        assert_eq!((DESC_LAST, DESC_ABORT), (1, 2));
+    }
 
     #[test]
     fn every_region_of_every_lane_lies_apart_inside_the_control_segment() {
