@@ -92,7 +92,13 @@ fn a_stop_reaches_a_sender_blocked_on_a_silent_pipe_at_once_and_is_reported() {
     let (child, stdin) = streaming_sender(&env, 100 << 10);
     let _g = PidGuard(child.id() as i32);
     wait_busy(&env, 0);
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        wait_until(Duration::from_secs(10), || blocked_in(
+            child.id() as i32,
+            libc::SYS_read
+        )),
+        "the sender never blocked reading its pipe"
+    );
     let t = Instant::now();
     kill(child.id(), "TERM");
     let ended = wait_until(HANG, || {
@@ -144,7 +150,16 @@ fn senders_fail_fast_when_the_receiver_is_killed_and_a_new_receiver_takes_over()
         .stdin(Stdio::null());
     let queued = c.spawn().unwrap();
     let _g2 = PidGuard(queued.id() as i32);
-    std::thread::sleep(Duration::from_millis(200));
+    // Queued: it connected and sleeps on the gate (a sender that never connected would also
+    // exit 69, but saying there is no receiver).
+    assert!(
+        wait_until(Duration::from_secs(10), || shmxfer::sysv::SemSet::open(
+            env.key
+        )
+        .and_then(|s| s.waiting(shmxfer::frame::sem::GATE))
+        .is_ok_and(|n| n >= 1)),
+        "the second sender never queued for the gate"
+    );
     let t = Instant::now();
     r.signal("KILL");
     let a = finish(streaming, HANG);
@@ -155,10 +170,17 @@ fn senders_fail_fast_when_the_receiver_is_killed_and_a_new_receiver_takes_over()
     eprintln!(
         "after SIGKILL to the receiver: streaming sender exited in {ta:?}, queued sender in {tb:?}"
     );
+    let gone = format!("the receiver (pid {}) on key", r.pid());
     for o in [&a, &b] {
         assert_eq!(o.status.code(), Some(69), "{}", stderr(o));
-        assert!(stderr(o).contains("receiver"), "{}", stderr(o));
+        assert!(
+            stderr(o).contains(&gone) && stderr(o).contains("is gone"),
+            "{}",
+            stderr(o)
+        );
     }
+    // Fast: within a liveness slice or two (measured in milliseconds); seconds only on a hang.
+    assert!(tb < Duration::from_secs(3), "{ta:?} {tb:?}");
     // A new receiver takes the key over without `clean`.
     let r2 = env.recv(&[]);
     let o = env.send(&[f.to_str().unwrap()]);

@@ -287,7 +287,13 @@ fn sigint_while_opening_a_fifo_never_commits_it_even_with_a_stuck_stderr() {
         .join("a.txt")
         .exists()));
     // Now blocked opening the FIFO.
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        wait_until(Duration::from_secs(10), || blocked_in(
+            child.id() as i32,
+            libc::SYS_openat
+        )),
+        "the sender never blocked opening the FIFO"
+    );
     kill(child.id(), "INT");
     std::thread::sleep(Duration::from_millis(200));
     // A writer comes and goes without writing a byte: the sender's open returns.

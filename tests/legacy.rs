@@ -179,7 +179,7 @@ fn legacy_send(ck: Key, sk: Key) -> Command {
 fn keys(env: &Env) -> (Key, Key, KeyGuard) {
     // Env's own guard covers KEY and KEY+1; the size key gets a guard of its own.
     let sk = Key(env.key.0 + 2);
-    (env.key, sk, KeyGuard(sk))
+    (env.key, sk, KeyGuard::new(sk))
 }
 
 fn legacy_recv(env: &Env, ck: Key, sk: Key, extra: &[&str]) -> Receiver {

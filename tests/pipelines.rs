@@ -210,7 +210,7 @@ fn jobs_run_commands_at_once_and_once_exits_nonzero_after_a_failed_command() {
     while listing(&env.path("marks")).len() < 2 && t.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Both commands started; a stop now waits for them (they end at once) before it ends.
     let out = r.stop();
     assert!(!stderr(&out).contains("failed"), "{}", stderr(&out));
 
@@ -238,7 +238,10 @@ fn a_stopping_receiver_waits_boundedly_for_a_hanging_command_and_says_so() {
     let f = env.file("a", 1);
     let o = env.send(&[f.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        wait_until(Duration::from_secs(10), || has_child(r.pid(), "sleep")),
+        "the command never started"
+    );
     let t = Instant::now();
     r.signal("TERM");
     let mut r = r;

@@ -94,7 +94,7 @@ fn each_user_has_a_default_channel_of_their_own() {
             return;
         }
     }
-    let (_g1, _g2) = (KeyGuard(root_key), KeyGuard(nobody_key));
+    let (_g1, _g2) = (KeyGuard::new(root_key), KeyGuard::new(nobody_key));
     let env = Env::new();
     let root_out = env.path("root-out");
     let _root = serving(
@@ -125,7 +125,7 @@ fn each_user_has_a_default_channel_of_their_own() {
 fn named_channels_meet_by_name_and_refuse_a_key_that_serves_another() {
     let name = format!("t{}-named", std::process::id());
     let key = frame::named_key(&name);
-    let _g = KeyGuard(key);
+    let _g = KeyGuard::new(key);
     let env = Env::new();
     let r = serving(
         bin(&["recv", "--key", &name, "--dir", env.out().to_str().unwrap()]),

@@ -305,8 +305,13 @@ fn wait_gives_a_late_receiver_time_to_start() {
     c.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(Stdio::null());
-    let sender = c.spawn().unwrap();
+    let mut sender = c.spawn().unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    // Still there: without --wait it would have found no receiver and exited 69 by now.
+    assert!(
+        sender.try_wait().unwrap().is_none(),
+        "the sender did not wait for a receiver"
+    );
     let r = env.recv(&[]);
     let o = finish(sender, Duration::from_secs(30));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -347,7 +352,8 @@ fn several_files_failing_differently_exit_1_with_each_files_fate() {
     stdin.write_all(&pattern(3 << 20, 1)).unwrap();
     // The receiver dies while stdin is being sent.
     r.signal("KILL");
-    std::thread::sleep(Duration::from_millis(300));
+    let dead = r.wait(Duration::from_secs(10));
+    assert!(!dead.status.success());
     let _ = stdin.write_all(&pattern(1 << 20, 2));
     drop(stdin);
     let o = finish(child, Duration::from_secs(30));

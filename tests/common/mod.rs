@@ -21,16 +21,35 @@ pub fn unique_key() -> Key {
     Key(0x6000_0000 | ((std::process::id() & 0xffff) << 12) | ((n & 0x3ff) << 2))
 }
 
-/// Removes whatever sits at KEY and KEY+1 when dropped.
-pub struct KeyGuard(pub Key);
+/// Removes, when dropped, the IPC objects this test made at KEY and KEY+1: only those at a key
+/// that was free when the guard was made (checked per object kind), so created while the test
+/// ran, by it or the processes it started (a receiver run as `nobody` included). An object
+/// that was there before the test is never touched.
+pub struct KeyGuard {
+    key: Key,
+    /// Per key (KEY, KEY+1): whether a segment and a semaphore set were absent at the start.
+    free: [(bool, bool); 2],
+}
+
+impl KeyGuard {
+    pub fn new(key: Key) -> KeyGuard {
+        let free = [key, Key(key.0 + 1)].map(|k| (Shm::open(k).is_err(), SemSet::open(k).is_err()));
+        KeyGuard { key, free }
+    }
+}
 
 impl Drop for KeyGuard {
     fn drop(&mut self) {
-        for k in [self.0, Key(self.0.0 + 1)] {
-            if let Ok(s) = Shm::open(k) {
+        for (k, (shm_free, sem_free)) in [self.key, Key(self.key.0 + 1)].into_iter().zip(self.free)
+        {
+            if let Ok(s) = Shm::open(k)
+                && shm_free
+            {
                 let _ = s.remove();
             }
-            if let Ok(s) = SemSet::open(k) {
+            if let Ok(s) = SemSet::open(k)
+                && sem_free
+            {
                 let _ = s.remove();
             }
         }
@@ -45,13 +64,17 @@ pub struct HangGuard(Option<std::sync::mpsc::Sender<()>>);
 impl HangGuard {
     pub fn new(key: Key, limit: Duration) -> HangGuard {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
+        // Made now, so it knows what was at the key before the test.
+        let guard = KeyGuard::new(key);
         std::thread::spawn(move || {
             if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
                 eprintln!(
                     "still running after {limit:?}: removing key {:#x}'s objects",
                     key.0
                 );
-                drop(KeyGuard(key));
+                drop(guard);
+            } else {
+                std::mem::forget(guard);
             }
         });
         HangGuard(Some(tx))
@@ -79,7 +102,7 @@ impl Env {
         Env {
             key,
             dir: tempfile::tempdir().unwrap(),
-            _guard: KeyGuard(key),
+            _guard: KeyGuard::new(key),
         }
     }
     pub fn path(&self, p: &str) -> PathBuf {
@@ -274,4 +297,31 @@ impl Drop for PidGuard {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Whether process `pid` is blocked in the system call numbered `nr` (`libc::SYS_read`…),
+/// as `/proc/PID/syscall` shows: a state to wait for instead of sleeping.
+pub fn blocked_in(pid: i32, nr: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/syscall")).is_ok_and(|s| {
+        s.split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<i64>().ok())
+            == Some(nr)
+    })
+}
+
+/// Whether process `ppid` has a child whose command name is `comm`.
+pub fn has_child(ppid: i32, comm: &str) -> bool {
+    std::fs::read_dir("/proc").is_ok_and(|d| {
+        d.filter_map(Result::ok).any(|e| {
+            std::fs::read_to_string(e.path().join("stat")).is_ok_and(|st| {
+                let Some(close) = st.rfind(')') else {
+                    return false;
+                };
+                let name = st.find('(').map(|o| &st[o + 1..close]);
+                let ppid_field = st[close + 2..].split_whitespace().nth(1);
+                name == Some(comm) && ppid_field == Some(&ppid.to_string())
+            })
+        })
+    })
 }
