@@ -4,10 +4,8 @@
 
 use std::process::ExitCode;
 
-use shmxfer::frame::Config;
 use shmxfer::output::{self, TempFile};
-use shmxfer::pacer::DirectMode;
-use shmxfer::receiver::{Event, Receiver};
+use shmxfer::{Address, Cancel, Config, DirectMode, Event, FrameError, Receiver};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,25 +23,29 @@ fn main() -> ExitCode {
 }
 
 fn run(key: &str, dir: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let key = shmxfer::parse::parse_key(key)?;
+    let key: Address = key.parse()?;
     let mut names = output::prepare(dir.as_ref(), "file", ".jpg")?;
-    let (mut rx, _) = Receiver::bind(key, &Config::default())?;
-    // Ctrl-C: removing the semaphore set wakes the wait with an interruption; the receiver is
-    // then dropped, which removes the channel.
-    let ch = rx.channel();
-    ctrlc::set_handler(move || {
-        shmxfer::runtime::request_stop();
-        let _ = ch.sems.remove();
-    })?;
+    // Ctrl-C cancels the receiver's waits (within 2 s); it is then dropped, which removes the
+    // channel.
+    let cancel = Cancel::new();
+    let stop = cancel.clone();
+    ctrlc::set_handler(move || stop.cancel())?;
+    let (mut rx, _) = Receiver::bind(
+        key,
+        &Config {
+            cancel,
+            ..Config::default()
+        },
+    )?;
     loop {
         let incoming = match rx.next_event() {
             Ok(Event::File(incoming)) => incoming,
             Ok(_) => continue,
-            Err(shmxfer::frame::FrameError::Interrupted) => return Ok(()),
+            Err(FrameError::Interrupted) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
         let mut tmp = TempFile::create(names.dir())?;
-        let received = match incoming.receive(&mut tmp.file, DirectMode::Auto, &mut |_| {}) {
+        let received = match incoming.receive(&mut tmp.file, DirectMode::Auto, &mut |_| true) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("consumer: a file failed: {e}");

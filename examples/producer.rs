@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use shmxfer::sender::{SendOptions, Sender};
+use shmxfer::{Address, SendOptions, Sender};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         eprintln!("usage: producer KEY FILE...");
         return ExitCode::from(64);
     };
-    let key = match shmxfer::parse::parse_key(key) {
+    let key: Address = match key.parse() {
         Ok(k) => k,
         Err(e) => {
             eprintln!("producer: {e}");

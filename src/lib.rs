@@ -2,17 +2,22 @@
 //!
 //! The `shmxfer` command is a thin face over this library; a program can do what it does
 //! without spawning it:
-//! - [`receiver::Receiver`] serves a channel at a key and hands each offered file to the
-//!   caller, who takes it into a file ([`receiver::Incoming::receive`]) or any writer
-//!   ([`receiver::Incoming::receive_to`]) and then names it ([`receiver::Received::commit`]);
-//!   [`output`] picks names (`file01.jpg`, `file02.jpg`, …) and commits temporary files as
-//!   `recv` does;
-//! - [`sender::Sender`] connects to the receiver at a key and sends paths, any [`std::io::Read`]
-//!   of known or unknown length, or byte slices, each verified with MD5 if asked and committed
-//!   by the receiver before the call returns;
+//! - [`Receiver`] serves a channel at a key and hands each offered file to the caller, who
+//!   takes it into a file ([`Incoming::receive`]) or any writer ([`Incoming::receive_to`]) and
+//!   then names it ([`Received::commit`]); [`output`] picks names (`file01.jpg`,
+//!   `file02.jpg`, …) and commits temporary files as `recv` does;
+//! - [`Sender`] connects to the receiver at a key and sends paths, any [`std::io::Read`] of
+//!   known or unknown length, or byte slices, each verified with MD5 if asked and committed by
+//!   the receiver before the call returns (or posts them, up to 8 in flight, and collects their
+//!   [`Verdict`]s);
 //! - [`inventory::snapshot`] lists the host's IPC objects and shmxfer's channels (what
 //!   `shmxfer status` shows) as typed values;
 //! - [`legacy`] speaks the original Python/C system's protocol, either side.
+//!
+//! Each [`Sender`] and [`Receiver`] is stopped by its own [`Cancel`] token (given in
+//! [`SendOptions`] or [`Config`]); nothing in the library reads a process-wide flag or
+//! installs a signal handler. Errors are typed, name the key, path or errno that explains
+//! them, and leave advice and exit codes to the program.
 //!
 //! `examples/producer.rs` and `examples/consumer.rs` are the original system's two programs
 //! on this API, a few dozen lines each.
@@ -20,18 +25,15 @@
 //! # Example: both ends in one program
 //!
 //! ```
-//! use shmxfer::frame::Config;
-//! use shmxfer::receiver::{Event, Receiver};
-//! use shmxfer::sender::{SendOptions, Sender};
-//! use shmxfer::sysv::Key;
+//! use shmxfer::{Config, Event, Key, Receiver, SendOptions, Sender};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // A key of this process's own (a real program takes one from its user); a channel
-//! // uses its key and the next.
+//! // A key of this process's own (a real program takes one from its user, as a number or a
+//! // name: `"camera".parse::<shmxfer::Address>()`); a channel uses its key and the next.
 //! let key = Key(0x5e00_0000 + (std::process::id() & 0x3f_ffff) * 8);
 //! // The channel exists from here on, and is removed when `rx` is dropped.
 //! let (mut rx, _) = Receiver::bind(key, &Config::default())?;
-//! let sender = std::thread::spawn(move || -> Result<(), shmxfer::sender::SendError> {
+//! let sender = std::thread::spawn(move || -> Result<(), shmxfer::SendError> {
 //!     let opts = SendOptions { md5: true, ..SendOptions::default() };
 //!     let mut tx = Sender::connect(key, &opts)?;
 //!     let sent = tx.send_bytes(b"hello.txt", b"hello, world\n")?;
@@ -43,7 +45,7 @@
 //!     match rx.next_event()? {
 //!         Event::File(incoming) => {
 //!             assert_eq!(incoming.name(), b"hello.txt");
-//!             let received = incoming.receive_to(&mut got, &mut |_| {})?;
+//!             let received = incoming.receive_to(&mut got, &mut |_| true)?;
 //!             assert!(received.md5.is_some());
 //!             // The sender's call returns once this says where the file went.
 //!             received.commit("kept/hello.txt".as_ref())?;
@@ -61,29 +63,48 @@
 //! # Layers
 //!
 //! One folder each, top to bottom; each imports only from the layers below it
-//! (docs/architecture.md):
-//! - `face` (private but for [`main`]): parsing, dispatch, printing, exit codes;
-//! - `commands` (private): `send`, `recv`, `status`, `clean`: parsing, a call into this
-//!   library, printing;
-//! - [`protocols`]: the native channel ([`frame`], [`sender`], [`receiver`]), the listing
-//!   ([`inventory`]) and the original system's protocol ([`legacy`]);
-//! - [`shared`]: the pure wire codec ([`wire`]), output naming and commit ([`output`]), the
-//!   write pacing ([`pacer`]), the stop flag ([`runtime`]), escaping ([`text`]), exit codes;
-//! - [`sysv`]: libc calls as owned types, the only module allowed `unsafe`.
-//!
-//! The paths at the crate root (`shmxfer::frame`, `shmxfer::sender`, …) are the same modules.
+//! (docs/architecture.md): the command line (`face`, `commands`: parsing, printing, exit
+//! codes; private), the protocols (the native channel's sender and receiver, the listing,
+//! the original system's protocol), the mechanisms (the wire codec, output naming and
+//! commit, write pacing, cancellation, escaping) and `sysv` (libc calls as owned types, the
+//! only module allowed `unsafe`). Only what this page lists is the library's API; the
+//! internals the integration tests drive against the kernel are public but hidden here, and
+//! carry no stability promise.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub(crate) mod commands;
-pub mod face;
+mod commands;
+mod face;
+
+/// The `shmxfer` binary's entry: parses the command line, runs the command, returns the exit
+/// code. Not part of the library's API.
+#[doc(hidden)]
+pub use face::main;
+
+// Internals: public for the integration tests and benchmarks, which drive the wire protocol
+// and the kernel's objects directly; hidden from the documentation, no stability promise.
+#[doc(hidden)]
+pub mod mechanisms;
+#[doc(hidden)]
 pub mod protocols;
-pub mod shared;
+#[doc(hidden)]
 #[allow(unsafe_code)]
 pub mod sysv;
+#[doc(hidden)]
+pub use mechanisms::{pacer, parse, runtime, text, wire};
+#[doc(hidden)]
+pub use protocols::{frame, receiver, sender};
 
-pub use face::main;
-pub use protocols::{frame, inventory, legacy, receiver, sender};
-pub use shared::{exit, output, pacer, parse, runtime, text, wire};
+// The API.
+pub use mechanisms::output;
+pub use mechanisms::pacer::DirectMode;
+pub use mechanisms::parse::AddressError;
+pub use mechanisms::runtime::Cancel;
+pub use mechanisms::wire::{Address, Meta, Status};
+pub use protocols::frame::{Config, FrameError, Stall, StallHook};
+pub use protocols::receiver::{Event, FileError, Incoming, Received, Receiver};
+pub use protocols::sender::{Observer, SendError, SendOptions, Sender, Sent, Verdict};
+pub use protocols::{inventory, legacy};
+pub use sysv::Key;

@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A System V IPC key. Keys are 32-bit; `ipcs` prints them as unsigned hex, `/proc/sysvipc`
@@ -1075,6 +1075,10 @@ const STOP_SIGNALS: [nix::sys::signal::Signal; 3] = [
 
 /// How many stop signals (SIGINT, SIGTERM, SIGHUP) arrived since [`stop_on_signals`].
 static STOP_SIGNALS_SEEN: AtomicU32 = AtomicU32::new(0);
+/// The flag the first signal sets: an `Arc<AtomicBool>` turned into a pointer that is never
+/// freed, so the handler may use it at any time.
+static STOP_FLAG: std::sync::atomic::AtomicPtr<AtomicBool> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
 /// What the second signal writes to stderr before it ends the process, and with what code:
 /// set before the handler is installed, only read inside it.
 static LAST_WORDS: std::sync::atomic::AtomicPtr<u8> =
@@ -1085,32 +1089,45 @@ static LAST_CODE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::n
 /// The handler: async-signal-safe by construction (atomics, write(2), _exit), so installing it
 /// is safe for any caller.
 extern "C" fn on_stop_signal(_: libc::c_int) {
-    if STOP_SIGNALS_SEEN.fetch_add(1, Ordering::SeqCst) > 0 {
-        let words = LAST_WORDS.load(Ordering::SeqCst);
-        let len = LAST_WORDS_LEN.load(Ordering::SeqCst);
-        if !words.is_null() {
-            // SAFETY: `words` and `len` describe a `&'static [u8]` (stored together in
-            // `stop_on_signals` before the handler was installed); write(2) is
+    if STOP_SIGNALS_SEEN.fetch_add(1, Ordering::SeqCst) == 0 {
+        let flag = STOP_FLAG.load(Ordering::SeqCst);
+        if !flag.is_null() {
+            // SAFETY: `flag` came from `Arc::into_raw` in `stop_on_signals` and is never
+            // released, so it points at a live AtomicBool; an atomic store is
             // async-signal-safe.
-            unsafe { libc::write(libc::STDERR_FILENO, words.cast(), len) };
+            unsafe { &*flag }.store(true, Ordering::SeqCst);
         }
-        exit_now(LAST_CODE.load(Ordering::SeqCst));
+        return;
     }
+    let words = LAST_WORDS.load(Ordering::SeqCst);
+    let len = LAST_WORDS_LEN.load(Ordering::SeqCst);
+    if !words.is_null() {
+        // SAFETY: `words` and `len` describe a `&'static [u8]` (stored together in
+        // `stop_on_signals` before the handler was installed); write(2) is async-signal-safe.
+        unsafe { libc::write(libc::STDERR_FILENO, words.cast(), len) };
+    }
+    exit_now(LAST_CODE.load(Ordering::SeqCst));
 }
 
-/// Counts SIGINT, SIGTERM and SIGHUP ([`stop_signals_seen`]) in a handler that runs in the
-/// thread the signal interrupts, with no helper thread (a thread costs a short-lived process
-/// here about 7% of its run time). Without `SA_RESTART`, so a blocking `read` or `semop` of
-/// that thread returns `EINTR`. A second signal writes `last_words` to stderr and ends the
-/// process at once with `code`.
+/// On SIGINT, SIGTERM and SIGHUP, sets `flag` (a cancel token's, say), in a handler that runs
+/// in the thread the signal interrupts, with no helper thread (a thread costs a short-lived
+/// process here about 7% of its run time). Without `SA_RESTART`, so a blocking `read` or
+/// `semop` of that thread returns `EINTR`. A second signal writes `last_words` to stderr and
+/// ends the process at once with `code`. Meant to be called once per process; a later call
+/// replaces the flag (the earlier one is kept alive, never freed).
 ///
 /// # Errors
 /// `sigaction` failed.
-pub fn stop_on_signals(last_words: &'static [u8], code: i32) -> io::Result<()> {
+pub fn stop_on_signals(
+    flag: std::sync::Arc<AtomicBool>,
+    last_words: &'static [u8],
+    code: i32,
+) -> io::Result<()> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
     LAST_WORDS_LEN.store(last_words.len(), Ordering::SeqCst);
     LAST_WORDS.store(last_words.as_ptr().cast_mut(), Ordering::SeqCst);
     LAST_CODE.store(code, Ordering::SeqCst);
+    STOP_FLAG.store(std::sync::Arc::into_raw(flag).cast_mut(), Ordering::SeqCst);
     let action = SigAction::new(
         SigHandler::Handler(on_stop_signal),
         SaFlags::empty(),
@@ -1122,11 +1139,6 @@ pub fn stop_on_signals(last_words: &'static [u8], code: i32) -> io::Result<()> {
         unsafe { sigaction(sig, &action) }.map_err(io::Error::from)?;
     }
     Ok(())
-}
-
-/// How many stop signals arrived since [`stop_on_signals`].
-pub fn stop_signals_seen() -> u32 {
-    STOP_SIGNALS_SEEN.load(Ordering::SeqCst)
 }
 
 /// Blocks the stop signals in the calling thread, so that they reach the main thread (and

@@ -9,10 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use shmxfer::frame::Config;
-use shmxfer::pacer::DirectMode;
-use shmxfer::receiver::{Event, Incoming, Receiver};
-use shmxfer::sender::{SendOptions, Sender};
+use shmxfer::{Cancel, Config, DirectMode, Event, Incoming, Receiver, SendOptions, Sender};
 
 /// An example program built beside the binary (`cargo test` builds the examples).
 fn example(name: &str) -> PathBuf {
@@ -70,7 +67,7 @@ fn the_example_producer_feeds_shmxfer_recv() {
     let o = run_bounded(c, Duration::from_secs(20));
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("start `shmxfer recv` first"),
+        stderr(&o).contains(&format!("no receiver on key {:#010x}", env2.key.0)),
         "{}",
         stderr(&o)
     );
@@ -88,7 +85,7 @@ fn a_sender_and_a_receiver_in_one_process_move_bytes_readers_and_paths() {
         let name = String::from_utf8(inc.name().to_vec()).unwrap();
         let path = dir.join(format!("got-{name}"));
         let mut f = std::fs::File::create(&path).unwrap();
-        match inc.receive(&mut f, DirectMode::Never, &mut |_| {}) {
+        match inc.receive(&mut f, DirectMode::Never, &mut |_| true) {
             Ok(r) => {
                 let got = (name, r.bytes, r.md5.is_some());
                 r.commit(&path).unwrap();
@@ -163,7 +160,7 @@ fn a_file_refused_while_its_chunks_are_in_flight_costs_only_itself() {
         // sender that file only: the next event fails it.
         b"dropped" => None,
         b"dropped-whole" => {
-            let _unanswered = inc.receive_to(&mut Vec::new(), &mut |_| {}).unwrap();
+            let _unanswered = inc.receive_to(&mut Vec::new(), &mut |_| true).unwrap();
             None
         }
         _ => keep(inc),
@@ -266,7 +263,7 @@ fn files_committed_before_the_receiver_left_are_reported_committed() {
         for _ in 0..3 {
             match rx.next_event().unwrap() {
                 Event::File(inc) => {
-                    let r = inc.receive_to(&mut std::io::sink(), &mut |_| {}).unwrap();
+                    let r = inc.receive_to(&mut std::io::sink(), &mut |_| true).unwrap();
                     r.commit(std::path::Path::new("kept")).unwrap();
                 }
                 _ => panic!("a file was due"),
@@ -297,7 +294,7 @@ fn files_committed_before_the_receiver_left_are_reported_committed() {
 /// already) is `None`.
 fn keep(inc: Incoming<'_>) -> Option<Vec<u8>> {
     let mut v = Vec::new();
-    let r = inc.receive_to(&mut v, &mut |_| {}).ok()?;
+    let r = inc.receive_to(&mut v, &mut |_| true).ok()?;
     r.commit(std::path::Path::new("kept")).unwrap();
     Some(v)
 }
@@ -366,4 +363,49 @@ impl Drop for Receiver_ {
             let _ = c.wait();
         }
     }
+}
+
+#[test]
+fn two_senders_in_one_program_are_cancelled_independently() {
+    let (env_a, env_b) = (Env::new(), Env::new());
+    // A's receiver binds and never takes anything: A waits for an answer until cancelled.
+    let (_rx_a, _) = Receiver::bind(env_a.key, &Config::default()).unwrap();
+    let (mut rx_b, _) = Receiver::bind(env_b.key, &Config::default()).unwrap();
+    let serve_b = std::thread::spawn(move || {
+        let mut n = 0;
+        while let Ok(Event::File(inc)) = rx_b.next_event() {
+            let r = inc.receive_to(&mut std::io::sink(), &mut |_| true).unwrap();
+            r.commit("b".as_ref()).unwrap();
+            n += 1;
+        }
+        n
+    });
+    let (cancel_a, cancel_b) = (Cancel::new(), Cancel::new());
+    let opts_a = SendOptions {
+        cancel: cancel_a.clone(),
+        ..SendOptions::default()
+    };
+    // A's receiver never opens its gate (it takes no event): A waits for its turn.
+    let a = std::thread::spawn(move || {
+        let t = std::time::Instant::now();
+        let r = Sender::connect(env_a.key, &opts_a)
+            .and_then(|mut tx| tx.send_bytes(b"a", b"never taken").map(|_| ()));
+        (r.map_err(|e| e.to_string()), t.elapsed(), env_a)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    cancel_a.cancel();
+    let (r, took, _env_a) = a.join().unwrap();
+    assert_eq!(r, Err("interrupted".to_string()));
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // B was not cancelled by A's token: it sends after A's cancel.
+    let opts_b = SendOptions {
+        cancel: cancel_b,
+        ..SendOptions::default()
+    };
+    let mut tx = Sender::connect(env_b.key, &opts_b).unwrap();
+    for _ in 0..3 {
+        tx.send_bytes(b"b", b"goes through").unwrap();
+    }
+    tx.finish().unwrap();
+    drop(serve_b);
 }

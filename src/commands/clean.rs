@@ -2,9 +2,9 @@
 //! shmxfer's (or, with `--legacy`, the original system's). Every object it could not remove
 //! is reported with the reason.
 
+use crate::commands::exit;
 use crate::protocols::frame::{self, FrameError, Probe, Removal};
 use crate::protocols::legacy;
-use crate::shared::exit;
 use crate::sysv::{self, Key, SemSet, Shm, SysvError};
 use clap::Args;
 
@@ -39,7 +39,7 @@ impl CleanError {
                 permission: true, ..
             } => exit::NOPERM,
             CleanError::NotRemoved { .. } => exit::OSERR,
-            CleanError::Frame(e) => e.exit_code(),
+            CleanError::Frame(e) => exit::of_frame(e),
             CleanError::Proc(_) => exit::OSERR,
         }
     }
@@ -82,19 +82,19 @@ fn report(o: Outcome, args: &CleanArgs) -> Result<(), CleanError> {
         match &r.result {
             Ok(()) => {
                 if stdout_open {
-                    stdout_open = crate::shared::term::out_line(&format!("{verb} {}", r.what));
+                    stdout_open = crate::mechanisms::term::out_line(&format!("{verb} {}", r.what));
                 }
             }
             Err(e) => {
                 failed += 1;
                 permission &= e.is_permission();
-                crate::shared::term::error(cannot_remove(&r.what, e, args.dry_run));
+                crate::mechanisms::term::error(cannot_remove(&r.what, e, args.dry_run));
             }
         }
     }
     for n in o.notes {
         if stdout_open {
-            stdout_open = crate::shared::term::out_line(&n);
+            stdout_open = crate::mechanisms::term::out_line(&n);
         }
     }
     if failed > 0 {

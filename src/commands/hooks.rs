@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::shared::text::{escape, escape_path};
+use crate::mechanisms::text::{escape, escape_path};
 
 /// One committed file, as `--json` prints it and `--exec` sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -148,7 +148,7 @@ impl Hooks {
         drop(self.tx.take());
         let running = self.state.running.lock().map(|r| r.len()).unwrap_or(0);
         if running > 0 {
-            crate::shared::term::warn(
+            crate::mechanisms::term::warn(
                 false,
                 format_args!(
                     "waiting up to {}s for {running} running --exec command(s)",
@@ -162,7 +162,7 @@ impl Hooks {
         }
         if let Ok(r) = self.state.running.lock() {
             for (pid, path) in r.iter() {
-                crate::shared::term::warn(
+                crate::mechanisms::term::warn(
                     false,
                     format_args!(
                         "--exec for {} still running: terminated it",
@@ -182,7 +182,7 @@ impl Hooks {
             && !s.is_empty()
         {
             let list: Vec<String> = s.iter().map(|p| escape_path(p)).collect();
-            crate::shared::term::warn(
+            crate::mechanisms::term::warn(
                 false,
                 format_args!("--exec not run (stopped first) for: {}", list.join(", ")),
             );
@@ -225,7 +225,7 @@ fn run_one(state: &State, cmd: &[OsString], c: &Committed) -> bool {
     let mut child = match child {
         Ok(ch) => ch,
         Err(e) => {
-            crate::shared::term::warn(
+            crate::mechanisms::term::warn(
                 false,
                 format_args!(
                     "--exec: cannot run {shown} for {}: {e}",
@@ -245,14 +245,14 @@ fn run_one(state: &State, cmd: &[OsString], c: &Committed) -> bool {
     match status {
         Ok(s) if s.success() => true,
         Ok(s) => {
-            crate::shared::term::warn(
+            crate::mechanisms::term::warn(
                 false,
                 format_args!("--exec: {shown} for {} failed: {s}", escape_path(&c.path)),
             );
             false
         }
         Err(e) => {
-            crate::shared::term::warn(false, format_args!("--exec: {shown}: {e}"));
+            crate::mechanisms::term::warn(false, format_args!("--exec: {shown}: {e}"));
             false
         }
     }

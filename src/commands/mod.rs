@@ -2,6 +2,7 @@
 //! definition), calls the library and reports.
 
 pub mod clean;
+pub mod exit;
 pub mod recv;
 pub mod send;
 pub mod status;
@@ -12,11 +13,10 @@ mod tree;
 
 use crate::protocols::frame::FrameError;
 use crate::protocols::sender::SendError;
-use crate::shared::exit;
 
 use clap::Args;
 
-use crate::shared::wire::{Address, user_key};
+use crate::mechanisms::wire::{Address, user_key};
 use crate::sysv::Key;
 
 /// Flags every subcommand that talks to a channel shares.
@@ -24,10 +24,10 @@ use crate::sysv::Key;
 pub struct ChannelArgs {
     /// Channel: a key (decimal or 0x hex) or a name [env: SHMXFER_KEY] [default: your own,
     /// from your uid; 42 with --legacy]
-    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::shared::parse::parse_address, value_name = "KEY|NAME")]
+    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::mechanisms::parse::parse_address, value_name = "KEY|NAME")]
     pub key: Option<Address>,
     /// With --legacy: the size segment's key [default: 44]
-    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::shared::parse::parse_key, requires = "legacy")]
+    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::mechanisms::parse::parse_key, requires = "legacy")]
     pub size_key: Option<Key>,
 }
 
@@ -41,7 +41,7 @@ impl ChannelArgs {
         }
         match std::env::var("SHMXFER_KEY") {
             Ok(v) if !v.is_empty() => {
-                crate::shared::parse::parse_address(&v).map_err(|e| format!("SHMXFER_KEY: {e}"))
+                crate::mechanisms::parse::parse_address(&v).map_err(|e| format!("SHMXFER_KEY: {e}"))
             }
             _ => Ok(Address::from(user_key(crate::sysv::geteuid()))),
         }
@@ -113,10 +113,10 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Recv(e) => e.exit_code(),
-            Error::Send(e) => e.exit_code(),
+            Error::Send(e) => exit::of_send(e),
             Error::Clean(e) => e.exit_code(),
             Error::Status(e) => e.exit_code(),
-            Error::Legacy(e) => e.exit_code(),
+            Error::Legacy(e) => exit::of_legacy(e),
             Error::Usage(_) => exit::USAGE,
             Error::Said(code) => *code,
         }
@@ -139,6 +139,14 @@ pub fn frame_message(f: &FrameError) -> String {
             format!("; if you mean to hand your files to {owner}, send with `--owner {owner}`")
         }
         FrameError::Starting { .. } => "; try again, or wait with --wait SECS".into(),
+        FrameError::NoReceiver { .. } => ": start `shmxfer recv` first".into(),
+        FrameError::ReceiverGone { .. } => {
+            "; start `shmxfer recv` again (it takes the key over)".into()
+        }
+        FrameError::Removed { .. } => "; start `shmxfer recv` again".into(),
+        FrameError::ReceiverStopped { pid, .. } => {
+            format!("; continue it with `kill -CONT {pid}`, or wait longer with --wait SECS")
+        }
         FrameError::TimedOut { .. } => {
             "; wait longer with --wait SECS, or see `shmxfer status`".into()
         }
@@ -161,16 +169,24 @@ pub fn send_message(e: &SendError) -> String {
 }
 
 fn legacy_message(e: &crate::protocols::legacy::LegacyError) -> String {
+    use crate::protocols::legacy::LegacyError;
     match e {
-        crate::protocols::legacy::LegacyError::Size { .. } => {
-            format!("{e}: use native mode (without --legacy)")
+        LegacyError::Size { .. } => format!("{e}: use native mode (without --legacy)"),
+        LegacyError::NoConsumer { .. } => {
+            format!("{e}: start the original `./consumer` (or `shmxfer recv --legacy`) first")
         }
+        LegacyError::InUse { .. } => {
+            format!("{e}; `shmxfer clean --legacy` removes leftovers")
+        }
+        LegacyError::ConsumerDead { .. } => format!(
+            "{e}: start the consumer again (it needs the keys free: `shmxfer clean --legacy` removes the leftovers)"
+        ),
         e => e.to_string(),
     }
 }
 
-fn output_message(e: &crate::shared::output::OutputError) -> String {
-    use crate::shared::output::OutputError;
+fn output_message(e: &crate::mechanisms::output::OutputError) -> String {
+    use crate::mechanisms::output::OutputError;
     match e {
         OutputError::NotDir(_) => format!("--dir {e}"),
         OutputError::BadBasename => "--basename must be a plain name without `/`".into(),

@@ -58,7 +58,7 @@ impl Progress {
     }
 
     fn make_bar(&self) -> ProgressBar {
-        let color = crate::shared::term::color_stderr();
+        let color = crate::mechanisms::term::color_stderr();
         let (template, bar) = match self.total {
             Some(_) => (
                 "{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",

@@ -12,13 +12,14 @@ use std::time::{Duration, SystemTime};
 
 use super::hooks::{Committed, Hooks};
 use super::progress::Progress;
+use crate::commands::exit;
+use crate::mechanisms::output::{self, Namer, OutputError, RelPath, Subdir, TempFile};
+use crate::mechanisms::pacer::DirectMode;
+use crate::mechanisms::runtime;
+use crate::mechanisms::text::{escape, escape_path};
 use crate::protocols::frame::{Channel, Config, FrameError, State, Status, hex};
 use crate::protocols::legacy::{Consumer, LegacyError, Took};
 use crate::protocols::receiver::{Event, FileError, Incoming, Received, Receiver};
-use crate::shared::output::{self, Namer, OutputError, RelPath, Subdir, TempFile};
-use crate::shared::pacer::DirectMode;
-use crate::shared::text::{escape, escape_path};
-use crate::shared::{exit, runtime};
 use crate::sysv;
 use clap::Args;
 
@@ -39,7 +40,7 @@ impl RecvError {
         match self {
             RecvError::Output(OutputError::Dir { .. } | OutputError::NotDir(_)) => exit::CANTCREAT,
             RecvError::Output(_) | RecvError::Usage(_) => exit::USAGE,
-            RecvError::Frame(e) => e.exit_code(),
+            RecvError::Frame(e) => exit::of_frame(e),
         }
     }
 }
@@ -58,7 +59,7 @@ struct Opts {
 }
 
 pub fn run(args: RecvArgs) -> super::Outcome {
-    crate::shared::term::init_logging(args.verbosity.verbose);
+    crate::mechanisms::term::init_logging(args.verbosity.verbose);
     if args.legacy {
         return legacy(&args);
     }
@@ -95,25 +96,27 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
         preserve: args.preserve,
         stdout: args.stdout,
         fsync: args.fsync,
-        direct: args.direct,
+        direct: args.direct.into(),
         quiet: args.verbosity.quiet,
         once: args.once || args.stdout,
     };
     // Before anything is created: a stop during setup then removes what was made.
-    install_stop_handler();
+    let cancel = runtime::Cancel::new();
+    install_stop_handler(cancel.clone());
     sysv::ignore_file_size_signal();
     let cfg = Config {
         mode: args.mode,
         slot_size: args.slot_size,
         slot_count: args.slots,
         require_md5: args.md5,
+        cancel: cancel.clone(),
     };
     let (mut rx, takeover) = Receiver::bind(addr, &cfg)?;
     let _ = CHANNEL.set(rx.channel());
     if let Some(note) = takeover {
-        crate::shared::term::warn(opts.quiet, note);
+        crate::mechanisms::term::warn(opts.quiet, note);
     }
-    if runtime::stop_requested() {
+    if cancel.is_cancelled() {
         return Err(FrameError::Interrupted.into());
     }
     let mut namer = if args.stdout {
@@ -175,7 +178,7 @@ fn serve_files(
                 });
             }
             Event::SessionEnd => {}
-            Event::Notice(n) => crate::shared::term::warn(opts.quiet, n),
+            Event::Notice(n) => crate::mechanisms::term::warn(opts.quiet, n),
         }
     }
 }
@@ -185,14 +188,14 @@ fn serve_files(
 fn announce(c: &Committed, opts: &Opts, hooks: Option<&Hooks>) {
     if opts.json {
         if let Ok(line) = serde_json::to_string(c) {
-            crate::shared::term::out_line(&line);
+            crate::mechanisms::term::out_line(&line);
         }
     } else if !opts.quiet {
         let record = record(&c.path, c.size, c.md5.as_deref());
         if opts.stdout {
             eprintln!("{record}");
         } else {
-            crate::shared::term::out_line(&record);
+            crate::mechanisms::term::out_line(&record);
         }
     }
     if let Some(h) = hooks {
@@ -248,7 +251,7 @@ fn take_file(
         (true, Err(why)) => {
             gone_is_no_error(incoming.refuse(Status::BadPath), &shown, opts)?;
             let note = format!("{shown}: refused: its path has {why} (--keep-path)");
-            crate::shared::term::warn(opts.quiet, note);
+            crate::mechanisms::term::warn(opts.quiet, note);
             return Ok(None);
         }
         (true, Ok(rel)) => Some(rel),
@@ -260,7 +263,7 @@ fn take_file(
             tally.failed = true;
             gone_is_no_error(incoming.cannot_create(&opts.dir, &e), &shown, opts)?;
             let why = format!("cannot create a file in {}: {e}", escape_path(&opts.dir));
-            crate::shared::term::warn(opts.quiet, format_args!("{shown}: {why}; discarded"));
+            crate::mechanisms::term::warn(opts.quiet, format_args!("{shown}: {why}; discarded"));
             return Ok(None);
         }
     };
@@ -275,7 +278,10 @@ fn take_file(
     } else {
         opts.direct
     };
-    let received = incoming.receive(sink.file(), direct, &mut |done| bar.set(done));
+    let received = incoming.receive(sink.file(), direct, &mut |done| {
+        bar.set(done);
+        true
+    });
     drop(bar);
     let Some(received) = settle(received, &shown, opts, tally) else {
         return Ok(None);
@@ -290,7 +296,7 @@ fn take_file(
                 tally.failed = true;
                 received.fail(&e)?;
                 let note = format!("{shown}: commit failed: {e}; discarded");
-                crate::shared::term::warn(opts.quiet, note);
+                crate::mechanisms::term::warn(opts.quiet, note);
                 return Ok(None);
             }
         },
@@ -314,7 +320,7 @@ fn gone_is_no_error(r: Result<(), FrameError>, shown: &str, opts: &Opts) -> Resu
     match r {
         Err(FrameError::SenderGone) => {
             let note = format!("{shown}: the sender went away before its refused file ended");
-            crate::shared::term::warn(opts.quiet, note);
+            crate::mechanisms::term::warn(opts.quiet, note);
             Ok(())
         }
         r => r,
@@ -333,13 +339,13 @@ fn settle<'r>(
         Err(FileError::Answered { status, why }) => {
             tally.failed = true;
             let note = format!("{shown}: {why} ({status:?}); discarded");
-            crate::shared::term::warn(opts.quiet, note);
+            crate::mechanisms::term::warn(opts.quiet, note);
             None
         }
         Err(FileError::Channel(FrameError::SenderGone)) => {
             tally.failed = true;
             let note = format!("{shown}: the sender went away mid-transfer; discarded");
-            crate::shared::term::warn(opts.quiet, note);
+            crate::mechanisms::term::warn(opts.quiet, note);
             None
         }
         Err(FileError::Channel(e)) => Some(Err(e)),
@@ -358,9 +364,9 @@ fn record(path: &Path, bytes: u64, md5: Option<&str>) -> String {
 /// set, which wakes every wait of ours and of the sender at once (EIDRM). The main thread then
 /// discards any partial file and removes the rest. If it has not managed within a few seconds
 /// (stuck writing to a full pipe), a thread does that itself and ends the process.
-fn install_stop_handler() {
-    let _ = ctrlc::set_handler(|| {
-        runtime::request_stop();
+fn install_stop_handler(cancel: runtime::Cancel) {
+    let _ = ctrlc::set_handler(move || {
+        cancel.cancel();
         if let Some(ch) = CHANNEL.get() {
             ch.set_state(State::Stopping);
             let _ = ch.sems.remove();
@@ -484,8 +490,10 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
     sysv::ignore_file_size_signal();
     let consumer = Consumer::create(content_key, size_key, args.mode)?;
     let stopper = consumer.stopper();
+    let stop = runtime::Cancel::new();
+    let stop_seen = stop.clone();
     let _ = ctrlc::set_handler(move || {
-        runtime::request_stop();
+        stop.cancel();
         stopper.wake();
         std::thread::sleep(Duration::from_secs(3));
         if !FINISHING.load(std::sync::atomic::Ordering::SeqCst) {
@@ -501,7 +509,7 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
         preserve: false,
         stdout: false,
         fsync: args.fsync,
-        direct: args.direct,
+        direct: args.direct.into(),
         quiet: args.verbosity.quiet,
         once: args.once,
     };
@@ -518,7 +526,9 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
                     .unwrap_or_default(),
                 path,
                 size: bytes.len() as u64,
-                md5: args.md5.then(|| hex(&crate::shared::digest::md5(bytes))),
+                md5: args
+                    .md5
+                    .then(|| hex(&crate::mechanisms::digest::md5(bytes))),
                 // The original protocol names no sender.
                 sender_pid: 0,
                 mtime: None,
@@ -527,7 +537,7 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
             Took::Kept { stop: args.once }
         }
         Err(e) => {
-            crate::shared::term::warn(
+            crate::mechanisms::term::warn(
                 opts.quiet,
                 format_args!("could not write a received file: {e}; discarded"),
             );
@@ -535,7 +545,7 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
         }
     };
     let r = consumer.serve(args.md5, &mut take, &mut |n| {
-        crate::shared::term::warn(opts.quiet, n)
+        crate::mechanisms::term::warn(opts.quiet, n)
     });
     drop(consumer);
     let failed = match hooks {
@@ -549,7 +559,7 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
     match r {
         Ok(()) if failed > 0 => Ok(exit::FAILURE),
         Ok(()) => Ok(exit::OK),
-        Err(LegacyError::Interrupted | LegacyError::Removed) if runtime::stop_requested() => {
+        Err(LegacyError::Interrupted | LegacyError::Removed) if stop_seen.is_cancelled() => {
             Err(super::Error::Said(exit::INTERRUPTED))
         }
         Err(e) => Err(e.into()),
@@ -570,6 +580,27 @@ fn write_out(bytes: &[u8], namer: &mut Namer, fsync: bool) -> io::Result<PathBuf
         File::open(namer.dir())?.sync_all()?;
     }
     Ok(path)
+}
+
+/// `--direct`'s values (the library's [`DirectMode`], as the command line spells it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DirectArg {
+    /// Through the page cache, switching a large file to O_DIRECT if that measures faster
+    Auto,
+    /// O_DIRECT for every whole slot (the unaligned tail goes through the page cache)
+    Always,
+    /// Always through the page cache, as cp does
+    Never,
+}
+
+impl From<DirectArg> for DirectMode {
+    fn from(d: DirectArg) -> DirectMode {
+        match d {
+            DirectArg::Auto => DirectMode::Auto,
+            DirectArg::Always => DirectMode::Always,
+            DirectArg::Never => DirectMode::Never,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -636,12 +667,12 @@ pub struct RecvArgs {
         default_missing_value = "always",
         conflicts_with_all = ["stdout", "legacy"]
     )]
-    pub direct: DirectMode,
+    pub direct: DirectArg,
     /// Permissions of the channel's IPC objects, octal
-    #[arg(long, value_hint = clap::ValueHint::Other, default_value = "0600", value_parser = crate::shared::parse::parse_mode)]
+    #[arg(long, value_hint = clap::ValueHint::Other, default_value = "0600", value_parser = crate::mechanisms::parse::parse_mode)]
     pub mode: u32,
     /// Size of one slot of the content ring (K, M suffixes)
-    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::shared::parse::parse_size, default_value = "1M", conflicts_with = "legacy")]
+    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::mechanisms::parse::parse_size, default_value = "1M", conflicts_with = "legacy")]
     pub slot_size: usize,
     /// Number of slots in the content ring
     #[arg(long, value_hint = clap::ValueHint::Other, default_value_t = crate::protocols::frame::DEFAULT_SLOTS, value_parser = clap::value_parser!(u32).range(1..=crate::protocols::frame::MAX_SLOTS as i64), conflicts_with = "legacy")]

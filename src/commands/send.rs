@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use super::progress::Progress;
 use super::tree;
+use crate::commands::exit;
+use crate::mechanisms::runtime::{self, phase};
+use crate::mechanisms::text::escape_path;
 use crate::protocols::frame::{self, Channel, FrameError};
 use crate::protocols::legacy::{self, LegacyError, Producer};
 use crate::protocols::sender::{Observer, SendError, SendOptions, Sender, Verdict};
-use crate::shared::exit;
-use crate::shared::runtime::{self, phase};
-use crate::shared::text::escape_path;
 use crate::sysv;
 use clap::Args;
 
@@ -64,8 +64,9 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// collects its answer and reports. Dying is always safe, since the kernel drops our liveness
 /// mark and the receiver discards a file whose last chunk never came. The handler runs in
 /// the main thread: no thread of its own, which cost a one-file send 7%.
-fn install_stop_handler() {
+fn install_stop_handler(cancel: &runtime::Cancel) {
     let _ = sysv::stop_on_signals(
+        cancel.flag(),
         b"shmxfer: error: interrupted again: ended at once; the files in flight may or may not have been committed\n",
         exit::INTERRUPTED,
     );
@@ -102,7 +103,7 @@ fn with_rest(msg: String, rest: &str) -> String {
 fn report_and_exit(msg: String, code: i32) -> ! {
     std::thread::spawn(move || {
         for line in msg.lines() {
-            crate::shared::term::error(line);
+            crate::mechanisms::term::error(line);
         }
     });
     std::thread::sleep(Duration::from_millis(100));
@@ -119,10 +120,11 @@ impl Observer for Bar {
     fn start(&mut self, label: &str, size: Option<u64>) {
         self.bar = Some(Progress::new(self.quiet, size, label));
     }
-    fn progress(&mut self, done: u64) {
+    fn progress(&mut self, done: u64) -> bool {
         if let Some(b) = self.bar.as_mut() {
             b.set(done);
         }
+        true
     }
     fn finish(&mut self) {
         self.bar = None;
@@ -130,7 +132,7 @@ impl Observer for Bar {
 }
 
 pub fn run(args: SendArgs) -> super::Outcome {
-    crate::shared::term::init_logging(args.verbosity.verbose);
+    crate::mechanisms::term::init_logging(args.verbosity.verbose);
     if args.legacy {
         return legacy(&args);
     }
@@ -141,12 +143,14 @@ pub fn run(args: SendArgs) -> super::Outcome {
     }
     check_stdin_use(&args)?;
     let addr = args.channel.native().map_err(super::Error::Usage)?;
-    install_stop_handler();
+    let cancel = runtime::Cancel::new();
+    install_stop_handler(&cancel);
     let opts = SendOptions {
         md5: args.md5,
         wait: args.wait.map(Duration::from_secs_f64),
         owner: args.owner,
         on_stall: Some(stall_hook(args.verbosity.quiet)),
+        cancel: cancel.clone(),
     };
     let mut tx = Sender::connect(addr, &opts).map_err(fail)?;
     let (items, code) = items(&args);
@@ -154,7 +158,7 @@ pub fn run(args: SendArgs) -> super::Outcome {
     // notice the receiver dying meanwhile; regular files are read in bounded time.
     let may_block = items.iter().any(Item::may_block);
     if may_block {
-        watch_receiver(tx.channel());
+        watch_receiver(tx.channel(), cancel.clone());
     }
     tx.set_observer(Box::new(Bar {
         quiet: args.verbosity.quiet,
@@ -171,14 +175,14 @@ pub fn run(args: SendArgs) -> super::Outcome {
 /// continued: a send that waits on a stopped process must not look wedged.
 fn stall_hook(quiet: bool) -> frame::StallHook {
     frame::StallHook(Arc::new(move |s| match s {
-        frame::Stall::Stopped { pid } => crate::shared::term::warn(
+        frame::Stall::Stopped { pid } => crate::mechanisms::term::warn(
             quiet,
             format_args!(
                 "receiver {pid} is stopped (SIGSTOP/Ctrl-Z); waiting for it to continue (`kill -CONT {pid}`)"
             ),
         ),
         frame::Stall::Continued { pid } => {
-            crate::shared::term::warn(quiet, format_args!("receiver {pid} continued"))
+            crate::mechanisms::term::warn(quiet, format_args!("receiver {pid} continued"))
         }
     }))
 }
@@ -240,7 +244,7 @@ fn items(args: &SendArgs) -> (Vec<Item>, i32) {
         } else if args.recursive && p.is_dir() {
             let w = tree::walk(p, args.dereference);
             for s in &w.skipped {
-                crate::shared::term::warn(args.verbosity.quiet, format_args!("skipped {s}"));
+                crate::mechanisms::term::warn(args.verbosity.quiet, format_args!("skipped {s}"));
             }
             if w.unreadable > 0 {
                 code = exit::NOINPUT;
@@ -272,18 +276,27 @@ fn send_all(
         IN_HAND.store(i, Ordering::SeqCst);
         CODE_SO_FAR.store(code, Ordering::SeqCst);
         post_one(tx, item, &args.name);
-        if let Some(end) = report(tx.take_verdicts(), items, i + 1, &mut code) {
+        let stopped = tx.cancel().is_cancelled();
+        if let Some(end) = report(tx.take_verdicts(), items, i + 1, stopped, &mut code) {
             return end;
         }
     }
-    report(tx.flush(), items, items.len(), &mut code).unwrap_or(code)
+    let verdicts = tx.flush();
+    let stopped = tx.cancel().is_cancelled();
+    report(verdicts, items, items.len(), stopped, &mut code).unwrap_or(code)
 }
 
 /// Says what became of each file whose verdict is in, `posted` files being posted so far (a
 /// verdict's ticket is its item's place, from 1). Returns the exit code if the send must end:
 /// the channel failed, or a stop came and no file is left in flight. After such an end, the
 /// files in flight behind the one that met it are each named with what is known of them.
-fn report(verdicts: Vec<Verdict>, items: &[Item], posted: usize, code: &mut i32) -> Option<i32> {
+fn report(
+    verdicts: Vec<Verdict>,
+    items: &[Item],
+    posted: usize,
+    stopped: bool,
+    code: &mut i32,
+) -> Option<i32> {
     let (mut ended, mut seen): (Option<usize>, usize) = (None, 0);
     for v in verdicts {
         seen = seen.max(v.ticket as usize);
@@ -292,7 +305,7 @@ fn report(verdicts: Vec<Verdict>, items: &[Item], posted: usize, code: &mut i32)
         // committed it before it went away, nobody can tell us).
         let (e, named) = match v.result {
             Ok(_) if ended.is_some() => continue,
-            Ok(_) if !runtime::stop_requested() => continue,
+            Ok(_) if !stopped => continue,
             // A later file in flight reports the stop itself.
             Ok(_) if (v.ticket as usize) < posted => continue,
             Ok(_) => (SendError::Frame(FrameError::Interrupted), false),
@@ -302,24 +315,24 @@ fn report(verdicts: Vec<Verdict>, items: &[Item], posted: usize, code: &mut i32)
         let stopped = matches!(e, SendError::Frame(FrameError::Interrupted));
         if ended.is_some() && !stopped {
             // Behind a channel that failed: its answer never came.
-            crate::shared::term::error(format_args!("{}: not sent", escape_path(&label)));
+            crate::mechanisms::term::error(format_args!("{}: not sent", escape_path(&label)));
             continue;
         }
         let fatal = e.is_fatal();
         if fatal && ended.is_none() && !claim_exit() {
             // Another thread is ending the process with its own report.
             std::thread::sleep(Duration::from_secs(1));
-            return Some(e.exit_code());
+            return Some(exit::of_send(&e));
         }
         match named {
-            true => crate::shared::term::error(format_args!(
+            true => crate::mechanisms::term::error(format_args!(
                 "{}: {}",
                 escape_path(&label),
                 fate_message(&e)
             )),
-            false => crate::shared::term::error(super::send_message(&e)),
+            false => crate::mechanisms::term::error(super::send_message(&e)),
         }
-        *code = merge(*code, e.exit_code());
+        *code = merge(*code, exit::of_send(&e));
         if fatal {
             ended = Some(ended.unwrap_or(0).max(v.ticket as usize));
         }
@@ -355,11 +368,11 @@ fn merge(code: i32, failed: i32) -> i32 {
 /// long list, then how many more).
 fn not_sent(rest: &[Item]) {
     for i in rest.iter().take(20) {
-        crate::shared::term::error(format_args!("{}: not sent", escape_path(i.path())));
+        crate::mechanisms::term::error(format_args!("{}: not sent", escape_path(i.path())));
     }
     if rest.len() > 20 {
         let more = rest.len() - 20;
-        crate::shared::term::error(format_args!("… and {more} more not sent"));
+        crate::mechanisms::term::error(format_args!("… and {more} more not sent"));
     }
 }
 
@@ -396,7 +409,7 @@ fn fail(e: SendError) -> super::Error {
     if claim_exit() {
         e.into()
     } else {
-        super::Error::Said(e.exit_code())
+        super::Error::Said(exit::of_send(&e))
     }
 }
 
@@ -406,13 +419,13 @@ fn fail(e: SendError) -> super::Error {
 /// such a read, it ends the process: that file cannot arrive. Anywhere else, the main thread's
 /// own sliced waits notice within a slice and report what happened to each file. It also
 /// ends the process when a stop is not settled within `STOP_GRACE` ([`stop_overdue`]).
-fn watch_receiver(ch: Arc<Channel>) {
+fn watch_receiver(ch: Arc<Channel>, cancel: runtime::Cancel) {
     std::thread::spawn(move || {
         // The stop signals must interrupt the main thread's read, not this thread's wait.
         sysv::block_stop_signals();
         let mut stop_seen: Option<Instant> = None;
         while !ch.receiver_gone_within(WATCH_SLICE) {
-            if runtime::stop_requested()
+            if cancel.is_cancelled()
                 && stop_seen.get_or_insert_with(Instant::now).elapsed() >= STOP_GRACE
             {
                 stop_overdue();
@@ -451,7 +464,7 @@ fn legacy(args: &SendArgs) -> super::Outcome {
     // Every semaphore the producer takes, it takes with SEM_UNDO: if we die or are
     // interrupted at any point, the kernel gives it back.
     let _ = ctrlc::set_handler(|| {
-        crate::shared::term::error("interrupted");
+        crate::mechanisms::term::error("interrupted");
         std::process::exit(exit::INTERRUPTED);
     });
     let mut code = exit::OK;
@@ -460,8 +473,8 @@ fn legacy(args: &SendArgs) -> super::Outcome {
         let data = match legacy::read_input(path) {
             Ok(d) => d,
             Err(e) => {
-                let failed = e.exit_code();
-                crate::shared::term::error(super::Error::Legacy(e).message());
+                let failed = exit::of_legacy(&e);
+                crate::mechanisms::term::error(super::Error::Legacy(e).message());
                 code = merge(code, failed);
                 continue;
             }
@@ -473,8 +486,8 @@ fn legacy(args: &SendArgs) -> super::Outcome {
         match p.send(path, &data, args.md5, deadline) {
             Ok(()) => {}
             Err(e @ LegacyError::Md5 { .. }) => {
-                crate::shared::term::error(&e);
-                code = merge(code, e.exit_code());
+                crate::mechanisms::term::error(&e);
+                code = merge(code, exit::of_legacy(&e));
             }
             Err(e) => return Err(e.into()),
         }
@@ -488,10 +501,10 @@ pub struct SendArgs {
     #[command(flatten)]
     pub channel: ChannelArgs,
     /// Wait up to SECS for a receiver to appear and for our turn
-    #[arg(long, value_hint = clap::ValueHint::Other, value_name = "SECS", value_parser = crate::shared::parse::parse_secs)]
+    #[arg(long, value_hint = clap::ValueHint::Other, value_name = "SECS", value_parser = crate::mechanisms::parse::parse_secs)]
     pub wait: Option<f64>,
     /// Hand the files to a receiver running as USER (name or uid) [default: only your own]
-    #[arg(long, value_hint = clap::ValueHint::Username, value_name = "USER", value_parser = crate::shared::parse::parse_user, conflicts_with = "legacy")]
+    #[arg(long, value_hint = clap::ValueHint::Username, value_name = "USER", value_parser = crate::mechanisms::parse::parse_user, conflicts_with = "legacy")]
     pub owner: Option<u32>,
     /// Name to send for stdin (`-`), for `recv --keep-name`
     #[arg(long, value_hint = clap::ValueHint::Other, default_value = "stdin")]

@@ -6,12 +6,12 @@ use std::fmt::Write as _;
 
 use clap::Args;
 
+use crate::commands::exit;
+use crate::mechanisms::wire::Address;
 use crate::protocols::inventory::{
     ChannelRow, ChannelState, InventoryError, MsgRow, Parts, Role, SemRow, ShmRow, Snapshot,
     semaphores, snapshot,
 };
-use crate::shared::exit;
-use crate::shared::wire::Address;
 use crate::sysv::{self, Key};
 
 impl StatusError {
@@ -95,13 +95,13 @@ pub fn run(args: StatusArgs) -> super::Outcome {
         let snap = listing(all, &args)?;
         if args.json {
             let text = serde_json::to_string_pretty(&snap).map_err(StatusError::Json)?;
-            crate::shared::term::out_line(&text);
+            crate::mechanisms::term::out_line(&text);
             return Ok(exit::OK);
         }
         render(&mut out, &snap, &args);
     }
     // One write: into a closed pipe it fails once, quietly.
-    let _ = crate::shared::term::out_line(out.trim_end_matches('\n'));
+    let _ = crate::mechanisms::term::out_line(out.trim_end_matches('\n'));
     Ok(exit::OK)
 }
 
@@ -320,9 +320,9 @@ const SEM: Views<SemRow> = Views {
 const CHANNELS: &[Column<ChannelRow>] = &[
     col("key", 10, |c, _| hex_key(c.key)),
     col("name", 0, |c, _| {
-        c.name
-            .as_deref()
-            .map_or("-".into(), |n| crate::shared::text::escape(n.as_bytes()))
+        c.name.as_deref().map_or("-".into(), |n| {
+            crate::mechanisms::text::escape(n.as_bytes())
+        })
     }),
     col("owner", 10, |c, _| c.owner.clone()),
     col("state", 8, |c, _| c.state.to_string()),
@@ -341,7 +341,7 @@ const CHANNELS: &[Column<ChannelRow>] = &[
             let total = t.total.map_or("?".into(), |n| size(n, h));
             format!(
                 "{} {}/{total} from pid {}",
-                crate::shared::text::escape(t.name.as_bytes()),
+                crate::mechanisms::text::escape(t.name.as_bytes()),
                 size(done, h),
                 t.sender_pid
             )
@@ -612,7 +612,7 @@ mod tests {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Show only the objects and the channel at this key (decimal or 0x hex) or of this name
-    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::shared::parse::parse_address, value_name = "KEY|NAME")]
+    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::mechanisms::parse::parse_address, value_name = "KEY|NAME")]
     pub key: Option<Address>,
     /// Shared memory segments
     #[arg(short = 'm', long)]

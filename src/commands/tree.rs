@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::shared::text::escape_path;
+use crate::mechanisms::text::escape_path;
 
 /// A file to send and the name (a relative path) it goes under.
 #[derive(Debug, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use std::io::Write;
 use clap::{CommandFactory, Parser};
 
 use crate::commands;
-use crate::shared::exit;
-use crate::shared::term::error;
+use crate::commands::exit;
+use crate::mechanisms::term::error;
 
 /// `shmxfer man [PAGE]` prints a page; `--dir DIR` writes them all and lists them.
 fn man_pages(page: Option<&str>, dir: Option<&std::path::Path>) -> commands::Outcome {
@@ -20,11 +20,11 @@ fn man_pages(page: Option<&str>, dir: Option<&std::path::Path>) -> commands::Out
     };
     match dir {
         Some(d) => {
-            let shown = crate::shared::text::escape_path(d);
+            let shown = crate::mechanisms::text::escape_path(d);
             let written = man::write_all(d)
                 .map_err(|e| cannot(e, format!("cannot write man pages into {shown}")))?;
             for p in written {
-                crate::shared::term::out_line(&crate::shared::text::escape_path(&p));
+                crate::mechanisms::term::out_line(&crate::mechanisms::text::escape_path(&p));
             }
             Ok(exit::OK)
         }

@@ -1,5 +1,5 @@
 //! The native channel: what is at a key ([`probe`]), and the handshake over a channel's three
-//! objects ([`Channel`], one method per step). The bytes themselves are [`crate::shared::wire`]'s;
+//! objects ([`Channel`], one method per step). The bytes themselves are [`crate::mechanisms::wire`]'s;
 //! docs/protocol.md is the contract.
 //!
 //! A channel at KEY is the control segment (KEY), the content segment (KEY+1) and one semaphore
@@ -10,10 +10,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub use crate::shared::wire::*;
+pub use crate::mechanisms::wire::*;
 
-use crate::shared::exit;
-use crate::shared::runtime;
+use crate::mechanisms::runtime;
 use crate::sysv::{self, Fixed, Key, Mapping, SemOp, SemSet, Shm, SysvError, WaitError};
 
 /// How long a wait on the peer sleeps before it checks whether the peer is still alive.
@@ -74,30 +73,14 @@ impl FrameError {
             mode,
         }
     }
-
-    /// The exit code a command ends with when this is why.
-    pub fn exit_code(&self) -> i32 {
-        use FrameError::*;
-        match self {
-            NoReceiver { .. } | ReceiverGone { .. } | Removed { .. } => exit::UNAVAILABLE,
-            PermissionDenied { .. } | OtherOwner { .. } => exit::NOPERM,
-            OtherName { .. } => exit::UNAVAILABLE,
-            Foreign { .. } | Header { .. } => exit::PROTOCOL,
-            InUse { .. } | Starting { .. } | TimedOut { .. } | ReceiverStopped { .. } => {
-                exit::TEMPFAIL
-            }
-            SenderGone => exit::IOERR,
-            Interrupted => exit::INTERRUPTED,
-            Sys(_) => exit::OSERR,
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
 /// Why a channel could not be created, found, or used. Each message names the key and says
 /// what to do next.
+#[non_exhaustive]
 pub enum FrameError {
-    #[error("no receiver on key {key}: start `shmxfer recv` first")]
+    #[error("no receiver on key {key}")]
     /// Nothing at the key: no receiver was started there.
     NoReceiver {
         /// The channel's key.
@@ -170,9 +153,7 @@ pub enum FrameError {
         /// The creating receiver's pid.
         pid: i32,
     },
-    #[error(
-        "the receiver (pid {pid}) on key {key} is gone; start `shmxfer recv` again (it takes the key over)"
-    )]
+    #[error("the receiver (pid {pid}) on key {key} is gone")]
     /// The receiver died: its channel is stale.
     ReceiverGone {
         /// The key.
@@ -180,17 +161,13 @@ pub enum FrameError {
         /// The dead receiver's pid.
         pid: i32,
     },
-    #[error(
-        "the channel on key {key} was removed while in use (ipcrm, or the receiver stopped); start `shmxfer recv` again"
-    )]
+    #[error("the channel on key {key} was removed while in use (ipcrm, or the receiver stopped)")]
     /// The channel's objects were removed under us.
     Removed {
         /// The key.
         key: Key,
     },
-    #[error(
-        "the receiver (pid {pid}) on key {key} has been stopped (SIGSTOP/Ctrl-Z) for {secs}s; continue it with `kill -CONT {pid}`"
-    )]
+    #[error("the receiver (pid {pid}) on key {key} has been stopped (SIGSTOP/Ctrl-Z) for {secs}s")]
     /// The receiver stayed stopped (SIGSTOP, Ctrl-Z) longer than the sender would wait.
     ReceiverStopped {
         /// The key.
@@ -214,7 +191,7 @@ pub enum FrameError {
         secs: f64,
     },
     #[error("interrupted")]
-    /// A stop was asked for ([`crate::runtime::request_stop`], a signal).
+    /// A stop was asked for (the channel's [`crate::runtime::Cancel`]).
     Interrupted,
     #[error("bad header on key {key}: {source}")]
     /// The control segment's header failed a check.
@@ -255,16 +232,20 @@ pub struct Config {
     pub slot_count: u32,
     /// Every file is verified with MD5, whatever its sender asks.
     pub require_md5: bool,
+    /// Stops the receiver's waits when cancelled: its next event is then
+    /// [`FrameError::Interrupted`].
+    pub cancel: runtime::Cancel,
 }
 
 impl Default for Config {
-    /// Mode 0600, 8 slots of 1 MiB, MD5 as each sender asks.
+    /// Mode 0600, 8 slots of 1 MiB, MD5 as each sender asks, a token nobody cancelled.
     fn default() -> Self {
         Config {
             mode: 0o600,
             slot_size: DEFAULT_SLOT,
             slot_count: DEFAULT_SLOTS,
             require_md5: false,
+            cancel: runtime::Cancel::default(),
         }
     }
 }
@@ -671,6 +652,8 @@ pub struct Channel {
     stall: StallWatch,
     /// Since when our receiver has been seen stopped.
     stopped_since: std::sync::Mutex<Option<Instant>>,
+    /// What stops our waits.
+    cancel: runtime::Cancel,
 }
 
 impl Channel {
@@ -732,6 +715,7 @@ impl Channel {
             ring: AtomicU64::new(0),
             stall: StallWatch::default(),
             stopped_since: std::sync::Mutex::new(None),
+            cancel: cfg.cancel.clone(),
         })
     }
 
@@ -808,6 +792,7 @@ impl Channel {
             ring: AtomicU64::new(0),
             stall: StallWatch::default(),
             stopped_since: std::sync::Mutex::new(None),
+            cancel: runtime::Cancel::default(),
         })
     }
 
@@ -873,7 +858,7 @@ impl Channel {
                 Err(e) => return Err(e),
             }
             if peer == sem::SENDER {
-                if runtime::stop_requested() {
+                if self.cancel.is_cancelled() {
                     return Err(FrameError::Interrupted);
                 }
                 if !self.sender_alive()? {
@@ -894,7 +879,7 @@ impl Channel {
     /// The next slice of a sender's wait: [`LIVENESS_SLICE`], or what is left of
     /// [`STOP_SETTLE`] once a stop was asked for (then, past it, [`FrameError::Interrupted`]).
     fn sender_slice(&self) -> Result<Duration, FrameError> {
-        match runtime::stop_age() {
+        match self.cancel.age() {
             None => Ok(LIVENESS_SLICE),
             Some(age) => match STOP_SETTLE.checked_sub(age) {
                 Some(left) if !left.is_zero() => Ok(left.min(LIVENESS_SLICE)),
@@ -942,6 +927,17 @@ impl Channel {
         self
     }
 
+    /// Sets what stops this (sender's) channel's waits.
+    pub fn with_cancel(mut self, c: runtime::Cancel) -> Channel {
+        self.cancel = c;
+        self
+    }
+
+    /// What stops this channel's waits.
+    pub fn cancel(&self) -> &runtime::Cancel {
+        &self.cancel
+    }
+
     // ---- receiver steps ----
 
     /// Publishes the channel's state for `status`.
@@ -983,17 +979,20 @@ impl Channel {
     }
 
     /// Sleeps in the kernel until a sender takes the gate, waking only every `PUBLISHED_CHECK`
-    /// to see that the channel is still there to be found; a stop request wakes it at once by
-    /// removing the semaphore set.
+    /// to see that the channel is still there to be found, and whether it was cancelled (a
+    /// program that must stop at once also removes the semaphore set, which wakes it).
     pub fn wait_for_sender(&self) -> Result<(), FrameError> {
         loop {
-            match self.wait(&[SemOp::zero(sem::GATE)], Some(PUBLISHED_CHECK)) {
+            let r = self.wait(&[SemOp::zero(sem::GATE)], Some(PUBLISHED_CHECK));
+            if r.is_err() && self.cancel.is_cancelled() {
+                return Err(FrameError::Interrupted);
+            }
+            match r {
                 Err(FrameError::TimedOut { .. }) if self.published() => continue,
                 Err(FrameError::TimedOut { .. }) => {
                     return Err(FrameError::Removed { key: self.key });
                 }
-                Err(FrameError::Interrupted) if !runtime::stop_requested() => continue,
-                Err(_) if runtime::stop_requested() => return Err(FrameError::Interrupted),
+                Err(FrameError::Interrupted) => continue,
                 r => return r,
             }
         }
@@ -1125,7 +1124,7 @@ impl Channel {
         loop {
             match self.wait(&[SemOp::zero(sem::SENDER)], Some(LIVENESS_SLICE)) {
                 Ok(()) => return Ok(()),
-                Err(_) if runtime::stop_requested() => return Err(FrameError::Interrupted),
+                Err(_) if self.cancel.is_cancelled() => return Err(FrameError::Interrupted),
                 Err(FrameError::TimedOut { .. }) | Err(FrameError::Interrupted) => {}
                 Err(e) => return Err(e),
             }
@@ -1174,7 +1173,7 @@ impl Channel {
                 Err(FrameError::TimedOut { .. }) | Err(FrameError::Interrupted) => {}
                 Err(e) => return Err(e),
             }
-            if runtime::stop_requested() {
+            if self.cancel.is_cancelled() {
                 return Err(FrameError::Interrupted);
             }
             if !self.receiver_alive() {
@@ -1298,7 +1297,7 @@ impl Channel {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                    if runtime::stop_requested() {
+                    if self.cancel.is_cancelled() {
                         return Err(e);
                     }
                 }
@@ -1495,7 +1494,7 @@ impl View {
 pub fn serves(info: &Info) -> String {
     match info.name.is_empty() {
         true => "no name (a channel by number)".into(),
-        false => format!("\"{}\"", crate::shared::text::escape(&info.name)),
+        false => format!("\"{}\"", crate::mechanisms::text::escape(&info.name)),
     }
 }
 

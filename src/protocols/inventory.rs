@@ -20,6 +20,7 @@ use crate::sysv::{self, Key, Kind, TableRow};
 
 #[derive(Debug, thiserror::Error)]
 /// Why the host's IPC objects could not be listed.
+#[non_exhaustive]
 pub enum InventoryError {
     #[error("cannot read the kernel's IPC tables ({path}): {source}; is /proc mounted?")]
     /// A kernel table could not be read.

@@ -14,17 +14,19 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
+use crate::mechanisms::digest;
+use crate::mechanisms::runtime::Cancel;
 use crate::protocols::frame::hex;
-use crate::shared::digest;
-use crate::shared::exit;
 use crate::sysv::{self, Fixed, Key, Mapping, SemOp, SemSet, Shm, SysvError, WaitError};
 
 /// The original system's keys and sizes, fixed by its programs.
 pub const CONTENT_KEY: Key = Key(42);
 /// The original system's size segment key.
 pub const SIZE_KEY: Key = Key(44);
+#[doc(hidden)]
 /// The original's content segment size: the largest file it carries.
 pub const CONTENT_LEN: usize = 5_000_000;
+#[doc(hidden)]
 /// The original's size segment size: a NUL-terminated decimal.
 pub const SIZE_LEN: usize = 10;
 /// How long one wait on the peer lasts before we check that the peer still lives.
@@ -32,6 +34,7 @@ const SLICE: Duration = Duration::from_millis(250);
 /// How often an idle consumer wakes, only to notice a stop request.
 const IDLE_CHECK: Duration = Duration::from_secs(2);
 
+#[doc(hidden)]
 /// The original system's two segments, each beside a one-semaphore set at its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -56,10 +59,9 @@ impl Part {
 
 #[derive(Debug, thiserror::Error)]
 /// Why a transfer with the original system's protocol failed.
+#[non_exhaustive]
 pub enum LegacyError {
-    #[error(
-        "no consumer on keys {content}/{size}: start the original `./consumer` (or `shmxfer recv --legacy`) first"
-    )]
+    #[error("no consumer on keys {content}/{size}")]
     /// Nothing at the keys: no consumer runs.
     NoConsumer {
         /// The content key.
@@ -68,7 +70,7 @@ pub enum LegacyError {
         size: Key,
     },
     #[error(
-        "the original system's objects already exist at keys {content}/{size}: another consumer runs, or one died; `shmxfer clean --legacy` removes leftovers"
+        "the original system's objects already exist at keys {content}/{size}: another consumer runs, or one died"
     )]
     /// The objects exist already (creating them, as a consumer).
     InUse {
@@ -103,8 +105,8 @@ pub enum LegacyError {
     },
     #[error(
         "{}: MD5 mismatch: sent {ours}, the consumer replied \"{}\" (does it run with -m too?)",
-        crate::shared::text::escape_path(path),
-        crate::shared::text::escape(theirs)
+        crate::mechanisms::text::escape_path(path),
+        crate::mechanisms::text::escape(theirs)
     )]
     /// The consumer's MD5 reply differs from ours.
     Md5 {
@@ -116,7 +118,7 @@ pub enum LegacyError {
         theirs: Vec<u8>,
     },
     #[error(
-        "the consumer (pid {pid}) that made keys {content}/{size} is gone and left its objects behind: start the consumer again (it needs the keys free: `shmxfer clean --legacy` removes the leftovers)"
+        "the consumer (pid {pid}) that made keys {content}/{size} is gone and left its objects behind"
     )]
     /// The objects at the keys are a dead consumer's leftovers: nobody will take a file.
     ConsumerDead {
@@ -179,25 +181,9 @@ impl LegacyError {
             _ => e.into(),
         }
     }
-
-    /// The exit code for this failure (sysexits.h, as the CLI documents).
-    pub fn exit_code(&self) -> i32 {
-        use LegacyError::*;
-        match self {
-            NoConsumer { .. } | ConsumerDead { .. } | ConsumerGone { .. } | Removed => {
-                exit::UNAVAILABLE
-            }
-            InUse { .. } | TimedOut { .. } => exit::TEMPFAIL,
-            Foreign { .. } => exit::PROTOCOL,
-            Size { .. } | Input { .. } => exit::NOINPUT,
-            Md5 { .. } => exit::DATAERR,
-            Permission { .. } => exit::NOPERM,
-            Interrupted => exit::INTERRUPTED,
-            Sys(_) => exit::OSERR,
-        }
-    }
 }
 
+#[doc(hidden)]
 /// The size field: ASCII decimal and a NUL, as the original writes it.
 pub fn encode_size(n: usize) -> Vec<u8> {
     let mut v = n.to_string().into_bytes();
@@ -205,6 +191,7 @@ pub fn encode_size(n: usize) -> Vec<u8> {
     v
 }
 
+#[doc(hidden)]
 /// Reads the size field: digits up to the first NUL (or the field's end), at most
 /// 5,000,000. `Some(0)` is "nothing pending"; `None` is garbage.
 pub fn decode_size(b: &[u8]) -> Option<usize> {
@@ -235,13 +222,15 @@ struct Legacy {
     size_sem: SemSet,
     content: Fixed<CONTENT_LEN>,
     size: Fixed<SIZE_LEN>,
+    /// What stops our waits.
+    cancel: Cancel,
 }
 
 impl Legacy {
     /// Creates the four objects as the original consumer does (mode 0600, values 0).
     fn create(content_key: Key, size_key: Key, mode: u32) -> Result<Legacy, LegacyError> {
         let in_use = |e| LegacyError::from_sys(e, content_key, size_key);
-        let mut undo = crate::shared::runtime::Rollback::default();
+        let mut undo = crate::mechanisms::runtime::Rollback::default();
         let content_shm = Shm::create(content_key, CONTENT_LEN, mode).map_err(in_use)?;
         undo.push(move || drop(content_shm.remove()));
         let size_shm = Shm::create(size_key, SIZE_LEN, mode).map_err(in_use)?;
@@ -262,6 +251,7 @@ impl Legacy {
             size_sem,
             content,
             size,
+            cancel: Cancel::new(),
         })
     }
 
@@ -292,6 +282,7 @@ impl Legacy {
             size_sem,
             content,
             size,
+            cancel: Cancel::new(),
         })
     }
 
@@ -329,7 +320,7 @@ impl Legacy {
                 Err(LegacyError::TimedOut { .. } | LegacyError::Interrupted) => {}
                 Err(e) => return Err(e),
             }
-            if crate::shared::runtime::stop_requested() {
+            if self.cancel.is_cancelled() {
                 return Err(LegacyError::Interrupted);
             }
             if let Some(pid) = alive() {
@@ -364,8 +355,10 @@ pub struct Consumer {
 pub struct Stopper(Arc<Legacy>);
 
 impl Stopper {
-    /// Removes the semaphore sets, which wakes every wait of the consumer at once (EIDRM).
+    /// Cancels the consumer's waits, and removes the semaphore sets, which wakes every wait
+    /// of the consumer at once (EIDRM).
     pub fn wake(&self) {
+        self.0.cancel.cancel();
         let _ = self.0.size_sem.remove();
         let _ = self.0.content_sem.remove();
     }
@@ -447,7 +440,7 @@ fn serve(
                 let Some(size) = size else {
                     note(format!(
                         "ignored a malformed size field \"{}\"",
-                        crate::shared::text::escape(&field)
+                        crate::mechanisms::text::escape(&field)
                     ));
                     continue;
                 };
@@ -507,13 +500,13 @@ impl Legacy {
             match self.op(self.size_sem, &[SemOp::zero(0)], Some(IDLE_CHECK)) {
                 Ok(()) => return Ok(Pass::Arrival),
                 Err(LegacyError::TimedOut { .. } | LegacyError::Interrupted)
-                    if !crate::shared::runtime::stop_requested() =>
+                    if !self.cancel.is_cancelled() =>
                 {
                     if self.content_sem.waiting(0)? >= 1 && self.size_sem.value(0)? > 0 {
                         return Ok(Pass::Reply);
                     }
                 }
-                Err(_) if crate::shared::runtime::stop_requested() => {
+                Err(_) if self.cancel.is_cancelled() => {
                     return Err(LegacyError::Interrupted);
                 }
                 Err(e) => return Err(e),
@@ -562,7 +555,7 @@ impl Legacy {
             if self.content_sem.waiting(0)? >= 1 {
                 return Ok(true);
             }
-            if crate::shared::runtime::stop_requested() {
+            if self.cancel.is_cancelled() {
                 return Err(LegacyError::Interrupted);
             }
             let attached = self.producers_attached();
@@ -606,7 +599,7 @@ impl Legacy {
                 Ok(Err(e)) => return Err(self.wait_error(e, None)),
                 Err(_) => {}
             }
-            if crate::shared::runtime::stop_requested() {
+            if self.cancel.is_cancelled() {
                 return Err(LegacyError::Interrupted);
             }
             // Taken, and the last to touch it (the one it was handed to: the kernel records
@@ -663,6 +656,11 @@ impl Producer {
         })
     }
 
+    /// Stops this producer's waits when `cancel` is cancelled.
+    pub fn set_cancel(&mut self, cancel: Cancel) {
+        self.ch.cancel = cancel;
+    }
+
     /// Hands `data` (1 to 5,000,000 bytes) to the consumer and, with `md5`, checks its reply.
     /// `path` names the file in errors.
     ///
@@ -686,7 +684,7 @@ impl Producer {
         // The original protocol cannot tell two producers apart: one may release the content
         // semaphore to the other instead of the consumer. shmxfer's producers take turns
         // through a lock of their own, which the original consumer never sees.
-        let _turn = producer_lock(self.ch.content_key, deadline)?;
+        let _turn = producer_lock(self.ch.content_key, deadline, &self.ch.cancel)?;
         send_one(&self.ch, path, data, md5, deadline)
     }
 }
@@ -699,6 +697,7 @@ impl Producer {
 fn producer_lock(
     content_key: Key,
     deadline: Option<Instant>,
+    cancel: &Cancel,
 ) -> Result<Option<nix::fcntl::Flock<fs::File>>, LegacyError> {
     use nix::fcntl::{Flock, FlockArg};
     use std::os::unix::fs::OpenOptionsExt;
@@ -719,7 +718,7 @@ fn producer_lock(
             Ok(lock) => return Ok(Some(lock)),
             Err((f, _)) => file = f,
         }
-        if crate::shared::runtime::stop_requested() {
+        if cancel.is_cancelled() {
             return Err(LegacyError::Interrupted);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -827,7 +826,7 @@ fn send_one(
             let _ = ch.op(ch.content_sem, &[SemOp::give(0).undo()], None);
             return Err(LegacyError::ConsumerGone { pid });
         }
-        if Instant::now() > poll_until || crate::shared::runtime::stop_requested() {
+        if Instant::now() > poll_until || ch.cancel.is_cancelled() {
             break;
         }
         std::thread::sleep(Duration::from_micros(200));

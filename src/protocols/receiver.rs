@@ -30,7 +30,7 @@
 //!         Event::Notice(n) => { eprintln!("{n}"); continue }
 //!     };
 //!     let mut tmp = TempFile::create(names.dir())?;
-//!     let received = match incoming.receive(&mut tmp.file, DirectMode::Auto, &mut |_| {}) {
+//!     let received = match incoming.receive(&mut tmp.file, DirectMode::Auto, &mut |_| true) {
 //!         Ok(r) => r,
 //!         Err(e) => { eprintln!("a file failed: {e}"); continue } // the sender was told
 //!     };
@@ -54,18 +54,18 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
 
+use crate::mechanisms::digest::Md5;
+use crate::mechanisms::pacer::{DirectMode, PacedFile, Pacer};
+use crate::mechanisms::text::escape;
 use crate::protocols::frame::{
     self, Abort, Address, Channel, Config, Desc, DescKind, FrameError, Meta, Op, Outcome, Probe,
     Request, STARTUP_GRACE, State, Status, hex,
 };
-use crate::shared::digest::Md5;
-use crate::shared::pacer::{DirectMode, PacedFile, Pacer};
-use crate::shared::runtime;
-use crate::shared::text::escape;
 use crate::sysv::{self, Source};
 
 /// Why a file did not make it (the sender was told), or the channel failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FileError {
     /// The file failed; the sender has been told why and the receiver goes on serving.
     #[error("{why} ({status:?}); discarded")]
@@ -162,7 +162,8 @@ impl Receiver {
     /// The channel was removed underneath us, or a stop was requested
     /// ([`FrameError::Interrupted`]).
     pub fn next_event(&mut self) -> Result<Event<'_>, FrameError> {
-        self.next_inner().map_err(stopped)
+        let ch = self.ch.clone();
+        self.next_inner().map_err(|e| stopped(&ch, e))
     }
 
     fn next_inner(&mut self) -> Result<Event<'_>, FrameError> {
@@ -288,8 +289,8 @@ impl Drop for Receiver {
 }
 
 /// A wait that failed because we were asked to stop is an interruption, not an error.
-fn stopped(e: FrameError) -> FrameError {
-    if runtime::stop_requested() {
+fn stopped(ch: &Channel, e: FrameError) -> FrameError {
+    if ch.cancel().is_cancelled() {
         FrameError::Interrupted
     } else {
         e
@@ -363,7 +364,7 @@ impl<'r> Incoming<'r> {
         rx.owed = Owed::Nothing;
         let r = drop_chunks(&rx.ch, tags, req.size, o.status)
             .and_then(|()| rx.ch.answer(tags.file, &o))
-            .map_err(stopped);
+            .map_err(|e| stopped(&rx.ch, e));
         if matches!(r, Err(FrameError::SenderGone)) {
             rx.sender_left();
         }
@@ -371,8 +372,10 @@ impl<'r> Incoming<'r> {
     }
 
     /// Accepts the file and writes it to `out` (the way `direct` says), reporting the bytes
-    /// received so far to `progress`. Returns it whole and verified; the sender still waits
-    /// for [`Received::commit`] or [`Received::fail`].
+    /// received so far to `progress`, which returns whether to go on: `false` stops taking
+    /// this file (the rest of it is drained unwritten, and the sender hears it failed). Returns
+    /// it whole and verified; the sender still waits for [`Received::commit`] or
+    /// [`Received::fail`].
     ///
     /// # Errors
     /// [`FileError::Answered`]: the file failed (the sender aborted, a write failed, sizes or
@@ -382,7 +385,7 @@ impl<'r> Incoming<'r> {
         self,
         out: &mut File,
         direct: DirectMode,
-        progress: &mut dyn FnMut(u64),
+        progress: &mut dyn FnMut(u64) -> bool,
     ) -> Result<Received<'r>, FileError> {
         self.take(
             Sink::File(PacedFile::new(out, Pacer::new(direct))),
@@ -400,7 +403,7 @@ impl<'r> Incoming<'r> {
     pub fn receive_to(
         self,
         sink: &mut (dyn Write + Send),
-        progress: &mut dyn FnMut(u64),
+        progress: &mut dyn FnMut(u64) -> bool,
     ) -> Result<Received<'r>, FileError> {
         self.take(
             Sink::Any {
@@ -411,11 +414,15 @@ impl<'r> Incoming<'r> {
         )
     }
 
-    fn take(self, out: Sink, progress: &mut dyn FnMut(u64)) -> Result<Received<'r>, FileError> {
+    fn take(
+        self,
+        out: Sink,
+        progress: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<Received<'r>, FileError> {
         let Incoming { rx, req, tags } = self;
         rx.owed = Owed::Nothing;
         let r = receive_into(&rx.ch, tags, &req, out, progress).map_err(|e| match e {
-            FileError::Channel(c) => FileError::Channel(stopped(c)),
+            FileError::Channel(c) => FileError::Channel(stopped(&rx.ch, c)),
             answered => answered,
         });
         if matches!(r, Err(FileError::Channel(FrameError::SenderGone))) {
@@ -444,7 +451,7 @@ fn drop_chunks(
     ch.take_file(tags.file);
     let mut d = Drain::new(ch, tags, size);
     d.fail(status, String::new());
-    d.run(&mut |_| {}, |_, _, total| ch.release_slot(total))
+    d.run(&mut |_| true, |_, _, total| ch.release_slot(total))
         .map(drop)
 }
 
@@ -511,7 +518,8 @@ impl Received<'_> {
             md5: self.md5.unwrap_or([0; 16]),
             bytes: self.bytes,
         };
-        self.rx.ch.answer(self.tags.file, &o).map_err(stopped)
+        let ch = &self.rx.ch;
+        ch.answer(self.tags.file, &o).map_err(|e| stopped(ch, e))
     }
 }
 
@@ -522,7 +530,7 @@ fn receive_into(
     tags: Tags,
     req: &Request,
     out: Sink,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(u64) -> bool,
 ) -> Result<(u64, Option<[u8; 16]>), FileError> {
     let t = Instant::now();
     let md5 = req.md5 || ch.info.require_md5;
@@ -749,7 +757,7 @@ impl<'a> Drain<'a> {
     /// and must hand the slot back; anything else is handed back here.
     fn run(
         &mut self,
-        progress: &mut dyn FnMut(u64),
+        progress: &mut dyn FnMut(u64) -> bool,
         mut each: impl FnMut(usize, usize, u64) -> Result<(), FrameError>,
     ) -> Result<End, FrameError> {
         let slot_size = self.ch.info.slot_size;
@@ -781,7 +789,13 @@ impl<'a> Drain<'a> {
                 Some(n) if self.failure.is_none() => each(slot, n, self.total)?,
                 _ => self.ch.release_slot(self.total)?,
             }
-            progress(self.total);
+            if !progress(self.total) && self.failure.is_none() {
+                // The caller stops taking this file: the sender hears it failed, and stops.
+                self.fail(
+                    Status::WriteFailed,
+                    "stopped by the receiving program".into(),
+                );
+            }
             if d.kind == DescKind::Last {
                 return Ok(End::Complete);
             }
@@ -835,7 +849,7 @@ fn drain(
     req: &Request,
     out: Sink,
     md5: bool,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(u64) -> bool,
 ) -> Result<(u64, [u8; 16]), FileError> {
     let mut d = Drain::new(ch, tags, req.size);
     let mut writer = Writer {
@@ -872,7 +886,7 @@ fn drain(
 fn copy_hash_and_write(
     ch: &Channel,
     d: &mut Drain,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(u64) -> bool,
     ctx: &mut Md5,
     writer: &mut Writer,
 ) -> Result<End, FrameError> {

@@ -17,7 +17,7 @@
 //! # let server = std::thread::spawn(move || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! #     while let shmxfer::receiver::Event::File(f) = rx.next_event()? {
 //! #         let name = String::from_utf8_lossy(f.name()).into_owned();
-//! #         f.receive_to(&mut std::io::sink(), &mut |_| {})?.commit(name.as_ref())?;
+//! #         f.receive_to(&mut std::io::sink(), &mut |_| true)?.commit(name.as_ref())?;
 //! #     }
 //! #     Ok(())
 //! # });
@@ -53,18 +53,18 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
 
+use crate::mechanisms::digest::Md5;
+use crate::mechanisms::runtime::{self, phase};
+use crate::mechanisms::text::escape_path;
 use crate::protocols::frame::{
     self, Abort, Address, Channel, Desc, DescKind, FrameError, Meta, Op, Request, Status, Trailer,
     hex,
 };
-use crate::shared::digest::Md5;
-use crate::shared::exit;
-use crate::shared::runtime::{self, phase};
-use crate::shared::text::escape_path;
 use crate::sysv;
 
 #[derive(Debug, thiserror::Error)]
 /// Why a file was not sent, or the channel failed. Each message names the file.
+#[non_exhaustive]
 pub enum SendError {
     #[error("{}: no such file", escape_path(.0))]
     /// The file does not exist.
@@ -127,7 +127,7 @@ pub enum SendError {
     #[error(
         "{}: MD5 mismatch: sent {ours}, but the receiver committed bytes whose MD5 is {theirs} (as {}): someone else wrote the channel; that copy is not this file",
         escape_path(path),
-        crate::shared::text::escape(name)
+        crate::mechanisms::text::escape(name)
     )]
     /// The receiver committed bytes whose digest differs from ours: the channel was written
     /// by someone else meanwhile, and the committed copy is not this file.
@@ -141,7 +141,7 @@ pub enum SendError {
         /// Where the receiver committed it (raw).
         name: Vec<u8>,
     },
-    #[error("{}: the receiver could not create its output file ({}): {}", escape_path(path), crate::shared::text::escape(at), io::Error::from_raw_os_error(*errno))]
+    #[error("{}: the receiver could not create its output file ({}): {}", escape_path(path), crate::mechanisms::text::escape(at), io::Error::from_raw_os_error(*errno))]
     /// The receiver could not create its output file.
     CannotCreate {
         /// The file.
@@ -190,6 +190,9 @@ pub enum SendError {
     #[error("{}: the receiver refused its relative path (it recreates relative paths, and never an absolute one or one with an empty, `.` or `..` component)", escape_path(.0))]
     /// The receiver refused the file's relative path as unsafe.
     PathRefused(PathBuf),
+    #[error("{}: abandoned by the sending program; the receiver discarded what it had", escape_path(.0))]
+    /// The [`Observer`] abandoned the file: the receiver discarded what it had.
+    Abandoned(PathBuf),
     #[error("{}: interrupted; it was not sent (the receiver discarded what it had)", escape_path(.0))]
     /// A stop was asked for mid-file: the receiver discarded what it had.
     Interrupted(PathBuf),
@@ -199,26 +202,6 @@ pub enum SendError {
 }
 
 impl SendError {
-    /// The exit code for this failure (sysexits.h, as the CLI documents).
-    pub fn exit_code(&self) -> i32 {
-        use SendError::*;
-        match self {
-            Missing(_) | Unreadable(_) | IsDir(_) | Open { .. } => exit::NOINPUT,
-            Read { .. } | WriteFailed { .. } => exit::IOERR,
-            Changed { .. }
-            | ChangedInPlace(_)
-            | Md5 { .. }
-            | CommittedOther { .. }
-            | Refused { .. }
-            | BadAnswer { .. }
-            | PathRefused(_) => exit::DATAERR,
-            BadPath(_) => exit::NOINPUT,
-            CannotCreate { .. } => exit::CANTCREAT,
-            Closed(_) => exit::UNAVAILABLE,
-            Interrupted(_) => exit::INTERRUPTED,
-            Frame(e) => e.exit_code(),
-        }
-    }
     /// Whether the channel itself failed (or a stop came), so no later file can go either.
     pub fn is_fatal(&self) -> bool {
         matches!(
@@ -243,6 +226,9 @@ pub struct SendOptions {
     /// stopped receiver is waited for until it continues, or for `wait` if that is given
     /// ([`FrameError::ReceiverStopped`]).
     pub on_stall: Option<frame::StallHook>,
+    /// Stops the sender when cancelled: at its next chunk (the file in hand is abandoned) or
+    /// wait slice; files whose last chunk is posted get 1 s more for their answers.
+    pub cancel: runtime::Cancel,
 }
 
 /// What the receiver said about a committed file.
@@ -256,12 +242,17 @@ pub struct Sent {
     pub md5: Option<[u8; 16]>,
 }
 
-/// Told how a file's transfer goes (a progress bar, say). Every method has a do-nothing default.
+/// Told how a file's transfer goes (a progress bar, say), and asked whether to go on, as the
+/// receiver's `progress` callbacks are. Every method has a default that does nothing (and goes
+/// on).
 pub trait Observer {
     /// A file starts: a label for it and its size, if known.
     fn start(&mut self, _label: &str, _size: Option<u64>) {}
-    /// Bytes handed to the receiver so far.
-    fn progress(&mut self, _done: u64) {}
+    /// Bytes handed to the receiver so far; `false` abandons this file (the receiver discards
+    /// it, its verdict is [`SendError::Abandoned`]) and the sender goes on with the next.
+    fn progress(&mut self, _done: u64) -> bool {
+        true
+    }
     /// The file is over, however it ended.
     fn finish(&mut self) {}
 }
@@ -338,7 +329,11 @@ impl Sender {
             limit: opts.wait,
             hook: opts.on_stall.clone(),
         };
-        let ch = Arc::new(connect(&addr, owner, deadline)?.with_stall_watch(stall));
+        let ch = Arc::new(
+            connect(&addr, owner, deadline, &opts.cancel)?
+                .with_stall_watch(stall)
+                .with_cancel(opts.cancel.clone()),
+        );
         debug!(key = %key, "waiting for our turn: semop GATE -1, SENDER +1 (undo)");
         let t = Instant::now();
         let session = ch.admit(deadline).map_err(|e| match e {
@@ -370,6 +365,11 @@ impl Sender {
             verdicts: VecDeque::new(),
             tickets: 0,
         })
+    }
+
+    /// What stops this sender (the token its [`SendOptions`] gave).
+    pub fn cancel(&self) -> &runtime::Cancel {
+        self.ch.cancel()
     }
 
     /// The channel, for a watcher of the receiver's liveness.
@@ -607,7 +607,7 @@ impl Sender {
 
     fn post(&mut self, o: Offer) -> u64 {
         let label = o.label;
-        if runtime::stop_requested() {
+        if self.ch.cancel().is_cancelled() {
             return self.refuse_early(label, SendError::Interrupted(label.into()));
         }
         let ticket = self.next_ticket();
@@ -737,11 +737,16 @@ fn open_path(path: &Path) -> Result<(File, Option<u64>, Option<Meta>), SendError
 /// There is no kernel event for "a segment appeared at a key", so this one wait polls, and only
 /// while nothing else can happen.
 /// A receiver caught setting its channel up is waited for even without a deadline.
-fn connect(addr: &Address, owner: u32, deadline: Option<Instant>) -> Result<Channel, FrameError> {
+fn connect(
+    addr: &Address,
+    owner: u32,
+    deadline: Option<Instant>,
+    cancel: &runtime::Cancel,
+) -> Result<Channel, FrameError> {
     let started = Instant::now();
     let mut grace: Option<Instant> = None;
     loop {
-        if runtime::stop_requested() {
+        if cancel.is_cancelled() {
             return Err(FrameError::Interrupted);
         }
         let waiting = deadline.is_some_and(|d| Instant::now() < d);
@@ -782,11 +787,16 @@ enum Input<'a> {
 }
 
 impl Input<'_> {
-    /// Reads until `buf` is full or the input ends.
-    fn read_into(&mut self, buf: &mut [u8], done: u64) -> io::Result<usize> {
+    /// Reads until `buf` is full or the input ends (or a stop interrupts it).
+    fn read_into(
+        &mut self,
+        buf: &mut [u8],
+        done: u64,
+        cancel: &runtime::Cancel,
+    ) -> io::Result<usize> {
         match self {
-            Input::File(f) => read_full(&mut &**f, buf),
-            Input::Reader(r) => read_full(*r, buf),
+            Input::File(f) => read_full(&mut &**f, buf, cancel),
+            Input::Reader(r) => read_full(*r, buf, cancel),
             Input::Bytes(b) => {
                 let rest = &b[(done as usize).min(b.len())..];
                 let n = rest.len().min(buf.len());
@@ -887,7 +897,12 @@ impl Transfer<'_, '_> {
     fn run(&mut self, observer: &mut dyn Observer) -> Result<Ran, SendError> {
         loop {
             match self.next_chunk()? {
-                Step::More => observer.progress(self.total),
+                Step::More if observer.progress(self.total) => {}
+                Step::More => {
+                    let slot = self.ch.free_slot()?;
+                    self.post(slot, 0, DescKind::Abort(Abort::Interrupted as u32))?;
+                    return Ok(Ran::Aborted(Some(SendError::Abandoned(self.path.into()))));
+                }
                 Step::Last(digest) => return Ok(Ran::Last(self.total, digest)),
                 Step::Aborted(failure) => return Ok(Ran::Aborted(failure)),
             }
@@ -898,7 +913,7 @@ impl Transfer<'_, '_> {
     /// asked for, the receiver flagged a failure, or the input failed or changed.
     fn next_chunk(&mut self) -> Result<Step, SendError> {
         let slot = self.ch.free_slot()?;
-        let abort = if runtime::stop_requested() {
+        let abort = if self.ch.cancel().is_cancelled() {
             Some((
                 Abort::Interrupted,
                 Some(SendError::Interrupted(self.path.into())),
@@ -989,7 +1004,7 @@ impl Transfer<'_, '_> {
                 if self.buf.len() < limit {
                     self.buf.resize(self.ch.info.slot_size, 0);
                 }
-                let n = input.read_into(&mut self.buf[..limit], self.total)?;
+                let n = input.read_into(&mut self.buf[..limit], self.total, self.ch.cancel())?;
                 self.ch.put_slot(slot, &self.buf[..n]);
                 Ok(n)
             }
@@ -1031,11 +1046,13 @@ impl Transfer<'_, '_> {
         let last = match self.size {
             Some(_) if n < limit => return Err(changed(done)),
             // The announced size is reached: one more read tells whether the file grew.
-            Some(s) if done == s => match self.input.read_into(&mut [0u8; 1], done) {
-                Ok(0) => true,
-                Ok(_) => return Err(changed(done + 1)),
-                Err(e) => return Err(read_error(e)),
-            },
+            Some(s) if done == s => {
+                match self.input.read_into(&mut [0u8; 1], done, self.ch.cancel()) {
+                    Ok(0) => true,
+                    Ok(_) => return Err(changed(done + 1)),
+                    Err(e) => return Err(read_error(e)),
+                }
+            }
             Some(_) => false,
             // Streaming: a slot not filled to the brim means EOF (reads loop over short ones).
             None => n < limit,
@@ -1050,13 +1067,13 @@ impl Transfer<'_, '_> {
 }
 
 /// Reads until `buf` is full or EOF; EINTR is retried unless a stop was asked for.
-fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+fn read_full(input: &mut dyn Read, buf: &mut [u8], cancel: &runtime::Cancel) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match input.read(&mut buf[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted && !runtime::stop_requested() => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && !cancel.is_cancelled() => {}
             Err(e) => return Err(e),
         }
     }
@@ -1081,7 +1098,7 @@ fn verdict(ch: &Channel, a: &Awaited, how: Answer) -> Result<Sent, SendError> {
         Status::Committed => {
             let secs = a.t.elapsed().as_secs_f64();
             debug!(
-                as_name = %crate::shared::text::escape(&answer.name),
+                as_name = %crate::mechanisms::text::escape(&answer.name),
                 elapsed_ms = (secs * 1e3) as u64,
                 mib_per_s = (a.total as f64 / 1048576.0 / secs.max(1e-9)) as u64,
                 "committed (ACK -1)"
@@ -1126,7 +1143,7 @@ fn await_answer(
     let waited = match how {
         Answer::Counted => Ok(()),
         Answer::Wait => ch.wait_answers(1),
-        Answer::Left if runtime::stop_requested() => Err(FrameError::Interrupted),
+        Answer::Left if ch.cancel().is_cancelled() => Err(FrameError::Interrupted),
         Answer::Left => Err(FrameError::ReceiverGone {
             key: ch.key,
             pid: ch.info.receiver_pid,

@@ -17,15 +17,17 @@ use std::sync::Mutex;
 
 use crate::sysv;
 
+#[doc(hidden)]
 /// The longest file name Linux takes.
 pub const MAX_NAME: usize = 255;
 
 #[derive(Debug, thiserror::Error)]
 /// Why the output directory or the naming options cannot be used.
+#[non_exhaustive]
 pub enum OutputError {
     #[error(
         "cannot create output directory {}: {source}",
-        crate::shared::text::escape_path(dir)
+        crate::mechanisms::text::escape_path(dir)
     )]
     /// The directory could not be created.
     Dir {
@@ -34,7 +36,7 @@ pub enum OutputError {
         /// Why.
         source: io::Error,
     },
-    #[error("{}: not a directory", crate::shared::text::escape_path(.0))]
+    #[error("{}: not a directory", crate::mechanisms::text::escape_path(.0))]
     /// The path exists and is not a directory.
     NotDir(PathBuf),
     #[error("the base name must be a plain name without `/`")]
@@ -83,6 +85,7 @@ fn set_partial(p: Option<PathBuf>) {
     }
 }
 
+#[doc(hidden)]
 /// Removes the named temporary file in flight, if there is one (for a stop handler).
 pub fn remove_partial() {
     if let Some(p) = PARTIAL.lock().ok().and_then(|g| g.clone()) {
@@ -191,6 +194,7 @@ pub fn safe_name(raw: &[u8]) -> Option<OsString> {
     Some(OsString::from_vec(clean))
 }
 
+#[doc(hidden)]
 /// A sender's relative path (`send -r`), checked for `recv --keep-path`: the directories to
 /// recreate under DIR, and the file's name.
 #[derive(Debug, PartialEq, Eq)]
@@ -201,6 +205,7 @@ pub struct RelPath {
     pub name: OsString,
 }
 
+#[doc(hidden)]
 /// Checks a sender's relative path before anything of it is created: never absolute, no
 /// empty, `.` or `..` component, no NUL, no component over 255 bytes, and a file name that is
 /// not shaped like a temporary file.
@@ -230,6 +235,7 @@ pub fn rel_path(raw: &[u8]) -> Result<RelPath, &'static str> {
     Ok(RelPath { dirs: parts, name })
 }
 
+#[doc(hidden)]
 /// A directory under DIR for a relative path, recreated one component at a time without
 /// following a symlink, and held open: a link planted in DIR (or swapped in meanwhile) can
 /// never redirect a write outside it.
@@ -255,7 +261,7 @@ impl Subdir {
                     e.kind(),
                     format!(
                         "{} is not a directory (a symlink or a file is in the way; never followed)",
-                        crate::shared::text::escape_path(&shown)
+                        crate::mechanisms::text::escape_path(&shown)
                     ),
                 ),
                 _ => e,
@@ -286,6 +292,7 @@ fn looks_temporary(name: &[u8]) -> bool {
     name.starts_with(b".shmxfer-") && name.ends_with(b".part")
 }
 
+#[doc(hidden)]
 /// `photo.jpg`, then `photo-1.jpg`, `photo-2.jpg`... (a leading dot is not an extension).
 pub fn numbered(name: &OsString, n: u64) -> OsString {
     if n == 0 {
@@ -330,6 +337,7 @@ fn remove_dead_partials(dir: &Path) {
     }
 }
 
+#[doc(hidden)]
 /// The pid in `.shmxfer-<pid>-<n>.part` or `.shmxfer-legacy-<pid>.part` (older receivers'
 /// name), and nothing else.
 pub fn partial_owner(name: &[u8]) -> Option<i32> {

@@ -35,14 +35,14 @@ mod tests {
     #[test]
     fn digests_are_md5() {
         assert_eq!(
-            crate::shared::wire::hex(&md5(b"")),
+            crate::mechanisms::wire::hex(&md5(b"")),
             "d41d8cd98f00b204e9800998ecf8427e"
         );
         let mut m = Md5::new();
         m.consume(b"The quick brown fox ");
         m.consume(b"jumps over the lazy dog");
         assert_eq!(
-            crate::shared::wire::hex(&m.finalize()),
+            crate::mechanisms::wire::hex(&m.finalize()),
             "9e107d9d372bb6826bd81d3542a419d6"
         );
     }

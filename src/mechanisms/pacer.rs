@@ -10,9 +10,11 @@ use tracing::debug;
 use crate::sysv::{self, Source};
 
 /// When to write around the page cache with O_DIRECT.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum DirectMode {
     /// Through the page cache, switching a large file to O_DIRECT if that measures faster
+    #[default]
     Auto,
     /// O_DIRECT for every whole slot (the unaligned tail goes through the page cache)
     Always,

@@ -1,27 +1,48 @@
-//! What every command shares at run time: the stop flag that SIGINT/SIGTERM set, what the
-//! main thread is doing (for the threads that may end the process), and the rollback of a
-//! half-made multi-object creation.
+//! What transfers share at run time: the cancel token that stops their waits, what the main
+//! thread is doing (for the threads that may end the process), and the rollback of a half-made
+//! multi-object creation.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-/// Set once a stop was asked for ([`request_stop`]) or a stop signal arrived
-/// ([`crate::sysv::stop_on_signals`]); long waits check it between slices.
-pub fn stop_requested() -> bool {
-    STOP.load(Ordering::SeqCst) || crate::sysv::stop_signals_seen() > 0
+/// A request to stop one transfer's waits: a [`crate::Sender`] or [`crate::Receiver`] checks
+/// its own token between wait slices (every 250 ms at most), so two in one program are
+/// stopped independently. Clones share the request.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel {
+    flag: Arc<AtomicBool>,
+    noticed: Arc<OnceLock<Instant>>,
 }
 
-/// How long ago a stop was first noticed by [`stop_age`]'s callers (not by the signal
-/// handler, which may only touch the flag); `None` without a stop.
-pub fn stop_age() -> Option<std::time::Duration> {
-    static SEEN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    stop_requested().then(|| SEEN.get_or_init(std::time::Instant::now).elapsed())
-}
+impl Cancel {
+    /// A token nobody has cancelled yet.
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
 
-/// Sets the stop flag; returns whether it was set already (a second signal).
-pub fn request_stop() -> bool {
-    STOP.swap(true, Ordering::SeqCst)
+    /// Asks every holder of this token (and its clones) to stop.
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// The flag itself, for whoever sets it where nothing else may run (a signal handler:
+    /// [`crate::sysv::stop_on_signals`]).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.flag.clone()
+    }
+
+    /// How long ago a wait first noticed the stop (`None` without one): a sender's waits go
+    /// on for a short while after it, to hear the answers of files already posted whole.
+    pub(crate) fn age(&self) -> Option<Duration> {
+        self.is_cancelled()
+            .then(|| self.noticed.get_or_init(Instant::now).elapsed())
+    }
 }
 
 /// Undoes, in reverse order, the steps of a multi-object creation that fails partway (so a
@@ -70,7 +91,7 @@ pub mod phase {
     /// Publishes the phase (and, with `file`, which file).
     pub fn set(p: u8, file: Option<&std::path::Path>) {
         if let (Some(f), Ok(mut g)) = (file, FILE.lock()) {
-            *g = crate::shared::text::escape_path(f);
+            *g = crate::mechanisms::text::escape_path(f);
         }
         PHASE.store(p, Ordering::SeqCst);
     }

@@ -1,7 +1,6 @@
 //! Mechanisms the protocols and commands share.
 
 pub mod digest;
-pub mod exit;
 pub mod output;
 pub mod pacer;
 pub mod parse;

@@ -1,6 +1,6 @@
 //! The values flags take: keys, modes, sizes, seconds. Pure; errors say what was wrong.
 
-use crate::shared::wire::{Address, MAX_CHANNEL_NAME};
+use crate::mechanisms::wire::{Address, MAX_CHANNEL_NAME};
 use crate::sysv::Key;
 
 /// What `--key` takes: a key (decimal or 0x hex), or a channel name (a letter, then up to 63
@@ -72,7 +72,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .ok()
         .and_then(|n| n.checked_mul(mul))
         .ok_or(format!("`{s}` is not a size"))?;
-    if !(crate::shared::wire::MIN_SLOT..=crate::shared::wire::MAX_SLOT).contains(&v) {
+    if !(crate::mechanisms::wire::MIN_SLOT..=crate::mechanisms::wire::MAX_SLOT).contains(&v) {
         return Err(format!("slot size {s} is out of range: use 4K to 256M"));
     }
     Ok(v)
@@ -99,7 +99,7 @@ mod tests {
         assert_eq!(parse_address("42").unwrap(), Address::from(Key(42)));
         let a = parse_address("camera").unwrap();
         assert_eq!(a.name.as_deref(), Some("camera"));
-        assert_eq!(a.key, crate::shared::wire::named_key("camera"));
+        assert_eq!(a.key, crate::mechanisms::wire::named_key("camera"));
         for bad in ["0xZZ", "ban ana", "a/b", "-x", "", &"a".repeat(65)] {
             assert!(parse_address(bad).is_err(), "{bad}");
         }
@@ -131,5 +131,19 @@ mod tests {
         assert_eq!(parse_size("1M"), Ok(1 << 20));
         assert!(parse_size("1").is_err());
         assert!(parse_size("1G").is_err());
+    }
+}
+
+/// Why a string is not a channel's address (a key or a name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AddressError(pub String);
+
+impl std::str::FromStr for Address {
+    type Err = AddressError;
+    /// What `--key` takes: a key (decimal or `0x` hex, 1 to 0xfffffffe) or a name (a letter,
+    /// then up to 63 letters, digits, `.`, `_` or `-`).
+    fn from_str(s: &str) -> Result<Address, AddressError> {
+        parse_address(s).map_err(AddressError)
     }
 }
