@@ -1,0 +1,163 @@
+//! Thin owned wrappers over System V IPC (and the few other syscalls shmxfer needs), called
+//! through `libc`. This is the only module with `unsafe`; everything above it sees safe types:
+//! a [`Mapping`] detaches on drop and bounds-checks every access, a [`SemSet`] knows its id.
+
+//!
+//! By subject: [`shm`], [`sem`], [`process`], [`fs`], [`signals`], [`tables`]; every item is
+//! also here at the top, as `crate::sysv::Shm` and so on.
+
+use std::fmt;
+use std::io;
+
+mod fs;
+mod process;
+mod sem;
+mod shm;
+mod signals;
+mod tables;
+
+pub use fs::*;
+pub use process::*;
+pub use sem::*;
+pub use shm::*;
+pub use signals::*;
+pub use tables::*;
+
+/// A System V IPC key. Keys are 32-bit; `ipcs` prints them as unsigned hex, `/proc/sysvipc`
+/// as signed decimal, so we keep the unsigned value and convert at the edges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key(pub u32);
+
+impl Key {
+    /// The key as libc's `key_t` (the same bits, signed).
+    pub fn raw(self) -> libc::key_t {
+        self.0 as libc::key_t
+    }
+    /// The key `n` above this one, or `None` where it would wrap to `IPC_PRIVATE`.
+    pub fn offset(self, n: u32) -> Option<Key> {
+        self.0.checked_add(n).filter(|&k| k != 0).map(Key)
+    }
+    /// A key as `/proc/sysvipc` prints it (signed decimal).
+    pub fn from_raw(raw: i64) -> Key {
+        Key(raw as i32 as u32)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{:08x}", self.0)
+    }
+}
+
+/// What a failed call was doing and to which object, with the errno that explains it.
+#[derive(Debug, thiserror::Error)]
+#[error("{call}({target}): {source}")]
+pub struct SysvError {
+    /// The call that failed, as `semctl(IPC_STAT)`.
+    pub call: &'static str,
+    /// The key or id it was called on.
+    pub target: Target,
+    #[source]
+    /// The errno.
+    pub source: io::Error,
+}
+
+#[derive(Debug, Clone, Copy)]
+/// What a failed call was called on.
+pub enum Target {
+    /// An object looked up by key.
+    Key(Key),
+    /// An object by its id.
+    Id(i32),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Key(k) => write!(f, "key {k}"),
+            Target::Id(id) => write!(f, "id {id}"),
+        }
+    }
+}
+
+impl SysvError {
+    fn last(call: &'static str, target: Target) -> SysvError {
+        SysvError {
+            call,
+            target,
+            source: io::Error::last_os_error(),
+        }
+    }
+    /// A permission failure found without making the call (a dry run).
+    pub fn denied(call: &'static str) -> SysvError {
+        SysvError {
+            call,
+            target: Target::Id(-1),
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        }
+    }
+    /// The errno behind the failure.
+    pub fn errno(&self) -> Option<i32> {
+        self.source.raw_os_error()
+    }
+    /// The object is gone (removed by `ipcrm`, a peer, or RemoveIPC) or never existed.
+    pub fn is_gone(&self) -> bool {
+        matches!(
+            self.errno(),
+            Some(libc::EIDRM) | Some(libc::EINVAL) | Some(libc::ENOENT)
+        )
+    }
+    /// Whether the kernel refused for lack of permission (EACCES, EPERM).
+    pub fn is_permission(&self) -> bool {
+        matches!(self.errno(), Some(libc::EACCES) | Some(libc::EPERM))
+    }
+}
+
+/// A SysV call's result.
+pub type Result<T> = std::result::Result<T, SysvError>;
+
+/// Owner, mode and times common to every IPC object, as `IPC_STAT` reports them.
+#[derive(Debug, Clone, Copy)]
+pub struct Perm {
+    /// The owner's uid.
+    pub uid: u32,
+    /// The owner's gid.
+    pub gid: u32,
+    /// The creator's uid (the owner may have been changed since).
+    pub cuid: u32,
+    /// The permission bits (`0o777` part only).
+    pub mode: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_are_named_through_nss_and_numbered_when_unknown() {
+        assert_eq!(user_name(0), "root");
+        assert_eq!(user_name(4_000_000_000), "4000000000");
+    }
+
+    #[test]
+    fn proc_keys_are_read_as_unsigned() {
+        assert_eq!(Key::from_raw(-356559210).to_string(), "0xeabf5696");
+        assert_eq!(Key::from_raw(42).0, 42);
+    }
+
+    #[test]
+    fn key_offset_never_wraps_to_ipc_private() {
+        assert_eq!(Key(0xffff_ffff).offset(1), None);
+        assert_eq!(Key(5).offset(1), Some(Key(6)));
+    }
+
+    #[test]
+    fn table_rows_are_read_by_column_name() {
+        let t = "       key      shmid perms       size\n        42          7   600    5000000\n";
+        let rows = parse_table(t);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].num("shmid"), 7);
+        assert_eq!(rows[0].get("perms"), Some("600"));
+        assert_eq!(rows[0].key(), Key(42));
+    }
+}

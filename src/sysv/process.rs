@@ -1,0 +1,116 @@
+//! Processes and users: liveness, attachment, stopped state (from `/proc`), pids and uids,
+//! names through NSS.
+
+use std::fs::File;
+use std::io;
+
+/// Whether a process with this pid exists and is not a zombie (EPERM means it exists but is
+/// not ours).
+pub fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence and permission; nothing is delivered.
+    let r = unsafe { libc::kill(pid, 0) };
+    let exists = r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    // A zombie still answers signal 0, but has let go of everything and never acts again:
+    // what it held (a semaphore it took without SEM_UNDO) is as good as a dead process's.
+    exists && !matches!(process_state(pid), Some(b'Z' | b'X'))
+}
+
+/// Whether process `pid` has the segment `shmid` attached, from the kernel's map of the
+/// process (a SysV segment shows as `/SYSV<key>` with the shmid in the inode column); a dead
+/// or reused pid has no such mapping. `None` where nobody can tell: a pid outside our PID
+/// namespace (0), or a live process whose map is closed to us (another user's, without
+/// privilege).
+pub fn attached(pid: i32, shmid: i32) -> Option<bool> {
+    if pid <= 0 {
+        return None;
+    }
+    match read_proc(&format!("/proc/{pid}/maps")) {
+        Ok(maps) => Some(maps.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 6 && f[5].starts_with("/SYSV") && f[4] == shmid.to_string()
+        })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Some(false),
+        Err(_) if !process_alive(pid) => Some(false),
+        Err(_) => None,
+    }
+}
+
+/// Whether process `pid` is stopped (SIGSTOP, Ctrl-Z) or stopped by a tracer: state `T` or
+/// `t` in `/proc/PID/stat`, which every user may read. A process that does not exist, or
+/// whose state cannot be read, is not stopped.
+pub fn process_stopped(pid: i32) -> bool {
+    matches!(process_state(pid), Some(b'T' | b't'))
+}
+
+/// The state letter of process `pid` from `/proc/PID/stat` (`R`, `S`, `T`, `Z`…), if it can
+/// be read.
+fn process_state(pid: i32) -> Option<u8> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (in parentheses) may hold anything, spaces and `)` included: the state
+    // is the first field after the last `)`.
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    stat.get(close + 2).copied()
+}
+
+/// Reads a /proc file in large reads (its size says 0, so `read_to_string` would start with
+/// tiny ones, each of which makes the kernel format the file again).
+fn read_proc(path: &str) -> io::Result<String> {
+    use std::io::Read;
+    let mut f = File::open(path)?;
+    let mut buf = Vec::with_capacity(64 << 10);
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        match f.read(&mut chunk)? {
+            0 => break,
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// As [`attached`], taking a live process whose map we cannot read as attached.
+pub fn process_attached(pid: i32, shmid: i32) -> bool {
+    attached(pid, shmid).unwrap_or_else(|| process_alive(pid))
+}
+
+/// The effective user id.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+/// This process's pid.
+pub fn getpid() -> i32 {
+    std::process::id() as i32
+}
+
+/// The user name for a uid, through NSS as `ls` and `ipcs` look it up (local files, LDAP,
+/// systemd's dynamic users…); the number where there is none.
+pub fn user_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => u.name,
+        _ => uid.to_string(),
+    }
+}
+
+/// The group name for a gid, through NSS; the number where there is none.
+pub fn group_name(gid: u32) -> String {
+    match nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) {
+        Ok(Some(g)) => g.name,
+        _ => gid.to_string(),
+    }
+}
+
+/// The uid of the user called `name`, through NSS.
+pub fn uid_by_name(name: &str) -> Option<u32> {
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => Some(u.uid.as_raw()),
+        _ => None,
+    }
+}

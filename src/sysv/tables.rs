@@ -1,0 +1,78 @@
+//! The kernel's own tables (`/proc/sysvipc`), read the way util-linux reads them.
+
+use std::io;
+
+use super::*;
+
+/// One row of `/proc/sysvipc/{shm,sem,msg}`, by column name.
+#[derive(Debug, Clone)]
+pub struct TableRow {
+    fields: Vec<(String, String)>,
+}
+
+impl TableRow {
+    /// A column's text.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    /// A column as a number (0 if it is missing or not one).
+    pub fn num(&self, name: &str) -> i64 {
+        self.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+    /// The row's `key` column.
+    pub fn key(&self) -> Key {
+        Key::from_raw(self.num("key"))
+    }
+}
+
+/// Parses a `/proc/sysvipc` table: a header line of column names, then one row per object.
+pub fn parse_table(text: &str) -> Vec<TableRow> {
+    let mut lines = text.lines();
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let names: Vec<&str> = header.split_whitespace().collect();
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| TableRow {
+            fields: names
+                .iter()
+                .map(|n| n.to_string())
+                .zip(l.split_whitespace().map(String::from))
+                .collect(),
+        })
+        .collect()
+}
+
+/// Which kernel table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Shared memory segments.
+    Shm,
+    /// Semaphore sets.
+    Sem,
+    /// Message queues.
+    Msg,
+}
+
+impl Kind {
+    /// The kernel's table for this kind.
+    pub fn path(self) -> &'static str {
+        match self {
+            Kind::Shm => "/proc/sysvipc/shm",
+            Kind::Sem => "/proc/sysvipc/sem",
+            Kind::Msg => "/proc/sysvipc/msg",
+        }
+    }
+}
+
+/// Reads one of the kernel's tables.
+///
+/// # Errors
+/// The file cannot be read (no /proc, or no SysV IPC in this kernel).
+pub fn read_table(kind: Kind) -> io::Result<Vec<TableRow>> {
+    Ok(parse_table(&std::fs::read_to_string(kind.path())?))
+}
