@@ -311,7 +311,7 @@ fn a_channel_its_living_creator_left_with_its_mark_up_is_a_gone_receiver_not_a_w
     // check); only the creator's map tells that it no longer holds the channel. The sender
     // must still end, in its first waits, with the receiver gone.
     let env = Env::new();
-    let ch = frame::Channel::create(&env.key.into(), &frame::Config::default()).unwrap();
+    let ch = frame::ReceiverEnd::create(&env.key.into(), &frame::Config::default()).unwrap();
     ch.open_gate(1).unwrap();
     // Detaches, leaving the objects and our liveness mark (undone only when we exit).
     drop(ch);

@@ -17,7 +17,7 @@ use crate::mechanisms::output::{self, Namer, OutputError, RelPath, Subdir, TempF
 use crate::mechanisms::pacer::DirectMode;
 use crate::mechanisms::runtime;
 use crate::mechanisms::text::{escape, escape_path};
-use crate::protocols::frame::{Channel, Config, FrameError, State, Status, hex};
+use crate::protocols::frame::{Config, FrameError, ReceiverEnd, State, Status, hex};
 use crate::protocols::legacy::{Consumer, LegacyError, Took};
 use crate::protocols::receiver::{Event, FileError, Incoming, Received, Receiver};
 use crate::sysv;
@@ -83,7 +83,7 @@ pub fn check_mode(mode: u32) -> Result<(), RecvError> {
 }
 
 /// The channel being served, for the stop handler (set once it exists).
-static CHANNEL: OnceLock<Arc<Channel>> = OnceLock::new();
+static CHANNEL: OnceLock<Arc<ReceiverEnd>> = OnceLock::new();
 
 fn serve(args: RecvArgs) -> Result<i32, RecvError> {
     let addr = args.channel.native().map_err(RecvError::Usage)?;

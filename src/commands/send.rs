@@ -14,7 +14,7 @@ use super::tree;
 use crate::commands::exit;
 use crate::mechanisms::runtime::{self, phase};
 use crate::mechanisms::text::escape_path;
-use crate::protocols::frame::{self, Channel, FrameError};
+use crate::protocols::frame::{self, FrameError, SenderEnd};
 use crate::protocols::legacy::{self, LegacyError, Producer};
 use crate::protocols::sender::{Observer, SendError, SendOptions, Sender, Verdict};
 use crate::sysv;
@@ -419,7 +419,7 @@ fn fail(e: SendError) -> super::Error {
 /// such a read, it ends the process: that file cannot arrive. Anywhere else, the main thread's
 /// own sliced waits notice within a slice and report what happened to each file. It also
 /// ends the process when a stop is not settled within `STOP_GRACE` ([`stop_overdue`]).
-fn watch_receiver(ch: Arc<Channel>, cancel: runtime::Cancel) {
+fn watch_receiver(ch: Arc<SenderEnd>, cancel: runtime::Cancel) {
     std::thread::spawn(move || {
         // The stop signals must interrupt the main thread's read, not this thread's wait.
         sysv::block_stop_signals();

@@ -58,8 +58,8 @@ use crate::mechanisms::digest::Md5;
 use crate::mechanisms::pacer::{DirectMode, PacedFile, Pacer};
 use crate::mechanisms::text::escape;
 use crate::protocols::frame::{
-    self, Abort, Address, Channel, Config, Desc, DescKind, FrameError, Meta, Op, Outcome, Probe,
-    Request, STARTUP_GRACE, State, Status, hex,
+    self, Abort, Address, Config, Desc, DescKind, FrameError, Meta, Op, Outcome, Probe,
+    ReceiverEnd, Request, STARTUP_GRACE, State, Status, hex,
 };
 use crate::sysv::{self, Source};
 
@@ -95,7 +95,7 @@ pub enum Event<'r> {
 
 /// A channel being served. It is removed when this is dropped.
 pub struct Receiver {
-    ch: Arc<Channel>,
+    ch: Arc<ReceiverEnd>,
     session: u32,
     file: u32,
     /// A sender is admitted.
@@ -138,7 +138,7 @@ impl Receiver {
         let addr = addr.into();
         let key = addr.key;
         let note = take_key(&addr)?;
-        let ch = Arc::new(Channel::create(&addr, cfg)?);
+        let ch = Arc::new(ReceiverEnd::create(&addr, cfg)?);
         debug!(key = %key, pid = sysv::getpid(), slots = cfg.slot_count, slot_size = cfg.slot_size, "channel created; serving");
         let rx = Receiver {
             ch,
@@ -152,7 +152,7 @@ impl Receiver {
     }
 
     /// The channel, for a stop handler (removing its semaphore set wakes every wait).
-    pub fn channel(&self) -> Arc<Channel> {
+    pub fn channel(&self) -> Arc<ReceiverEnd> {
         self.ch.clone()
     }
 
@@ -289,7 +289,7 @@ impl Drop for Receiver {
 }
 
 /// A wait that failed because we were asked to stop is an interruption, not an error.
-fn stopped(ch: &Channel, e: FrameError) -> FrameError {
+fn stopped(ch: &ReceiverEnd, e: FrameError) -> FrameError {
     if ch.cancel().is_cancelled() {
         FrameError::Interrupted
     } else {
@@ -443,7 +443,7 @@ impl<'r> Incoming<'r> {
 /// chunk, and takes and drops its chunks up to its end marker, so the answer that follows
 /// leaves nothing of this file in the ring.
 fn drop_chunks(
-    ch: &Channel,
+    ch: &ReceiverEnd,
     tags: Tags,
     size: Option<u64>,
     status: Status,
@@ -458,7 +458,7 @@ fn drop_chunks(
 /// Tells the sender that `file` failed (`status`, with the errno and what we got of it), and
 /// returns the matching error.
 fn fail_file<T>(
-    ch: &Channel,
+    ch: &ReceiverEnd,
     file: u32,
     status: Status,
     errno: i32,
@@ -526,7 +526,7 @@ impl Received<'_> {
 /// Takes the file, drains it into `out` and checks it: its length against the announced
 /// size and the trailer, its digest against the sender's. Returns the length and digest.
 fn receive_into(
-    ch: &Channel,
+    ch: &ReceiverEnd,
     tags: Tags,
     req: &Request,
     out: Sink,
@@ -663,7 +663,7 @@ enum End {
 /// still taken (not written), so the sender is never left blocked; it is told to stop through
 /// the status field.
 struct Writer<'a, 'o> {
-    ch: &'a Channel,
+    ch: &'a ReceiverEnd,
     file: u32,
     out: Sink<'o>,
     error: Option<io::Error>,
@@ -726,7 +726,7 @@ impl SlotBuf {
 /// The chunk loop's state for one file: its tags, what arrived, and the first failure met
 /// (after which the rest of the file is taken but not written, until its end marker).
 struct Drain<'a> {
-    ch: &'a Channel,
+    ch: &'a ReceiverEnd,
     tags: Tags,
     size: Option<u64>,
     total: u64,
@@ -734,7 +734,7 @@ struct Drain<'a> {
 }
 
 impl<'a> Drain<'a> {
-    fn new(ch: &'a Channel, tags: Tags, size: Option<u64>) -> Drain<'a> {
+    fn new(ch: &'a ReceiverEnd, tags: Tags, size: Option<u64>) -> Drain<'a> {
         Drain {
             ch,
             tags,
@@ -832,7 +832,7 @@ impl<'a> Drain<'a> {
 
 /// How many slot buffers of our own the MD5 path keeps: enough for the writer thread to lag
 /// a few slots behind, within a few MiB.
-fn buffer_count(ch: &Channel) -> usize {
+fn buffer_count(ch: &ReceiverEnd) -> usize {
     ((8 << 20) / ch.info.slot_size).clamp(2, ch.info.slot_count as usize)
 }
 
@@ -844,7 +844,7 @@ fn buffer_count(ch: &Channel) -> usize {
 /// wrote, whoever writes the segment meanwhile. A second thread writes while this one copies
 /// and hashes. Without MD5 each slot is written straight from shared memory (one copy).
 fn drain(
-    ch: &Channel,
+    ch: &ReceiverEnd,
     tags: Tags,
     req: &Request,
     out: Sink,
@@ -884,7 +884,7 @@ fn drain(
 /// The MD5 path for files of several slots: this thread copies each slot out, hands it back
 /// and hashes the copy; a writer thread writes the copies.
 fn copy_hash_and_write(
-    ch: &Channel,
+    ch: &ReceiverEnd,
     d: &mut Drain,
     progress: &mut dyn FnMut(u64) -> bool,
     ctx: &mut Md5,
@@ -924,7 +924,7 @@ fn copy_hash_and_write(
 /// Answers for a file whose end marker came: our own failure first (the sender may have
 /// aborted because we flagged it), then the sender's abort.
 fn finish(
-    ch: &Channel,
+    ch: &ReceiverEnd,
     d: Drain,
     write_error: Option<io::Error>,
     end: End,

@@ -57,8 +57,8 @@ use crate::mechanisms::digest::Md5;
 use crate::mechanisms::runtime::{self, phase};
 use crate::mechanisms::text::escape_path;
 use crate::protocols::frame::{
-    self, Abort, Address, Channel, Desc, DescKind, FrameError, Meta, Op, Request, Status, Trailer,
-    hex,
+    self, Abort, Address, Desc, DescKind, FrameError, Meta, Op, Request, SenderEnd, Status,
+    Trailer, hex,
 };
 use crate::sysv;
 
@@ -290,7 +290,7 @@ const WINDOW: usize = frame::LANES as usize;
 /// kernel and take turns, so files of two senders never interleave. Dropping it (or
 /// [`Sender::finish`]) hands the channel to the next sender.
 pub struct Sender {
-    ch: Arc<Channel>,
+    ch: Arc<SenderEnd>,
     session: u32,
     /// The number of the last file we asked the receiver to take (every request counts).
     file: u32,
@@ -373,7 +373,7 @@ impl Sender {
     }
 
     /// The channel, for a watcher of the receiver's liveness.
-    pub fn channel(&self) -> Arc<Channel> {
+    pub fn channel(&self) -> Arc<SenderEnd> {
         self.ch.clone()
     }
 
@@ -742,7 +742,7 @@ fn connect(
     owner: u32,
     deadline: Option<Instant>,
     cancel: &runtime::Cancel,
-) -> Result<Channel, FrameError> {
+) -> Result<SenderEnd, FrameError> {
     let started = Instant::now();
     let mut grace: Option<Instant> = None;
     loop {
@@ -750,7 +750,7 @@ fn connect(
             return Err(FrameError::Interrupted);
         }
         let waiting = deadline.is_some_and(|d| Instant::now() < d);
-        match Channel::open(addr, owner) {
+        match SenderEnd::open(addr, owner) {
             Err(
                 FrameError::NoReceiver { .. }
                 | FrameError::ReceiverGone { .. }
@@ -831,7 +831,7 @@ impl<'a, 'i> Offer<'a, 'i> {
 
 /// One file's transfer: the tags its messages carry and how far it got.
 struct Transfer<'a, 'i> {
-    ch: &'a Channel,
+    ch: &'a SenderEnd,
     path: &'a Path,
     session: u32,
     file: u32,
@@ -1081,7 +1081,7 @@ fn read_full(input: &mut dyn Read, buf: &mut [u8], cancel: &runtime::Cancel) -> 
 }
 
 /// The receiver's verdict on a file whose last chunk is posted.
-fn verdict(ch: &Channel, a: &Awaited, how: Answer) -> Result<Sent, SendError> {
+fn verdict(ch: &SenderEnd, a: &Awaited, how: Answer) -> Result<Sent, SendError> {
     let answer = await_answer(ch, &a.label, a.file, how)?;
     match answer.status {
         // The receiver reports the digest of the bytes it wrote. Anyone who may write the
@@ -1131,7 +1131,7 @@ enum Answer {
 
 /// The receiver's answer about `file`.
 fn await_answer(
-    ch: &Channel,
+    ch: &SenderEnd,
     path: &Path,
     file: u32,
     how: Answer,

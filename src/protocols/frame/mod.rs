@@ -1,0 +1,327 @@
+//! The native channel: what is at a key ([`probe`]), and the handshake over a channel's three
+//! objects ([`Channel`]), each end's steps a type of its own ([`ReceiverEnd`], [`SenderEnd`]). The bytes themselves are [`crate::mechanisms::wire`]'s;
+//! docs/protocol.md is the contract.
+//!
+//! A channel at KEY is the control segment (KEY), the content segment (KEY+1) and one semaphore
+//! set (KEY). Everything read from shared memory is copied out and decoded by `wire` before
+//! use: the segment at a key is untrusted until its header says otherwise, and even then every
+//! length is checked against what the kernel says the segment's size is.
+
+use std::time::Duration;
+
+pub use crate::mechanisms::wire::*;
+
+mod channel;
+mod probe;
+mod receiving;
+mod removal;
+mod sending;
+mod view;
+
+pub use channel::Channel;
+pub use probe::*;
+pub use receiving::ReceiverEnd;
+pub use removal::*;
+pub use sending::SenderEnd;
+pub use view::View;
+
+use channel::{Control, control, read_head};
+use probe::{Judge, judge_channel, probe_judging};
+
+use crate::mechanisms::runtime;
+use crate::sysv::{self, Key, SysvError, WaitError};
+
+/// How long a wait on the peer sleeps before it checks whether the peer is still alive.
+pub const LIVENESS_SLICE: Duration = Duration::from_millis(250);
+
+/// How often an idle receiver checks that its segments are still at their keys. Someone may
+/// `ipcrm` them; senders then cannot find the channel, and nothing would wake the receiver to
+/// say so. One check costs two `shmget`s; every 2 s is far under the one wake-up per 200 ms
+/// that idling allows.
+pub const PUBLISHED_CHECK: Duration = Duration::from_secs(2);
+
+/// How long a sender's waits go on once a stop was asked for: long enough for a working
+/// receiver to answer the files whose last byte is posted, short enough that one SIGINT or
+/// SIGTERM ends a send within 2 s whatever the receiver does.
+pub const STOP_SETTLE: Duration = Duration::from_secs(1);
+
+/// What a sender's wait saw of its receiver's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// The receiver is stopped (SIGSTOP, Ctrl-Z): nothing moves until it is continued.
+    Stopped {
+        /// Its pid, as our PID namespace sees it.
+        pid: i32,
+    },
+    /// The receiver was continued after a [`Stall::Stopped`].
+    Continued {
+        /// Its pid.
+        pid: i32,
+    },
+}
+
+/// Told when a sender's receiver is stopped or continued.
+#[derive(Clone)]
+pub struct StallHook(pub std::sync::Arc<dyn Fn(Stall) + Send + Sync>);
+
+impl std::fmt::Debug for StallHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StallHook")
+    }
+}
+
+/// How a sender waits out a stopped receiver: how long at most (`None`: until it is continued,
+/// or a stop is asked for), and whom to tell.
+#[derive(Debug, Clone, Default)]
+pub struct StallWatch {
+    /// The longest wait for a stopped receiver.
+    pub limit: Option<Duration>,
+    /// Told when the receiver is found stopped, and when it is continued.
+    pub hook: Option<StallHook>,
+}
+
+impl FrameError {
+    /// Permission denied on the channel at `key`, naming its owner (by uid) and mode.
+    pub fn denied(key: Key, uid: u32, mode: u32) -> FrameError {
+        FrameError::PermissionDenied {
+            key,
+            owner: sysv::user_name(uid),
+            mode,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+/// Why a channel could not be created, found, or used. Each message names the key and says
+/// what to do next.
+#[non_exhaustive]
+pub enum FrameError {
+    #[error("no receiver on key {key}")]
+    /// Nothing at the key: no receiver was started there.
+    NoReceiver {
+        /// The channel's key.
+        key: Key,
+    },
+    #[error("permission denied on key {key}: the channel belongs to {owner} (mode {mode:04o})")]
+    /// The channel's objects do not let us in.
+    PermissionDenied {
+        /// The channel's key.
+        key: Key,
+        /// Who owns the channel (a user name, or a uid).
+        owner: String,
+        /// The channel's permission bits.
+        mode: u32,
+    },
+    #[error(
+        "key {key} is in use by something that is not a shmxfer channel ({why}); leaving it alone"
+    )]
+    /// Something that is not a shmxfer channel is at the key: never touched.
+    Foreign {
+        /// The key.
+        key: Key,
+        /// What was found there.
+        why: String,
+    },
+    #[error("a receiver (pid {pid}, user {owner}) is already serving key {key}{serves}")]
+    /// A live receiver already serves the key.
+    InUse {
+        /// The key.
+        key: Key,
+        /// That receiver's pid.
+        pid: i32,
+        /// Its user.
+        owner: String,
+        /// What it serves, when a name was asked for (` as "a" (names "a" and "b" share the
+        /// key: choose another name)`), else empty.
+        serves: String,
+    },
+    #[error(
+        "the receiver on key {key} runs as {owner} (uid {uid}), not as you: what you send would be theirs"
+    )]
+    /// The receiver runs as another user than the sender expects: files are not handed to a
+    /// stranger unless asked.
+    OtherOwner {
+        /// The key.
+        key: Key,
+        /// The receiver's user (name, or uid).
+        owner: String,
+        /// Its uid.
+        uid: u32,
+    },
+    #[error(
+        "no receiver serves \"{wanted}\": key {key} serves {serves} (the key is shared: start the receiver with another name)"
+    )]
+    /// The channel at the key serves another name (or none): two names share a key, or a
+    /// receiver serves the key by number.
+    OtherName {
+        /// The key.
+        key: Key,
+        /// What the channel serves, as its header says.
+        serves: String,
+        /// The name asked for.
+        wanted: String,
+    },
+    #[error("the receiver (pid {pid}) on key {key} is still setting its channel up")]
+    /// A receiver is still creating the channel at the key.
+    Starting {
+        /// The key.
+        key: Key,
+        /// The creating receiver's pid.
+        pid: i32,
+    },
+    #[error("the receiver (pid {pid}) on key {key} is gone")]
+    /// The receiver died: its channel is stale.
+    ReceiverGone {
+        /// The key.
+        key: Key,
+        /// The dead receiver's pid.
+        pid: i32,
+    },
+    #[error("the channel on key {key} was removed while in use (ipcrm, or the receiver stopped)")]
+    /// The channel's objects were removed under us.
+    Removed {
+        /// The key.
+        key: Key,
+    },
+    #[error("the receiver (pid {pid}) on key {key} has been stopped (SIGSTOP/Ctrl-Z) for {secs}s")]
+    /// The receiver stayed stopped (SIGSTOP, Ctrl-Z) longer than the sender would wait.
+    ReceiverStopped {
+        /// The key.
+        key: Key,
+        /// The stopped receiver's pid (as our PID namespace sees it).
+        pid: i32,
+        /// How long we waited for it to continue.
+        secs: f64,
+    },
+    #[error("the sender went away mid-transfer")]
+    /// The admitted sender died or left mid-file (the receiver's side).
+    SenderGone,
+    #[error("timed out after {secs}s waiting for {what} on key {key}")]
+    /// A deadline passed.
+    TimedOut {
+        /// The key.
+        key: Key,
+        /// What we waited for ("the receiver", "the gate"…).
+        what: &'static str,
+        /// How long we waited.
+        secs: f64,
+    },
+    #[error("interrupted")]
+    /// A stop was asked for (the channel's [`crate::runtime::Cancel`]).
+    Interrupted,
+    #[error("bad header on key {key}: {source}")]
+    /// The control segment's header failed a check.
+    Header {
+        /// The key.
+        key: Key,
+        /// Which check.
+        source: HeaderError,
+    },
+    #[error("{0}")]
+    /// A SysV call failed.
+    Sys(#[from] SysvError),
+}
+
+impl FrameError {
+    fn from_wait(key: Key, e: WaitError) -> FrameError {
+        match e {
+            WaitError::Sys(e) if e.is_gone() => FrameError::Removed { key },
+            WaitError::Sys(e) => FrameError::Sys(e),
+            WaitError::TimedOut => FrameError::TimedOut {
+                key,
+                what: "the peer",
+                secs: 0.0,
+            },
+            WaitError::Interrupted => FrameError::Interrupted,
+        }
+    }
+}
+
+/// How a receiver lays out a channel it creates.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Permissions of the channel's objects; the owner needs read and write.
+    pub mode: u32,
+    /// Bytes per content slot (4 KiB to 256 MiB).
+    pub slot_size: usize,
+    /// How many slots the ring has (1 to 256).
+    pub slot_count: u32,
+    /// Every file is verified with MD5, whatever its sender asks.
+    pub require_md5: bool,
+    /// Stops the receiver's waits when cancelled: its next event is then
+    /// [`FrameError::Interrupted`].
+    pub cancel: runtime::Cancel,
+}
+
+impl Default for Config {
+    /// Mode 0600, 8 slots of 1 MiB, MD5 as each sender asks, a token nobody cancelled.
+    fn default() -> Self {
+        Config {
+            mode: 0o600,
+            slot_size: DEFAULT_SLOT,
+            slot_count: DEFAULT_SLOTS,
+            require_md5: false,
+            cancel: runtime::Cancel::default(),
+        }
+    }
+}
+
+/// How long a receiver's handshake wait mid-transfer polls before it sleeps:
+/// `SHMXFER_SPIN_US` microseconds, default 0 (never). Same-run A/Bs here went both ways
+/// (docs/benchmarks.md, round four), so the default stays the plain sleep.
+fn spin_budget() -> Duration {
+    static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *SPIN.get_or_init(|| {
+        let us = std::env::var("SHMXFER_SPIN_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Duration::from_micros(us.min(10_000))
+    })
+}
+
+/// What a channel serves, for messages: its name, or that it has none.
+pub fn serves(info: &Info) -> String {
+    match info.name.is_empty() {
+        true => "no name (a channel by number)".into(),
+        false => format!("\"{}\"", crate::mechanisms::text::escape(&info.name)),
+    }
+}
+
+/// Refuses a channel that serves another name than `addr` asks for, or whose receiver runs as
+/// another user than `owner`.
+fn check_peer(addr: &Address, info: &Info, uid: u32, owner: u32) -> Result<(), FrameError> {
+    if let Some(wanted) = &addr.name
+        && info.name != wanted.as_bytes()
+    {
+        return Err(FrameError::OtherName {
+            key: addr.key,
+            serves: serves(info),
+            wanted: wanted.clone(),
+        });
+    }
+    if uid != owner {
+        return Err(FrameError::OtherOwner {
+            key: addr.key,
+            owner: sysv::user_name(uid),
+            uid,
+        });
+    }
+    Ok(())
+}
+
+fn create_error(key: Key, e: SysvError) -> FrameError {
+    match e.errno() {
+        Some(libc::EEXIST) => FrameError::Foreign {
+            key,
+            why: "an IPC object already exists at this key and is not part of a shmxfer channel"
+                .into(),
+        },
+        _ if e.is_permission() => FrameError::PermissionDenied {
+            key,
+            owner: "another user".into(),
+            mode: 0,
+        },
+        _ => FrameError::Sys(e),
+    }
+}

@@ -1,0 +1,73 @@
+//! A read-only look at a channel's live fields, for `status`.
+
+use super::*;
+use crate::sysv::{self, Key, Shm};
+
+/// A read-only look at a channel's live fields for `status`: attaches without writing.
+pub struct View {
+    control: Control,
+    /// The validated header.
+    pub info: Info,
+    /// The segment's `IPC_STAT` when it was opened.
+    stat: sysv::ShmStat,
+}
+
+impl View {
+    /// Attaches read-only to the segment `shmid` and validates its header.
+    ///
+    /// # Errors
+    /// The segment is gone, unreadable, or not a channel.
+    pub fn open(shmid: i32) -> Result<View, FrameError> {
+        let header = |source| FrameError::Header {
+            key: Key(0),
+            source,
+        };
+        let shm = Shm::from_id(shmid);
+        let stat = shm.stat()?;
+        let control = control(shm.attach(false)?).map_err(header)?;
+        let mut head = [0u8; INFO_LEN];
+        read_head(control.mapping(), &mut head)
+            .map_err(|e| header(HeaderError::TooSmall { size: e.size }))?;
+        let mut info = decode_info(&head, control.mapping().len()).map_err(header)?;
+        // As in `probe`: the pid the kernel translates into our namespace.
+        info.receiver_pid = stat.cpid;
+        Ok(View {
+            control,
+            info,
+            stat,
+        })
+    }
+
+    /// What the channel this view shows is, judged as [`probe`] judges one (its parts
+    /// checked against the keys, its receiver's liveness from kernel facts), without
+    /// attaching again.
+    pub fn judge(&self, key: Key) -> Probe {
+        judge_channel(
+            key,
+            self.control.mapping().id(),
+            &self.stat,
+            self.info.clone(),
+            Judge::Exact,
+        )
+    }
+    /// The published state ([`State`] as a number; anything else is "starting").
+    pub fn state(&self) -> u32 {
+        self.control.load_u32(STATE_OFF)
+    }
+    /// Bytes the receiver has taken of the current file.
+    pub fn progress(&self) -> u64 {
+        self.control.load_u64(PROGRESS_OFF)
+    }
+    /// The request of the file the receiver is taking (the first one's, before it takes any).
+    ///
+    /// # Errors
+    /// It does not decode (none yet, or torn).
+    pub fn request(&self) -> Result<Request, HeaderError> {
+        let at = Lane::of(self.control.load_u32(CURRENT_OFF).max(1));
+        let mut b = [0u8; REQUEST_LEN];
+        self.control.read(at.request_off(), &mut b);
+        let mut path = [0u8; PATH_LEN];
+        self.control.read(at.path_off(), &mut path);
+        decode_request(&b, &path)
+    }
+}
