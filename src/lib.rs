@@ -105,6 +105,6 @@ pub use mechanisms::runtime::Cancel;
 pub use mechanisms::wire::{Address, Meta, Status};
 pub use protocols::frame::{Config, FrameError, Stall, StallHook};
 pub use protocols::receiver::{Event, FileError, Incoming, Received, Receiver};
-pub use protocols::sender::{Observer, SendError, SendOptions, Sender, Sent, Verdict};
+pub use protocols::sender::{Observer, Phase, SendError, SendOptions, Sender, Sent, Verdict};
 pub use protocols::{inventory, legacy};
 pub use sysv::Key;

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use super::progress::Progress;
 use super::tree;
 use crate::commands::exit;
-use crate::mechanisms::runtime::{self, phase};
+use crate::mechanisms::runtime;
 use crate::mechanisms::text::escape_path;
 use crate::protocols::frame::{self, FrameError, SenderEnd};
 use crate::protocols::legacy::{self, LegacyError, Producer};
+use crate::protocols::sender::Phase;
 use crate::protocols::sender::{Observer, SendError, SendOptions, Sender, Verdict};
 use crate::sysv;
 use clap::Args;
@@ -128,6 +129,9 @@ impl Observer for Bar {
     }
     fn finish(&mut self) {
         self.bar = None;
+    }
+    fn phase(&mut self, p: Phase, file: Option<&Path>) {
+        phase::set(p, file);
     }
 }
 
@@ -528,4 +532,40 @@ pub struct SendArgs {
     /// Files to send; `-` is stdin
     #[arg(required = true, value_name = "FILE", value_hint = clap::ValueHint::AnyPath)]
     pub files: Vec<PathBuf>,
+}
+
+/// What the main thread is doing with the file in hand (as the sender's observer hears it), for a watcher thread or a stop handler
+/// that ends the process and must tell the truth about that file.
+mod phase {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    use crate::protocols::sender::Phase;
+
+    pub const IDLE: u8 = 0;
+    pub const INPUT: u8 = 1;
+    pub const VERDICT: u8 = 2;
+    pub const DONE: u8 = 3;
+
+    static PHASE: AtomicU8 = AtomicU8::new(IDLE);
+    static FILE: Mutex<String> = Mutex::new(String::new());
+
+    /// Publishes the phase (and, with `file`, which file), as the sender's observer hears it.
+    pub fn set(p: Phase, file: Option<&std::path::Path>) {
+        let p = match p {
+            Phase::Input => INPUT,
+            Phase::Verdict => VERDICT,
+            Phase::Done => DONE,
+            _ => IDLE,
+        };
+        if let (Some(f), Ok(mut g)) = (file, FILE.lock()) {
+            *g = crate::mechanisms::text::escape_path(f);
+        }
+        PHASE.store(p, Ordering::SeqCst);
+    }
+    /// The phase and the last file published.
+    pub fn get() -> (u8, String) {
+        let f = FILE.lock().map(|g| g.clone()).unwrap_or_default();
+        (PHASE.load(Ordering::SeqCst), f)
+    }
 }

@@ -1,6 +1,5 @@
-//! What transfers share at run time: the cancel token that stops their waits, what the main
-//! thread is doing (for the threads that may end the process), and the rollback of a half-made
-//! multi-object creation.
+//! What transfers share at run time: the cancel token that stops their waits, and the
+//! rollback of a half-made multi-object creation.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -66,38 +65,5 @@ impl Drop for Rollback {
         while let Some(f) = self.0.pop() {
             f();
         }
-    }
-}
-
-/// What the main thread is doing with the file in hand, for a watcher thread or a stop handler
-/// that ends the process and must tell the truth about that file.
-pub mod phase {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicU8, Ordering};
-
-    /// Between files: nothing of a file is in flight.
-    pub const IDLE: u8 = 0;
-    /// Opening or reading an input: it may block for ever (a FIFO, a slow pipe), and its file
-    /// is not committed, whatever happens next.
-    pub const INPUT: u8 = 1;
-    /// The last chunk is posted: the receiver has every byte and may be committing it.
-    pub const VERDICT: u8 = 2;
-    /// Every file is settled.
-    pub const DONE: u8 = 3;
-
-    static PHASE: AtomicU8 = AtomicU8::new(IDLE);
-    static FILE: Mutex<String> = Mutex::new(String::new());
-
-    /// Publishes the phase (and, with `file`, which file).
-    pub fn set(p: u8, file: Option<&std::path::Path>) {
-        if let (Some(f), Ok(mut g)) = (file, FILE.lock()) {
-            *g = crate::mechanisms::text::escape_path(f);
-        }
-        PHASE.store(p, Ordering::SeqCst);
-    }
-    /// The phase and the last file published.
-    pub fn get() -> (u8, String) {
-        let f = FILE.lock().map(|g| g.clone()).unwrap_or_default();
-        (PHASE.load(Ordering::SeqCst), f)
     }
 }

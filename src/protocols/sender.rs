@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, trace};
 
 use crate::mechanisms::digest::Md5;
-use crate::mechanisms::runtime::{self, phase};
+use crate::mechanisms::runtime;
 use crate::mechanisms::text::escape_path;
 use crate::protocols::frame::{
     self, Abort, Address, Desc, DescKind, FrameError, Meta, Op, Request, SenderEnd, Status,
@@ -255,6 +255,25 @@ pub trait Observer {
     }
     /// The file is over, however it ended.
     fn finish(&mut self) {}
+    /// What the sender is doing now, and with which file: a program that may have to end the
+    /// process while the sender is stuck (in a read of a silent pipe, say) can then tell the
+    /// truth about that file.
+    fn phase(&mut self, _phase: Phase, _file: Option<&Path>) {}
+}
+
+/// What a [`Sender`] is doing, as its [`Observer`] hears it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Between files: nothing of a file is in flight.
+    Idle,
+    /// Opening or reading an input: it may block for ever (a FIFO, a slow pipe), and its file
+    /// is not committed, whatever happens next.
+    Input,
+    /// The file's last chunk is posted: the receiver has every byte and may be committing it.
+    Verdict,
+    /// Every file is settled; the sender said goodbye.
+    Done,
 }
 
 struct Quiet;
@@ -478,9 +497,9 @@ impl Sender {
         if !fits {
             return self.refuse_early(path, SendError::BadPath(path.into()));
         }
-        phase::set(phase::INPUT, Some(path));
+        self.observer.phase(Phase::Input, Some(path));
         let opened = open_path(path);
-        phase::set(phase::IDLE, None);
+        self.observer.phase(Phase::Idle, None);
         match opened {
             Ok((file, size, meta)) => self.post(Offer {
                 meta,
@@ -534,7 +553,7 @@ impl Sender {
             return Ok(());
         }
         self.settle_all();
-        phase::set(phase::DONE, None);
+        self.observer.phase(Phase::Done, None);
         match self.ch.send_bye(self.session, self.file.wrapping_add(1)) {
             Ok(()) | Err(FrameError::Removed { .. } | FrameError::ReceiverGone { .. }) => {
                 debug!("said goodbye: semop SENDER -1 (undo), REQ +1; released the channel");
@@ -579,7 +598,7 @@ impl Sender {
     fn settle(&mut self, n: usize) {
         let n = n.min(self.awaited.len());
         if let Some(a) = self.awaited.front() {
-            phase::set(phase::VERDICT, Some(&a.label));
+            self.observer.phase(Phase::Verdict, Some(&a.label));
         }
         let mut how = match n > 1 && self.ch.wait_answers(n as u16).is_ok() {
             true => Answer::Counted,
@@ -598,7 +617,7 @@ impl Sender {
                 result,
             });
         }
-        phase::set(phase::IDLE, None);
+        self.observer.phase(Phase::Idle, None);
     }
 
     fn settle_all(&mut self) {
@@ -896,7 +915,7 @@ impl Transfer<'_, '_> {
     /// word). The answer is left to the caller.
     fn run(&mut self, observer: &mut dyn Observer) -> Result<Ran, SendError> {
         loop {
-            match self.next_chunk()? {
+            match self.next_chunk(observer)? {
                 Step::More if observer.progress(self.total) => {}
                 Step::More => {
                     let slot = self.ch.free_slot()?;
@@ -911,7 +930,7 @@ impl Transfer<'_, '_> {
 
     /// Takes a free slot and posts the next chunk into it, or an abort: when a stop was
     /// asked for, the receiver flagged a failure, or the input failed or changed.
-    fn next_chunk(&mut self) -> Result<Step, SendError> {
+    fn next_chunk(&mut self, observer: &mut dyn Observer) -> Result<Step, SendError> {
         let slot = self.ch.free_slot()?;
         let abort = if self.ch.cancel().is_cancelled() {
             Some((
@@ -921,17 +940,17 @@ impl Transfer<'_, '_> {
         } else if self.ch.receiver_failure(self.file).is_some() {
             Some((Abort::ReceiverFailed, None))
         } else {
-            phase::set(phase::INPUT, Some(self.path));
+            observer.phase(Phase::Input, Some(self.path));
             match self.fill(slot) {
                 Ok((n, last)) => {
-                    phase::set(phase::IDLE, None);
-                    return self.post_data(slot, n, last);
+                    observer.phase(Phase::Idle, None);
+                    return self.post_data(slot, n, last, observer);
                 }
                 Err((why, e)) => Some((why, Some(e))),
             }
         };
         let (why, e) = abort.expect("every other path returned");
-        phase::set(phase::IDLE, None);
+        observer.phase(Phase::Idle, None);
         self.post(slot, 0, DescKind::Abort(why as u32))?;
         Ok(Step::Aborted(e))
     }
@@ -947,7 +966,13 @@ impl Transfer<'_, '_> {
         self.ch.post(slot, &d)
     }
 
-    fn post_data(&mut self, slot: usize, n: usize, last: bool) -> Result<Step, SendError> {
+    fn post_data(
+        &mut self,
+        slot: usize,
+        n: usize,
+        last: bool,
+        observer: &mut dyn Observer,
+    ) -> Result<Step, SendError> {
         self.total += n as u64;
         trace!(seq = self.seq, n, last, "chunk filled");
         if !last {
@@ -965,7 +990,7 @@ impl Transfer<'_, '_> {
             bytes: self.total,
             md5: digest.unwrap_or([0; 16]),
         });
-        phase::set(phase::VERDICT, Some(self.path));
+        observer.phase(Phase::Verdict, Some(self.path));
         self.post(slot, n, DescKind::Last)?;
         debug!(
             bytes = self.total,
