@@ -7,11 +7,8 @@
 //! through a temporary file that is named only once it is whole.
 //!
 //! ```
-//! use shmxfer::frame::Config;
 //! use shmxfer::output::{self, TempFile};
-//! use shmxfer::pacer::DirectMode;
-//! use shmxfer::receiver::{Event, Receiver};
-//! use shmxfer::sysv::Key;
+//! use shmxfer::{Config, DirectMode, Event, Key, Receiver};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;
@@ -19,7 +16,7 @@
 //! let mut names = output::prepare(dir.path(), "file", ".jpg")?;
 //! let (mut rx, _takeover) = Receiver::bind(key, &Config::default())?;
 //! # let tx = std::thread::spawn(move || {
-//! #     let mut tx = shmxfer::sender::Sender::connect(key, &Default::default())?;
+//! #     let mut tx = shmxfer::Sender::connect(key, &Default::default())?;
 //! #     tx.send_bytes(b"photo.jpg", &[7u8; 3000])?;
 //! #     tx.finish()
 //! # });

@@ -5,17 +5,16 @@
 //! while the receiver still commits the one before, so neither side waits for the other.
 //!
 //! ```
-//! use shmxfer::sender::{SendOptions, Sender};
-//! use shmxfer::sysv::Key;
+//! use shmxfer::{Key, SendOptions, Sender};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let key = Key(0x5e00_0004 + (std::process::id() & 0x3f_ffff) * 8);
 //! # let dir = tempfile::tempdir()?;
 //! # let photo = dir.path().join("photo.jpg");
 //! # std::fs::write(&photo, b"not really a photo")?;
-//! # let (mut rx, _) = shmxfer::receiver::Receiver::bind(key, &Default::default())?;
+//! # let (mut rx, _) = shmxfer::Receiver::bind(key, &Default::default())?;
 //! # let server = std::thread::spawn(move || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-//! #     while let shmxfer::receiver::Event::File(f) = rx.next_event()? {
+//! #     while let shmxfer::Event::File(f) = rx.next_event()? {
 //! #         let name = String::from_utf8_lossy(f.name()).into_owned();
 //! #         f.receive_to(&mut std::io::sink(), &mut |_| true)?.commit(name.as_ref())?;
 //! #     }

@@ -3,7 +3,7 @@
 //! a [`Mapping`] detaches on drop and bounds-checks every access, a [`SemSet`] knows its id.
 
 //!
-//! By subject: [`shm`], [`sem`], [`process`], [`fs`], [`signals`], [`tables`]; every item is
+//! By subject: `shm`, `sem`, `process`, `fs`, `signals`, `tables`; every item is
 //! also here at the top, as `crate::sysv::Shm` and so on.
 
 use std::fmt;

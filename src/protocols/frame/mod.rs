@@ -1,4 +1,4 @@
-//! The native channel: what is at a key ([`probe`]), and the handshake over a channel's three
+//! The native channel: what is at a key (`probe`), and the handshake over a channel's three
 //! objects ([`Channel`]), each end's steps a type of its own ([`ReceiverEnd`], [`SenderEnd`]). The bytes themselves are [`crate::mechanisms::wire`]'s;
 //! docs/protocol.md is the contract.
 //!
