@@ -67,8 +67,17 @@ impl Committed {
 
 /// `{}` in an argument becomes the committed path, `{/}` its file name.
 fn substitute(arg: &OsStr, c: &Committed) -> OsString {
-    let path = c.path.as_os_str().as_bytes();
-    let base = c.path.file_name().map_or(path, |n| n.as_bytes());
+    // A sender chooses names: one starting with `-` would read as an option to the command.
+    // As `find -execdir` does, such a name goes as `./-name` (the same file).
+    let dashed = |b: &[u8]| -> Vec<u8> {
+        match b.first() {
+            Some(b'-') => [b"./".as_slice(), b].concat(),
+            _ => b.to_vec(),
+        }
+    };
+    let path = dashed(c.path.as_os_str().as_bytes());
+    let base = dashed(c.path.file_name().map_or(&path[..], |n| n.as_bytes()));
+    let (path, base) = (&path[..], &base[..]);
     let (a, mut out) = (arg.as_bytes(), Vec::new());
     let mut i = 0;
     while i < a.len() {
@@ -102,15 +111,20 @@ struct State {
     stopping: std::sync::atomic::AtomicBool,
     /// Files never started because of a stop.
     skipped: Mutex<Vec<PathBuf>>,
+    /// The commands' stdout goes to our stderr (`--json` owns stdout).
+    stdout_to_stderr: std::sync::atomic::AtomicBool,
 }
 
 impl Hooks {
     /// Starts `jobs` workers for `cmd` (program, then arguments).
-    pub fn start(cmd: Vec<OsString>, jobs: usize) -> Hooks {
+    /// With `stdout_to_stderr` (under `--json`, whose stdout is a stream of objects), the
+    /// commands write their standard output to the receiver's stderr.
+    pub fn start(cmd: Vec<OsString>, jobs: usize, stdout_to_stderr: bool) -> Hooks {
         let (tx, rx) = mpsc::channel::<Committed>();
         let rx = Arc::new(Mutex::new(rx));
         let state = Arc::new(State::default());
         let cmd = Arc::new(cmd);
+        state.stdout_to_stderr.store(stdout_to_stderr, Ordering::SeqCst);
         let workers = (0..jobs.max(1))
             .map(|_| {
                 let (rx, state, cmd) = (rx.clone(), state.clone(), cmd.clone());
@@ -217,11 +231,15 @@ fn run_one(state: &State, cmd: &[OsString], c: &Committed) -> bool {
         return false;
     };
     let shown = escape(program.as_bytes());
-    let child = Command::new(&program)
-        .args(argv)
-        .envs(c.env())
-        .stdin(Stdio::null())
-        .spawn();
+    let mut command = Command::new(&program);
+    command.args(argv).envs(c.env()).stdin(Stdio::null());
+    if state.stdout_to_stderr.load(Ordering::SeqCst) {
+        use std::os::fd::AsFd;
+        if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {
+            command.stdout(Stdio::from(fd));
+        }
+    }
+    let child = command.spawn();
     let mut child = match child {
         Ok(ch) => ch,
         Err(e) => {
@@ -278,5 +296,24 @@ mod tests {
             "thumbs/a b.jpg.png"
         );
         assert_eq!(substitute(OsStr::new("x{y}z"), &c), "x{y}z");
+    }
+
+    #[test]
+    fn a_name_starting_with_a_dash_never_reads_as_an_option() {
+        let c = Committed {
+            path: "out/-rf".into(),
+            name: b"-rf".to_vec(),
+            size: 3,
+            md5: None,
+            sender_pid: 1,
+            mtime: None,
+        };
+        assert_eq!(substitute(OsStr::new("{/}"), &c), "./-rf");
+        assert_eq!(substitute(OsStr::new("{}"), &c), "out/-rf");
+        let d = Committed {
+            path: "-out/x".into(),
+            ..c
+        };
+        assert_eq!(substitute(OsStr::new("{}"), &d), "./-out/x");
     }
 }

@@ -85,7 +85,26 @@ pub fn check_mode(mode: u32) -> Result<(), RecvError> {
 /// The channel being served, for the stop handler (set once it exists).
 static CHANNEL: OnceLock<Arc<ReceiverEnd>> = OnceLock::new();
 
+/// `--basename` names every output file: an empty one is a mistake, not a request for
+/// names like `01.jpg`.
+fn check_basename(b: &str) -> Result<(), RecvError> {
+    if b.is_empty() {
+        return Err(RecvError::Usage(
+            "--basename must not be empty: every output name starts with it (default `file`)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 fn serve(args: RecvArgs) -> Result<i32, RecvError> {
+    check_basename(&args.basename)?;
+    if args.stdout && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        // As gzip: a file's raw bytes on a terminal are noise, and may be escape sequences.
+        return Err(RecvError::Usage(
+            "--stdout refuses to write a file's bytes to a terminal: redirect it (`> FILE`) or pipe it (`| tar x`)".into(),
+        ));
+    }
     let addr = args.channel.native().map_err(RecvError::Usage)?;
     check_mode(args.mode)?;
     let opts = Opts {
@@ -127,7 +146,7 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
     let hooks = args
         .exec
         .clone()
-        .map(|cmd| Hooks::start(cmd, usize::from(args.jobs)));
+        .map(|cmd| Hooks::start(cmd, usize::from(args.jobs), args.json));
     let mut tally = Served::default();
     let r = serve_files(&mut rx, &opts, namer.as_mut(), hooks.as_ref(), &mut tally);
     drop(rx);
@@ -336,9 +355,9 @@ fn settle<'r>(
 ) -> Option<Result<Received<'r>, FrameError>> {
     match r {
         Ok(r) => Some(Ok(r)),
-        Err(FileError::Answered { status, why }) => {
+        Err(FileError::Answered { why, .. }) => {
             tally.failed = true;
-            let note = format!("{shown}: {why} ({status:?}); discarded");
+            let note = format!("{shown}: {why}; discarded");
             crate::mechanisms::term::warn(opts.quiet, note);
             None
         }
@@ -484,6 +503,7 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
         ));
     }
     check_mode(args.mode)?;
+    check_basename(&args.basename)?;
     let mut namer =
         output::prepare(&args.dir, &args.basename, &args.ext).map_err(RecvError::from)?;
     let (content_key, size_key) = args.channel.legacy_keys().map_err(RecvError::Usage)?;
@@ -516,7 +536,7 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
     let hooks = args
         .exec
         .clone()
-        .map(|cmd| Hooks::start(cmd, usize::from(args.jobs)));
+        .map(|cmd| Hooks::start(cmd, usize::from(args.jobs), args.json));
     let mut take = |bytes: &[u8]| match write_out(bytes, &mut namer, opts.fsync) {
         Ok(path) => {
             let c = Committed {

@@ -156,8 +156,12 @@ pub fn run(args: SendArgs) -> super::Outcome {
         on_stall: Some(stall_hook(args.verbosity.quiet)),
         cancel: cancel.clone(),
     };
+    // Inputs first, as cp does: a missing file is said as such, receiver or not.
+    let (items, code) = check_inputs(items(&args), args.recursive);
+    if items.is_empty() {
+        return Ok(code);
+    }
     let mut tx = Sender::connect(addr, &opts).map_err(fail)?;
-    let (items, code) = items(&args);
     // Only a read that can block for ever (a pipe, a FIFO, a terminal) needs a thread to
     // notice the receiver dying meanwhile; regular files are read in bounded time.
     let may_block = items.iter().any(Item::may_block);
@@ -259,6 +263,42 @@ fn items(args: &SendArgs) -> (Vec<Item>, i32) {
         }
     }
     (v, code)
+}
+
+/// Reports, in order, the inputs that cannot be sent at all (missing, unreadable, a
+/// directory without `-r`) and leaves them out; returns the rest and the exit code so far.
+/// Special files (FIFOs, devices) are not opened here: opening one may block.
+fn check_inputs((items, mut code): (Vec<Item>, i32), recursive: bool) -> (Vec<Item>, i32) {
+    let mut kept = Vec::with_capacity(items.len());
+    for item in items {
+        let Item::Path(p) = &item else {
+            kept.push(item);
+            continue;
+        };
+        let e = match std::fs::metadata(p) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Some(SendError::Missing(p.clone())),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                Some(SendError::Unreadable(p.clone()))
+            }
+            Err(source) => Some(SendError::Open {
+                path: p.clone(),
+                source,
+            }),
+            Ok(m) if m.is_dir() && !recursive => Some(SendError::IsDir(p.clone())),
+            Ok(m) if m.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::R_OK).is_err() => {
+                Some(SendError::Unreadable(p.clone()))
+            }
+            Ok(_) => None,
+        };
+        match e {
+            Some(e) => {
+                crate::mechanisms::term::error(super::send_message(&e));
+                code = merge(code, exit::of_send(&e));
+            }
+            None => kept.push(item),
+        }
+    }
+    (kept, code)
 }
 
 /// Sends each item in turn; returns the exit code. A failure of one file is reported and the

@@ -10,7 +10,13 @@ pub use crate::commands::status::StatusArgs;
 const ABOUT: &str = "Move files between processes on one host through System V shared memory";
 
 #[derive(Debug, Parser)]
-#[command(name = "shmxfer", version, about = ABOUT, propagate_version = true)]
+#[command(
+    name = "shmxfer",
+    version,
+    about = ABOUT,
+    propagate_version = true,
+    args_override_self = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -257,12 +257,12 @@ impl Subdir {
         for d in dirs {
             shown.push(d);
             fd = sysv::open_subdir(&fd, d).map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP | libc::ENOTDIR) => io::Error::new(
+                Some(errno @ (libc::ELOOP | libc::ENOTDIR)) => io::Error::new(
                     e.kind(),
-                    format!(
-                        "{} is not a directory (a symlink or a file is in the way; never followed)",
-                        crate::mechanisms::text::escape_path(&shown)
-                    ),
+                    InTheWay {
+                        shown: crate::mechanisms::text::escape_path(&shown),
+                        errno,
+                    },
                 ),
                 _ => e,
             })?;
@@ -551,4 +551,33 @@ mod tests {
         names.sort();
         assert_eq!(names, ["a-1.txt", "a.txt"]);
     }
+}
+
+/// Something other than a directory (a symlink, a file) where `--keep-path` wants one: never
+/// followed. Keeps the errno (ELOOP or ENOTDIR), which the sender is told.
+#[derive(Debug)]
+struct InTheWay {
+    shown: String,
+    errno: i32,
+}
+
+impl std::fmt::Display for InTheWay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is not a directory (a symlink or a file is in the way; never followed)",
+            self.shown
+        )
+    }
+}
+
+impl std::error::Error for InTheWay {}
+
+/// The errno behind an output error, also where a message of ours wraps it.
+pub fn errno_of(e: &io::Error) -> Option<i32> {
+    e.raw_os_error().or_else(|| {
+        e.get_ref()
+            .and_then(|i| i.downcast_ref::<InTheWay>())
+            .map(|w| w.errno)
+    })
 }

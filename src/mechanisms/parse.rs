@@ -54,6 +54,9 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
     let t = s.trim_start_matches("0o");
     match u32::from_str_radix(t, 8) {
         Ok(m) if m <= 0o777 && !t.is_empty() => Ok(m),
+        Ok(m) if m <= 0o7777 => Err(format!(
+            "`{s}` has set-id or sticky bits, which IPC objects do not have: give permission bits only, 0 to 0777 (like 0600 or 0666)"
+        )),
         _ => Err(format!("`{s}` is not an octal mode (like 0600 or 0666)")),
     }
 }

@@ -55,3 +55,25 @@ mod tests {
         assert_eq!(escape("x\u{9b}y".as_bytes()), "x\\302\\233y");
     }
 }
+
+/// What an errno means, in words (`strerror`), without Rust's " (os error N)": for a
+/// message to people, as coreutils words its own. A path in the way of `--keep-path` is said
+/// as such.
+pub fn errno_text(errno: i32) -> String {
+    match errno {
+        libc::ELOOP | libc::ENOTDIR => {
+            "a symlink or a file is in the way of its directory (never followed)".into()
+        }
+        0 => "unknown error".into(),
+        e => nix::errno::Errno::from_raw(e).desc().to_string(),
+    }
+}
+
+/// An I/O error in words: its errno's text where it has one, else its own message.
+pub fn io_text(e: &std::io::Error) -> String {
+    match (e.raw_os_error(), e.get_ref()) {
+        (Some(errno), _) => nix::errno::Errno::from_raw(errno).desc().to_string(),
+        (None, Some(inner)) => inner.to_string(),
+        (None, None) => e.kind().to_string(),
+    }
+}

@@ -560,6 +560,25 @@ impl Status {
     }
 }
 
+impl std::fmt::Display for Status {
+    /// The status in words, for messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Pending => "no answer yet",
+            Status::Accepted => "taken, not yet answered",
+            Status::Committed => "committed",
+            Status::CannotCreate => "it could not create the output file",
+            Status::WriteFailed => "it could not write the file",
+            Status::Md5Mismatch => "the MD5 of what arrived differs from the sender's",
+            Status::Aborted => "the sender abandoned the file",
+            Status::BadRequest => "the request or a chunk was malformed",
+            Status::LengthMismatch => "it received another length than announced",
+            Status::Closed => "it takes no more files",
+            Status::BadPath => "the relative path is unsafe",
+        })
+    }
+}
+
 /// The receiver's answer about one file: written before each ACK.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {

@@ -350,10 +350,14 @@ pub fn semaphores(id: i32, nsems: u32) -> Result<Vec<SemValue>, sysv::SysvError>
 /// Every segment of a control segment's size that decodes as a channel. Attached read-only
 /// and decoded with every check: a foreign or corrupt segment is just not a channel.
 fn channels(shm: &[TableRow]) -> Vec<ChannelRow> {
-    shm.iter()
+    let mut v: Vec<ChannelRow> = shm
+        .iter()
         .filter(|r| r.num("size") as usize == frame::CONTROL_LEN)
         .filter_map(|r| channel_at(r.key(), r.num("shmid") as i32))
-        .collect()
+        .collect();
+    // By key, as people look them up (the kernel's table is in slot order).
+    v.sort_by_key(|c| c.key);
+    v
 }
 
 /// What each object is to shmxfer (a channel's part) or to the original system, told by shape

@@ -65,7 +65,7 @@ use crate::sysv::{self, Source};
 #[non_exhaustive]
 pub enum FileError {
     /// The file failed; the sender has been told why and the receiver goes on serving.
-    #[error("{why} ({status:?}); discarded")]
+    #[error("{why}; discarded")]
     Answered {
         /// What the sender was told.
         status: Status,
@@ -349,7 +349,7 @@ impl<'r> Incoming<'r> {
     pub fn cannot_create(self, at: &Path, e: &io::Error) -> Result<(), FrameError> {
         self.refuse_with(Outcome {
             status: Status::CannotCreate,
-            errno: e.raw_os_error().unwrap_or(0),
+            errno: crate::mechanisms::output::errno_of(e).unwrap_or(libc::EIO),
             name: at.as_os_str().as_bytes().to_vec(),
             md5: [0; 16],
             bytes: 0,
@@ -501,7 +501,7 @@ impl Received<'_> {
     pub fn fail(self, e: &io::Error) -> Result<(), FrameError> {
         self.tell(
             Status::WriteFailed,
-            e.raw_os_error().unwrap_or(0),
+            crate::mechanisms::output::errno_of(e).unwrap_or(libc::EIO),
             Vec::new(),
         )
     }
@@ -931,7 +931,7 @@ fn finish(
     let answer =
         |status, errno, why| fail_file(ch, d.tags.file, status, errno, [0; 16], total, why);
     if let Some(e) = write_error {
-        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+        let errno = crate::mechanisms::output::errno_of(&e).unwrap_or(libc::EIO);
         return answer(Status::WriteFailed, errno, format!("write failed: {e}"));
     }
     if let Some((status, why)) = d.failure {

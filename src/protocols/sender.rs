@@ -54,7 +54,7 @@ use tracing::{debug, trace};
 
 use crate::mechanisms::digest::Md5;
 use crate::mechanisms::runtime;
-use crate::mechanisms::text::escape_path;
+use crate::mechanisms::text::{errno_text, escape_path, io_text};
 use crate::protocols::frame::{
     self, Abort, Address, Desc, DescKind, FrameError, Meta, Op, Request, SenderEnd, Status,
     Trailer, hex,
@@ -74,7 +74,7 @@ pub enum SendError {
     #[error("{}: is a directory", escape_path(.0))]
     /// The path is a directory.
     IsDir(PathBuf),
-    #[error("{}: {source}", escape_path(path))]
+    #[error("{}: {}", escape_path(path), io_text(source))]
     /// The file could not be opened.
     Open {
         /// The file.
@@ -82,7 +82,7 @@ pub enum SendError {
         /// Why.
         source: io::Error,
     },
-    #[error("{}: read failed: {source}; nothing was written", escape_path(path))]
+    #[error("{}: read failed: {}; nothing was written", escape_path(path), io_text(source))]
     /// Reading failed mid-file: the receiver discarded what it had.
     Read {
         /// The file.
@@ -140,7 +140,7 @@ pub enum SendError {
         /// Where the receiver committed it (raw).
         name: Vec<u8>,
     },
-    #[error("{}: the receiver could not create its output file ({}): {}", escape_path(path), crate::mechanisms::text::escape(at), io::Error::from_raw_os_error(*errno))]
+    #[error("{}: the receiver could not create its output file ({}): {}", escape_path(path), crate::mechanisms::text::escape(at), errno_text(*errno))]
     /// The receiver could not create its output file.
     CannotCreate {
         /// The file.
@@ -150,7 +150,7 @@ pub enum SendError {
         /// The receiver's errno.
         errno: i32,
     },
-    #[error("{}: the receiver failed to write the file: {}; it discarded the partial file", escape_path(path), io::Error::from_raw_os_error(*errno))]
+    #[error("{}: the receiver failed to write the file: {}; it discarded the partial file", escape_path(path), errno_text(*errno))]
     /// The receiver could not write the file (disk full, size limit…).
     WriteFailed {
         /// The file.
@@ -161,10 +161,7 @@ pub enum SendError {
     #[error("{}: the receiver takes one file only and already has it; nothing was sent", escape_path(.0))]
     /// The receiver takes no more files (`--once`).
     Closed(PathBuf),
-    #[error(
-        "{}: the receiver refused the transfer ({status:?})",
-        escape_path(path)
-    )]
+    #[error("{}: the receiver refused it: {status}", escape_path(path))]
     /// The receiver refused the file for another reason.
     Refused {
         /// The file.

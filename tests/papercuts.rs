@@ -1,0 +1,138 @@
+//! What a newcomer meets first: inputs checked before anything else, messages in words
+//! (no Rust internals), flags worded as what they are, a receiver's stdout kept for its
+//! records, and commands that cannot be tricked by a sender's names.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn a_missing_input_is_named_with_exit_66_before_any_receiver_is_looked_for() {
+    let env = Env::new();
+    // No receiver runs at this key.
+    let o = env.send(&["no-such.jpg"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(66), "{err}");
+    assert!(err.contains("no-such.jpg: no such file"), "{err}");
+    assert!(!err.contains("receiver"), "{err}");
+    // With a receiver, the others still go, and the missing one is named.
+    let _r = env.recv(&["--keep-name"]);
+    let a = env.file("a.bin", 10);
+    let o = env.send(&["no-such.jpg", a.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    assert!(same(&a, &env.out().join("a.bin")));
+}
+
+#[test]
+fn the_receivers_write_errors_reach_the_sender_in_words() {
+    let env = Env::new();
+    let mut c = Command::new("prlimit");
+    c.args(["--fsize=100000", BIN, "recv", "--key", &env.key_arg(), "--dir"])
+        .arg(env.out())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let _g = PidGuard(child.id() as i32);
+    assert!(wait_until(Duration::from_secs(10), || matches!(
+        shmxfer::frame::probe(env.key),
+        Ok(shmxfer::frame::Probe::Channel { alive: true, .. })
+    )));
+    let big = env.file("big.bin", 300_000);
+    let o = env.send(&[big.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(74), "{err}");
+    assert!(err.contains("File too large"), "{err}");
+    assert!(!err.contains("os error"), "{err}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_symlink_in_the_way_of_keep_path_is_named_not_reported_as_success() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.out()).unwrap();
+    std::os::unix::fs::symlink("/tmp", env.out().join("photos")).unwrap();
+    let _r = env.recv(&["--keep-path"]);
+    let tree = env.path("photos");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("a.jpg"), b"a").unwrap();
+    let o = env.send(&["-r", tree.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(74), "{err}");
+    assert!(err.contains("a symlink or a file is in the way"), "{err}");
+    assert!(!err.contains("Success") && !err.contains("os error"), "{err}");
+}
+
+#[test]
+fn flags_are_refused_in_words_that_fit_them() {
+    let o = shmxfer(&["recv", "--basename", "", "--key", "0x7b000000"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("--basename must not be empty"), "{}", stderr(&o));
+    let o = shmxfer(&["recv", "--mode", "1777", "--key", "0x7b000000"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("set-id or sticky bits"), "{}", stderr(&o));
+    // A flag given twice is as given once (as in most Unix tools).
+    let o = shmxfer(&["status", "-m", "-m", "--json", "--json", "--key", "0x7b000000"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn with_json_the_commands_output_goes_to_stderr_and_stdout_stays_json() {
+    let env = Env::new();
+    let r = env.recv(&["--json", "--exec", "echo", "hello from the command", ";"]);
+    let f = env.file("a.bin", 10);
+    let o = env.send(&[f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::thread::sleep(Duration::from_millis(300));
+    let out = r.stop();
+    let stdout = stdout(&out);
+    for line in stdout.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+    }
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stderr(&out).contains("hello from the command"), "{}", stderr(&out));
+}
+
+#[test]
+fn recv_stdout_refuses_a_terminal() {
+    let env = Env::new();
+    let cmd = format!("{BIN} recv --stdout --key {}", env.key_arg());
+    let mut c = Command::new("script");
+    c.args(["-qec", &cmd, "/dev/null"]);
+    let o = run_bounded(c, Duration::from_secs(20));
+    let all = format!("{}{}", stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(64), "{all}");
+    assert!(all.contains("refuses to write a file's bytes to a terminal"), "{all}");
+    assert!(shmxfer::sysv::Shm::open(env.key).is_err(), "no channel was made");
+}
+
+#[test]
+fn status_lists_channels_by_key() {
+    let envs: Vec<Env> = (0..3).map(|_| Env::new()).collect();
+    // Started in descending key order.
+    let _rs: Vec<Receiver> = envs.iter().rev().map(|e| e.recv(&[])).collect();
+    let o = shmxfer(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let keys: Vec<u64> = v["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["key"].as_u64().unwrap())
+        .filter(|k| envs.iter().any(|e| u64::from(e.key.0) == *k))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys.len(), 3, "{v}");
+    assert_eq!(keys, sorted);
+    let all: Vec<u64> = v["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["key"].as_u64().unwrap())
+        .collect();
+    assert!(all.windows(2).all(|w| w[0] <= w[1]), "{all:?}");
+}
