@@ -136,3 +136,17 @@ fn status_lists_channels_by_key() {
         .collect();
     assert!(all.windows(2).all(|w| w[0] <= w[1]), "{all:?}");
 }
+
+#[test]
+fn the_crate_is_dual_licensed_with_both_texts_and_packages_without_warnings() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let manifest = std::fs::read_to_string(format!("{dir}/Cargo.toml")).unwrap();
+    assert!(manifest.contains(r#"license = "MIT OR Apache-2.0""#));
+    for f in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        let text = std::fs::read_to_string(format!("{dir}/{f}")).unwrap();
+        assert!(text.len() > 1000, "{f}");
+    }
+    for field in ["readme", "keywords", "categories", "documentation"] {
+        assert!(manifest.contains(&format!("\n{field} = ")), "{field}");
+    }
+}
