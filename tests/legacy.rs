@@ -791,6 +791,10 @@ fn two_legacy_senders_at_once_lose_no_file() {
         }
     }
     assert_eq!(got.len(), 30, "every file arrives once");
+    assert!(
+        !std::path::Path::new(&format!("/dev/shm/.shmxfer-legacy-{:08x}.lock", ck.0)).exists(),
+        "the senders' lock file is left behind"
+    );
 }
 
 #[test]

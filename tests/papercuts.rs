@@ -30,10 +30,17 @@ fn a_missing_input_is_named_with_exit_66_before_any_receiver_is_looked_for() {
 fn the_receivers_write_errors_reach_the_sender_in_words() {
     let env = Env::new();
     let mut c = Command::new("prlimit");
-    c.args(["--fsize=100000", BIN, "recv", "--key", &env.key_arg(), "--dir"])
-        .arg(env.out())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    c.args([
+        "--fsize=100000",
+        BIN,
+        "recv",
+        "--key",
+        &env.key_arg(),
+        "--dir",
+    ])
+    .arg(env.out())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
     let _g = PidGuard(child.id() as i32);
     assert!(wait_until(Duration::from_secs(10), || matches!(
@@ -63,19 +70,38 @@ fn a_symlink_in_the_way_of_keep_path_is_named_not_reported_as_success() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(74), "{err}");
     assert!(err.contains("a symlink or a file is in the way"), "{err}");
-    assert!(!err.contains("Success") && !err.contains("os error"), "{err}");
+    assert!(
+        !err.contains("Success") && !err.contains("os error"),
+        "{err}"
+    );
 }
 
 #[test]
 fn flags_are_refused_in_words_that_fit_them() {
     let o = shmxfer(&["recv", "--basename", "", "--key", "0x7b000000"]);
     assert_eq!(o.status.code(), Some(64));
-    assert!(stderr(&o).contains("--basename must not be empty"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--basename must not be empty"),
+        "{}",
+        stderr(&o)
+    );
     let o = shmxfer(&["recv", "--mode", "1777", "--key", "0x7b000000"]);
     assert_eq!(o.status.code(), Some(64));
-    assert!(stderr(&o).contains("set-id or sticky bits"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("set-id or sticky bits"),
+        "{}",
+        stderr(&o)
+    );
     // A flag given twice is as given once (as in most Unix tools).
-    let o = shmxfer(&["status", "-m", "-m", "--json", "--json", "--key", "0x7b000000"]);
+    let o = shmxfer(&[
+        "status",
+        "-m",
+        "-m",
+        "--json",
+        "--json",
+        "--key",
+        "0x7b000000",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
@@ -94,7 +120,11 @@ fn with_json_the_commands_output_goes_to_stderr_and_stdout_stays_json() {
             .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
     }
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
-    assert!(stderr(&out).contains("hello from the command"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("hello from the command"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -106,8 +136,14 @@ fn recv_stdout_refuses_a_terminal() {
     let o = run_bounded(c, Duration::from_secs(20));
     let all = format!("{}{}", stdout(&o), stderr(&o));
     assert_eq!(o.status.code(), Some(64), "{all}");
-    assert!(all.contains("refuses to write a file's bytes to a terminal"), "{all}");
-    assert!(shmxfer::sysv::Shm::open(env.key).is_err(), "no channel was made");
+    assert!(
+        all.contains("refuses to write a file's bytes to a terminal"),
+        "{all}"
+    );
+    assert!(
+        shmxfer::sysv::Shm::open(env.key).is_err(),
+        "no channel was made"
+    );
 }
 
 #[test]

@@ -124,7 +124,9 @@ impl Hooks {
         let rx = Arc::new(Mutex::new(rx));
         let state = Arc::new(State::default());
         let cmd = Arc::new(cmd);
-        state.stdout_to_stderr.store(stdout_to_stderr, Ordering::SeqCst);
+        state
+            .stdout_to_stderr
+            .store(stdout_to_stderr, Ordering::SeqCst);
         let workers = (0..jobs.max(1))
             .map(|_| {
                 let (rx, state, cmd) = (rx.clone(), state.clone(), cmd.clone());

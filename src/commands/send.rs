@@ -285,7 +285,10 @@ fn check_inputs((items, mut code): (Vec<Item>, i32), recursive: bool) -> (Vec<It
                 source,
             }),
             Ok(m) if m.is_dir() && !recursive => Some(SendError::IsDir(p.clone())),
-            Ok(m) if m.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::R_OK).is_err() => {
+            Ok(m)
+                if m.is_file()
+                    && nix::unistd::access(p, nix::unistd::AccessFlags::R_OK).is_err() =>
+            {
                 Some(SendError::Unreadable(p.clone()))
             }
             Ok(_) => None,

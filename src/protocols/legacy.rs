@@ -692,31 +692,46 @@ impl Producer {
 /// Where shmxfer's producers for the consumer at `content_key` take turns: a lock file in
 /// `/dev/shm` (shared memory's own tmpfs, seen by every process that shares the IPC namespace
 /// on an ordinary host), held with `flock` for one file's whole hand-over, released by the
-/// kernel if we die. A lock file we cannot open (another user's, say) is done without: the
+/// kernel if we die. The holder removes the file before it lets go, so none is left behind;
+/// a sender that locked a file someone removed meanwhile (the path now names another file, or
+/// none) locks anew. A lock file we cannot open (another user's, say) is done without: the
 /// objects' mode (0600) already keeps other users out.
 fn producer_lock(
     content_key: Key,
     deadline: Option<Instant>,
     cancel: &Cancel,
-) -> Result<Option<nix::fcntl::Flock<fs::File>>, LegacyError> {
+) -> Result<Option<Turn>, LegacyError> {
     use nix::fcntl::{Flock, FlockArg};
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = format!("/dev/shm/.shmxfer-legacy-{:08x}.lock", content_key.0);
-    let Ok(mut file) = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o666)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
-        .or_else(|_| fs::File::open(&path))
-    else {
-        return Ok(None);
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let path = PathBuf::from(format!(
+        "/dev/shm/.shmxfer-legacy-{:08x}.lock",
+        content_key.0
+    ));
+    let same = |f: &fs::File| {
+        let (Ok(a), Ok(b)) = (f.metadata(), fs::symlink_metadata(&path)) else {
+            return false;
+        };
+        (a.dev(), a.ino()) == (b.dev(), b.ino())
     };
     loop {
+        let Ok(file) = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o666)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .or_else(|_| fs::File::open(&path))
+        else {
+            return Ok(None);
+        };
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(Some(lock)),
-            Err((f, _)) => file = f,
+            Ok(lock) if same(&lock) => {
+                return Ok(Some(Turn { _lock: lock, path }));
+            }
+            // Removed by the holder we waited for: lock the one at the path now.
+            Ok(_) => continue,
+            Err(_) => {}
         }
         if cancel.is_cancelled() {
             return Err(LegacyError::Interrupted);
@@ -725,6 +740,21 @@ fn producer_lock(
             return Err(LegacyError::TimedOut { secs: 0.0 });
         }
         std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Our turn among shmxfer's producers: the lock file is removed, then unlocked, when it ends.
+struct Turn {
+    /// Held, not read: dropping it unlocks.
+    _lock: nix::fcntl::Flock<fs::File>,
+    path: PathBuf,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        // Before the lock goes (with the field, after this): a sender waiting on this file
+        // then finds the path gone or another file's, and locks anew.
+        let _ = fs::remove_file(&self.path);
     }
 }
 

@@ -82,7 +82,11 @@ pub enum SendError {
         /// Why.
         source: io::Error,
     },
-    #[error("{}: read failed: {}; nothing was written", escape_path(path), io_text(source))]
+    #[error(
+        "{}: read failed: {}; nothing was written",
+        escape_path(path),
+        io_text(source)
+    )]
     /// Reading failed mid-file: the receiver discarded what it had.
     Read {
         /// The file.
