@@ -36,26 +36,6 @@ pub fn escape_path(p: &std::path::Path) -> String {
     escape(p.as_os_str().as_bytes())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_cannot_forge_records_or_reach_the_terminal_raw() {
-        assert_eq!(
-            escape(b"report.pdf\t1\t0000\nOTHER.pdf"),
-            "report.pdf\\t1\\t0000\\nOTHER.pdf"
-        );
-        assert_eq!(escape(b"\x1b[31mred"), "\\033[31mred");
-        assert_eq!(escape(b"back\\slash"), "back\\\\slash");
-        assert_eq!(escape(b"del\x7f"), "del\\177");
-        assert_eq!(escape(&[b'a', 0xff, b'b']), "a\\377b");
-        assert_eq!(escape("photo é.jpg".as_bytes()), "photo é.jpg");
-        // A C1 control character in UTF-8 is escaped byte by byte.
-        assert_eq!(escape("x\u{9b}y".as_bytes()), "x\\302\\233y");
-    }
-}
-
 /// What an errno means, in words (`strerror`), without Rust's " (os error N)": for a
 /// message to people, as coreutils words its own. A path in the way of `--keep-path` is said
 /// as such.
@@ -75,5 +55,25 @@ pub fn io_text(e: &std::io::Error) -> String {
         (Some(errno), _) => nix::errno::Errno::from_raw(errno).desc().to_string(),
         (None, Some(inner)) => inner.to_string(),
         (None, None) => e.kind().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cannot_forge_records_or_reach_the_terminal_raw() {
+        assert_eq!(
+            escape(b"report.pdf\t1\t0000\nOTHER.pdf"),
+            "report.pdf\\t1\\t0000\\nOTHER.pdf"
+        );
+        assert_eq!(escape(b"\x1b[31mred"), "\\033[31mred");
+        assert_eq!(escape(b"back\\slash"), "back\\\\slash");
+        assert_eq!(escape(b"del\x7f"), "del\\177");
+        assert_eq!(escape(&[b'a', 0xff, b'b']), "a\\377b");
+        assert_eq!(escape("photo é.jpg".as_bytes()), "photo é.jpg");
+        // A C1 control character in UTF-8 is escaped byte by byte.
+        assert_eq!(escape("x\u{9b}y".as_bytes()), "x\\302\\233y");
     }
 }
