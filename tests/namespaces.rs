@@ -88,3 +88,78 @@ fn a_receiver_in_its_own_pid_namespace_is_shown_with_the_pid_the_host_knows() {
     assert_eq!(listing(&env.out()), ["file01.jpg"]);
     assert!(same(&env.out().join("file01.jpg"), &f));
 }
+
+/// Runs `script` (sh) in a private IPC namespace, where the kernel's limits can be lowered
+/// without touching the host's; `None` where namespaces cannot be made here.
+fn in_private_ipc(script: &str) -> Option<std::process::Output> {
+    let mut c = Command::new("unshare");
+    c.args(["--ipc", "sh", "-c", script])
+        .env("BIN", BIN)
+        .env_remove("SHMXFER_KEY");
+    let o = run_bounded(c, Duration::from_secs(30));
+    let err = stderr(&o);
+    (!err.contains("unshare failed")).then_some(o)
+}
+
+#[test]
+fn a_kernel_limit_that_stops_a_receiver_is_named_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let cases = [
+        // (limits to set, the error's words, its advice)
+        (
+            "echo 4096 > /proc/sys/kernel/shmmax",
+            "control segment at key 0x00000100: 53248 bytes is more than one segment may hold here (kernel.shmmax = 4096)",
+            "raise the limit to at least 53248 bytes",
+        ),
+        (
+            "echo 100000 > /proc/sys/kernel/shmmax",
+            "content segment at key 0x00000101: 8388608 bytes is more than one segment may hold here (kernel.shmmax = 100000)",
+            "choose a smaller ring (--slot-size, --slots)",
+        ),
+        (
+            "echo '250 32000 32 1' > /proc/sys/kernel/sem; ipcmk -S 1 >/dev/null",
+            "semaphore set at key 0x00000100: the kernel's limit on semaphore sets (SEMMNI, the 4th field of kernel.sem: 1)",
+            "`shmxfer status -u` shows what is in use",
+        ),
+        (
+            "echo 2 > /proc/sys/kernel/shmmni; ipcmk -M 10 >/dev/null; ipcmk -M 10 >/dev/null",
+            "the kernel's limit on shared memory segments is reached (2 in use, kernel.shmmni = 2)",
+            "raise the limit (sysctl kernel.shmmni)",
+        ),
+    ];
+    for (limits, words, advice) in cases {
+        let script = format!(
+            "{limits}; \"$BIN\" recv --key 0x100 --dir {d}/out; echo \"exit $?\"; ipcs -m -s | grep -c '^0x00000[12]0'"
+        );
+        let Some(o) = in_private_ipc(&script) else {
+            eprintln!("skipped: no private IPC namespace here");
+            return;
+        };
+        let (out, err) = (stdout(&o), stderr(&o));
+        assert!(out.contains("exit 71"), "{limits}: {out} {err}");
+        assert!(err.contains(words), "{limits}: {err}");
+        assert!(err.contains(advice), "{limits}: {err}");
+        assert!(!err.contains("os error"), "{err}");
+        // Nothing of the channel is left half-made.
+        assert!(out.trim_end().ends_with('0'), "{limits}: {out}");
+    }
+}
+
+#[test]
+fn status_l_is_ipcs_l_b_line_for_line_with_the_namespaces_limits() {
+    let script = "echo 123456789 > /proc/sys/kernel/shmmax; echo 7777 > /proc/sys/kernel/shmall; echo '250 32000 32 77' > /proc/sys/kernel/sem; \
+        for f in '' -m -s -q; do \"$BIN\" status -l $f > a; ipcs -l -b $f > b; cmp a b || { diff a b; echo DIFF; }; done";
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Command::new("unshare");
+    c.args(["--ipc", "sh", "-c", script])
+        .env("BIN", BIN)
+        .current_dir(dir.path());
+    let o = run_bounded(c, Duration::from_secs(30));
+    if stderr(&o).contains("unshare failed") {
+        eprintln!("skipped: no private IPC namespace here");
+        return;
+    }
+    assert!(!stdout(&o).contains("DIFF"), "{}", stdout(&o));
+    assert!(o.status.success(), "{}", stderr(&o));
+}

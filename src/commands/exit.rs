@@ -43,7 +43,7 @@ pub fn of_frame(e: &FrameError) -> i32 {
         InUse { .. } | Starting { .. } | TimedOut { .. } | ReceiverStopped { .. } => TEMPFAIL,
         SenderGone => IOERR,
         Interrupted => INTERRUPTED,
-        Sys(_) => OSERR,
+        Sys(_) | Limit { .. } => OSERR,
     }
 }
 

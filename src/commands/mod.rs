@@ -144,6 +144,17 @@ pub fn frame_message(f: &FrameError) -> String {
             "; start `shmxfer recv` again (it takes the key over)".into()
         }
         FrameError::Removed { .. } => "; start `shmxfer recv` again".into(),
+        FrameError::Limit { limit, object, .. } => match *limit {
+            "kernel.shmmax" if *object == "control segment" => format!(
+                "; raise the limit to at least {} bytes (sysctl kernel.shmmax)",
+                crate::protocols::frame::CONTROL_LEN
+            ),
+            "kernel.sem" => "; `shmxfer status -u` shows what is in use: remove objects nobody uses (`shmxfer clean --stale`, ipcrm), or raise the limit (sysctl kernel.sem)".into(),
+            "kernel.shmmax" => "; choose a smaller ring (--slot-size, --slots), or raise the limit (sysctl kernel.shmmax)".into(),
+            "memory" => "; choose a smaller ring (--slot-size, --slots)".into(),
+            "kernel.shmmni" => "; `shmxfer status -u` shows what is in use: remove segments nobody uses (`shmxfer clean --stale`, ipcrm), or raise the limit (sysctl kernel.shmmni)".into(),
+            l => format!("; `shmxfer status -u` shows what is in use: remove segments nobody uses (`shmxfer clean --stale`, ipcrm), choose a smaller ring (--slot-size, --slots), or raise the limit (sysctl {l})"),
+        },
         FrameError::ReceiverStopped { pid, .. } => {
             format!("; continue it with `kill -CONT {pid}`, or wait longer with --wait SECS")
         }

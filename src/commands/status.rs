@@ -86,7 +86,11 @@ pub fn run(args: StatusArgs) -> super::Outcome {
     let all = !(args.shm || args.sem || args.queues);
     let mut out = String::new();
     if args.limits {
+        // ipcs's own layout, blank lines included, so the two can be compared line for line.
         limits(&mut out, all, &args);
+        out.push('\n');
+        let _ = crate::mechanisms::term::out_line(out.strip_suffix('\n').unwrap_or(&out));
+        return Ok(exit::OK);
     } else if args.summary {
         summary(&mut out, all, &args)?;
     } else if let Some(id) = args.id {
@@ -385,38 +389,43 @@ fn read_limit(name: &str) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// What `ipcs -l` shows, from /proc/sys/kernel.
+/// What `ipcs -l -b` shows, from /proc/sys/kernel, line for line: sizes in bytes, labelled
+/// so (or, with `--human`, in K/M/G).
 fn limits(out: &mut String, all: bool, a: &StatusArgs) {
     let num = |n: &str| read_limit(n).parse::<u64>().ok();
     let sz = |v: Option<u64>| v.map_or("?".into(), |v| size(v, a.human));
+    let unit = if a.human { "" } else { " (bytes)" };
     if all || a.queues {
-        let _ = writeln!(out, "------ Messages Limits --------");
+        let _ = writeln!(out, "\n------ Messages Limits --------");
         let _ = writeln!(out, "max queues system wide = {}", read_limit("msgmni"));
-        let _ = writeln!(out, "max size of message = {}", sz(num("msgmax")));
-        let _ = writeln!(out, "default max size of queue = {}\n", sz(num("msgmnb")));
+        let _ = writeln!(out, "max size of message{unit} = {}", sz(num("msgmax")));
+        let _ = writeln!(
+            out,
+            "default max size of queue{unit} = {}",
+            sz(num("msgmnb"))
+        );
     }
     if all || a.shm {
         let page = sysv::page_size();
-        let _ = writeln!(out, "------ Shared Memory Limits --------");
+        // shmall counts pages; where pages × page size overflows, the largest whole number of
+        // pages, as ipcs shows it.
+        let total = num("shmall").map(|p| p.checked_mul(page).unwrap_or(u64::MAX / page * page));
+        let _ = writeln!(out, "\n------ Shared Memory Limits --------");
         let _ = writeln!(out, "max number of segments = {}", read_limit("shmmni"));
-        let _ = writeln!(out, "max seg size = {}", sz(num("shmmax")));
-        let _ = writeln!(
-            out,
-            "max total shared memory = {}",
-            sz(num("shmall").map(|p| p.saturating_mul(page)))
-        );
-        let _ = writeln!(out, "min seg size = 1\n");
+        let _ = writeln!(out, "max seg size{unit} = {}", sz(num("shmmax")));
+        let _ = writeln!(out, "max total shared memory{unit} = {}", sz(total));
+        let _ = writeln!(out, "min seg size{unit} = 1");
     }
     if all || a.sem {
         let sem = read_limit("sem");
         let f: Vec<&str> = sem.split_whitespace().collect();
         let g = |i: usize| f.get(i).copied().unwrap_or("?");
-        let _ = writeln!(out, "------ Semaphore Limits --------");
+        let _ = writeln!(out, "\n------ Semaphore Limits --------");
         let _ = writeln!(out, "max number of arrays = {}", g(3));
         let _ = writeln!(out, "max semaphores per array = {}", g(0));
         let _ = writeln!(out, "max semaphores system wide = {}", g(1));
         let _ = writeln!(out, "max ops per semop call = {}", g(2));
-        let _ = writeln!(out, "semaphore max value = 32767\n");
+        let _ = writeln!(out, "semaphore max value = 32767");
     }
 }
 

@@ -76,3 +76,11 @@ impl Kind {
 pub fn read_table(kind: Kind) -> io::Result<Vec<TableRow>> {
     Ok(parse_table(&std::fs::read_to_string(kind.path())?))
 }
+
+/// A kernel limit from `/proc/sys/kernel/NAME` (`shmmax`, `shmall`, `shmmni`, `sem`, …), as
+/// written there (trimmed).
+pub fn kernel_limit(name: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}

@@ -47,14 +47,15 @@ impl Channel {
             why: "key+1 overflows".into(),
         })?;
         let ring = cfg.slot_size * cfg.slot_count as usize;
-        let control_shm =
-            Shm::create(key, CONTROL_LEN, cfg.mode).map_err(|e| create_error(key, e))?;
+        let control_shm = Shm::create(key, CONTROL_LEN, cfg.mode)
+            .map_err(|e| create_error(key, e, "control segment", CONTROL_LEN))?;
         let mut undo = runtime::Rollback::default();
         undo.push(move || drop(control_shm.remove()));
-        let content_shm =
-            Shm::create(content_key, ring, cfg.mode).map_err(|e| create_error(content_key, e))?;
+        let content_shm = Shm::create(content_key, ring, cfg.mode)
+            .map_err(|e| create_error(content_key, e, "content segment", ring))?;
         undo.push(move || drop(content_shm.remove()));
-        let sems = SemSet::create(key, sem::COUNT, cfg.mode).map_err(|e| create_error(key, e))?;
+        let sems = SemSet::create(key, sem::COUNT, cfg.mode)
+            .map_err(|e| create_error(key, e, "semaphore set", 0))?;
         undo.push(move || drop(sems.remove()));
         sems.set(sem::EMPTY, cfg.slot_count as i32)?;
         sems.op(&[SemOp::give(sem::RECEIVER).undo()], None)

@@ -193,6 +193,21 @@ pub enum FrameError {
         /// How long we waited for it to continue.
         secs: f64,
     },
+    #[error("cannot create the channel's {object} at key {key}: {why}")]
+    /// The kernel's IPC limits do not leave room for the channel.
+    Limit {
+        /// The key.
+        key: Key,
+        /// What could not be created: `control segment`, `content segment`, `semaphore set`.
+        object: &'static str,
+        /// Its size in bytes (a segment's), 0 for a semaphore set.
+        size: usize,
+        /// The limit met: `kernel.shmmax`, `kernel.shmmni`, `kernel.shmall`, `kernel.sem`, or
+        /// `memory`.
+        limit: &'static str,
+        /// What the limit is and what was asked for.
+        why: String,
+    },
     #[error("the sender went away mid-transfer")]
     /// The admitted sender died or left mid-file (the receiver's side).
     SenderGone,
@@ -310,7 +325,7 @@ fn check_peer(addr: &Address, info: &Info, uid: u32, owner: u32) -> Result<(), F
     Ok(())
 }
 
-fn create_error(key: Key, e: SysvError) -> FrameError {
+fn create_error(key: Key, e: SysvError, object: &'static str, size: usize) -> FrameError {
     match e.errno() {
         Some(libc::EEXIST) => FrameError::Foreign {
             key,
@@ -322,6 +337,73 @@ fn create_error(key: Key, e: SysvError) -> FrameError {
             owner: "another user".into(),
             mode: 0,
         },
+        Some(errno @ (libc::ENOSPC | libc::EINVAL | libc::ENOMEM)) => {
+            let shm = e.call.starts_with("shmget");
+            match limit_reached(errno, shm, size) {
+                Some((limit, why)) => FrameError::Limit {
+                    key,
+                    object,
+                    size,
+                    limit,
+                    why,
+                },
+                None => FrameError::Sys(e),
+            }
+        }
         _ => FrameError::Sys(e),
+    }
+}
+
+/// Which of the kernel's IPC limits a creation that failed with `errno` met, as PostgreSQL
+/// names it: the sysctl, and what it says. `size` is the segment's size in bytes.
+fn limit_reached(errno: i32, shm: bool, size: usize) -> Option<(&'static str, String)> {
+    let num = |n: &str| sysv::kernel_limit(n).and_then(|v| v.parse::<u64>().ok());
+    let count = |kind| sysv::read_table(kind).map(|t| t.len()).unwrap_or(0);
+    match (shm, errno) {
+        (true, libc::EINVAL) => Some((
+            "kernel.shmmax",
+            format!(
+                "{size} bytes is more than one segment may hold here (kernel.shmmax = {})",
+                num("shmmax").map_or("?".into(), |v| v.to_string())
+            ),
+        )),
+        (true, libc::ENOSPC)
+            if num("shmmni").is_some_and(|m| count(sysv::Kind::Shm) as u64 >= m) =>
+        {
+            Some((
+                "kernel.shmmni",
+                format!(
+                    "the kernel's limit on shared memory segments is reached ({} in use, kernel.shmmni = {})",
+                    count(sysv::Kind::Shm),
+                    num("shmmni").unwrap_or(0)
+                ),
+            ))
+        }
+        (true, libc::ENOSPC) => Some((
+            "kernel.shmall",
+            format!(
+                "{size} more bytes would pass the kernel's limit on all shared memory (kernel.shmall = {} pages of {} bytes)",
+                num("shmall").map_or("?".into(), |v| v.to_string()),
+                sysv::page_size()
+            ),
+        )),
+        (true, libc::ENOMEM) => Some((
+            "memory",
+            format!("the system has no memory left for {size} bytes of shared memory"),
+        )),
+        (false, libc::ENOSPC) => {
+            let sem = sysv::kernel_limit("sem").unwrap_or_default();
+            let f: Vec<&str> = sem.split_whitespace().collect();
+            Some((
+                "kernel.sem",
+                format!(
+                    "the kernel's limit on semaphore sets (SEMMNI, the 4th field of kernel.sem: {}) or on semaphores (SEMMNS, the 2nd: {}) is reached ({} sets in use)",
+                    f.get(3).unwrap_or(&"?"),
+                    f.get(1).unwrap_or(&"?"),
+                    count(sysv::Kind::Sem)
+                ),
+            ))
+        }
+        _ => None,
     }
 }
