@@ -294,10 +294,7 @@ pub fn snapshot(parts: Parts) -> Result<Snapshot, InventoryError> {
     let shm_rows = table(Kind::Shm)?;
     let sem_rows = table(Kind::Sem)?;
     let channels = parts.channels.then(|| channels(&shm_rows));
-    let roles = Roles {
-        shm: &shm_rows,
-        sem: &sem_rows,
-    };
+    let roles = Roles::new(&shm_rows, &sem_rows);
     Ok(Snapshot {
         shm: parts
             .shm
@@ -363,23 +360,35 @@ fn channels(shm: &[TableRow]) -> Vec<ChannelRow> {
 /// What each object is to shmxfer (a channel's part) or to the original system, told by shape
 /// from the tables alone: a channel is a control-sized segment at K with a set of 7
 /// semaphores at K and a segment at K+1.
-struct Roles<'a> {
-    shm: &'a [TableRow],
-    sem: &'a [TableRow],
+struct Roles {
+    /// Segment sizes by key, and semaphore counts by key: indexed once, so that telling every
+    /// object's role is linear in the number of objects.
+    shm: std::collections::HashMap<u32, u64>,
+    sem: std::collections::HashMap<u32, u32>,
 }
 
-impl Roles<'_> {
+impl Roles {
+    fn new(shm: &[TableRow], sem: &[TableRow]) -> Roles {
+        // Key 0 (IPC_PRIVATE) is any number of objects, never a channel's or the original's.
+        let keyed = |r: &&TableRow| r.key().0 != 0;
+        Roles {
+            shm: shm
+                .iter()
+                .filter(keyed)
+                .map(|r| (r.key().0, r.num("size") as u64))
+                .collect(),
+            sem: sem
+                .iter()
+                .filter(keyed)
+                .map(|r| (r.key().0, r.num("nsems") as u32))
+                .collect(),
+        }
+    }
     fn segment_at(&self, key: Key) -> Option<u64> {
-        (key.0 != 0)
-            .then(|| self.shm.iter().find(|r| r.key() == key))
-            .flatten()
-            .map(|r| r.num("size") as u64)
+        self.shm.get(&key.0).copied()
     }
     fn nsems_at(&self, key: Key) -> Option<u32> {
-        (key.0 != 0)
-            .then(|| self.sem.iter().find(|r| r.key() == key))
-            .flatten()
-            .map(|r| r.num("nsems") as u32)
+        self.sem.get(&key.0).copied()
     }
     /// Whether K is a channel's key by shape.
     fn channel_at(&self, key: Key) -> bool {

@@ -7,16 +7,17 @@ use super::*;
 /// One row of `/proc/sysvipc/{shm,sem,msg}`, by column name.
 #[derive(Debug, Clone)]
 pub struct TableRow {
-    fields: Vec<(String, String)>,
+    /// The table's column names, shared by its rows.
+    names: std::sync::Arc<Vec<String>>,
+    values: Vec<String>,
 }
 
 impl TableRow {
     /// A column's text.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        // Tables have a dozen or so columns: a scan of the shared names is as fast as a map.
+        let i = self.names.iter().position(|n| n == name)?;
+        self.values.get(i).map(String::as_str)
     }
     /// A column as a number (0 if it is missing or not one).
     pub fn num(&self, name: &str) -> i64 {
@@ -34,15 +35,17 @@ pub fn parse_table(text: &str) -> Vec<TableRow> {
     let Some(header) = lines.next() else {
         return Vec::new();
     };
-    let names: Vec<&str> = header.split_whitespace().collect();
+    let names = std::sync::Arc::new(
+        header
+            .split_whitespace()
+            .map(String::from)
+            .collect::<Vec<_>>(),
+    );
     lines
         .filter(|l| !l.trim().is_empty())
         .map(|l| TableRow {
-            fields: names
-                .iter()
-                .map(|n| n.to_string())
-                .zip(l.split_whitespace().map(String::from))
-                .collect(),
+            names: names.clone(),
+            values: l.split_whitespace().map(String::from).collect(),
         })
         .collect()
 }
