@@ -186,3 +186,45 @@ fn the_crate_is_dual_licensed_with_both_texts_and_packages_without_warnings() {
         assert!(manifest.contains(&format!("\n{field} = ")), "{field}");
     }
 }
+
+#[test]
+fn a_removed_output_directory_is_made_again_and_files_keep_landing() {
+    let env = Env::new();
+    let r = env.recv(&["--keep-name"]);
+    let a = env.file("a.bin", 1000);
+    let b = env.file("b.bin", 2000);
+    assert!(env.send(&[a.to_str().unwrap()]).status.success());
+    std::fs::remove_dir_all(env.out()).unwrap();
+    // Idle when it went: the temporary file made ahead was in the removed directory.
+    let o = env.send(&[b.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(same(&b, &env.out().join("b.bin")));
+    std::fs::remove_dir_all(env.out()).unwrap();
+    let o = env.send(&[a.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(same(&a, &env.out().join("a.bin")));
+    let out = r.stop();
+    assert!(
+        stderr(&out).contains("was removed; made it again"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_output_directory_that_cannot_be_made_again_ends_the_receiver_with_73() {
+    let env = Env::new();
+    let r = env.recv(&[]);
+    let a = env.file("a.bin", 1000);
+    std::fs::remove_dir_all(env.out()).unwrap();
+    // A file where the directory was: it cannot be made again.
+    std::fs::write(env.out(), b"in the way").unwrap();
+    let _ = env.send(&[a.to_str().unwrap()]);
+    let out = r.wait(Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(73), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot create output directory"),
+        "{}",
+        stderr(&out)
+    );
+}

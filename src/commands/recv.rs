@@ -181,6 +181,7 @@ fn serve_files(
     tally: &mut Served,
 ) -> Result<i32, RecvError> {
     loop {
+        ensure_dir(opts, namer.as_deref(), tally)?;
         tally.make_spare(opts, namer.as_deref());
         match rx.next_event()? {
             Event::File(incoming) => {
@@ -276,6 +277,7 @@ fn take_file(
         (true, Ok(rel)) => Some(rel),
         (false, _) => None,
     };
+    ensure_dir(opts, namer.as_deref(), tally)?;
     let mut sink = match Sink::open(opts, namer.as_deref(), &mut tally.spare) {
         Ok(s) => s,
         Err(e) => {
@@ -484,11 +486,41 @@ fn commit(
     } else {
         None
     };
-    let path = namer.commit(&mut tmp, kept.as_ref())?;
+    let path = match namer.commit(&mut tmp, kept.as_ref()) {
+        // DIR was removed since the file was started (its unnamed temporary file can still
+        // be linked into a new DIR on the same filesystem): made again, as at start-up.
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !namer.dir().exists() => {
+            std::fs::create_dir_all(namer.dir())?;
+            namer.commit(&mut tmp, kept.as_ref())?
+        }
+        r => r?,
+    };
     if opts.fsync {
         File::open(namer.dir())?.sync_all()?;
     }
     Ok(path)
+}
+
+/// Makes DIR again if it was removed under a running receiver (`rm -rf DIR`), saying so once
+/// each time; a DIR that cannot be made again ends the receiver (73).
+fn ensure_dir(opts: &Opts, namer: Option<&Namer>, tally: &mut Served) -> Result<(), RecvError> {
+    let Some(dir) = namer.map(Namer::dir).filter(|d| !d.is_dir()) else {
+        return Ok(());
+    };
+    // A temporary file made ahead lives in the removed directory.
+    tally.spare = None;
+    std::fs::create_dir_all(dir).map_err(|source| OutputError::Dir {
+        dir: dir.into(),
+        source,
+    })?;
+    crate::mechanisms::term::warn(
+        opts.quiet,
+        format_args!(
+            "the output directory {} was removed; made it again",
+            escape_path(dir)
+        ),
+    );
+    Ok(())
 }
 
 // ---------------------------------------------------------------- recv --legacy
