@@ -228,3 +228,28 @@ fn an_output_directory_that_cannot_be_made_again_ends_the_receiver_with_73() {
         stderr(&out)
     );
 }
+
+#[test]
+fn clean_by_name_removes_only_the_channel_of_that_name() {
+    let name = format!("t{}-clean", std::process::id());
+    let key = shmxfer::frame::named_key(&name);
+    let _g = KeyGuard::new(key);
+    let env = Env::new();
+    // A receiver serving that key by number, killed: its channel is stale, and not NAME's.
+    let mut c = bin(&["recv", "--key", &format!("{:#x}", key.0), "--dir"]);
+    c.arg(env.out()).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || matches!(
+        shmxfer::frame::probe(key),
+        Ok(shmxfer::frame::Probe::Channel { alive: true, .. })
+    )));
+    let _ = child.kill();
+    let _ = child.wait();
+    let o = shmxfer(&["clean", "--key", &name]);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    assert!(stderr(&o).contains("serves no name"), "{}", stderr(&o));
+    assert!(shmxfer::sysv::Shm::open(key).is_ok(), "nothing was removed");
+    let o = shmxfer(&["clean", "--key", &format!("{:#x}", key.0)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(shmxfer::sysv::Shm::open(key).is_err());
+}

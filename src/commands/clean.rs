@@ -22,6 +22,14 @@ pub enum CleanError {
         "the original system's segment at key {key} is attached by {nattch} process(es) (a consumer is running); stop it, or use --force"
     )]
     LegacyInUse { key: Key, nattch: u64 },
+    #[error(
+        "key {key} serves {serves}, not \"{wanted}\": nothing removed (two names can share a key; name the one it serves, or give the key as a number)"
+    )]
+    OtherName {
+        key: Key,
+        serves: String,
+        wanted: String,
+    },
     #[error("{count} object(s) could not be removed (see above)")]
     NotRemoved { count: usize, permission: bool },
     #[error(transparent)]
@@ -35,6 +43,7 @@ impl CleanError {
         match self {
             CleanError::Alive { .. } | CleanError::LegacyInUse { .. } => exit::TEMPFAIL,
             CleanError::Foreign { .. } => exit::PROTOCOL,
+            CleanError::OtherName { .. } => exit::UNAVAILABLE,
             CleanError::NotRemoved {
                 permission: true, ..
             } => exit::NOPERM,
@@ -53,7 +62,7 @@ pub fn run(args: CleanArgs) -> super::Outcome {
         clean_stale(&args)?
     } else {
         let addr = args.channel.native().map_err(super::Error::Usage)?;
-        clean_key(addr.key, &args)?
+        clean_key(&addr, &args)?
     };
     report(found, &args)?;
     Ok(exit::OK)
@@ -123,7 +132,11 @@ fn cannot_remove(what: &str, e: &SysvError, dry_run: bool) -> String {
     }
 }
 
-fn clean_key(key: Key, args: &CleanArgs) -> Result<Outcome, CleanError> {
+fn clean_key(
+    addr: &crate::mechanisms::wire::Address,
+    args: &CleanArgs,
+) -> Result<Outcome, CleanError> {
+    let key = addr.key;
     let removals = match frame::probe(key)? {
         Probe::Absent => {
             return Ok(Outcome {
@@ -135,6 +148,19 @@ fn clean_key(key: Key, args: &CleanArgs) -> Result<Outcome, CleanError> {
         Probe::Starting { pid, .. } => return Err(FrameError::Starting { key, pid }.into()),
         Probe::NoPermission { uid, mode, .. } => {
             return Err(FrameError::denied(key, uid, mode).into());
+        }
+        // A name asked for is a name to match, as `send` matches it: the key may serve another.
+        Probe::Channel { info, .. }
+            if addr
+                .name
+                .as_ref()
+                .is_some_and(|n| n.as_bytes() != info.name.as_slice()) =>
+        {
+            return Err(CleanError::OtherName {
+                key,
+                serves: frame::serves(&info),
+                wanted: addr.name.clone().unwrap_or_default(),
+            });
         }
         Probe::Channel {
             alive: true, info, ..

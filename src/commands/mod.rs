@@ -140,6 +140,9 @@ pub fn frame_message(f: &FrameError) -> String {
         }
         FrameError::Starting { .. } => "; try again, or wait with --wait SECS".into(),
         FrameError::NoReceiver { .. } => ": start `shmxfer recv` first".into(),
+        FrameError::OtherName { .. } => {
+            " (the key is shared: start the receiver with another name)".into()
+        }
         FrameError::ReceiverGone { .. } => {
             "; start `shmxfer recv` again (it takes the key over)".into()
         }

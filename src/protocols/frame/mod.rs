@@ -148,9 +148,7 @@ pub enum FrameError {
         /// Its uid.
         uid: u32,
     },
-    #[error(
-        "no receiver serves \"{wanted}\": key {key} serves {serves} (the key is shared: start the receiver with another name)"
-    )]
+    #[error("no receiver serves \"{wanted}\": key {key} serves {serves}")]
     /// The channel at the key serves another name (or none): two names share a key, or a
     /// receiver serves the key by number.
     OtherName {
