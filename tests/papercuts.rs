@@ -253,3 +253,45 @@ fn clean_by_name_removes_only_the_channel_of_that_name() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(shmxfer::sysv::Shm::open(key).is_err());
 }
+
+#[test]
+fn a_channels_second_key_is_named_as_such_by_recv_and_send_at_once() {
+    let env = Env::new();
+    let _below = KeyGuard::new(shmxfer::Key(env.key.0 - 1));
+    let _r = env.recv(&[]);
+    let plus = format!("{:#x}", env.key.0 + 1);
+    let o = shmxfer(&["recv", "--key", &plus, "--dir", env.out().to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(76), "{err}");
+    assert!(
+        err.contains(&format!(
+            "it is the content segment of the shmxfer channel at {:#010x}",
+            env.key.0
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("--wait"), "recv has no --wait: {err}");
+    let t = std::time::Instant::now();
+    let o = shmxfer(&["send", "--wait", "2", "--key", &plus, "/etc/hostname"]);
+    assert_eq!(o.status.code(), Some(76), "{}", stderr(&o));
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // The key below: its content segment would be this channel's own key.
+    let minus = format!("{:#x}", env.key.0 - 1);
+    let o = shmxfer(&[
+        "recv",
+        "--key",
+        &minus,
+        "--dir",
+        env.out().to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(76), "{err}");
+    assert!(
+        err.contains("it is the control segment of the shmxfer channel at"),
+        "{err}"
+    );
+    assert!(
+        shmxfer::sysv::Shm::open(shmxfer::Key(env.key.0 - 1)).is_err(),
+        "rolled back"
+    );
+}

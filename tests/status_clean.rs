@@ -288,7 +288,7 @@ fn limits_times_and_pids_render_like_ipcs() {
     assert!(o.status.success());
     let shmmax = std::fs::read_to_string("/proc/sys/kernel/shmmax").unwrap();
     assert!(
-        stdout(&o).contains(&format!("max seg size = {}", shmmax.trim())),
+        stdout(&o).contains(&format!("max seg size (bytes) = {}", shmmax.trim())),
         "{}",
         stdout(&o)
     );

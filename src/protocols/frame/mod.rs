@@ -112,9 +112,7 @@ pub enum FrameError {
         /// The channel's permission bits.
         mode: u32,
     },
-    #[error(
-        "key {key} is in use by something that is not a shmxfer channel ({why}); leaving it alone"
-    )]
+    #[error("key {key} holds no shmxfer channel of its own: {why}; leaving it alone")]
     /// Something that is not a shmxfer channel is at the key: never touched.
     Foreign {
         /// The key.
@@ -327,8 +325,17 @@ fn create_error(key: Key, e: SysvError, object: &'static str, size: usize) -> Fr
     match e.errno() {
         Some(libc::EEXIST) => FrameError::Foreign {
             key,
-            why: "an IPC object already exists at this key and is not part of a shmxfer channel"
-                .into(),
+            why: match probe(key) {
+                // Our content segment's key is another channel's own key.
+                Ok(Probe::Channel { .. }) => format!(
+                    "it is the control segment of the shmxfer channel at {key}; a channel at {} would need it for its content segment",
+                    Key(key.0 - 1)
+                ),
+                _ => {
+                    "an IPC object already exists at this key and is not part of a shmxfer channel"
+                        .into()
+                }
+            },
         },
         _ if e.is_permission() => FrameError::PermissionDenied {
             key,

@@ -122,7 +122,18 @@ pub(super) fn probe_judging(key: Key, judge: Judge) -> Result<Probe, FrameError>
         });
     }
     let blank = head[..8] == [0; 8] && size >= CONTROL_LEN;
-    match decode_info(&head, size) {
+    let decoded = decode_info(&head, size);
+    if decoded.is_err()
+        && let Some(channel) = content_of(key, shm.id())
+    {
+        return Ok(Probe::Foreign {
+            shmid: shm.id(),
+            why: format!(
+                "it is the content segment of the shmxfer channel at {channel} (a channel uses its key and the next)"
+            ),
+        });
+    }
+    match decoded {
         Err(_) if blank && sysv::process_alive(stat.cpid) => Ok(Probe::Starting {
             shmid: shm.id(),
             pid: stat.cpid,
@@ -263,4 +274,16 @@ pub fn serving(shmid: i32, stat: &sysv::ShmStat, sems: &SemSet) -> bool {
             mark && (stat.cpid <= 0 || sysv::process_alive(stat.cpid))
         }
     }
+}
+
+/// The key of the channel whose content segment `shmid` (found at `key`) is: the segment at
+/// `key - 1` is a channel's control segment whose header names `shmid`. A segment at a
+/// channel's K+1 is blank, as one being set up is: this tells the two apart.
+fn content_of(key: Key, shmid: i32) -> Option<Key> {
+    let below = Key(key.0.checked_sub(1).filter(|&k| k != 0)?);
+    let map = Shm::open(below).ok()?.attach(false).ok()?;
+    let mut head = [0u8; INFO_LEN];
+    read_head(&map, &mut head).ok()?;
+    let info = decode_info(&head, map.len()).ok()?;
+    (info.content_shmid == shmid).then_some(below)
 }
