@@ -295,3 +295,46 @@ fn a_channels_second_key_is_named_as_such_by_recv_and_send_at_once() {
         "rolled back"
     );
 }
+
+#[test]
+fn a_stop_ends_commands_that_ignore_sigterm_with_their_children_and_lists_those_not_run() {
+    let env = Env::new();
+    let marks = env.path("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let script = format!(
+        "trap '' TERM; sleep 60 & echo $! > {}/child.$SHMXFER_SIZE; wait",
+        marks.display()
+    );
+    let r = env.recv(&["--keep-name", "--exec", "sh", "-c", &script, ";"]);
+    let (a, b) = (env.file("a.bin", 1), env.file("b.bin", 2));
+    let o = env.send(&[a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(wait_until(Duration::from_secs(10), || marks
+        .join("child.1")
+        .exists()));
+    let grandchild: i32 = std::fs::read_to_string(marks.join("child.1"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _g = PidGuard(grandchild);
+    let t = std::time::Instant::now();
+    let out = r.stop();
+    let took = t.elapsed();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(took < Duration::from_secs(9), "{took:?}: {err}");
+    assert!(err.contains("--exec not run (stopped first) for:"), "{err}");
+    assert!(err.contains("b.bin"), "{err}");
+    assert!(err.contains("ignored SIGTERM: killed it"), "{err}");
+    // Its own child went with it (the whole process group).
+    assert!(
+        wait_until(Duration::from_secs(2), || !std::path::Path::new(&format!(
+            "/proc/{grandchild}"
+        ))
+        .exists()
+            || std::fs::read_to_string(format!("/proc/{grandchild}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))),
+        "the command's child outlived it"
+    );
+}

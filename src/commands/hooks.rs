@@ -98,6 +98,8 @@ fn substitute(arg: &OsStr, c: &Committed) -> OsString {
 /// The command runner: a queue and `jobs` workers.
 pub struct Hooks {
     tx: Option<mpsc::Sender<Committed>>,
+    /// The queue's other end, shared with the workers: a stop drains what no worker took.
+    rx: Arc<Mutex<mpsc::Receiver<Committed>>>,
     workers: Vec<JoinHandle<()>>,
     state: Arc<State>,
 }
@@ -135,6 +137,7 @@ impl Hooks {
             .collect();
         Hooks {
             tx: Some(tx),
+            rx,
             workers,
             state,
         }
@@ -157,11 +160,23 @@ impl Hooks {
         self.state.failed.load(Ordering::SeqCst)
     }
 
-    /// On a stop: starts nothing more, waits up to `bound` for the commands running, then
-    /// sends them SIGTERM; says what it does on stderr. Returns how many failed.
+    /// On a stop: starts nothing more (and says which files' commands will not run), waits up
+    /// to `bound` for the commands running, then sends their process groups SIGTERM, and
+    /// SIGKILL a second later; says what it does on stderr. Returns how many failed.
     pub fn stop(mut self, bound: Duration) -> usize {
         self.state.stopping.store(true, Ordering::SeqCst);
         drop(self.tx.take());
+        // Queued files no worker took (every worker busy): never to run. An idle worker holds
+        // the queue's lock and moves them to `skipped` itself.
+        if let Ok(rx) = self.rx.try_lock() {
+            while let Ok(c) = rx.try_recv() {
+                if let Ok(mut s) = self.state.skipped.lock() {
+                    s.push(c.path);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        self.say_skipped();
         let running = self.state.running.lock().map(|r| r.len()).unwrap_or(0);
         if running > 0 {
             crate::mechanisms::term::warn(
@@ -172,28 +187,40 @@ impl Hooks {
                 ),
             );
         }
-        let t = Instant::now();
-        while t.elapsed() < bound && self.workers.iter().any(|w| !w.is_finished()) {
-            std::thread::sleep(Duration::from_millis(20));
+        let done = |h: &Hooks, limit: Duration| {
+            let t = Instant::now();
+            while t.elapsed() < limit && h.workers.iter().any(|w| !w.is_finished()) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        done(&self, bound);
+        self.signal_running(nix::sys::signal::Signal::SIGTERM, "terminated it");
+        done(&self, Duration::from_secs(1));
+        self.signal_running(
+            nix::sys::signal::Signal::SIGKILL,
+            "it ignored SIGTERM: killed it",
+        );
+        for w in self.workers.drain(..) {
+            let _ = w.join();
         }
+        self.state.failed.load(Ordering::SeqCst)
+    }
+
+    /// Signals the process group of every command still running (each runs in a group of
+    /// its own, so what it started goes too).
+    fn signal_running(&self, sig: nix::sys::signal::Signal, what: &str) {
         if let Ok(r) = self.state.running.lock() {
             for (pid, path) in r.iter() {
                 crate::mechanisms::term::warn(
                     false,
-                    format_args!(
-                        "--exec for {} still running: terminated it",
-                        escape_path(path)
-                    ),
+                    format_args!("--exec for {} still running: {what}", escape_path(path)),
                 );
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(*pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(*pid as i32), sig);
             }
         }
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
+    }
+
+    fn say_skipped(&self) {
         if let Ok(s) = self.state.skipped.lock()
             && !s.is_empty()
         {
@@ -203,7 +230,6 @@ impl Hooks {
                 format_args!("--exec not run (stopped first) for: {}", list.join(", ")),
             );
         }
-        self.state.failed.load(Ordering::SeqCst)
     }
 }
 
@@ -235,6 +261,9 @@ fn run_one(state: &State, cmd: &[OsString], c: &Committed) -> bool {
     let shown = escape(program.as_bytes());
     let mut command = Command::new(&program);
     command.args(argv).envs(c.env()).stdin(Stdio::null());
+    // A group of its own: a stop signals the command and whatever it started, and a Ctrl-C
+    // at the terminal reaches the receiver, which decides.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
     if state.stdout_to_stderr.load(Ordering::SeqCst) {
         use std::os::fd::AsFd;
         if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {
