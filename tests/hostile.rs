@@ -91,6 +91,7 @@ proptest! {
             let b = n.as_bytes();
             prop_assert!(!b.is_empty() && b.len() <= frame::MAX_NAME);
             prop_assert!(!b.contains(&b'/') && !b.contains(&0));
+            prop_assert!(!b.iter().any(|&c| c < 0x20 || c == 0x7f), "a control character on disk");
             prop_assert!(b != b"." && b != b"..");
             prop_assert!(shmxfer::output::partial_owner(b).is_none());
             let dir = Path::new("/some/dir");

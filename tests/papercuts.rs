@@ -338,3 +338,17 @@ fn a_stop_ends_commands_that_ignore_sigterm_with_their_children_and_lists_those_
         "the command's child outlived it"
     );
 }
+
+#[test]
+fn kept_names_reach_the_disk_without_control_characters() {
+    let env = Env::new();
+    let _r = env.recv(&["--keep-name", "-q"]);
+    let f = env.file("plain", 5);
+    let mut c = env.cmd(&["send", "--name", "evil\nname\x1b[31m\t.txt", "-"]);
+    c.stdin(std::fs::File::open(&f).unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let o = finish(c.spawn().unwrap(), Duration::from_secs(20));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(listing(&env.out()), ["evil_name_[31m_.txt"]);
+}

@@ -177,15 +177,16 @@ impl Drop for TempFile {
     }
 }
 
-/// The sender's name made safe to create in DIR: its last path component, without NULs, and
-/// never `.`, `..`, empty, or a name a receiver would take for its temporary file (then
-/// `None`: the counter name is used).
+/// The sender's name made safe to create in DIR: its last path component, without NULs, its
+/// control characters replaced by `_`, and never `.`, `..`, empty, or a name a receiver would
+/// take for its temporary file (then `None`: the counter name is used).
 pub fn safe_name(raw: &[u8]) -> Option<OsString> {
     let last = raw.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
     let clean: Vec<u8> = last
         .iter()
         .copied()
         .filter(|&b| b != 0)
+        .map(on_disk)
         .take(MAX_NAME)
         .collect();
     if clean.is_empty() || clean == b"." || clean == b".." || looks_temporary(&clean) {
@@ -225,7 +226,7 @@ pub fn rel_path(raw: &[u8]) -> Result<RelPath, &'static str> {
             [] => return Err("an empty component"),
             b"." | b".." => return Err("a `.` or `..` component"),
             p if p.len() > MAX_NAME => return Err("a component over 255 bytes"),
-            p => parts.push(OsString::from_vec(p.to_vec())),
+            p => parts.push(OsString::from_vec(p.iter().copied().map(on_disk).collect())),
         }
     }
     let name = parts.pop().ok_or("an empty path")?;
@@ -580,4 +581,11 @@ pub fn errno_of(e: &io::Error) -> Option<i32> {
             .and_then(|i| i.downcast_ref::<InTheWay>())
             .map(|w| w.errno)
     })
+}
+
+/// A byte of a sender's name as it goes on disk: control characters (newline, tab, ESC, DEL…)
+/// become `_`, so no file name can break a line of `ls`, a shell loop or a log, or carry an
+/// escape sequence to a terminal; every other byte stays (UTF-8 included).
+fn on_disk(b: u8) -> u8 {
+    if b < 0x20 || b == 0x7f { b'_' } else { b }
 }
