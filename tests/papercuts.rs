@@ -352,3 +352,40 @@ fn kept_names_reach_the_disk_without_control_characters() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(listing(&env.out()), ["evil_name_[31m_.txt"]);
 }
+
+#[test]
+fn the_progress_bar_never_shows_a_rate_it_has_not_measured() {
+    let env = Env::new();
+    let big = env.file("big.bin", 8 << 20);
+    let r = env.recv(&["--slot-size", "64K", "--slots", "4"]);
+    // Stopped a while: the bar appears (after 200 ms) with bytes already in the ring.
+    r.signal("STOP");
+    let cmd = format!("{BIN} send --key {} {}", env.key_arg(), big.display());
+    let mut c = Command::new("script");
+    c.args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    r.signal("CONT");
+    let o = finish(child, Duration::from_secs(30));
+    let screen = stdout(&o);
+    assert!(o.status.success(), "{screen}");
+    assert!(screen.contains("/s"), "a rate was drawn: {screen:?}");
+    for unit in ["GiB/s", "TiB/s"] {
+        for (i, _) in screen.match_indices(unit) {
+            let num: String = screen[..i]
+                .chars()
+                .rev()
+                .skip_while(|c| *c == ' ')
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            let v: f64 = num.parse().unwrap_or(0.0);
+            assert!(unit == "GiB/s" && v < 50.0, "{v} {unit}: {screen:?}");
+        }
+    }
+}

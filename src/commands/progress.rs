@@ -61,10 +61,10 @@ impl Progress {
         let color = crate::mechanisms::term::color_stderr();
         let (template, bar) = match self.total {
             Some(_) => (
-                "{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                "{msg} {wide_bar} {bytes}/{total_bytes} {rate} ETA {eta}",
                 true,
             ),
-            None => ("{msg} {spinner} {bytes} {bytes_per_sec} {elapsed}", false),
+            None => ("{msg} {spinner} {bytes} {rate} {elapsed}", false),
         };
         let template = if color {
             template.replace("{wide_bar}", "{wide_bar:.cyan/blue}")
@@ -72,7 +72,8 @@ impl Progress {
             template.into()
         };
         let style = ProgressStyle::with_template(&template)
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key("rate", rate);
         let style = if bar {
             style.progress_chars("=> ")
         } else {
@@ -82,6 +83,17 @@ impl Progress {
             .with_style(style);
         b.set_message(self.label.clone());
         b
+    }
+}
+
+/// The rate so far: bytes done over the time since the transfer started (the bar appears
+/// 200 ms in, with bytes already done; indicatif's own estimate would take those as done in
+/// no time and show hundreds of GiB/s). Nothing until a rate can be told.
+fn rate(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    let secs = state.elapsed().as_secs_f64();
+    if secs >= 0.05 && state.pos() > 0 {
+        let per_sec = (state.pos() as f64 / secs) as u64;
+        let _ = write!(w, "{}/s", indicatif::HumanBytes(per_sec));
     }
 }
 
