@@ -230,3 +230,31 @@ fn a_channel_left_busy_by_a_forged_sender_recovers_within_two_seconds() {
     );
     assert_eq!(listing(&env.out()), ["file01.jpg"]);
 }
+
+#[test]
+fn a_name_taken_by_another_user_is_named_with_its_owner_and_pid() {
+    let name = format!("t{}-taken", std::process::id());
+    let key = frame::named_key(&name);
+    let _g = KeyGuard::new(key);
+    let env = Env::new();
+    let r = serving(
+        nobody(env.dir.path(), &["recv", "--key", &name, "--dir", "out"]),
+        key,
+    );
+    // Another user still (not root, who may look at anything): uid 65533.
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65533", "--regid=65533", "--clear-groups", BIN])
+        .args(["recv", "--key", &name, "--dir", "/nonexistent/x"])
+        .env_remove("SHMXFER_KEY");
+    let o = run_bounded(c, Duration::from_secs(20));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(75), "{err}");
+    let pid = r.child.as_ref().unwrap().id();
+    // setpriv execs the receiver: same pid.
+    assert!(
+        err.contains(&format!("is taken by nobody (pid {pid})")),
+        "{err}"
+    );
+    assert!(err.contains("pick another name"), "{err}");
+    assert!(!err.contains("--mode"), "{err}");
+}

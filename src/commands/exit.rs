@@ -38,6 +38,7 @@ pub fn of_frame(e: &FrameError) -> i32 {
     match e {
         NoReceiver { .. } | ReceiverGone { .. } | Removed { .. } => UNAVAILABLE,
         PermissionDenied { .. } | OtherOwner { .. } => NOPERM,
+        Taken { .. } => TEMPFAIL,
         OtherName { .. } => UNAVAILABLE,
         Foreign { .. } | Header { .. } => PROTOCOL,
         InUse { .. } | Starting { .. } | TimedOut { .. } | ReceiverStopped { .. } => TEMPFAIL,

@@ -140,6 +140,7 @@ pub fn frame_message(f: &FrameError) -> String {
         }
         FrameError::Starting { .. } => "; try again, or wait with --wait SECS".into(),
         FrameError::NoReceiver { .. } => ": start `shmxfer recv` first".into(),
+        FrameError::Taken { .. } => ": pick another name or key (--key)".into(),
         FrameError::OtherName { .. } => {
             " (the key is shared: start the receiver with another name)".into()
         }

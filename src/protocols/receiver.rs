@@ -605,8 +605,13 @@ fn take_key(addr: &Address) -> Result<Option<String>, FrameError> {
                     "a receiver (pid {pid}) died setting up key {key}; taking the key over"
                 )));
             }
-            Probe::NoPermission { uid, mode, .. } => {
-                return Err(FrameError::denied(key, uid, mode));
+            // Another user's channel (or object) at our key: not ours to serve or take over.
+            Probe::NoPermission { uid, pid, .. } => {
+                return Err(FrameError::Taken {
+                    key,
+                    owner: sysv::user_name(uid),
+                    pid,
+                });
             }
             Probe::Starting { pid, .. } if started.elapsed() > STARTUP_GRACE => {
                 return Err(FrameError::Starting { key, pid });

@@ -112,6 +112,16 @@ pub enum FrameError {
         /// The channel's permission bits.
         mode: u32,
     },
+    #[error("key {key} is taken by {owner} (pid {pid}), whose objects there only they may use")]
+    /// Another user's objects are at the key a receiver wants: not ours to serve or take over.
+    Taken {
+        /// The key.
+        key: Key,
+        /// Their owner (a user name, or a uid).
+        owner: String,
+        /// Their creator's pid (0 outside our PID namespace).
+        pid: i32,
+    },
     #[error("key {key} holds no shmxfer channel of its own: {why}; leaving it alone")]
     /// Something that is not a shmxfer channel is at the key: never touched.
     Foreign {

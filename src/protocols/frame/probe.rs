@@ -26,6 +26,8 @@ pub enum Probe {
         uid: u32,
         /// Its permission bits.
         mode: u32,
+        /// Its creator's pid (as our PID namespace sees it; 0 outside it).
+        pid: i32,
     },
     /// A shmxfer channel whose parts are the ones its header names, all made by one user;
     /// `alive` says whether its receiver still lives.
@@ -106,6 +108,7 @@ pub(super) fn probe_judging(key: Key, judge: Judge) -> Result<Probe, FrameError>
                 shmid: shm.id(),
                 uid: stat.perm.uid,
                 mode: stat.perm.mode,
+                pid: stat.cpid,
             });
         }
         Err(e) if e.is_gone() => return Ok(Probe::Absent),
@@ -175,11 +178,13 @@ pub(super) fn no_permission(key: Key) -> Probe {
             shmid: r.num("shmid") as i32,
             uid: r.num("uid") as u32,
             mode: u32::from_str_radix(r.get("perms").unwrap_or("0"), 8).unwrap_or(0) & 0o777,
+            pid: r.num("cpid") as i32,
         },
         None => Probe::NoPermission {
             shmid: -1,
             uid: u32::MAX,
             mode: 0,
+            pid: 0,
         },
     }
 }
