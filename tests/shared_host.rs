@@ -258,3 +258,33 @@ fn a_name_taken_by_another_user_is_named_with_its_owner_and_pid() {
     assert!(err.contains("pick another name"), "{err}");
     assert!(!err.contains("--mode"), "{err}");
 }
+
+#[test]
+fn another_users_private_channel_is_listed_as_unknown_and_its_stale_one_is_not_yours() {
+    let env = Env::new();
+    // A root receiver, mode 0600: nobody may not read it.
+    let r = env.recv(&[]);
+    let key = env.key_arg();
+    let as_nobody = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+            .args(args)
+            .current_dir("/")
+            .env_remove("SHMXFER_KEY");
+        run_bounded(c, Duration::from_secs(20))
+    };
+    let o = as_nobody(&["status", "--json", "--key", &key]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["channels"][0]["state"], "unknown", "{j}");
+    assert_eq!(j["channels"][0]["owner"], "root", "{j}");
+    assert_eq!(j["channels"][0]["receiver_pid"], r.pid(), "{j}");
+    // Killed, the channel is stale: nobody is told it is there and not theirs.
+    r.signal("KILL");
+    let _ = r.wait(Duration::from_secs(10));
+    let o = as_nobody(&["clean", "--stale", "--key", &key]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(77), "{err}");
+    assert!(err.contains("a stale channel of root"), "{err}");
+    assert!(err.contains("not yours to remove"), "{err}");
+    assert!(Shm::open(env.key).is_ok(), "still there");
+}

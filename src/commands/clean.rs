@@ -73,6 +73,8 @@ pub fn run(args: CleanArgs) -> super::Outcome {
 struct Outcome {
     notes: Vec<String>,
     removals: Vec<Removal>,
+    /// Stale channels of other users, which we may not remove.
+    not_yours: Vec<String>,
 }
 
 /// Prints one line per object removed (or that would be), one error per object that could not
@@ -106,9 +108,12 @@ fn report(o: Outcome, args: &CleanArgs) -> Result<(), CleanError> {
             stdout_open = crate::mechanisms::term::out_line(&n);
         }
     }
-    if failed > 0 {
+    for n in &o.not_yours {
+        crate::mechanisms::term::error(n);
+    }
+    if failed > 0 || !o.not_yours.is_empty() {
         return Err(CleanError::NotRemoved {
-            count: failed,
+            count: failed + o.not_yours.len(),
             permission,
         });
     }
@@ -141,7 +146,7 @@ fn clean_key(
         Probe::Absent => {
             return Ok(Outcome {
                 notes: vec![format!("nothing to clean on key {key}")],
-                removals: Vec::new(),
+                ..Outcome::default()
             });
         }
         Probe::Foreign { why, .. } => return Err(CleanError::Foreign { key, why }),
@@ -176,8 +181,8 @@ fn clean_key(
         Probe::Abandoned { shmid, pid } => frame::remove_abandoned(key, shmid, pid, args.dry_run),
     };
     Ok(Outcome {
-        notes: Vec::new(),
         removals,
+        ..Outcome::default()
     })
 }
 
@@ -205,10 +210,20 @@ fn clean_stale(args: &CleanArgs) -> Result<Outcome, CleanError> {
                 out.removals
                     .extend(frame::remove_abandoned(key, shmid, pid, args.dry_run))
             }
+            // Another user's channel we may not look into: the kernel's table still tells
+            // whether its creator is gone and nobody is attached.
+            Ok(Probe::NoPermission { uid, pid, .. })
+                if r.num("nattch") == 0 && !sysv::process_alive(pid) =>
+            {
+                out.not_yours.push(format!(
+                    "key {key}: a stale channel of {} (its receiver, pid {pid}, is gone), not yours to remove: only {0} or root can (`shmxfer clean --stale --key {key}` as them)",
+                    sysv::user_name(uid)
+                ));
+            }
             _ => {}
         }
     }
-    if out.removals.is_empty() {
+    if out.removals.is_empty() && out.not_yours.is_empty() {
         out.notes.push("no stale shmxfer channels".into());
     }
     Ok(out)

@@ -335,8 +335,10 @@ const CHANNELS: &[Column<ChannelRow>] = &[
         _ => c.receiver_pid.to_string(),
     }),
     col("mode", 6, |c, _| c.mode.clone()),
-    col("slots", 12, |c, h| {
-        format!("{} x {}", c.slot_count, size(c.slot_size, h))
+    col("slots", 12, |c, h| match c.slot_count {
+        // A channel we may not read: its layout is in its header.
+        0 => "?".into(),
+        n => format!("{n} x {}", size(c.slot_size, h)),
     }),
     col("transfer", 0, |c, h| {
         c.transfer.as_ref().map_or(String::new(), |t| {

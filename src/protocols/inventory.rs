@@ -185,6 +185,9 @@ pub enum ChannelState {
     Stopping,
     /// The receiver's process is stopped (SIGSTOP, Ctrl-Z): senders wait until it continues.
     Stopped,
+    /// Another user's channel that we may not look into (mode 0600): what the kernel's tables
+    /// say of it is all we know.
+    Unknown,
     /// The receiver is dead: `shmxfer clean` removes the channel.
     Stale,
 }
@@ -197,6 +200,7 @@ impl std::fmt::Display for ChannelState {
             ChannelState::Busy => "busy",
             ChannelState::Stopping => "stopping",
             ChannelState::Stopped => "stopped",
+            ChannelState::Unknown => "unknown",
             ChannelState::Stale => "stale",
         };
         f.write_str(s)
@@ -293,8 +297,10 @@ fn perms(r: &TableRow) -> u32 {
 pub fn snapshot(parts: Parts) -> Result<Snapshot, InventoryError> {
     let shm_rows = table(Kind::Shm)?;
     let sem_rows = table(Kind::Sem)?;
-    let channels = parts.channels.then(|| channels(&shm_rows));
     let roles = Roles::new(&shm_rows, &sem_rows);
+    let channels = parts
+        .channels
+        .then(|| channels(&shm_rows, &sem_rows, &roles));
     Ok(Snapshot {
         shm: parts
             .shm
@@ -346,15 +352,58 @@ pub fn semaphores(id: i32, nsems: u32) -> Result<Vec<SemValue>, sysv::SysvError>
 
 /// Every segment of a control segment's size that decodes as a channel. Attached read-only
 /// and decoded with every check: a foreign or corrupt segment is just not a channel.
-fn channels(shm: &[TableRow]) -> Vec<ChannelRow> {
+fn channels(shm: &[TableRow], sem: &[TableRow], roles: &Roles) -> Vec<ChannelRow> {
     let mut v: Vec<ChannelRow> = shm
         .iter()
         .filter(|r| r.num("size") as usize == frame::CONTROL_LEN)
-        .filter_map(|r| channel_at(r.key(), r.num("shmid") as i32))
+        .filter_map(|r| {
+            let (key, id) = (r.key(), r.num("shmid") as i32);
+            channel_at(key, id).or_else(|| unreadable_channel(r, shm, sem, roles))
+        })
         .collect();
     // By key, as people look them up (the kernel's table is in slot order).
     v.sort_by_key(|c| c.key);
     v
+}
+
+/// A channel we may not look into (another user's, mode 0600), listed from the kernel's
+/// tables alone, as `ipcs` lists it: its key, owner, mode, objects and receiver pid (the
+/// control segment's creator), in state `unknown`.
+fn unreadable_channel(
+    r: &TableRow,
+    shm: &[TableRow],
+    sem: &[TableRow],
+    roles: &Roles,
+) -> Option<ChannelRow> {
+    let key = r.key();
+    if !roles.channel_at(key) || frame::View::open(r.num("shmid") as i32).is_ok() {
+        return None;
+    }
+    let id_at = |rows: &[TableRow], k: Key, col: &str| {
+        rows.iter()
+            .find(|x| x.key() == k)
+            .map_or(-1, |x| x.num(col) as i32)
+    };
+    let uid = r.num("uid") as u32;
+    Some(ChannelRow {
+        key: key.0,
+        name: None,
+        owner: sysv::user_name(uid),
+        uid,
+        state: ChannelState::Unknown,
+        receiver_pid: r.num("cpid") as i32,
+        mode: format!(
+            "{:o}",
+            i64::from_str_radix(r.get("perms")?, 8).ok()? & 0o777
+        ),
+        slot_size: 0,
+        slot_count: 0,
+        require_md5: false,
+        control_id: r.num("shmid") as i32,
+        content_id: key.offset(1).map_or(-1, |k| id_at(shm, k, "shmid")),
+        sem_id: id_at(sem, key, "semid"),
+        transfer: None,
+    })
 }
 
 /// What each object is to shmxfer (a channel's part) or to the original system, told by shape
