@@ -250,3 +250,67 @@ fn every_value_the_bash_completion_offers_parses_as_typed() {
     }
     assert!(checked >= 3, "found {checked} value lists");
 }
+
+#[test]
+fn man_pages_name_only_pages_that_exist_and_each_lists_its_own_exit_codes() {
+    let pages = ["", "recv", "send", "clean", "status"];
+    let text = |p: &str| {
+        let args: Vec<&str> = if p.is_empty() {
+            vec!["man"]
+        } else {
+            vec!["man", p]
+        };
+        let o = shmxfer(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let exists = |name: &str| {
+        name == "shmxfer"
+            || pages
+                .iter()
+                .any(|p| !p.is_empty() && name == format!("shmxfer\\-{p}"))
+    };
+    for p in pages {
+        let t = text(p);
+        // Every `\fBshmxfer…\fR(1)` reference is a page `shmxfer man` prints.
+        for (i, _) in t.match_indices("\\fR(1)") {
+            let start = t[..i].rfind("\\fB").unwrap() + 3;
+            let name = &t[start..i];
+            if name.starts_with("shmxfer") {
+                assert!(
+                    exists(name),
+                    "page {p:?} names {name}(1), which does not exist"
+                );
+            }
+        }
+        assert!(
+            !t.contains("shmxfer\\-help") && !t.contains("shmxfer\\-completions(1)"),
+            "{p}"
+        );
+        let exit = &t[t.find("EXIT STATUS").unwrap()..t.find(".SH ENVIRONMENT").unwrap()];
+        match p {
+            "clean" => {
+                assert!(
+                    !exit.contains("owner") && !exit.contains("several files"),
+                    "{exit}"
+                );
+                assert!(!exit.contains("130"), "{exit}");
+            }
+            "status" => assert!(
+                !exit.contains("\\fB65\\fR") && !exit.contains("\\fB69\\fR"),
+                "{exit}"
+            ),
+            "recv" => assert!(!exit.contains("\\fB66\\fR"), "{exit}"),
+            "send" => assert!(!exit.contains("\\fB73\\fR"), "{exit}"),
+            _ => assert!(
+                exit.contains("\\fB66\\fR") && exit.contains("\\fB73\\fR"),
+                "{exit}"
+            ),
+        }
+    }
+    // SYNOPSIS shows values and the files.
+    let send = text("send");
+    let syn = &send[send.find(".SH SYNOPSIS").unwrap()..send.find(".SH DESCRIPTION").unwrap()];
+    assert!(syn.contains("\\fB\\-\\-wait\\fR \\fISECS\\fR"), "{syn}");
+    assert!(syn.contains("\\fIFILE\\fR..."), "{syn}");
+}

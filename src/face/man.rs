@@ -11,45 +11,146 @@ use super::cli;
 
 const SUBCOMMANDS: [&str; 4] = ["recv", "send", "clean", "status"];
 
-const EXIT_STATUS: &[(&str, &str)] = &[
-    ("0", "success"),
+/// Every exit code, and which pages list it (`*`: every page; else the subcommands').
+const EXIT_STATUS: &[(&str, &[&str], &str)] = &[
+    ("0", &["*"], "success"),
+    ("1", &["send"], "several files failed for different reasons"),
+    ("1", &["recv"], "recv --once --exec: the command failed"),
+    ("1", &["status"], "status -i: no such id"),
     (
-        "1",
-        "several files failed for different reasons; recv --once --exec: the command failed; status -i: no such id",
+        "64",
+        &["*"],
+        "usage error: a bad flag or value, conflicting flags",
     ),
-    ("64", "usage error: a bad flag or value, conflicting flags"),
     (
         "65",
-        "data error: MD5 mismatch, a file changed while sent, a malformed transfer, a relative path the receiver refused",
+        &["send"],
+        "data error: MD5 mismatch (the receiver's, or the committed file's digest not the sender's), a file that changed while it was read, a malformed transfer, a relative path the receiver refused",
     ),
     (
         "66",
+        &["send"],
         "an input missing, unreadable, a directory (without -r), or too large for --legacy",
     ),
     (
         "69",
-        "no receiver (or it went away), or none serves the name asked for",
+        &["send"],
+        "no receiver (or it went away), or none serves the name asked for; --legacy: the consumer is gone",
     ),
-    ("71", "unexpected system error"),
-    ("73", "the output directory or file cannot be created"),
+    (
+        "69",
+        &["recv"],
+        "the channel was removed while in use (ipcrm)",
+    ),
+    (
+        "69",
+        &["clean"],
+        "the key serves another name than the one given",
+    ),
+    (
+        "71",
+        &["*"],
+        "unexpected system error; a kernel IPC limit that leaves no room for the channel (named, with what to do)",
+    ),
+    (
+        "73",
+        &["recv"],
+        "the output directory or file cannot be created",
+    ),
     (
         "74",
+        &["send", "recv"],
         "writing the output failed (disk full, file size limit)",
     ),
     (
         "75",
-        "try again later: the key is served by a live receiver, --wait ran out, clean of a live channel",
+        &["recv"],
+        "try again later: the key is served by a live receiver, or taken by another user",
+    ),
+    (
+        "75",
+        &["send"],
+        "try again later: --wait ran out (also for a receiver stopped with SIGSTOP)",
+    ),
+    (
+        "75",
+        &["clean"],
+        "the channel's receiver is alive (use --force)",
     ),
     (
         "76",
-        "the key holds something that is not a shmxfer channel of this version (left alone)",
+        &["recv", "send", "clean"],
+        "the key holds something that is not a shmxfer channel of this version, or another channel's second key (left alone)",
     ),
     (
         "77",
-        "permission denied, or the receiver runs as another user and send --owner did not name them",
+        &["recv"],
+        "permission denied on the channel at the key",
     ),
-    ("130", "stopped by SIGINT or SIGTERM"),
+    (
+        "77",
+        &["send"],
+        "permission denied; the receiver runs as another user and --owner did not name them",
+    ),
+    (
+        "77",
+        &["clean"],
+        "not allowed to remove an object (another user's), or another user's stale channel",
+    ),
+    ("130", &["recv", "send"], "stopped by SIGINT or SIGTERM"),
 ];
+
+/// The codes on the page of `sub` (`None`: every code, each once per meaning).
+fn exit_codes(sub: Option<&str>) -> impl Iterator<Item = (&'static str, &'static str)> {
+    EXIT_STATUS.iter().filter_map(move |(code, pages, what)| {
+        let on = match sub {
+            None => true,
+            Some(s) => pages.iter().any(|p| *p == "*" || *p == s),
+        };
+        on.then_some((*code, *what))
+    })
+}
+
+/// SYNOPSIS as people read it: each option with its value (`--wait SECS`), the positional
+/// arguments as their names (`FILE...`).
+fn synopsis(cmd: &clap::Command, name: &str) -> String {
+    let mut parts = vec![format!("\\fB{}\\fR", roff(name))];
+    for a in cmd.get_arguments() {
+        if a.is_hide_set() {
+            continue;
+        }
+        let value = a
+            .get_value_names()
+            .map(|v| {
+                v.iter()
+                    .map(|n| format!(" \\fI{}\\fR", roff(n)))
+                    .collect::<String>()
+            })
+            .filter(|_| a.get_action().takes_values())
+            .unwrap_or_default();
+        if a.is_positional() {
+            let many = matches!(a.get_num_args(), Some(r) if r.max_values() > 1);
+            let v = a.get_value_names().and_then(|v| v.first().cloned());
+            let n = v.map_or_else(|| a.get_id().to_string().to_uppercase(), |v| v.to_string());
+            let dots = if many { "..." } else { "" };
+            parts.push(match a.is_required_set() {
+                true => format!("\\fI{}\\fR{dots}", roff(&n)),
+                false => format!("[\\fI{}\\fR{dots}]", roff(&n)),
+            });
+            continue;
+        }
+        let flags: Vec<String> = a
+            .get_short()
+            .map(|c| format!("\\fB\\-{c}\\fR"))
+            .into_iter()
+            .chain(a.get_long().map(|l| format!("\\fB\\-\\-{}\\fR", roff(l))))
+            .collect();
+        if !flags.is_empty() {
+            parts.push(format!("[{}{value}]", flags.join("|")));
+        }
+    }
+    parts.join(" ")
+}
 
 /// Escapes text for roff: backslashes, hyphens (so they copy as ASCII), and a leading dot.
 fn roff(s: &str) -> String {
@@ -63,7 +164,7 @@ fn roff(s: &str) -> String {
 /// The sections after clap's own for the page of `sub` (`None`: the top page).
 fn extra(sub: Option<&str>) -> String {
     let mut out = String::from(".SH \"EXIT STATUS\"\n");
-    for (code, what) in EXIT_STATUS {
+    for (code, what) in exit_codes(sub) {
         out += &format!(".TP\n\\fB{code}\\fR\n{}\n", roff(what));
     }
     out += ".SH ENVIRONMENT\n";
@@ -109,6 +210,22 @@ fn extra(sub: Option<&str>) -> String {
     out
 }
 
+/// The COMMANDS section of shmxfer(1): each subcommand with its page where it has one
+/// (`completions` and `man` are described here; `help` is clap's and left out).
+fn commands_section(cmd: &clap::Command) -> String {
+    let mut out = String::from(".SH COMMANDS\n");
+    for c in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
+        let name = c.get_name();
+        let head = match SUBCOMMANDS.contains(&name) {
+            true => format!("\\fBshmxfer\\-{name}\\fR(1)"),
+            false => format!("\\fBshmxfer {name}\\fR"),
+        };
+        let about = c.get_about().map(|a| a.to_string()).unwrap_or_default();
+        out += &format!(".TP\n{head}\n{}\n", roff(&about));
+    }
+    out
+}
+
 /// A subcommand's page name (clap wants it static).
 fn page_name(sub: &str) -> &'static str {
     match sub {
@@ -132,15 +249,23 @@ pub fn page(sub: Option<&str>) -> io::Result<Vec<u8>> {
             .version(env!("CARGO_PKG_VERSION")),
         None => top,
     };
-    let man = clap_mangen::Man::new(cmd);
+    let shown = match sub {
+        Some(s) => format!("shmxfer {s}"),
+        None => "shmxfer".into(),
+    };
+    let synopsis = match sub {
+        Some(_) => synopsis(&cmd, &shown),
+        None => "\\fBshmxfer\\fR [\\fB\\-h\\fR|\\fB\\-\\-help\\fR] [\\fB\\-V\\fR|\\fB\\-\\-version\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR...]".into(),
+    };
+    let man = clap_mangen::Man::new(cmd.clone());
     let mut buf = Vec::new();
     man.render_title(&mut buf)?;
     man.render_name_section(&mut buf)?;
-    man.render_synopsis_section(&mut buf)?;
+    buf.write_all(format!(".SH SYNOPSIS\n{synopsis}\n").as_bytes())?;
     man.render_description_section(&mut buf)?;
     man.render_options_section(&mut buf)?;
     if sub.is_none() {
-        man.render_subcommands_section(&mut buf)?;
+        buf.write_all(commands_section(&cmd).as_bytes())?;
     }
     buf.write_all(extra(sub).as_bytes())?;
     man.render_version_section(&mut buf)?;
