@@ -146,6 +146,25 @@ mod tests {
     }
 
     #[test]
+    fn copies_in_and_out_of_a_segment_are_exact_at_any_alignment_and_length() {
+        // IPC_PRIVATE: a segment of this test's own, at no key; removed right away (it lives
+        // on, attached, until the mapping is dropped).
+        let shm = Shm::create(Key(0), 4096, 0o600).unwrap();
+        let map = shm.attach(true).unwrap();
+        shm.remove().unwrap();
+        let data: Vec<u8> = (0..200u32).map(|i| (i * 7 + 3) as u8).collect();
+        for off in 0..17 {
+            for len in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 200] {
+                map.write(off, &data[..len]).unwrap();
+                let mut back = vec![0u8; len];
+                map.read(off, &mut back).unwrap();
+                assert_eq!(back, &data[..len], "offset {off}, length {len}");
+            }
+        }
+        assert!(map.write(4090, &data[..7]).is_err());
+    }
+
+    #[test]
     fn key_offset_never_wraps_to_ipc_private() {
         assert_eq!(Key(0xffff_ffff).offset(1), None);
         assert_eq!(Key(5).offset(1), Some(Key(6)));

@@ -227,21 +227,25 @@ impl Mapping {
     /// # Safety
     /// `offset..offset + out.len()` must lie inside the mapping.
     unsafe fn copy_out(&self, offset: usize, out: &mut [u8]) {
-        let n = out.len();
-        let mut i = 0;
-        while i < n {
-            let at = offset + i;
-            if at.is_multiple_of(8) && n - i >= 8 {
-                // SAFETY: in bounds (the caller's promise) and 8-aligned (the mapping is
-                // page-aligned); an atomic may be written by others meanwhile.
-                let v = unsafe { self.atomic_u64_at(at) }.load(Ordering::Relaxed);
-                out[i..i + 8].copy_from_slice(&v.to_ne_bytes());
-                i += 8;
-            } else {
-                // SAFETY: in bounds (the caller's promise); a byte is always aligned.
-                out[i] = unsafe { self.atomic_u8_at(at) }.load(Ordering::Relaxed);
-                i += 1;
-            }
+        let base = self.ptr.as_ptr().wrapping_add(offset);
+        let head = base.align_offset(8).min(out.len());
+        let (h, rest) = out.split_at_mut(head);
+        for (k, b) in h.iter_mut().enumerate() {
+            // SAFETY: in bounds (the caller's promise); a byte is always aligned, and an
+            // atomic may be written by others meanwhile.
+            *b = unsafe { AtomicU8::from_ptr(base.add(k)) }.load(Ordering::Relaxed);
+        }
+        let words = base.wrapping_add(head).cast::<u64>();
+        let tail = base.wrapping_add(head + rest.len() / 8 * 8);
+        let mut chunks = rest.chunks_exact_mut(8);
+        for (k, c) in (&mut chunks).enumerate() {
+            // SAFETY: in bounds (the caller's promise) and 8-aligned (`head` aligned it).
+            let v = unsafe { AtomicU64::from_ptr(words.add(k)) }.load(Ordering::Relaxed);
+            c.copy_from_slice(&v.to_ne_bytes());
+        }
+        for (k, b) in chunks.into_remainder().iter_mut().enumerate() {
+            // SAFETY: as for the head.
+            *b = unsafe { AtomicU8::from_ptr(tail.add(k)) }.load(Ordering::Relaxed);
         }
     }
 
@@ -251,29 +255,26 @@ impl Mapping {
     /// `offset..offset + data.len()` must lie inside the mapping.
     unsafe fn copy_in(&self, offset: usize, data: &[u8]) {
         assert!(self.writable, "write to a read-only attachment");
-        let n = data.len();
-        let mut i = 0;
-        while i < n {
-            let at = offset + i;
-            if at.is_multiple_of(8) && n - i >= 8 {
-                let v = u64::from_ne_bytes(data[i..i + 8].try_into().expect("8 bytes"));
-                // SAFETY: as in `copy_out`, on a writable attachment (asserted).
-                unsafe { self.atomic_u64_at(at) }.store(v, Ordering::Relaxed);
-                i += 8;
-            } else {
-                // SAFETY: as in `copy_out`, on a writable attachment (asserted).
-                unsafe { self.atomic_u8_at(at) }.store(data[i], Ordering::Relaxed);
-                i += 1;
-            }
+        let base = self.ptr.as_ptr().wrapping_add(offset);
+        let head = base.align_offset(8).min(data.len());
+        let (h, rest) = data.split_at(head);
+        for (k, b) in h.iter().enumerate() {
+            // SAFETY: as in `copy_out`, on a writable attachment (asserted).
+            unsafe { AtomicU8::from_ptr(base.add(k)) }.store(*b, Ordering::Relaxed);
         }
-    }
-
-    /// # Safety
-    /// `offset` must lie inside the mapping.
-    unsafe fn atomic_u8_at(&self, offset: usize) -> &AtomicU8 {
-        // SAFETY: in bounds (the caller's promise); AtomicU8 has the layout of u8, and an
-        // atomic may be written by others while we hold a reference to it.
-        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU8>() }
+        let words = base.wrapping_add(head).cast::<u64>();
+        let chunks = rest.chunks_exact(8);
+        let tail_bytes = chunks.remainder();
+        for (k, c) in chunks.enumerate() {
+            let v = u64::from_ne_bytes(c.try_into().expect("8 bytes"));
+            // SAFETY: as in `copy_out`, on a writable attachment (asserted).
+            unsafe { AtomicU64::from_ptr(words.add(k)) }.store(v, Ordering::Relaxed);
+        }
+        let tail = base.wrapping_add(head + rest.len() / 8 * 8);
+        for (k, b) in tail_bytes.iter().enumerate() {
+            // SAFETY: as for the head.
+            unsafe { AtomicU8::from_ptr(tail.add(k)) }.store(*b, Ordering::Relaxed);
+        }
     }
 
     fn atomic_u64(&self, offset: usize) -> std::result::Result<&AtomicU64, OutOfBounds> {
