@@ -1,7 +1,7 @@
 //! Links GCC's unwinder statically (`libgcc_eh.a`, as `gcc -static-libgcc` does) where the
 //! host C compiler has it, so that `shmxfer` does not load `libgcc_s.so.1` at every start:
-//! that library's constructor runs `cpuid`, a trap to the hypervisor on a VM, and loading it
-//! cost a one-file `send` about 90 µs of its 1.7 ms here (docs/benchmarks.md, round seven).
+//! that library's constructor runs `cpuid`, a trap to the hypervisor on a VM, a measurable
+//! share of a one-file `send` (docs/benchmarks.md, "Design choices").
 //! Unwinding and backtraces work the same; the binary is one program with one unwinder.
 //! Anywhere this does not apply (another target, a cross build, a static build, no `cc`),
 //! nothing changes and the standard library links `libgcc_s` as usual.

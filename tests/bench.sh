@@ -5,7 +5,7 @@
 # same session are judged (the host's state moves absolute times up to 5x within minutes);
 # absolute figures (ms per file, RSS, idle ticks) are reported, never judged.
 #
-#   tests/bench.sh              all cases (under 3 minutes here)
+#   tests/bench.sh              all cases (about 5 minutes here)
 #   tests/bench.sh --layout     also: 1 GiB at several slot sizes and counts (docs/benchmarks.md)
 #   BENCH_DIR=/mnt/x tests/bench.sh   inputs and outputs on another filesystem (default /var/tmp)
 #
@@ -30,7 +30,7 @@ BIN=$PWD/target/release/shmxfer
 API=$PWD/target/release/examples/api_bench
 # BENCH_DIR: where inputs and outputs go. On ext4 without a journal (this VM's root), creating a
 # file skips every inode freed in the same block group within the last 60-360 s, so the
-# small-file lines there depend on what was deleted just before (docs/benchmarks.md, round six).
+# small-file lines there depend on what was deleted just before (docs/benchmarks.md, "The machine").
 WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/shmxfer-bench.XXXXXX")
 KEY=$(printf '0x%x' $(( 0x70000000 | (($$ & 0xffff) << 8) )))
 FKEY=$(printf '0x%x' $(( KEY + 4 )))
@@ -214,7 +214,7 @@ report "library, one process, from memory, per file" "$(m "${T_API[@]}")" " ms"
 report "floor (the same files written in-process)" "$(m "${T_FLOOR[@]}")" " ms"
 verdict "one send of 200 files / one cp of them" "$(ratio "$ONE" "$(m "${T_CP1[@]}")")" "<=" 3
 # The floor swings up to 5x between runs with the host's memory state (docs/benchmarks.md,
-# rounds seven and eight): each run's ratio to its own floor says what shmxfer adds, whatever
+# "The machine"): each run's ratio to its own floor says what shmxfer adds, whatever
 # that state. Median of the per-run ratios.
 per_run() { local i; for i in "${!T_FLOOR[@]}"; do awk -v a="$1" -v i="$i" -v f="${T_FLOOR[$i]}" \
   'BEGIN {split(a, v, " "); printf "%.2f\n", v[i + 1] / f}' ; done | median; }

@@ -64,7 +64,7 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// interrupt what the main thread is blocked in: it tells the receiver at the next chunk,
 /// collects its answer and reports. Dying is always safe, since the kernel drops our liveness
 /// mark and the receiver discards a file whose last chunk never came. The handler runs in
-/// the main thread: no thread of its own, which cost a one-file send 7%.
+/// the main thread: no thread of its own (docs/benchmarks.md, "Design choices").
 fn install_stop_handler(cancel: &runtime::Cancel) {
     let _ = sysv::stop_on_signals(
         cancel.flag(),

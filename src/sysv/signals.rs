@@ -55,8 +55,8 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
 }
 
 /// On SIGINT, SIGTERM and SIGHUP, sets `flag` (a cancel token's, say), in a handler that runs
-/// in the thread the signal interrupts, with no helper thread (a thread costs a short-lived
-/// process here about 7% of its run time). Without `SA_RESTART`, so a blocking `read` or
+/// in the thread the signal interrupts, with no helper thread (a thread is a measurable share
+/// of a short-lived process's time: docs/benchmarks.md, "Design choices"). Without `SA_RESTART`, so a blocking `read` or
 /// `semop` of that thread returns `EINTR`. A second signal writes `last_words` to stderr and
 /// ends the process at once with `code`. Meant to be called once per process; a later call
 /// replaces the flag (the earlier one is kept alive, never freed).

@@ -288,8 +288,8 @@ impl Default for Config {
 }
 
 /// How long a receiver's handshake wait mid-transfer polls before it sleeps:
-/// `SHMXFER_SPIN_US` microseconds, default 0 (never). Same-run A/Bs here went both ways
-/// (docs/benchmarks.md, round four), so the default stays the plain sleep.
+/// `SHMXFER_SPIN_US` microseconds, default 0 (never). Same-run A/Bs went both ways
+/// (docs/benchmarks.md, "Design choices"), so the default stays the plain sleep.
 fn spin_budget() -> Duration {
     static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *SPIN.get_or_init(|| {

@@ -76,8 +76,8 @@ pub(super) enum Judge {
     /// deciding whether it may take a key over, where a live receiver must never look dead.
     Exact,
     /// A sender about to connect: its liveness mark up and its pid alive is taken as
-    /// serving without reading the receiver's map, which costs a one-file `send` about 4%
-    /// of its time. Only a forged mark makes this wrong, and then the sender's first wait
+    /// serving without reading the receiver's map, a measurable share of a one-file `send`
+    /// (docs/benchmarks.md, "Design choices"). Only a forged mark makes this wrong, and then the sender's first wait
     /// makes the exact check after one slice and reports the receiver gone.
     Sender,
 }
