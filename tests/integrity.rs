@@ -289,7 +289,18 @@ fn sigint_while_opening_a_fifo_never_commits_it_even_with_a_stuck_stderr() {
         "the sender never blocked opening the FIFO"
     );
     kill(child.id(), "INT");
-    std::thread::sleep(Duration::from_millis(200));
+    // Delivered: nothing pending for the process any more (its handler ran).
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).is_ok_and(|s| {
+            s.lines()
+                .filter(|l| l.starts_with("SigPnd:") || l.starts_with("ShdPnd:"))
+                .all(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|v| v.trim_start_matches('0').is_empty())
+                })
+        })
+    }));
     // A writer comes and goes without writing a byte: the sender's open returns.
     {
         use std::os::unix::fs::OpenOptionsExt;
