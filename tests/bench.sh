@@ -225,6 +225,18 @@ report "sender peak RSS" "$(awk -v k="$SENDER_RSS" 'BEGIN {printf "%.1f", k/1024
 report "receiver peak RSS" "$(awk -v k="$RECV_RSS" 'BEGIN {printf "%.1f", k/1024}')" " MiB"
 echo "recv --fsync (reported): 200 small files $(awk -v n="$ONEF" 'BEGIN {printf "%.2f", n/200/1e6}') ms/file (without: $PER), 1 GiB $(secs "$T_BIG_F") s (without: $(secs "$SX"))"
 
+echo "10,000 copies of one name into one --keep-name receiver (IMG_0001-1.JPG, -2, ...):"
+small_recv "$(fresh kept)" --keep-name
+one="$WORK/IMG_0001.JPG"; head -c 1000 /dev/urandom >"$one"
+copies() { local i; for ((i = 0; i < $1; i++)); do printf '%s\0' "$one"; done; }
+timed bash -c "$(declare -f copies); one='$one'; copies 1000 | xargs -0 '$BIN' send --key $SKEY"; KEPT_FIRST=$LAST
+copies 8000 | xargs -0 "$BIN" send --key "$SKEY"
+timed bash -c "$(declare -f copies); one='$one'; copies 1000 | xargs -0 '$BIN' send --key $SKEY"; KEPT_LAST=$LAST
+small_stop
+[[ $(ls "$WORK/s/$r/kept" | wc -l) == 10000 ]] || { echo "kept copies missing"; exit 1; }
+report "first 1,000 copies, per file" "$(awk -v n="$KEPT_FIRST" 'BEGIN {printf "%.3f", n/1000/1e6}')" " ms"
+verdict "last 1,000 copies / first 1,000" "$(ratio "$KEPT_LAST" "$KEPT_FIRST")" "<=" 2
+
 echo "idle receiver, 10 s:"
 ticks() { awk '{print $14+$15}' "/proc/$RPID/stat"; }
 switches() { cat /proc/$RPID/task/*/status | awk '/ctxt_switches/ {s+=$2} END {print s}'; }

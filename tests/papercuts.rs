@@ -389,3 +389,32 @@ fn the_progress_bar_never_shows_a_rate_it_has_not_measured() {
         }
     }
 }
+
+#[test]
+fn thousands_of_copies_of_one_kept_name_cost_the_same_per_file_to_the_last() {
+    // Cameras reuse IMG_0001.JPG, `send -` defaults to `stdin`: each copy must not probe every
+    // earlier one. Only the ratio of the last thousand to the first is judged, generously:
+    // probing one by one makes it grow with the count (the 5th thousand probes 4,000 names).
+    let env = Env::new();
+    let _r = env.recv(&["--keep-name", "-q"]);
+    let mut tx = shmxfer::Sender::connect(env.key, &Default::default()).unwrap();
+    let mut per_thousand = Vec::new();
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        for _ in 0..1000 {
+            tx.post_bytes(b"IMG_0001.JPG", b"x");
+        }
+        for v in tx.flush() {
+            v.result.unwrap();
+        }
+        per_thousand.push(t.elapsed());
+    }
+    tx.finish().unwrap();
+    assert_eq!(listing(&env.out()).len(), 5000);
+    assert!(env.out().join("IMG_0001-4999.JPG").exists());
+    let (first, last) = (per_thousand[0], per_thousand[4]);
+    assert!(
+        last < first * 4 + Duration::from_millis(200),
+        "the last thousand took {last:?}, the first {first:?}"
+    );
+}

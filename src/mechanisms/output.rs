@@ -366,7 +366,15 @@ pub struct Namer {
     basename: String,
     ext: String,
     next: u64,
+    /// For each kept name (per directory, under `--keep-path`), the suffix to try first: the
+    /// one after the last that worked. A name that recurs (`IMG_0001.JPG`, `stdin`) then costs
+    /// one try, not one per earlier copy.
+    suffixes: std::collections::HashMap<(PathBuf, OsString), u64>,
 }
+
+/// How many kept names a [`Namer`] remembers the next suffix of; past that it forgets them
+/// all and finds each again (once) by trying, so a receiver that runs for months stays small.
+const REMEMBERED_NAMES: usize = 65_536;
 
 impl Namer {
     /// A namer for `dir` that numbers after the highest `basenameNN.ext` already there, so a
@@ -383,6 +391,7 @@ impl Namer {
             }
         }
         Ok(Namer {
+            suffixes: std::collections::HashMap::new(),
             dir: dir.into(),
             basename: basename.into(),
             ext: ext.into(),
@@ -411,11 +420,14 @@ impl Namer {
         at: &Subdir,
         name: &OsString,
     ) -> io::Result<PathBuf> {
-        let mut attempt = 0u64;
+        let mut attempt = self.first_suffix(&at.shown, name);
         loop {
             let n = numbered(name, attempt);
             match tmp.publish(&at.via().join(&n)) {
-                Ok(()) => return Ok(at.shown.join(n)),
+                Ok(()) => {
+                    self.remember(at.shown.clone(), name, attempt);
+                    return Ok(at.shown.join(n));
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => attempt += 1,
                 Err(e) => return Err(e),
             }
@@ -429,7 +441,12 @@ impl Namer {
         let mut attempt = 0u64;
         loop {
             let path = match kept {
-                Some(n) => self.dir.join(numbered(n, attempt)),
+                Some(n) => {
+                    if attempt == 0 {
+                        attempt = self.first_suffix(&self.dir.clone(), n);
+                    }
+                    self.dir.join(numbered(n, attempt))
+                }
                 None => {
                     let p = self.counter_path();
                     self.next += 1;
@@ -437,11 +454,32 @@ impl Namer {
                 }
             };
             match tmp.publish(&path) {
-                Ok(()) => return Ok(path),
+                Ok(()) => {
+                    if let Some(n) = kept {
+                        self.remember(self.dir.clone(), n, attempt);
+                    }
+                    return Ok(path);
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => attempt += 1,
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The suffix to try first for `name` in `dir`.
+    fn first_suffix(&self, dir: &Path, name: &OsString) -> u64 {
+        self.suffixes
+            .get(&(dir.to_path_buf(), name.clone()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// `name` in `dir` was committed with suffix `used`: the next copy tries the one after.
+    fn remember(&mut self, dir: PathBuf, name: &OsString, used: u64) {
+        if self.suffixes.len() >= REMEMBERED_NAMES {
+            self.suffixes.clear();
+        }
+        self.suffixes.insert((dir, name.clone()), used + 1);
     }
 }
 
