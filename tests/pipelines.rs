@@ -259,3 +259,39 @@ fn a_stopping_receiver_waits_boundedly_for_a_hanging_command_and_says_so() {
     );
     assert!(err.contains("still running: terminated it"), "{err}");
 }
+
+#[test]
+fn recv_tells_a_service_manager_it_is_ready_what_it_did_and_that_it_stops() {
+    use std::os::unix::net::UnixDatagram;
+    let env = Env::new();
+    let sock_path = env.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut c = env.cmd(&["recv", "--dir"]);
+    c.arg(env.out())
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let r = Receiver {
+        child: Some(c.spawn().unwrap()),
+    };
+    let mut buf = [0u8; 4096];
+    let mut next = || {
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = next();
+    assert!(ready.contains("READY=1"), "{ready}");
+    assert!(ready.contains(&format!("MAINPID={}", r.pid())), "{ready}");
+    // Ready means a sender gets through at once.
+    let f = env.file("a.bin", 10);
+    let o = env.send(&[f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let status = next();
+    assert!(status.starts_with("STATUS=1 files committed"), "{status}");
+    r.signal("TERM");
+    let stopping = next();
+    assert!(stopping.contains("STOPPING=1"), "{stopping}");
+    let out = r.wait(Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(130));
+}

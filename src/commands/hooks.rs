@@ -260,7 +260,12 @@ fn run_one(state: &State, cmd: &[OsString], c: &Committed) -> bool {
     };
     let shown = escape(program.as_bytes());
     let mut command = Command::new(&program);
-    command.args(argv).envs(c.env()).stdin(Stdio::null());
+    // The service manager's socket is the receiver's to speak on, not its commands'.
+    command
+        .args(argv)
+        .envs(c.env())
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null());
     // A group of its own: a stop signals the command and whatever it started, and a Ctrl-C
     // at the terminal reaches the receiver, which decides.
     std::os::unix::process::CommandExt::process_group(&mut command, 0);

@@ -8,6 +8,7 @@ pub mod send;
 pub mod status;
 
 mod hooks;
+mod notify;
 mod progress;
 mod tree;
 

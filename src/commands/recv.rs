@@ -82,6 +82,13 @@ pub fn check_mode(mode: u32) -> Result<(), RecvError> {
     Ok(())
 }
 
+/// The service manager's socket (`NOTIFY_SOCKET`), for the stop handler too.
+static NOTIFY: OnceLock<super::notify::Notifier> = OnceLock::new();
+
+fn notifier() -> &'static super::notify::Notifier {
+    NOTIFY.get_or_init(super::notify::Notifier::from_env)
+}
+
 /// The channel being served, for the stop handler (set once it exists).
 static CHANNEL: OnceLock<Arc<ReceiverEnd>> = OnceLock::new();
 
@@ -148,7 +155,16 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
         .clone()
         .map(|cmd| Hooks::start(cmd, usize::from(args.jobs), args.json));
     let mut tally = Served::default();
+    notifier().send(&format!(
+        "READY=1\nMAINPID={}\nSTATUS=serving key {}, 0 files committed",
+        sysv::getpid(),
+        rx.channel().key
+    ));
     let r = serve_files(&mut rx, &opts, namer.as_mut(), hooks.as_ref(), &mut tally);
+    notifier().send("STOPPING=1");
+    notifier().status(true, || {
+        format!("stopping, {} files committed", tally.received)
+    });
     drop(rx);
     let failed = match hooks {
         Some(h) if r.is_err() => {
@@ -325,6 +341,13 @@ fn take_file(
     let (size, md5) = (received.bytes, received.md5);
     received.commit(&path)?;
     tally.received += 1;
+    notifier().status(false, || {
+        format!(
+            "{} files committed; the last: {}",
+            tally.received,
+            escape_path(&path)
+        )
+    });
     Ok(Some(Committed {
         path,
         name,
@@ -388,6 +411,7 @@ fn record(path: &Path, bytes: u64, md5: Option<&str>) -> String {
 fn install_stop_handler(cancel: runtime::Cancel) {
     let _ = ctrlc::set_handler(move || {
         cancel.cancel();
+        notifier().send("STOPPING=1");
         if let Some(ch) = CHANNEL.get() {
             ch.set_state(State::Stopping);
             let _ = ch.sems.remove();
