@@ -409,9 +409,15 @@ fn thousands_of_copies_of_one_kept_name_cost_the_same_per_file_to_the_last() {
         }
         per_thousand.push(t.elapsed());
     }
-    tx.finish().unwrap();
     assert_eq!(listing(&env.out()).len(), 5000);
     assert!(env.out().join("IMG_0001-4999.JPG").exists());
+    // A consumer that moves each file away gets the plain name again.
+    std::fs::remove_file(env.out().join("IMG_0001.JPG")).unwrap();
+    tx.send_bytes(b"IMG_0001.JPG", b"y").unwrap();
+    assert_eq!(std::fs::read(env.out().join("IMG_0001.JPG")).unwrap(), b"y");
+    tx.send_bytes(b"IMG_0001.JPG", b"z").unwrap();
+    assert!(env.out().join("IMG_0001-5000.JPG").exists());
+    tx.finish().unwrap();
     let (first, last) = (per_thousand[0], per_thousand[4]);
     assert!(
         last < first * 4 + Duration::from_millis(200),

@@ -266,7 +266,8 @@ fn recv_tells_a_service_manager_it_is_ready_what_it_did_and_that_it_stops() {
     let env = Env::new();
     let sock_path = env.path("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut c = env.cmd(&["recv", "--dir"]);
     c.arg(env.out())
         .env("NOTIFY_SOCKET", &sock_path)

@@ -420,7 +420,7 @@ impl Namer {
         at: &Subdir,
         name: &OsString,
     ) -> io::Result<PathBuf> {
-        let mut attempt = self.first_suffix(&at.shown, name);
+        let mut attempt = 0;
         loop {
             let n = numbered(name, attempt);
             match tmp.publish(&at.via().join(&n)) {
@@ -428,7 +428,9 @@ impl Namer {
                     self.remember(at.shown.clone(), name, attempt);
                     return Ok(at.shown.join(n));
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => attempt += 1,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    attempt = self.next_suffix(&at.shown, name, attempt);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -441,12 +443,7 @@ impl Namer {
         let mut attempt = 0u64;
         loop {
             let path = match kept {
-                Some(n) => {
-                    if attempt == 0 {
-                        attempt = self.first_suffix(&self.dir.clone(), n);
-                    }
-                    self.dir.join(numbered(n, attempt))
-                }
+                Some(n) => self.dir.join(numbered(n, attempt)),
                 None => {
                     let p = self.counter_path();
                     self.next += 1;
@@ -460,13 +457,28 @@ impl Namer {
                     }
                     return Ok(path);
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => attempt += 1,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    attempt = match kept {
+                        Some(n) => self.next_suffix(&self.dir.clone(), n, attempt),
+                        None => attempt + 1,
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
     }
 
-    /// The suffix to try first for `name` in `dir`.
+    /// The suffix to try after `tried` was taken: the plain name is always tried first (the
+    /// directory may have been emptied), and when it is taken, the suffix after the last one
+    /// that worked, so a recurring name costs two tries, not one per earlier copy.
+    fn next_suffix(&self, dir: &Path, name: &OsString, tried: u64) -> u64 {
+        match tried {
+            0 => self.first_suffix(dir, name).max(1),
+            t => t + 1,
+        }
+    }
+
+    /// The suffix after the last one that worked for `name` in `dir` (0: none yet).
     fn first_suffix(&self, dir: &Path, name: &OsString) -> u64 {
         self.suffixes
             .get(&(dir.to_path_buf(), name.clone()))
@@ -476,6 +488,9 @@ impl Namer {
 
     /// `name` in `dir` was committed with suffix `used`: the next copy tries the one after.
     fn remember(&mut self, dir: PathBuf, name: &OsString, used: u64) {
+        if used == 0 {
+            return;
+        }
         if self.suffixes.len() >= REMEMBERED_NAMES {
             self.suffixes.clear();
         }
