@@ -406,16 +406,6 @@ fn one_signal_ends_a_sender_waiting_for_its_turn_or_a_receiver_within_2s() {
     drop(holder);
 }
 
-/// `shmxfer ARGS` as `nobody`.
-fn as_nobody(args: &[&str]) -> Output {
-    let mut c = Command::new("setpriv");
-    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
-        .args(args)
-        .current_dir("/")
-        .env_remove("SHMXFER_KEY");
-    run_bounded(c, Duration::from_secs(20))
-}
-
 fn state_seen(o: &Output) -> String {
     let v: serde_json::Value =
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(o)));

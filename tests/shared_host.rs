@@ -265,14 +265,6 @@ fn another_users_private_channel_is_listed_as_unknown_and_its_stale_one_is_not_y
     // A root receiver, mode 0600: nobody may not read it.
     let r = env.recv(&[]);
     let key = env.key_arg();
-    let as_nobody = |args: &[&str]| {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
-            .args(args)
-            .current_dir("/")
-            .env_remove("SHMXFER_KEY");
-        run_bounded(c, Duration::from_secs(20))
-    };
     let o = as_nobody(&["status", "--json", "--key", &key]);
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["channels"][0]["state"], "unknown", "{j}");

@@ -166,17 +166,24 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
         format!("stopping, {} files committed", tally.received)
     });
     drop(rx);
-    let failed = match hooks {
-        Some(h) if r.is_err() => {
+    let failed = end_hooks(hooks, r.is_err());
+    match r? {
+        exit::OK if failed > 0 => Ok(exit::FAILURE),
+        code => Ok(code),
+    }
+}
+
+/// Ends the `--exec` commands: on a stop (or a failure), within `HOOK_GRACE` (the stop
+/// handler's watchdog lets it finish); else after every queued one ran. Returns how many
+/// failed.
+fn end_hooks(hooks: Option<Hooks>, stopping: bool) -> usize {
+    match hooks {
+        Some(h) if stopping => {
             FINISHING.store(true, std::sync::atomic::Ordering::SeqCst);
             h.stop(HOOK_GRACE)
         }
         Some(h) => h.finish(),
         None => 0,
-    };
-    match r? {
-        exit::OK if failed > 0 => Ok(exit::FAILURE),
-        code => Ok(code),
     }
 }
 
@@ -624,14 +631,7 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
         crate::mechanisms::term::warn(opts.quiet, n)
     });
     drop(consumer);
-    let failed = match hooks {
-        Some(h) if r.is_err() => {
-            FINISHING.store(true, std::sync::atomic::Ordering::SeqCst);
-            h.stop(HOOK_GRACE)
-        }
-        Some(h) => h.finish(),
-        None => 0,
-    };
+    let failed = end_hooks(hooks, r.is_err());
     match r {
         Ok(()) if failed > 0 => Ok(exit::FAILURE),
         Ok(()) => Ok(exit::OK),

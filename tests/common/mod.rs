@@ -325,3 +325,13 @@ pub fn has_child(ppid: i32, comm: &str) -> bool {
         })
     })
 }
+
+/// `shmxfer ARGS` as the user `nobody` (uid 65534), in `/`, bounded.
+pub fn as_nobody(args: &[&str]) -> Output {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .args(args)
+        .current_dir("/")
+        .env_remove("SHMXFER_KEY");
+    run_bounded(c, Duration::from_secs(20))
+}
