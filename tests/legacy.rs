@@ -708,6 +708,8 @@ fn send_legacy_killed_anywhere_never_leaves_a_torn_file_at_the_consumer() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let got = consumer.join().unwrap();
+    // A sender killed holding its turn leaves the (unlocked) lock file: ours to remove.
+    let _ = std::fs::remove_file(format!("/dev/shm/.shmxfer-legacy-{:08x}.lock", ck.0));
     let wanted: Vec<Vec<u8>> = inputs.iter().map(|p| std::fs::read(p).unwrap()).collect();
     let torn = got.iter().filter(|g| !wanted.contains(g)).count();
     eprintln!("{} files written by the consumer, {torn} torn", got.len());

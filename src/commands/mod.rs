@@ -11,6 +11,7 @@ mod hooks;
 mod notify;
 mod progress;
 mod tree;
+mod watch;
 
 use crate::protocols::frame::FrameError;
 use crate::protocols::sender::SendError;

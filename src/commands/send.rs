@@ -156,6 +156,17 @@ pub fn run(args: SendArgs) -> super::Outcome {
         on_stall: Some(stall_hook(args.verbosity.quiet)),
         cancel: cancel.clone(),
     };
+    if args.watch {
+        let w = super::watch::Watch::new(
+            &args.files,
+            args.recursive,
+            args.remove_source_files,
+            args.verbosity.quiet,
+            args.json,
+        )
+        .map_err(super::Error::Usage)?;
+        return Ok(w.run(&addr, &opts));
+    }
     // Inputs first, as cp does: a missing file is said as such, receiver or not.
     let (items, code) = check_inputs(items(&args), args.recursive);
     if items.is_empty() {
@@ -572,6 +583,18 @@ pub struct SendArgs {
     /// With -r: follow symlinks (a link back to a directory above is still skipped)
     #[arg(short = 'L', long, requires = "recursive")]
     pub dereference: bool,
+    /// Watch each DIR (a drop folder): send the regular files in it, then each new one once
+    /// it is complete (closed after writing, or moved in), until SIGINT/SIGTERM; waits for a
+    /// receiver whenever there is none. What was committed is listed in DIR/.shmxfer-sent and
+    /// not sent again
+    #[arg(long, conflicts_with_all = ["legacy", "name"])]
+    pub watch: bool,
+    /// With --watch: remove each file once the receiver committed it (and only then)
+    #[arg(long, requires = "watch")]
+    pub remove_source_files: bool,
+    /// With --watch: one JSON object per committed file on stdout (path, committed_as, removed)
+    #[arg(long, requires = "watch")]
+    pub json: bool,
     /// Files to send; `-` is stdin
     #[arg(required = true, value_name = "FILE", value_hint = clap::ValueHint::AnyPath)]
     pub files: Vec<PathBuf>,
