@@ -26,7 +26,13 @@ fn arrived(env: &Env, name: &str, want: &[u8]) -> bool {
     std::fs::read(env.out().join(name)).is_ok_and(|b| b == want)
 }
 
-fn stop(mut child: Child) -> (Option<i32>, Duration, String) {
+fn stop(child: Child) -> (Option<i32>, Duration, String) {
+    let (code, took, err, _) = stop_with_output(child);
+    (code, took, err)
+}
+
+/// As [`stop`], with stdout too.
+fn stop_with_output(mut child: Child) -> (Option<i32>, Duration, String, String) {
     let t = Instant::now();
     let _ = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -39,7 +45,7 @@ fn stop(mut child: Child) -> (Option<i32>, Duration, String) {
         let _ = child.kill();
     }
     let o = child.wait_with_output().unwrap();
-    (o.status.code(), took, stderr(&o))
+    (o.status.code(), took, stderr(&o), stdout(&o))
 }
 
 #[test]
@@ -102,11 +108,12 @@ fn a_burst_goes_through_one_process_and_a_restarted_receiver_loses_nothing() {
     let _g = PidGuard(w.id() as i32);
     for i in 0..1000 {
         std::fs::write(drop_dir.join(format!("f{i:04}")), format!("file {i}")).unwrap();
-        if i == 500 {
-            // The receiver goes away mid-burst and comes back.
-            r.signal("KILL");
-        }
     }
+    // The receiver goes away mid-burst (SIGKILL: files in flight, answers lost) and comes back.
+    assert!(wait_until(Duration::from_secs(20), || listing(&env.out())
+        .len()
+        >= 200));
+    r.signal("KILL");
     let _ = r.wait(Duration::from_secs(10));
     let _r2 = env.recv(&["--keep-name", "-q"]);
     assert!(
@@ -182,10 +189,22 @@ fn remove_source_files_removes_only_what_was_committed_and_a_restart_resends_not
         .join("a.txt")
         .exists()));
     let o = {
-        let (code, _, err) = stop(w);
-        (code, err)
+        let (code, _, err, out) = stop_with_output(w);
+        (code, err, out)
     };
     assert_eq!(o.0, Some(130), "{}", o.1);
+    // --json: one object per committed file, and nothing else, on stdout.
+    let lines: Vec<serde_json::Value> =
+        o.2.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect();
+    assert_eq!(lines.len(), 1, "{}", o.2);
+    assert!(
+        lines[0]["path"].as_str().unwrap().ends_with("drop/a.txt"),
+        "{}",
+        o.2
+    );
+    assert_eq!(lines[0]["removed"], true, "{}", o.2);
     assert!(o.1.contains("locked.txt: permission denied"), "{}", o.1);
     assert!(locked.exists(), "a file that failed is left in place");
     assert!(!env.out().join("locked.txt").exists());

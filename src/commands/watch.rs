@@ -228,10 +228,16 @@ impl Watch {
                 let ticket = tx.post_path_as(&path, &self.name_of(&p));
                 in_flight.insert(ticket, p);
                 if self.settle(tx.take_verdicts(), &mut in_flight) {
-                    return;
+                    break;
                 }
             }
+            // Every file in flight gets its verdict, also after a failure: an answer the
+            // receiver stored before it went away says the file is committed, and it must not
+            // go to the next receiver again.
             let failed = self.settle(tx.flush(), &mut in_flight);
+            if !in_flight.is_empty() {
+                self.queue.extend(in_flight.drain().map(|(_, p)| p));
+            }
             self.take_events();
             if failed || tx.cancel().is_cancelled() || self.queue.is_empty() {
                 return;
@@ -239,8 +245,8 @@ impl Watch {
         }
     }
 
-    /// Records each verdict; returns whether the channel failed, in which case every file in
-    /// flight without a verdict goes back to the queue.
+    /// Records each verdict; returns whether the channel failed (its files without a verdict
+    /// go back to the queue, for the next receiver).
     fn settle(&mut self, verdicts: Vec<Verdict>, in_flight: &mut HashMap<u64, Pending>) -> bool {
         let mut failed = false;
         for v in verdicts {
@@ -262,9 +268,6 @@ impl Watch {
                     self.queued.remove(&p);
                 }
             }
-        }
-        if failed {
-            self.queue.extend(in_flight.drain().map(|(_, p)| p));
         }
         failed
     }
