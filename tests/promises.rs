@@ -440,3 +440,33 @@ fn another_user_judges_a_receiver_by_its_mark_and_cannot_remove_it_when_forged_s
         "still there, still served"
     );
 }
+
+#[test]
+fn a_second_signal_ends_a_sender_at_once_and_says_so() {
+    let env = Env::new();
+    let input = env.file("small.bin", 1000);
+    let r = env.recv(&["--keep-name"]);
+    let _cont = Continue(r.pid());
+    r.signal("STOP");
+    let mut tx = Watched::spawn({
+        let mut c = env.cmd(&["send"]);
+        c.arg(&input);
+        c
+    });
+    assert!(wait_until(Duration::from_secs(10), || sems(&env)
+        .value(sem::FULL)
+        .is_ok_and(|v| v >= 1)));
+    kill(tx.pid(), "TERM");
+    kill(tx.pid(), "TERM");
+    let t = Instant::now();
+    let code = tx.exit_within(Duration::from_secs(10));
+    let err = tx.stderr();
+    assert_eq!(code, Some(130), "{err}");
+    // At once: well before the first signal's 1 s for answers runs out.
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(err.contains("interrupted again: ended at once"), "{err}");
+}

@@ -14,7 +14,7 @@
 
 use serde::Serialize;
 
-use super::frame::{self, State, View};
+use super::frame::{self, FrameError, State, View};
 use super::legacy;
 use crate::sysv::{self, Key, Kind, TableRow};
 
@@ -358,7 +358,13 @@ fn channels(shm: &[TableRow], sem: &[TableRow], roles: &Roles) -> Vec<ChannelRow
         .filter(|r| r.num("size") as usize == frame::CONTROL_LEN)
         .filter_map(|r| {
             let (key, id) = (r.key(), r.num("shmid") as i32);
-            channel_at(key, id).or_else(|| unreadable_channel(r, shm, sem, roles))
+            match View::open(id) {
+                Ok(v) => channel_in(key, id, &v),
+                Err(FrameError::Sys(e)) if e.is_permission() => {
+                    unreadable_channel(r, shm, sem, roles)
+                }
+                Err(_) => None,
+            }
         })
         .collect();
     // By key, as people look them up (the kernel's table is in slot order).
@@ -376,7 +382,7 @@ fn unreadable_channel(
     roles: &Roles,
 ) -> Option<ChannelRow> {
     let key = r.key();
-    if !roles.channel_at(key) || frame::View::open(r.num("shmid") as i32).is_ok() {
+    if !roles.channel_at(key) {
         return None;
     }
     let id_at = |rows: &[TableRow], k: Key, col: &str| {
@@ -529,13 +535,12 @@ fn msg_row(r: &TableRow) -> MsgRow {
     }
 }
 
-/// The channel at `key`, if the segment `id` there is one whose parts check out (as a sender
-/// checks them: a forged or corrupt header is not listed as a channel, dead or alive).
-/// One read-only attachment per channel.
-fn channel_at(key: Key, id: i32) -> Option<ChannelRow> {
-    let v = View::open(id).ok()?;
+/// The channel whose control segment `id` at `key` is viewed by `v`, if its parts check out
+/// (as a sender checks them: a forged or corrupt header is not listed as a channel, dead or
+/// alive). One read-only attachment per channel.
+fn channel_in(key: Key, id: i32, v: &View) -> Option<ChannelRow> {
     match v.judge(key) {
-        frame::Probe::Channel { alive, owner, .. } => Some(channel_row(key, id, &v, alive, owner)),
+        frame::Probe::Channel { alive, owner, .. } => Some(channel_row(key, id, v, alive, owner)),
         _ => None,
     }
 }

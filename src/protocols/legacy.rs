@@ -607,7 +607,7 @@ impl Legacy {
             // semaphore may pass through several producers (two at once swap their turns),
             // and any of them may die holding it.
             let holder = self.content_sem.last_pid(0)?;
-            if self.content_sem.value(0)? == 0 && holder != me && !sysv::process_alive(holder) {
+            if self.content_sem.value(0)? == 0 && holder != me && !sysv::process_running(holder) {
                 note(format!(
                     "a producer (pid {holder}) died holding the content semaphore; released it"
                 ));
@@ -825,7 +825,7 @@ fn send_one(
     let gone = || (!sysv::process_attached(consumer, shmid)).then_some(consumer);
     // Left over by a consumer that died: said as such before any wait (the full check, the
     // consumer's map, is for the waits; a dead pid is enough to tell here).
-    if !sysv::process_alive(consumer) {
+    if !sysv::process_running(consumer) {
         return Err(LegacyError::ConsumerDead {
             pid: consumer,
             content: ch.content_key,

@@ -4,18 +4,24 @@
 use std::fs::File;
 use std::io;
 
-/// Whether a process with this pid exists and is not a zombie (EPERM means it exists but is
-/// not ours).
+/// Whether a process with this pid exists (EPERM means it exists but is not ours). One
+/// `kill(pid, 0)`: cheap enough for a connecting sender. A zombie counts as existing; where
+/// that matters, see [`process_running`].
 pub fn process_alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }
     // SAFETY: signal 0 only checks for existence and permission; nothing is delivered.
     let r = unsafe { libc::kill(pid, 0) };
-    let exists = r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    // A zombie still answers signal 0, but has let go of everything and never acts again:
-    // what it held (a semaphore it took without SEM_UNDO) is as good as a dead process's.
-    exists && !matches!(process_state(pid), Some(b'Z' | b'X'))
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Whether process `pid` exists and is not a zombie. A zombie still answers signal 0, but has
+/// let go of everything and never acts again: what it held without `SEM_UNDO` (the original
+/// producer's semaphores) is as good as a dead process's. Reads `/proc/PID/stat`, so it is
+/// for the legacy protocol's checks, not for every connecting sender.
+pub fn process_running(pid: i32) -> bool {
+    process_alive(pid) && !matches!(process_state(pid), Some(b'Z' | b'X'))
 }
 
 /// Whether process `pid` has the segment `shmid` attached, from the kernel's map of the
