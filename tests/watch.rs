@@ -14,7 +14,9 @@ use common::*;
 /// `send --watch` on `dir` with `extra` flags, its stdout and stderr piped.
 fn watcher(env: &Env, dir: &std::path::Path, extra: &[&str]) -> Child {
     let mut c = env.cmd(&["send", "--watch"]);
+    // The sent list goes in the test's own directory, never in the host's home.
     c.args(extra)
+        .env("XDG_STATE_HOME", env.path("state"))
         .arg(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -57,6 +59,11 @@ fn a_drop_folder_sends_what_is_there_then_each_file_once_complete() {
     // No receiver yet: the watcher says it waits, then sends once one is up.
     let w = watcher(&env, &drop_dir, &[]);
     let _g = PidGuard(w.id() as i32);
+    // Once settled, the file is queued and the watcher sleeps between looks for a receiver.
+    assert!(wait_until(Duration::from_secs(10), || blocked_in(
+        w.id() as i32,
+        libc::SYS_clock_nanosleep
+    )));
     let _r = env.recv(&["--keep-name", "-q"]);
     assert!(wait_until(Duration::from_secs(10), || arrived(
         &env,
@@ -162,6 +169,7 @@ fn remove_source_files_removes_only_what_was_committed_and_a_restart_resends_not
                 "--watch",
             ])
             .args(["--remove-source-files", "--json"])
+            .env("XDG_STATE_HOME", env.path("nobody-state"))
             .arg(&drop_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

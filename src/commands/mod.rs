@@ -93,6 +93,9 @@ pub enum Error {
     Legacy(#[from] crate::protocols::legacy::LegacyError),
     #[error("{0}")]
     Usage(String),
+    /// A command that could not start, with its exit code and what to do.
+    #[error("{1}")]
+    Start(i32, String),
     /// Already said (by another thread that is ending the process, or a stop, which needs no
     /// words): only the exit code is left.
     #[error("")]
@@ -120,6 +123,7 @@ impl Error {
             Error::Status(e) => e.exit_code(),
             Error::Legacy(e) => exit::of_legacy(e),
             Error::Usage(_) => exit::USAGE,
+            Error::Start(code, _) => *code,
             Error::Said(code) => *code,
         }
     }

@@ -159,12 +159,16 @@ pub fn run(args: SendArgs) -> super::Outcome {
     if args.watch {
         let w = super::watch::Watch::new(
             &args.files,
-            args.recursive,
-            args.remove_source_files,
-            args.verbosity.quiet,
-            args.json,
-        )
-        .map_err(super::Error::Usage)?;
+            super::watch::Options {
+                recursive: args.recursive,
+                remove: args.remove_source_files,
+                quiet: args.verbosity.quiet,
+                json: args.json,
+                allow_hardlinks: args.allow_hardlinks,
+                settle: Duration::from_secs_f64(args.settle),
+                state: args.state.clone(),
+            },
+        )?;
         return Ok(w.run(&addr, &opts));
     }
     // Inputs first, as cp does: a missing file is said as such, receiver or not.
@@ -583,15 +587,28 @@ pub struct SendArgs {
     /// With -r: follow symlinks (a link back to a directory above is still skipped)
     #[arg(short = 'L', long, requires = "recursive")]
     pub dereference: bool,
-    /// Watch each DIR (a drop folder): send the regular files in it, then each new one once
-    /// it is complete (closed after writing, or moved in), until SIGINT/SIGTERM; waits for a
-    /// receiver whenever there is none. What was committed is listed in DIR/.shmxfer-sent and
-    /// not sent again
+    /// Watch each DIR (a drop folder): send each regular file in it once it is complete
+    /// (closed after writing, moved in, or unchanged for --settle), until SIGINT/SIGTERM;
+    /// waits for a receiver whenever there is none. What was committed is kept in a sent
+    /// list (--state) and not sent again
     #[arg(long, conflicts_with_all = ["legacy", "name"])]
     pub watch: bool,
-    /// With --watch: remove each file once the receiver committed it (and only then)
+    /// With --watch: remove each file once the receiver committed it, if it is still the
+    /// version sent (and only then)
     #[arg(long, requires = "watch")]
     pub remove_source_files: bool,
+    /// With --watch: how long a file found by looking (at startup, in a new directory) must
+    /// stay unchanged before it is sent
+    #[arg(long, requires = "watch", value_name = "SECS", default_value = "1", value_parser = crate::mechanisms::parse::parse_secs)]
+    pub settle: f64,
+    /// With --watch: the sent list [default: $STATE_DIRECTORY, $XDG_STATE_HOME/shmxfer or
+    /// ~/.local/state/shmxfer, one file per set of DIRs]
+    #[arg(long, requires = "watch", value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub state: Option<PathBuf>,
+    /// With --watch: send files that have more than one name (hard links); without it they
+    /// are skipped, since a hard link can name a file its maker may not read
+    #[arg(long, requires = "watch")]
+    pub allow_hardlinks: bool,
     /// With --watch: one JSON object per committed file on stdout (path, committed_as, removed)
     #[arg(long, requires = "watch")]
     pub json: bool,

@@ -489,23 +489,33 @@ impl Sender {
     /// Posts the file at `path` under `name` (see [`Sender::send_path_as`] and
     /// [`Sender::post_path`]).
     pub fn post_path_as(&mut self, path: &Path, name: &[u8]) -> u64 {
-        let fits = name.len() <= frame::MAX_PATH
-            && !name.contains(&0)
-            && name
-                .split(|&c| c == b'/')
-                .all(|c| c.len() <= frame::MAX_NAME);
-        if !fits {
+        if !name_fits(name) {
             return self.refuse_early(path, SendError::BadPath(path.into()));
         }
         self.observer.phase(Phase::Input, Some(path));
         let opened = open_path(path);
         self.observer.phase(Phase::Idle, None);
         match opened {
-            Ok((file, size, meta)) => self.post(Offer {
-                meta,
-                ..Offer::new(path, name, Input::File(&file), size)
-            }),
+            Ok(file) => self.post_opened(path, name, &file),
             Err(e) => self.refuse_early(path, e),
+        }
+    }
+
+    /// Posts a file the caller opened under `name`, with its mode and mtime, as
+    /// [`Sender::post_path_as`] posts the file at a path; `label` names it in its [`Verdict`].
+    /// For a caller that checks a file through its descriptor (`fstat`: a regular file, whose
+    /// owner and links it trusts) and must send from that very descriptor, never from a path
+    /// that may have been swapped meanwhile.
+    pub fn post_opened(&mut self, label: &Path, name: &[u8], file: &File) -> u64 {
+        if !name_fits(name) {
+            return self.refuse_early(label, SendError::BadPath(label.into()));
+        }
+        match describe(label, file) {
+            Ok((size, meta)) => self.post(Offer {
+                meta: Some(meta),
+                ..Offer::new(label, name, Input::File(file), size)
+            }),
+            Err(e) => self.refuse_early(label, e),
         }
     }
 
@@ -724,15 +734,30 @@ impl Drop for Sender {
 
 /// Opens a path to send: its size (a regular file's; 0 counts as unknown, as /proc files
 /// have content and say 0) and metadata.
-fn open_path(path: &Path) -> Result<(File, Option<u64>, Option<Meta>), SendError> {
-    let f = File::open(path).map_err(|e| match e.kind() {
+fn open_path(path: &Path) -> Result<File, SendError> {
+    File::open(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => SendError::Missing(path.into()),
         io::ErrorKind::PermissionDenied => SendError::Unreadable(path.into()),
         _ => SendError::Open {
             path: path.into(),
             source: e,
         },
-    })?;
+    })
+}
+
+/// Whether the protocol can carry `name`: a relative path of at most `MAX_PATH` bytes, no
+/// NUL, no component over `MAX_NAME`.
+fn name_fits(name: &[u8]) -> bool {
+    name.len() <= frame::MAX_PATH
+        && !name.contains(&0)
+        && name
+            .split(|&c| c == b'/')
+            .all(|c| c.len() <= frame::MAX_NAME)
+}
+
+/// An open file's size (known for a non-empty regular file) and the mode and mtime it is
+/// sent with, from `fstat`.
+fn describe(path: &Path, f: &File) -> Result<(Option<u64>, Meta), SendError> {
     let md = f.metadata().map_err(|source| SendError::Open {
         path: path.into(),
         source,
@@ -747,9 +772,9 @@ fn open_path(path: &Path) -> Result<(File, Option<u64>, Option<Meta>), SendError
     };
     let size = (md.is_file() && md.len() > 0).then_some(md.len());
     if size.is_some() {
-        sysv::advise_sequential(&f);
+        sysv::advise_sequential(f);
     }
-    Ok((f, size, Some(meta)))
+    Ok((size, meta))
 }
 
 /// Attaches to the channel, waiting for a receiver to appear until `deadline` if one is given.

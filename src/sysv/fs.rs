@@ -117,3 +117,36 @@ pub fn open_subdir(
     let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     Ok(nix::fcntl::openat(parent, name, flags, Mode::empty())?)
 }
+
+/// Whether some process has `file` open for writing, as the kernel tells whoever may take a
+/// read lease on it (the file's owner, or a holder of `CAP_LEASE`): `Some(true)` when the
+/// lease is refused because a writer has the file open (`EAGAIN`), `Some(false)` when it was
+/// granted (it is released at once), `None` where we may not take one (another user's file,
+/// a filesystem without leases). `file` must be open read-only.
+pub fn open_for_writing(file: &File) -> Option<bool> {
+    ignore_lease_breaks();
+    // SAFETY: F_SETLEASE takes an int and acts only on the lease of this descriptor's open
+    // file description, which we own; no memory is passed.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) };
+    if r == 0 {
+        // SAFETY: as above; F_UNLCK drops the lease just taken.
+        unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
+        return Some(false);
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => Some(true),
+        _ => None,
+    }
+}
+
+/// A writer that opens a file in the instant we hold a lease on it makes the kernel send us
+/// SIGIO, whose default action ends the process: we hold leases for two syscalls and take no
+/// other SIGIO, so it is ignored once, before the first lease.
+fn ignore_lease_breaks() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use nix::sys::signal::{SigHandler, Signal, signal};
+        // SAFETY: SIG_IGN runs no code in the handler; nothing in shmxfer waits for SIGIO.
+        let _ = unsafe { signal(Signal::SIGIO, SigHandler::SigIgn) };
+    });
+}
