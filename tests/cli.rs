@@ -243,7 +243,7 @@ fn every_value_the_bash_completion_offers_parses_as_typed() {
         } else if line.contains("compgen -f") {
             // Files are offered only where a path (or a program) is what parses.
             assert!(
-                ["--dir", "--exec", "-x", "--owner"].contains(&opt.as_str()),
+                ["--dir", "--exec", "-x", "--owner", "--state"].contains(&opt.as_str()),
                 "{sub} {opt} completes file names"
             );
         }

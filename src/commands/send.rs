@@ -599,7 +599,7 @@ pub struct SendArgs {
     pub remove_source_files: bool,
     /// With --watch: how long a file found by looking (at startup, in a new directory) must
     /// stay unchanged before it is sent
-    #[arg(long, requires = "watch", value_name = "SECS", default_value = "1", value_parser = crate::mechanisms::parse::parse_secs)]
+    #[arg(long, requires = "watch", value_name = "SECS", default_value = "1", value_hint = clap::ValueHint::Other, value_parser = crate::mechanisms::parse::parse_secs)]
     pub settle: f64,
     /// With --watch: the sent list [default: $STATE_DIRECTORY, $XDG_STATE_HOME/shmxfer or
     /// ~/.local/state/shmxfer, one file per set of DIRs]

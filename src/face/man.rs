@@ -171,11 +171,17 @@ fn extra(sub: Option<&str>) -> String {
     if sub != Some("status") {
         out += ".TP\n\\fBSHMXFER_KEY\\fR\nThe channel (a key or a name) when \\-\\-key is not given; not with \\-\\-legacy.\n";
     }
+    if matches!(sub, None | Some("send")) {
+        out += ".TP\n\\fBSTATE_DIRECTORY\\fR, \\fBXDG_STATE_HOME\\fR, \\fBHOME\\fR\nWhere send \\-\\-watch keeps its sent list when no \\-\\-state is given, the first that is set.\n";
+    }
     out += ".TP\n\\fBNO_COLOR\\fR\nWhen set and not empty, no colour on stderr.\n";
     out += ".SH FILES\n";
     out += ".TP\n\\fB/proc/sysvipc/shm\\fR, \\fB/proc/sysvipc/sem\\fR, \\fB/proc/sysvipc/msg\\fR\nThe kernel's IPC tables, read as ipcs reads them.\n";
     if matches!(sub, None | Some("recv")) {
         out += ".TP\n\\fIDIR\\fB/.shmxfer\\-\\fIPID\\fB\\-\\fIN\\fB.part\\fR\nA file being received where the filesystem has no O_TMPFILE; named only when whole.\n";
+    }
+    if matches!(sub, None | Some("send")) {
+        out += ".TP\n\\fB$STATE_DIRECTORY\\fR, \\fB$XDG_STATE_HOME/shmxfer/\\fR, \\fB~/.local/state/shmxfer/\\fR\\fBwatch\\-\\fINAME\\fB\\-\\fIHASH\\fB.sent\\fR\nsend \\-\\-watch's sent list when no \\-\\-state is given: the identities of the files committed.\n";
     }
     if matches!(sub, None | Some("status")) {
         out += ".TP\n\\fB/proc/sys/kernel/shmmax\\fR, \\fBshmall\\fR, \\fBshmmni\\fR, \\fBsem\\fR, \\fBmsg*\\fR\nThe limits status \\-l shows.\n";

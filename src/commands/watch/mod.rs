@@ -64,14 +64,6 @@ pub struct Watch {
 impl Watch {
     /// Opens and watches `dirs`, opens the sent list, and lets what the folders hold settle.
     pub fn new(dirs: &[PathBuf], opts: Options) -> Result<Watch, super::Error> {
-        let state = match &opts.state {
-            Some(s) => s.clone(),
-            None => {
-                sent::default_path(dirs).map_err(|m| super::Error::Start(exit::CANTCREAT, m))?
-            }
-        };
-        let sent = SentList::open(&state).map_err(|m| super::Error::Start(exit::CANTCREAT, m))?;
-        tracing::debug!(list = %escape_path(sent.path()), "the sent list");
         let mut folder = Folder::new(opts.recursive, opts.allow_hardlinks, opts.quiet)
             .map_err(|m| super::Error::Start(exit::OSERR, m))?;
         let mut roots = Vec::new();
@@ -88,6 +80,14 @@ impl Watch {
             roots.push(Root { prefix, slot });
             found.extend(seen);
         }
+        let state = match &opts.state {
+            Some(s) => s.clone(),
+            None => {
+                sent::default_path(dirs).map_err(|m| super::Error::Start(exit::CANTCREAT, m))?
+            }
+        };
+        let sent = SentList::open(&state).map_err(|m| super::Error::Start(exit::CANTCREAT, m))?;
+        tracing::debug!(list = %escape_path(sent.path()), "the sent list");
         let mut w = Watch {
             folder,
             roots,
@@ -208,16 +208,14 @@ impl Watch {
             let Some((was, _)) = self.settling.remove(&n) else {
                 continue;
             };
-            match self.folder.stat(&n) {
-                Ok(st) => {
-                    let now_st = Stamp::of_stat(&st);
-                    if now_st.same_version(&was) {
-                        self.enqueue(n);
-                    } else {
-                        self.settling.insert(n, (now_st, now + self.opts.settle));
-                    }
+            // Gone meanwhile: nothing to send.
+            if let Ok(st) = self.folder.stat(&n) {
+                let now_st = Stamp::of_stat(&st);
+                if now_st.same_version(&was) {
+                    self.enqueue(n);
+                } else {
+                    self.settling.insert(n, (now_st, now + self.opts.settle));
                 }
-                Err(_) => {}
             }
         }
     }

@@ -106,6 +106,17 @@ pub fn default_path(dirs: &[PathBuf]) -> Result<PathBuf, String> {
     Ok(base.join(format!("watch-{stem}-{}.sent", &digest[..12])))
 }
 
+impl std::fmt::Debug for SentList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SentList({}, {} entries)",
+            escape_path(&self.path),
+            self.ids.len()
+        )
+    }
+}
+
 impl SentList {
     /// Opens (or creates, mode 0600) the list at `path` and locks it.
     ///
