@@ -237,6 +237,32 @@ small_stop
 report "first 1,000 copies, per file" "$(awk -v n="$KEPT_FIRST" 'BEGIN {printf "%.3f", n/1000/1e6}')" " ms"
 verdict "last 1,000 copies / first 1,000" "$(ratio "$KEPT_LAST" "$KEPT_FIRST")" "<=" 2
 
+echo "drop folder: 1,000 files of 10 KB moved into a watched folder (mv), until all are committed:"
+mkdir -p "$WORK/burst-src"
+for i in $(seq -w 1 1000); do head -c 10240 /dev/urandom >"$WORK/burst-src/f$i"; done
+count_in() { find "$1" -maxdepth 1 -type f | wc -l; }
+declare -a T_BURST T_BURST_ONE
+for b in 1 2 3; do
+  stage="$WORK/stage$b"; drop="$WORK/drop$b"; mkdir -p "$stage" "$drop"
+  cp "$WORK"/burst-src/* "$stage/"
+  small_recv "$(fresh "burst$b")"
+  "$BIN" send --key "$SKEY" -q --watch --state "$WORK/burst$b.sent" "$drop" & WPID=$!; PIDS+=($WPID)
+  sleep 0.3
+  t0=$(now); mv "$stage"/* "$drop/"
+  while (( $(count_in "$WORK/s/$r/burst$b") < 1000 )); do sleep 0.005; done
+  T_BURST+=($(( $(now) - t0 )))
+  kill -INT "$WPID"; wait "$WPID" 2>/dev/null || true
+  small_stop
+  # The baseline: one send of the same 1,000 files.
+  small_recv "$(fresh "burstone$b")"
+  timed "$BIN" send --key "$SKEY" "$WORK"/burst-src/*; T_BURST_ONE+=("$LAST")
+  small_stop
+done
+BURST=$(m "${T_BURST[@]}"); BURST_ONE=$(m "${T_BURST_ONE[@]}")
+verdict "drop folder burst, per file" "$(awk -v n="$BURST" 'BEGIN {printf "%.3f", n/1000/1e6}')" "<=" 1 " ms"
+report "one send of the same 1,000 files, per file" "$(awk -v n="$BURST_ONE" 'BEGIN {printf "%.3f", n/1000/1e6}')" " ms"
+report "drop folder burst / one send" "$(ratio "$BURST" "$BURST_ONE")" "x"
+
 echo "idle receiver, 10 s:"
 ticks() { awk '{print $14+$15}' "/proc/$RPID/stat"; }
 switches() { cat /proc/$RPID/task/*/status | awk '/ctxt_switches/ {s+=$2} END {print s}'; }

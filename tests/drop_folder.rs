@@ -582,3 +582,17 @@ fn the_sent_list_lives_in_the_state_directory_and_one_others_may_write_is_refuse
         stderr(&o)
     );
 }
+
+#[test]
+fn one_sigint_ends_the_watcher_within_2_s_while_it_awaits_a_stopped_receiver() {
+    let s = Spool::new();
+    let r = s.env.recv(&["--keep-name", "-q"]);
+    let w = s.watcher(&[]);
+    r.signal("STOP");
+    std::fs::write(s.drop.join("a.txt"), b"a").unwrap();
+    assert!(w.awaits_answer());
+    let (code, took, err) = w.interrupt();
+    r.signal("CONT");
+    assert_eq!(code, Some(130), "{err}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}

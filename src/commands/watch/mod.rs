@@ -107,16 +107,7 @@ impl Watch {
         if self.sent.fresh() {
             self.adopt_old_lists(&found);
         }
-        let present: HashSet<sent::Ident> = found
-            .iter()
-            .filter_map(|s| match s {
-                Seen::Found(_, st) => Some(st.ident()),
-                _ => None,
-            })
-            .collect();
-        if let Err(m) = self.sent.keep_only(&|id| present.contains(id)) {
-            crate::mechanisms::term::warn(self.opts.quiet, m);
-        }
+        self.keep_only(&found);
         for s in found {
             self.seen(s);
         }
@@ -416,10 +407,14 @@ impl Watch {
 
     /// Drops the sent list's entries of files no longer in the folders.
     fn prune(&mut self) {
-        let present: HashSet<sent::Ident> = self
-            .folder
-            .look_again()
-            .into_iter()
+        let found = self.folder.look_again();
+        self.keep_only(&found);
+    }
+
+    /// Keeps in the sent list only the files among `found`.
+    fn keep_only(&mut self, found: &[Seen]) {
+        let present: HashSet<sent::Ident> = found
+            .iter()
             .filter_map(|s| match s {
                 Seen::Found(_, st) => Some(st.ident()),
                 _ => None,
