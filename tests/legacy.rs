@@ -454,7 +454,8 @@ fn status_marks_the_original_systems_objects_and_clean_legacy_removes_them() {
     );
     let o = shmxfer(&["status", "--key", &sk_arg, "--json"]);
     assert!(stdout(&o).contains("legacy-size"), "{}", stdout(&o));
-    // A consumer is attached: clean --legacy refuses without --force; a dry run lists.
+    // A consumer is attached: clean --legacy refuses without --force, and a dry run says
+    // what the real run would (75), as for a native channel with a live receiver.
     let clean = |extra: &[&str]| {
         let mut a = vec!["clean", "--legacy"];
         a.extend(legacy_args);
@@ -464,6 +465,13 @@ fn status_marks_the_original_systems_objects_and_clean_legacy_removes_them() {
     let o = clean(&[]);
     assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
     let o = clean(&["--dry-run"]);
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("a consumer is running"),
+        "{}",
+        stderr(&o)
+    );
+    let o = clean(&["--dry-run", "--force"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         stdout(&o).matches("would remove").count(),
@@ -471,6 +479,8 @@ fn status_marks_the_original_systems_objects_and_clean_legacy_removes_them() {
         "{}",
         stdout(&o)
     );
+    let live = env_native_dry_run_code();
+    assert_eq!(live, Some(75), "the native rule is the same");
     r.signal("KILL");
     r.wait(Duration::from_secs(10));
     let o = clean(&[]);
@@ -932,4 +942,13 @@ fn sem_state(ck: Key, sk: Key) -> String {
         })
     };
     format!("content: {}; size: {}", one(ck), one(sk))
+}
+
+/// What `clean --dry-run` answers for a native channel whose receiver lives.
+fn env_native_dry_run_code() -> Option<i32> {
+    let env = Env::new();
+    let _r = env.recv(&[]);
+    run_bounded(env.cmd(&["clean", "--dry-run"]), Duration::from_secs(10))
+        .status
+        .code()
 }

@@ -289,10 +289,25 @@ fn recv_tells_a_service_manager_it_is_ready_what_it_did_and_that_it_stops() {
     let o = env.send(&[f.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let status = next();
-    assert!(status.starts_with("STATUS=1 files committed"), "{status}");
+    assert!(status.starts_with("STATUS=1 file committed;"), "{status}");
     r.signal("TERM");
     let stopping = next();
     assert!(stopping.contains("STOPPING=1"), "{stopping}");
     let out = r.wait(Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(130));
+    // Whatever came after: STOPPING once, and the count in words.
+    sock.set_nonblocking(true).unwrap();
+    let mut rest = Vec::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        !rest.iter().any(|m| m.contains("STOPPING=1")),
+        "sent twice: {rest:?}"
+    );
+    assert!(
+        rest.iter()
+            .any(|m| m.contains("STATUS=stopping, 1 file committed")),
+        "{rest:?}"
+    );
 }

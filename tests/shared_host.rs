@@ -277,6 +277,13 @@ fn another_users_private_channel_is_listed_as_unknown_and_its_stale_one_is_not_y
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(77), "{err}");
     assert!(err.contains("a stale channel of root"), "{err}");
-    assert!(err.contains("not yours to remove"), "{err}");
+    assert!(err.contains("not yours to remove: only root can"), "{err}");
+    assert!(err.contains("could not be removed"), "{err}");
+    // A dry run says what would happen, not what did.
+    let o = as_nobody(&["clean", "--stale", "--dry-run", "--key", &key]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(77), "{err}");
+    assert!(err.contains("1 object(s) would not be removed"), "{err}");
+    assert!(!err.contains("could not"), "{err}");
     assert!(Shm::open(env.key).is_ok(), "still there");
 }

@@ -30,11 +30,21 @@ pub enum CleanError {
         serves: String,
         wanted: String,
     },
-    #[error("{count} object(s) could not be removed (see above)")]
-    NotRemoved { count: usize, permission: bool },
+    #[error(
+        "{count} object(s) {} (see above)",
+        if *dry_run { "would not be removed" } else { "could not be removed" }
+    )]
+    NotRemoved {
+        count: usize,
+        permission: bool,
+        dry_run: bool,
+    },
     #[error(transparent)]
     Frame(#[from] FrameError),
-    #[error("cannot read the kernel's IPC tables: {0}")]
+    #[error(
+        "cannot read the kernel's IPC tables: {}",
+        crate::mechanisms::text::io_text(.0)
+    )]
     Proc(std::io::Error),
 }
 
@@ -115,6 +125,7 @@ fn report(o: Outcome, args: &CleanArgs) -> Result<(), CleanError> {
         return Err(CleanError::NotRemoved {
             count: failed + o.not_yours.len(),
             permission,
+            dry_run: args.dry_run,
         });
     }
     Ok(())
@@ -215,9 +226,14 @@ fn clean_stale(args: &CleanArgs) -> Result<Outcome, CleanError> {
             Ok(Probe::NoPermission { uid, pid, .. })
                 if r.num("nattch") == 0 && !sysv::process_alive(pid) =>
             {
+                let owner = sysv::user_name(uid);
+                let who = match uid {
+                    0 => "root".to_string(),
+                    _ => format!("{owner} or root"),
+                };
                 out.not_yours.push(format!(
-                    "key {key}: a stale channel of {} (its receiver, pid {pid}, is gone), not yours to remove: only {0} or root can (`shmxfer clean --stale --key {key}` as them)",
-                    sysv::user_name(uid)
+                    "key {key}: a stale channel of {owner} (its receiver, pid {pid}, is gone), not yours to remove: only {who} can (`shmxfer clean --stale --key {key}` as {})",
+                    if uid == 0 { "root" } else { "them" }
                 ));
             }
             _ => {}
@@ -250,17 +266,13 @@ fn clean_legacy(
             ));
             continue;
         }
+        // A dry run answers as the real run would: a consumer running is a refusal (75), as a
+        // live receiver is for a native channel.
         if stat.nattch > 0 && !args.force {
-            if !args.dry_run {
-                return Err(CleanError::LegacyInUse {
-                    key,
-                    nattch: stat.nattch,
-                });
-            }
-            out.notes.push(format!(
-                "key {key} is attached by {} process(es) (a consumer is running): clean needs --force",
-                stat.nattch
-            ));
+            return Err(CleanError::LegacyInUse {
+                key,
+                nattch: stat.nattch,
+            });
         }
         out.removals.push(removal(
             format!("shared memory {} (key {key})", shm.id()),

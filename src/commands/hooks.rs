@@ -282,8 +282,9 @@ fn run_one(state: &State, cmd: &[OsString], c: &Committed) -> bool {
             crate::mechanisms::term::warn(
                 false,
                 format_args!(
-                    "--exec: cannot run {shown} for {}: {e}",
-                    escape_path(&c.path)
+                    "--exec: cannot run {shown} for {}: {}",
+                    escape_path(&c.path),
+                    crate::mechanisms::text::io_text(&e)
                 ),
             );
             return false;
@@ -306,7 +307,10 @@ fn run_one(state: &State, cmd: &[OsString], c: &Committed) -> bool {
             false
         }
         Err(e) => {
-            crate::mechanisms::term::warn(false, format_args!("--exec: {shown}: {e}"));
+            crate::mechanisms::term::warn(
+                false,
+                format_args!("--exec: {shown}: {}", crate::mechanisms::text::io_text(&e)),
+            );
             false
         }
     }

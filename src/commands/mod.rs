@@ -38,6 +38,17 @@ impl ChannelArgs {
     /// effective uid). (The environment variable is read here, not by clap, because it must
     /// not apply in --legacy mode.)
     pub fn native(&self) -> Result<Address, String> {
+        let addr = self.resolve()?;
+        let flags = match &addr.name {
+            Some(n) => format!(" --key {n}"),
+            None if addr.key == user_key(crate::sysv::geteuid()) => String::new(),
+            None => format!(" --key {}", addr.key),
+        };
+        let _ = CHANNEL_FLAGS.set(flags);
+        Ok(addr)
+    }
+
+    fn resolve(&self) -> Result<Address, String> {
         if let Some(a) = &self.key {
             return Ok(a.clone());
         }
@@ -60,11 +71,28 @@ impl ChannelArgs {
             Some(a) => a.key,
             None => crate::protocols::legacy::CONTENT_KEY,
         };
-        Ok((
-            content,
-            self.size_key.unwrap_or(crate::protocols::legacy::SIZE_KEY),
-        ))
+        let size = self.size_key.unwrap_or(crate::protocols::legacy::SIZE_KEY);
+        let mut flags = String::new();
+        if content != crate::protocols::legacy::CONTENT_KEY {
+            flags += &format!(" --key {}", content.0);
+        }
+        if size != crate::protocols::legacy::SIZE_KEY {
+            flags += &format!(" --size-key {}", size.0);
+        }
+        let _ = CHANNEL_FLAGS.set(flags);
+        Ok((content, size))
     }
+}
+
+/// How the user named the channel, as the flags a suggested command must repeat
+/// (` --key camera`; empty for the default channel), set once the command line is read: a
+/// hint that dropped them would point at another channel, as a `git` hint that dropped the
+/// remote would.
+static CHANNEL_FLAGS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The channel flags of this command (see [`CHANNEL_FLAGS`]).
+pub fn channel_flags() -> &'static str {
+    CHANNEL_FLAGS.get().map_or("", String::as_str)
 }
 
 #[derive(Debug, Args, Clone)]
@@ -145,15 +173,18 @@ pub fn frame_message(f: &FrameError) -> String {
             format!("; if you mean to hand your files to {owner}, send with `--owner {owner}`")
         }
         FrameError::Starting { .. } => "; try again, or wait with --wait SECS".into(),
-        FrameError::NoReceiver { .. } => ": start `shmxfer recv` first".into(),
+        FrameError::NoReceiver { .. } => {
+            format!(": start `shmxfer recv{}` first", channel_flags())
+        }
         FrameError::Taken { .. } => ": pick another name or key (--key)".into(),
         FrameError::OtherName { .. } => {
             " (the key is shared: start the receiver with another name)".into()
         }
-        FrameError::ReceiverGone { .. } => {
-            "; start `shmxfer recv` again (it takes the key over)".into()
-        }
-        FrameError::Removed { .. } => "; start `shmxfer recv` again".into(),
+        FrameError::ReceiverGone { .. } => format!(
+            "; start `shmxfer recv{}` again (it takes the key over)",
+            channel_flags()
+        ),
+        FrameError::Removed { .. } => format!("; start `shmxfer recv{}` again", channel_flags()),
         FrameError::Limit { limit, object, .. } => match *limit {
             "kernel.shmmax" if *object == "control segment" => format!(
                 "; raise the limit to at least {} bytes (sysctl kernel.shmmax)",
@@ -194,13 +225,20 @@ fn legacy_message(e: &crate::protocols::legacy::LegacyError) -> String {
     match e {
         LegacyError::Size { .. } => format!("{e}: use native mode (without --legacy)"),
         LegacyError::NoConsumer { .. } => {
-            format!("{e}: start the original `./consumer` (or `shmxfer recv --legacy`) first")
+            format!(
+                "{e}: start the original `./consumer` (or `shmxfer recv --legacy{}`) first",
+                channel_flags()
+            )
         }
         LegacyError::InUse { .. } => {
-            format!("{e}; `shmxfer clean --legacy` removes leftovers")
+            format!(
+                "{e}; `shmxfer clean --legacy{}` removes leftovers",
+                channel_flags()
+            )
         }
         LegacyError::ConsumerDead { .. } => format!(
-            "{e}: start the consumer again (it needs the keys free: `shmxfer clean --legacy` removes the leftovers)"
+            "{e}: start the consumer again (it needs the keys free: `shmxfer clean --legacy{}` removes the leftovers)",
+            channel_flags()
         ),
         e => e.to_string(),
     }
@@ -210,6 +248,9 @@ fn output_message(e: &crate::mechanisms::output::OutputError) -> String {
     use crate::mechanisms::output::OutputError;
     match e {
         OutputError::NotDir(_) => format!("--dir {e}"),
+        OutputError::Unwritable { .. } => {
+            format!("{e}: give a --dir this user may write, or run as one who may")
+        }
         OutputError::BadBasename => "--basename must be a plain name without `/`".into(),
         OutputError::BadExt => "--ext must not contain `/`".into(),
         e => e.to_string(),

@@ -14,6 +14,15 @@ pub struct Notifier {
     /// When the last `STATUS=` went: at most one per [`STATUS_EVERY`] (a datagram per file
     /// would be a syscall per file).
     last: Mutex<Option<Instant>>,
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+/// "1 file committed", "2 files committed".
+pub fn committed(n: u64) -> String {
+    match n {
+        1 => "1 file committed".into(),
+        n => format!("{n} files committed"),
+    }
 }
 
 /// How often a busy receiver updates its status line.
@@ -35,6 +44,7 @@ impl Notifier {
         Notifier {
             to,
             last: Mutex::new(None),
+            stopped: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -43,6 +53,14 @@ impl Notifier {
     pub fn send(&self, msg: &str) {
         if let Some((sock, addr)) = &self.to {
             let _ = sock.send_to_addr(msg.as_bytes(), addr);
+        }
+    }
+
+    /// `STOPPING=1`, once however many paths get there (the stop handler and the main
+    /// thread's end both do).
+    pub fn stopping(&self) {
+        if !self.stopped.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.send("STOPPING=1");
         }
     }
 

@@ -38,7 +38,9 @@ pub enum RecvError {
 impl RecvError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            RecvError::Output(OutputError::Dir { .. } | OutputError::NotDir(_)) => exit::CANTCREAT,
+            RecvError::Output(
+                OutputError::Dir { .. } | OutputError::NotDir(_) | OutputError::Unwritable { .. },
+            ) => exit::CANTCREAT,
             RecvError::Output(_) | RecvError::Usage(_) => exit::USAGE,
             RecvError::Frame(e) => exit::of_frame(e),
         }
@@ -161,9 +163,9 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
         rx.channel().key
     ));
     let r = serve_files(&mut rx, &opts, namer.as_mut(), hooks.as_ref(), &mut tally);
-    notifier().send("STOPPING=1");
+    notifier().stopping();
     notifier().status(true, || {
-        format!("stopping, {} files committed", tally.received)
+        format!("stopping, {}", super::notify::committed(tally.received))
     });
     drop(rx);
     let failed = end_hooks(hooks, r.is_err());
@@ -306,7 +308,11 @@ fn take_file(
         Err(e) => {
             tally.failed = true;
             gone_is_no_error(incoming.cannot_create(&opts.dir, &e), &shown, opts)?;
-            let why = format!("cannot create a file in {}: {e}", escape_path(&opts.dir));
+            let why = format!(
+                "cannot create a file in {}: {}",
+                escape_path(&opts.dir),
+                crate::mechanisms::text::io_text(&e)
+            );
             crate::mechanisms::term::warn(opts.quiet, format_args!("{shown}: {why}; discarded"));
             return Ok(None);
         }
@@ -350,8 +356,8 @@ fn take_file(
     tally.received += 1;
     notifier().status(false, || {
         format!(
-            "{} files committed; the last: {}",
-            tally.received,
+            "{}; the last: {}",
+            super::notify::committed(tally.received),
             escape_path(&path)
         )
     });
@@ -418,7 +424,7 @@ fn record(path: &Path, bytes: u64, md5: Option<&str>) -> String {
 fn install_stop_handler(cancel: runtime::Cancel) {
     let _ = ctrlc::set_handler(move || {
         cancel.cancel();
-        notifier().send("STOPPING=1");
+        notifier().stopping();
         if let Some(ch) = CHANNEL.get() {
             ch.set_state(State::Stopping);
             let _ = ch.sems.remove();
@@ -622,7 +628,10 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
         Err(e) => {
             crate::mechanisms::term::warn(
                 opts.quiet,
-                format_args!("could not write a received file: {e}; discarded"),
+                format_args!(
+                    "could not write a received file: {}; discarded",
+                    crate::mechanisms::text::io_text(&e)
+                ),
             );
             Took::Failed
         }

@@ -15,7 +15,10 @@ use crate::mechanisms::term::error;
 /// `shmxfer man [PAGE]` prints a page; `--dir DIR` writes them all and lists them.
 fn man_pages(page: Option<&str>, dir: Option<&std::path::Path>) -> commands::Outcome {
     let cannot = |e: std::io::Error, what: String| {
-        error(format_args!("{what}: {e}"));
+        error(format_args!(
+            "{what}: {}",
+            crate::mechanisms::text::io_text(&e)
+        ));
         commands::Error::Said(exit::CANTCREAT)
     };
     match dir {

@@ -26,11 +26,24 @@ pub const MAX_NAME: usize = 255;
 #[non_exhaustive]
 pub enum OutputError {
     #[error(
-        "cannot create output directory {}: {source}",
-        crate::mechanisms::text::escape_path(dir)
+        "cannot create output directory {}: {}",
+        crate::mechanisms::text::escape_path(dir),
+        crate::mechanisms::text::io_text(source)
     )]
     /// The directory could not be created.
     Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    #[error(
+        "cannot create, write and rename files in {}: {}",
+        crate::mechanisms::text::escape_path(dir),
+        crate::mechanisms::text::io_text(source)
+    )]
+    /// Files cannot be made in the directory (permissions, a read-only or full filesystem).
+    Unwritable {
         /// The directory.
         dir: PathBuf,
         /// Why.
@@ -64,6 +77,10 @@ pub fn prepare(dir: &Path, basename: &str, ext: &str) -> Result<Namer, OutputErr
         source,
     })?;
     remove_dead_partials(dir);
+    check_writable(dir).map_err(|source| OutputError::Unwritable {
+        dir: dir.into(),
+        source,
+    })?;
     let ext = if ext.is_empty() || ext.starts_with('.') {
         ext.to_string()
     } else {
@@ -73,6 +90,31 @@ pub fn prepare(dir: &Path, basename: &str, ext: &str) -> Result<Namer, OutputErr
         dir: dir.into(),
         source,
     })
+}
+
+/// Makes a file as a receiver makes one where there is no `O_TMPFILE` (hidden, `O_EXCL`),
+/// writes a byte, renames it without replacing, and removes it: a directory where any of
+/// that fails would fail every file, so it is refused before a sender is served.
+fn check_writable(dir: &Path) -> io::Result<()> {
+    let pid = sysv::getpid();
+    let (a, b) = (
+        dir.join(format!(".shmxfer-{pid}-4294967294.part")),
+        dir.join(format!(".shmxfer-{pid}-4294967295.part")),
+    );
+    let tried = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&a)?;
+        std::io::Write::write_all(&mut f, b"x")?;
+        drop(f);
+        sysv::rename_noreplace(&a, &b)
+    })();
+    let _ = fs::remove_file(&a);
+    let _ = fs::remove_file(&b);
+    tried
 }
 
 /// Named temporary file of the transfer in flight, for a signal path to remove if the main

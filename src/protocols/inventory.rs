@@ -22,7 +22,10 @@ use crate::sysv::{self, Key, Kind, TableRow};
 /// Why the host's IPC objects could not be listed.
 #[non_exhaustive]
 pub enum InventoryError {
-    #[error("cannot read the kernel's IPC tables ({path}): {source}; is /proc mounted?")]
+    #[error(
+        "cannot read the kernel's IPC tables ({path}): {}; is /proc mounted?",
+        crate::mechanisms::text::io_text(source)
+    )]
     /// A kernel table could not be read.
     Proc {
         /// The table's path.

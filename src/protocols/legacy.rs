@@ -95,7 +95,11 @@ pub enum LegacyError {
         /// Its size (as far as it was read).
         size: u64,
     },
-    #[error("{}: {source}", path.display())]
+    #[error(
+        "{}: {}",
+        crate::mechanisms::text::escape_path(path),
+        crate::mechanisms::text::io_text(source)
+    )]
     /// The file could not be read.
     Input {
         /// The file.

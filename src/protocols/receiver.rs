@@ -937,7 +937,8 @@ fn finish(
         |status, errno, why| fail_file(ch, d.tags.file, status, errno, [0; 16], total, why);
     if let Some(e) = write_error {
         let errno = crate::mechanisms::output::errno_of(&e).unwrap_or(libc::EIO);
-        return answer(Status::WriteFailed, errno, format!("write failed: {e}"));
+        let why = format!("write failed: {}", crate::mechanisms::text::io_text(&e));
+        return answer(Status::WriteFailed, errno, why);
     }
     if let Some((status, why)) = d.failure {
         return answer(status, 0, why);

@@ -1,0 +1,122 @@
+//! A newcomer's second hour: hints that repeat the channel in use, errors in words, a
+//! receiver that refuses to serve a directory it cannot write, a closed stdout, and the
+//! smaller surprises met on the way.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn every_hint_that_suggests_a_command_carries_the_channel_in_use() {
+    let env = Env::new();
+    let o = env.send(&["/etc/hostname"]);
+    let want = format!("start `shmxfer recv --key {}` first", env.key_arg());
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    let name = format!("hint{}", std::process::id());
+    let o = shmxfer(&["send", "--key", &name, "/etc/hostname"]);
+    let want = format!("start `shmxfer recv --key {name}` first");
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    // The original system's keys, both of them, in decimal as the original takes them.
+    let (k, s) = (env.key.0 + 2, env.key.0 + 3);
+    let o = shmxfer(&[
+        "send",
+        "--legacy",
+        "--key",
+        &k.to_string(),
+        "--size-key",
+        &s.to_string(),
+        "/etc/hostname",
+    ]);
+    let want = format!("shmxfer recv --legacy --key {k} --size-key {s}");
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+}
+
+/// `shmxfer ARGS` as `nobody`, in `/`, with the test's key.
+fn nobody(env: &Env, args: &[&str]) -> std::process::Output {
+    let mut a = vec![args[0], "--key"];
+    let key = env.key_arg();
+    a.push(&key);
+    a.extend(&args[1..]);
+    as_nobody(&a)
+}
+
+#[test]
+fn errors_that_reach_a_user_are_in_words_without_os_error_numbers() {
+    let env = Env::new();
+    let check = |o: &std::process::Output, code: i32, words: &str| {
+        let err = stderr(o);
+        assert_eq!(o.status.code(), Some(code), "{err}");
+        assert!(err.contains(words), "{err}");
+        assert!(!err.contains("os error"), "{err}");
+    };
+    let o = run_bounded(
+        env.cmd(&["recv", "--dir", "/etc/hostname/sub"]),
+        Duration::from_secs(10),
+    );
+    check(&o, 73, "Not a directory");
+    let o = nobody(&env, &["recv", "--dir", "/root/x"]);
+    check(&o, 73, "Permission denied");
+    let o = shmxfer(&["man", "--dir", "/proc/no/such"]);
+    check(&o, 73, "No such file or directory");
+    // A full disk: the sender is told in words why its file failed.
+    let mnt = env.path("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=256k tmpfs '{m}' && exec '{BIN}' recv --key {} -q --dir '{m}/out'",
+        env.key_arg(),
+        m = mnt.display()
+    );
+    let mut c = std::process::Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _r = Receiver {
+        child: Some(c.spawn().unwrap()),
+    };
+    let big = env.file("big.bin", 1 << 20);
+    let mut o = env.send(&["--wait", "10", big.to_str().unwrap()]);
+    for _ in 0..3 {
+        if o.status.code() != Some(69) {
+            break;
+        }
+        o = env.send(&["--wait", "10", big.to_str().unwrap()]);
+    }
+    check(&o, 74, "No space left on device");
+}
+
+#[test]
+fn recv_refuses_a_directory_it_cannot_write_before_it_says_ready() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixDatagram;
+    let env = Env::new();
+    std::fs::set_permissions(env.dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let ro = env.path("ro");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::set_permissions(&ro, PermissionsExt::from_mode(0o555)).unwrap();
+    let sock_path = env.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    std::fs::set_permissions(&sock_path, PermissionsExt::from_mode(0o777)).unwrap();
+    let mut c = std::process::Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .args(["recv", "--key", &env.key_arg(), "--dir"])
+        .arg(&ro)
+        .env("NOTIFY_SOCKET", &sock_path);
+    let o = run_bounded(c, Duration::from_secs(10));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(73), "{err}");
+    assert!(
+        err.contains("cannot create, write and rename files in"),
+        "{err}"
+    );
+    assert!(err.contains("Permission denied"), "{err}");
+    sock.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut said = Vec::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(!said.iter().any(|m| m.contains("READY=1")), "{said:?}");
+    assert!(listing(&ro).is_empty(), "{:?}", listing(&ro));
+}
