@@ -125,7 +125,7 @@ fn a_sender_and_a_receiver_in_one_process_move_bytes_readers_and_paths() {
             ("empty.bin".into(), 0, true),
             ("path.bin".into(), 70_000, true),
             (
-                "liar.bin: the file changed while it was sent; discarded".into(),
+                "liar.bin: the file changed while it was read; discarded".into(),
                 0,
                 false
             ),

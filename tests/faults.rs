@@ -416,7 +416,7 @@ fn file_changes_while_sent(change: impl FnOnce(&std::path::Path)) {
     let o = finish(child, Duration::from_secs(30));
     assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("changed while it was sent"),
+        stderr(&o).contains("changed while it was read"),
         "{}",
         stderr(&o)
     );

@@ -106,7 +106,7 @@ fn after_an_input_that_shrinks_mid_file_the_next_files_arrive_whole() {
         let o = finish(child, Duration::from_secs(60));
         assert_eq!(o.status.code(), Some(65), "round {round}: {}", stderr(&o));
         assert!(
-            stderr(&o).contains("changed while it was sent"),
+            stderr(&o).contains("changed while it was read"),
             "{}",
             stderr(&o)
         );

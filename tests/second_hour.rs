@@ -120,3 +120,113 @@ fn recv_refuses_a_directory_it_cannot_write_before_it_says_ready() {
     assert!(!said.iter().any(|m| m.contains("READY=1")), "{said:?}");
     assert!(listing(&ro).is_empty(), "{:?}", listing(&ro));
 }
+
+#[test]
+fn recv_into_a_pipe_whose_reader_left_stops_between_files_with_141() {
+    use std::io::BufRead;
+    let env = Env::new();
+    let mut r = env.recv(&[]);
+    let mut out = std::io::BufReader::new(r.child.as_mut().unwrap().stdout.take().unwrap());
+    let a = env.file("a.bin", 100_000);
+    assert!(env.send(&[a.to_str().unwrap()]).status.success());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("file01"), "{line}");
+    drop(out); // `head -1` has had its line
+    let b = env.file("b.bin", 100_000);
+    let o = env.send(&[b.to_str().unwrap()]);
+    assert!(
+        o.status.success(),
+        "committed before its line could not be told: {}",
+        stderr(&o)
+    );
+    let done = r.wait(Duration::from_secs(10));
+    assert_eq!(done.status.code(), Some(141), "{}", stderr(&done));
+    // Nothing torn: both files whole, no temporary file left.
+    let names = listing(&env.out());
+    assert_eq!(names, ["file01.jpg", "file02.jpg"]);
+    assert!(same(&a, &env.out().join("file01.jpg")) && same(&b, &env.out().join("file02.jpg")));
+}
+
+#[test]
+fn status_of_a_key_that_holds_nothing_says_so_and_exits_1() {
+    let name = format!("nothing{}", std::process::id());
+    let o = shmxfer(&["status", "--key", &name]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no channel or IPC object at 0x"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains(&format!("({name})")), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+}
+
+#[test]
+fn a_negative_key_and_an_unsupported_shell_are_refused_in_their_own_words() {
+    for args in [
+        &["send", "--key", "-1", "/etc/hostname"][..],
+        &["status", "--key", "-5"],
+        &["send", "--legacy", "--size-key", "-44", "/etc/hostname"],
+    ] {
+        let o = shmxfer(args);
+        assert_eq!(o.status.code(), Some(64), "{args:?}");
+        assert!(
+            stderr(&o).contains("is negative"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+        assert!(
+            !stderr(&o).contains("-- -"),
+            "clap's tip is wrong here: {}",
+            stderr(&o)
+        );
+    }
+    let o = shmxfer(&["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        stderr(&o).contains("no completion script for tcsh"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("similar value"), "{}", stderr(&o));
+}
+
+#[test]
+fn status_limits_label_every_size_with_its_unit() {
+    let o = shmxfer(&["status", "-l"]);
+    let text = stdout(&o);
+    for line in text
+        .lines()
+        .filter(|l| l.contains(" size") || l.contains("memory"))
+    {
+        assert!(
+            line.contains("(bytes)") || line.contains("(kbytes)"),
+            "no unit: {line}"
+        );
+    }
+    assert!(text.contains("max seg size (bytes)"), "{text}");
+}
+
+#[test]
+fn the_top_man_page_lists_each_exit_code_once_and_names_every_file_and_variable() {
+    let page = stdout(&shmxfer(&["man"]));
+    let exit = &page[page.find("EXIT STATUS").unwrap()..page.find(".SH ENVIRONMENT").unwrap()];
+    let codes: Vec<&str> = exit
+        .lines()
+        .filter_map(|l| l.strip_prefix("\\fB").and_then(|l| l.strip_suffix("\\fR")))
+        .collect();
+    let mut unique = codes.clone();
+    unique.dedup();
+    assert_eq!(codes, unique, "a code listed twice: {codes:?}");
+    assert!(codes.contains(&"141"), "{codes:?}");
+    for needle in [
+        "SHMXFER_SPIN_US",
+        "STATE_DIRECTORY",
+        "legacy\\-",
+        ".lock",
+        ".sent",
+    ] {
+        assert!(page.contains(needle), "shmxfer(1) lacks {needle}");
+    }
+}

@@ -270,9 +270,13 @@ fn another_users_private_channel_is_listed_as_unknown_and_its_stale_one_is_not_y
     assert_eq!(j["channels"][0]["state"], "unknown", "{j}");
     assert_eq!(j["channels"][0]["owner"], "root", "{j}");
     assert_eq!(j["channels"][0]["receiver_pid"], r.pid(), "{j}");
-    // Killed, the channel is stale: nobody is told it is there and not theirs.
+    // Killed, the channel is stale: the kernel's table says so to anyone, and nobody is told
+    // it is there and not theirs.
     r.signal("KILL");
     let _ = r.wait(Duration::from_secs(10));
+    let o = as_nobody(&["status", "--json", "--key", &key]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["channels"][0]["state"], "stale", "{j}");
     let o = as_nobody(&["clean", "--stale", "--key", &key]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(77), "{err}");

@@ -331,45 +331,48 @@ fn limits_times_and_pids_render_like_ipcs() {
 }
 
 #[test]
-fn a_receiver_whose_stdout_reader_left_keeps_serving_quietly() {
+fn a_receiver_whose_stdout_reader_left_stops_quietly_between_files_with_141() {
     let env = Env::new();
     let mut c = std::process::Command::new("bash");
     c.arg("-c")
         .arg(format!(
-            "{BIN} recv --key {} --dir out | head -n 1 >/dev/null",
+            "{BIN} recv --key {} --dir out | head -n 1 >/dev/null; echo \"recv exited ${{PIPESTATUS[0]}}\" >&2",
             env.key_arg()
         ))
         .current_dir(env.dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut shell = c.spawn().unwrap();
+    let shell = c.spawn().unwrap();
     let f = env.file("a", 10);
-    for _ in 0..3 {
-        let o = env.send(&["--wait", "10", f.to_str().unwrap()]);
-        assert!(o.status.success(), "{}", stderr(&o));
+    // `head` leaves after the first line; the receiver stops at the first line it cannot
+    // write, after committing that file: later sends find no receiver.
+    let mut sent = 0;
+    for i in 0..6 {
+        // The first waits for the receiver to come up; the others must not wait for one.
+        let o = match i {
+            0 => env.send(&["--wait", "10", f.to_str().unwrap()]),
+            _ => env.send(&[f.to_str().unwrap()]),
+        };
+        match o.status.code() {
+            Some(0) => sent += 1,
+            Some(69) => break,
+            other => panic!("{other:?}: {}", stderr(&o)),
+        }
     }
-    assert_eq!(listing(&env.out()).len(), 3);
-    // Stop the receiver (the pipeline's first process) and read what it said.
-    Command::new("pkill")
-        .args(["-TERM", "-f", &format!("recv --key {}", env.key_arg())])
-        .status()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || shell
-        .try_wait()
-        .unwrap()
-        .is_some()));
-    let mut err = String::new();
-    use std::io::Read;
-    shell
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    assert!((2..6).contains(&sent), "{sent} sent");
+    let out = finish(shell, Duration::from_secs(10));
+    let err = stderr(&out);
+    assert!(err.contains("recv exited 141"), "{err}");
     assert!(
         !err.contains("panicked") && !err.contains("Broken pipe"),
         "{err}"
     );
+    // Every file committed is whole, and none is left half-made.
+    let names = listing(&env.out());
+    assert_eq!(names.len(), sent, "{names:?}");
+    for n in names {
+        assert!(same(&f, &env.out().join(n)));
+    }
 }
 
 /// The last pid to attach or detach the channel's control segment (/proc/sysvipc/shm).

@@ -29,6 +29,9 @@ pub const TEMPFAIL: i32 = 75;
 pub const PROTOCOL: i32 = 76;
 /// Permission denied on a channel or an object.
 pub const NOPERM: i32 = 77;
+/// Stdout was a pipe whose reader went away (`recv | head -1`): what a shell reports for a
+/// command killed by SIGPIPE, as `yes | head` ends.
+pub const PIPE: i32 = 141;
 /// Stopped by SIGINT or SIGTERM.
 pub const INTERRUPTED: i32 = 130;
 

@@ -26,10 +26,10 @@ use crate::sysv::Key;
 pub struct ChannelArgs {
     /// Channel: a key (decimal or 0x hex) or a name [env: SHMXFER_KEY] [default: your own,
     /// from your uid; 42 with --legacy]
-    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::mechanisms::parse::parse_address, value_name = "KEY|NAME")]
+    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::mechanisms::parse::parse_address, value_name = "KEY|NAME", allow_hyphen_values = true)]
     pub key: Option<Address>,
     /// With --legacy: the size segment's key [default: 44]
-    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::mechanisms::parse::parse_key, requires = "legacy")]
+    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::mechanisms::parse::parse_key, requires = "legacy", allow_hyphen_values = true)]
     pub size_key: Option<Key>,
 }
 

@@ -210,8 +210,13 @@ fn serve_files(
         tally.make_spare(opts, namer.as_deref());
         match rx.next_event()? {
             Event::File(incoming) => {
-                if let Some(c) = take_file(incoming, opts, namer.as_deref_mut(), tally)? {
-                    announce(&c, opts, hooks);
+                if let Some(c) = take_file(incoming, opts, namer.as_deref_mut(), tally)?
+                    && !announce(&c, opts, hooks)
+                {
+                    // Nobody reads our records any more (`recv | head -1`): stop as `yes`
+                    // does when `head` has had enough, between files, so none is left torn.
+                    rx.channel().set_state(State::Stopping);
+                    return Ok(exit::PIPE);
                 }
             }
             Event::SessionEnd if tally.closed(opts) => {
@@ -229,23 +234,25 @@ fn serve_files(
 }
 
 /// Tells about a committed file: its record (a tab-separated line, or `--json`'s object) and
-/// its `--exec` command.
-fn announce(c: &Committed, opts: &Opts, hooks: Option<&Hooks>) {
+/// its `--exec` command. Returns false when stdout is a pipe nobody reads any more.
+fn announce(c: &Committed, opts: &Opts, hooks: Option<&Hooks>) -> bool {
+    let mut open = true;
     if opts.json {
         if let Ok(line) = serde_json::to_string(c) {
-            crate::mechanisms::term::out_line(&line);
+            open = crate::mechanisms::term::out_line(&line);
         }
     } else if !opts.quiet {
         let record = record(&c.path, c.size, c.md5.as_deref());
         if opts.stdout {
             eprintln!("{record}");
         } else {
-            crate::mechanisms::term::out_line(&record);
+            open = crate::mechanisms::term::out_line(&record);
         }
     }
     if let Some(h) = hooks {
         h.run(c.clone());
     }
+    open
 }
 
 /// The serving loop's state: files received and failed so far (for `--once`), and the next
@@ -606,6 +613,7 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
         .exec
         .clone()
         .map(|cmd| Hooks::start(cmd, usize::from(args.jobs), args.json));
+    let mut pipe_gone = false;
     let mut take = |bytes: &[u8]| match write_out(bytes, &mut namer, opts.fsync) {
         Ok(path) => {
             let c = Committed {
@@ -622,8 +630,11 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
                 sender_pid: 0,
                 mtime: None,
             };
-            announce(&c, &opts, hooks.as_ref());
-            Took::Kept { stop: args.once }
+            // A closed stdout ends the consumer between files, as natively.
+            pipe_gone = !announce(&c, &opts, hooks.as_ref());
+            Took::Kept {
+                stop: args.once || pipe_gone,
+            }
         }
         Err(e) => {
             crate::mechanisms::term::warn(
@@ -642,6 +653,7 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
     drop(consumer);
     let failed = end_hooks(hooks, r.is_err());
     match r {
+        Ok(()) if pipe_gone => Ok(exit::PIPE),
         Ok(()) if failed > 0 => Ok(exit::FAILURE),
         Ok(()) => Ok(exit::OK),
         Err(LegacyError::Interrupted | LegacyError::Removed) if stop_seen.is_cancelled() => {

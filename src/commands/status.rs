@@ -18,7 +18,7 @@ impl StatusError {
     /// The exit code `status` ends with for this.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StatusError::NoSuchId(_) => exit::FAILURE,
+            StatusError::NoSuchId(_) | StatusError::NothingAt(_) => exit::FAILURE,
             StatusError::Read(_, e) if e.is_permission() => exit::NOPERM,
             StatusError::Json(_) => exit::IOERR,
             _ => exit::OSERR,
@@ -38,9 +38,20 @@ pub enum StatusError {
     /// `-i ID` matched no object.
     #[error("no IPC object with id {0} (of the kinds asked for): see `shmxfer status` for the ids")]
     NoSuchId(i32),
+    /// `--key` matched no object and no channel.
+    #[error("no channel or IPC object at {}", describe_key(.0))]
+    NothingAt(crate::mechanisms::wire::Address),
     /// A semaphore set could not be read.
     #[error("cannot read semaphore set {0}: {1}")]
     Read(i32, crate::sysv::SysvError),
+}
+
+/// A key as the user gave it: `0x… (NAME)` for a name.
+fn describe_key(a: &crate::mechanisms::wire::Address) -> String {
+    match &a.name {
+        Some(n) => format!("{} ({n})", a.key),
+        None => a.key.to_string(),
+    }
 }
 
 pub fn human(n: u64) -> String {
@@ -134,6 +145,16 @@ fn listing(all: bool, args: &StatusArgs) -> Result<Snapshot, StatusError> {
         }
         if let Some(v) = snap.channels.as_mut() {
             v.retain(|c| c.key == k.0);
+        }
+        let none = |n: Option<usize>| n.unwrap_or(0) == 0;
+        if none(snap.shm.as_ref().map(Vec::len))
+            && none(snap.sem.as_ref().map(Vec::len))
+            && none(snap.msg.as_ref().map(Vec::len))
+            && none(snap.channels.as_ref().map(Vec::len))
+            && let Some(a) = &args.key
+        {
+            // As `ipcs -i` fails on an id it does not know.
+            return Err(StatusError::NothingAt(a.clone()));
         }
     }
     Ok(snap)
@@ -623,7 +644,7 @@ mod tests {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Show only the objects and the channel at this key (decimal or 0x hex) or of this name
-    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::mechanisms::parse::parse_address, value_name = "KEY|NAME")]
+    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::mechanisms::parse::parse_address, value_name = "KEY|NAME", allow_hyphen_values = true)]
     pub key: Option<Address>,
     /// Shared memory segments
     #[arg(short = 'm', long)]

@@ -39,6 +39,7 @@ pub enum Command {
     /// Print a shell completion script
     Completions {
         /// bash, zsh, fish, elvish or powershell
+        #[arg(value_parser = parse_shell)]
         shell: clap_complete::Shell,
     },
     /// Print a man page (roff) on stdout: shmxfer(1), or a subcommand's (shmxfer-send(1)…)
@@ -59,7 +60,7 @@ pub(crate) const RECV_EXAMPLES: &str = "Examples:
   shmxfer recv --stdout | tar x   receive one file onto stdout
   shmxfer recv --keep-path        recreate trees sent with send -r
   shmxfer recv --json | jq -r .path
-  shmxfer recv --exec convert {} -thumbnail 200x200 thumbs/{/}";
+  mkdir -p thumbs; shmxfer recv --exec convert {} -thumbnail 200x200 thumbs/{/}";
 pub(crate) const SEND_EXAMPLES: &str = "Examples:
   shmxfer send -m photo.jpg       send one file, verified with MD5
   shmxfer send a.jpg b.jpg c.jpg  several files, each as its own
@@ -76,6 +77,20 @@ pub(crate) const STATUS_EXAMPLES: &str = "Examples:
   shmxfer status -s -i 5          semaphore set 5: each value, waiters, last pid
   shmxfer status -u               how much of each kind is in use
   shmxfer status --json | jq .channels";
+
+/// A shell completions are made for. Said in our own words: clap's "similar value" would
+/// offer zsh's script to a tcsh user, whose shell cannot read it.
+fn parse_shell(s: &str) -> Result<clap_complete::Shell, String> {
+    use clap::ValueEnum;
+    let known = "bash, zsh, fish, elvish or powershell";
+    match s {
+        "tcsh" | "csh" => Err(format!(
+            "no completion script for {s}: the generator knows {known} (tcsh users: run `shmxfer --help`)"
+        )),
+        _ => clap_complete::Shell::from_str(s, true)
+            .map_err(|_| format!("`{s}` is not a shell completions are made for: give {known}")),
+    }
+}
 
 #[cfg(test)]
 mod tests {

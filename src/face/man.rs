@@ -16,7 +16,11 @@ const EXIT_STATUS: &[(&str, &[&str], &str)] = &[
     ("0", &["*"], "success"),
     ("1", &["send"], "several files failed for different reasons"),
     ("1", &["recv"], "recv --once --exec: the command failed"),
-    ("1", &["status"], "status -i: no such id"),
+    (
+        "1",
+        &["status"],
+        "status -i: no such id; status --key: nothing at that key",
+    ),
     (
         "64",
         &["*"],
@@ -30,7 +34,7 @@ const EXIT_STATUS: &[(&str, &[&str], &str)] = &[
     (
         "66",
         &["send"],
-        "an input missing, unreadable, a directory (without -r), or too large for --legacy",
+        "an input missing, unreadable, a directory (without -r), or too large for --legacy; a --watch DIR missing",
     ),
     (
         "69",
@@ -55,7 +59,12 @@ const EXIT_STATUS: &[(&str, &[&str], &str)] = &[
     (
         "73",
         &["recv"],
-        "the output directory or file cannot be created",
+        "the output directory or file cannot be created, or files cannot be created, written and renamed in it",
+    ),
+    (
+        "73",
+        &["send"],
+        "send --watch: the sent list cannot be made or is not one to trust (another user's, a link, writable by others), or another watcher uses it",
     ),
     (
         "74",
@@ -98,17 +107,37 @@ const EXIT_STATUS: &[(&str, &[&str], &str)] = &[
         "not allowed to remove an object (another user's), or another user's stale channel",
     ),
     ("130", &["recv", "send"], "stopped by SIGINT or SIGTERM"),
+    (
+        "141",
+        &["recv", "send"],
+        "stdout was a pipe whose reader went away (recv | head -1): stopped between files",
+    ),
 ];
 
 /// The codes on the page of `sub` (`None`: every code, each once per meaning).
-fn exit_codes(sub: Option<&str>) -> impl Iterator<Item = (&'static str, &'static str)> {
-    EXIT_STATUS.iter().filter_map(move |(code, pages, what)| {
+fn exit_codes(sub: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = Vec::new();
+    for (code, pages, what) in EXIT_STATUS {
         let on = match sub {
             None => true,
             Some(s) => pages.iter().any(|p| *p == "*" || *p == s),
         };
-        on.then_some((*code, *what))
-    })
+        if !on {
+            continue;
+        }
+        // shmxfer(1) lists each code once, with what it means for each command.
+        let what = match (sub, pages.first()) {
+            (None, Some(p)) if *p != "*" && !what.starts_with(p) => {
+                format!("{}: {what}", pages.join(", "))
+            }
+            _ => what.to_string(),
+        };
+        match out.last_mut() {
+            Some((c, w)) if c == code => *w = format!("{w}; {what}"),
+            _ => out.push((code, what)),
+        }
+    }
+    out
 }
 
 /// SYNOPSIS as people read it: each option with its value (`--wait SECS`), the positional
@@ -165,11 +194,14 @@ fn roff(s: &str) -> String {
 fn extra(sub: Option<&str>) -> String {
     let mut out = String::from(".SH \"EXIT STATUS\"\n");
     for (code, what) in exit_codes(sub) {
-        out += &format!(".TP\n\\fB{code}\\fR\n{}\n", roff(what));
+        out += &format!(".TP\n\\fB{code}\\fR\n{}\n", roff(&what));
     }
     out += ".SH ENVIRONMENT\n";
     if sub != Some("status") {
         out += ".TP\n\\fBSHMXFER_KEY\\fR\nThe channel (a key or a name) when \\-\\-key is not given; not with \\-\\-legacy.\n";
+    }
+    if matches!(sub, None | Some("recv")) {
+        out += ".TP\n\\fBSHMXFER_SPIN_US\\fR\nMicroseconds the receiver's handshake waits of a transfer first retry without sleeping (default 0: off); see docs/protocol.md.\n";
     }
     if matches!(sub, None | Some("send")) {
         out += ".TP\n\\fBSTATE_DIRECTORY\\fR, \\fBXDG_STATE_HOME\\fR, \\fBHOME\\fR\nWhere send \\-\\-watch keeps its sent list when no \\-\\-state is given, the first that is set.\n";
@@ -182,6 +214,9 @@ fn extra(sub: Option<&str>) -> String {
     }
     if matches!(sub, None | Some("send")) {
         out += ".TP\n\\fB$STATE_DIRECTORY\\fR, \\fB$XDG_STATE_HOME/shmxfer/\\fR, \\fB~/.local/state/shmxfer/\\fR\\fBwatch\\-\\fINAME\\fB\\-\\fIHASH\\fB.sent\\fR\nsend \\-\\-watch's sent list when no \\-\\-state is given: the identities of the files committed.\n";
+    }
+    if matches!(sub, None | Some("send")) {
+        out += ".TP\n\\fB/dev/shm/.shmxfer\\-legacy\\-\\fIKKKKKKKK\\fB.lock\\fR\nsend \\-\\-legacy's turn lock (K: the content key in hex), held while one file is handed over and removed by its holder.\n";
     }
     if matches!(sub, None | Some("status")) {
         out += ".TP\n\\fB/proc/sys/kernel/shmmax\\fR, \\fBshmall\\fR, \\fBshmmni\\fR, \\fBsem\\fR, \\fBmsg*\\fR\nThe limits status \\-l shows.\n";

@@ -29,6 +29,13 @@ pub fn parse_address(s: &str) -> Result<Address, String> {
 /// KEY+1, which must not wrap).
 pub fn parse_key(s: &str) -> Result<Key, String> {
     let t = s.trim();
+    if t.starts_with('-') && t.len() > 1 {
+        // ipcmk and the original system print keys as unsigned; a negative one is a typo or
+        // a signed print of a key over 0x7fffffff.
+        return Err(format!(
+            "key {s} is negative: keys are 1 to 0xfffffffe (as `ipcs` prints them, in hex)"
+        ));
+    }
     let v = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
         u64::from_str_radix(h, 16)
     } else {

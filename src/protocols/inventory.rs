@@ -377,7 +377,8 @@ fn channels(shm: &[TableRow], sem: &[TableRow], roles: &Roles) -> Vec<ChannelRow
 
 /// A channel we may not look into (another user's, mode 0600), listed from the kernel's
 /// tables alone, as `ipcs` lists it: its key, owner, mode, objects and receiver pid (the
-/// control segment's creator), in state `unknown`.
+/// control segment's creator), in state `unknown`, or `stale` when the kernel's table says
+/// as much: nobody attached and the creator gone (what `clean --stale` goes by too).
 fn unreadable_channel(
     r: &TableRow,
     shm: &[TableRow],
@@ -394,12 +395,17 @@ fn unreadable_channel(
             .map_or(-1, |x| x.num(col) as i32)
     };
     let uid = r.num("uid") as u32;
+    let cpid = r.num("cpid") as i32;
+    let state = match r.num("nattch") == 0 && cpid > 0 && !sysv::process_alive(cpid) {
+        true => ChannelState::Stale,
+        false => ChannelState::Unknown,
+    };
     Some(ChannelRow {
         key: key.0,
         name: None,
         owner: sysv::user_name(uid),
         uid,
-        state: ChannelState::Unknown,
+        state,
         receiver_pid: r.num("cpid") as i32,
         mode: format!(
             "{:o}",

@@ -949,7 +949,7 @@ fn finish(
             let why = match Abort::from_code(code) {
                 Some(Abort::Interrupted) => "the sender was interrupted",
                 Some(Abort::ReadError) => "the sender could not read its file",
-                Some(Abort::FileChanged) => "the file changed while it was sent",
+                Some(Abort::FileChanged) => "the file changed while it was read",
                 Some(Abort::ReceiverFailed) | None => "the sender aborted",
             };
             answer(Status::Aborted, 0, why.into())

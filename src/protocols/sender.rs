@@ -95,7 +95,7 @@ pub enum SendError {
         source: io::Error,
     },
     #[error(
-        "{}: the file changed while it was sent ({announced} bytes announced, {read} read); nothing was written, send it again",
+        "{}: the file changed while it was read ({announced} bytes announced, {read} read); nothing was written, send it again",
         escape_path(path)
     )]
     /// The file's size changed while it was sent: the receiver discarded it.

@@ -59,6 +59,8 @@ pub struct Watch {
     /// Files found by looking, or changed while sent: their last stamp and when they are due.
     settling: HashMap<Name, (Stamp, Instant)>,
     opts: Options,
+    /// Stdout is a pipe nobody reads any more: the watcher stops, as `yes | head` does.
+    stdout_gone: bool,
 }
 
 impl Watch {
@@ -96,6 +98,7 @@ impl Watch {
             queued: HashSet::new(),
             settling: HashMap::new(),
             opts,
+            stdout_gone: false,
         };
         w.start(found);
         Ok(w)
@@ -227,6 +230,9 @@ impl Watch {
     pub fn run(mut self, addr: &Address, opts: &SendOptions) -> i32 {
         let cancel = opts.cancel.clone();
         while !cancel.is_cancelled() {
+            if self.stdout_gone {
+                return exit::PIPE;
+            }
             self.tick();
             if self.queue.is_empty() {
                 self.folder.wait(self.idle_ms());
@@ -249,7 +255,7 @@ impl Watch {
         loop {
             self.tick();
             while let Some(n) = self.queue.pop_front() {
-                if tx.cancel().is_cancelled() {
+                if tx.cancel().is_cancelled() || self.stdout_gone {
                     self.queue.push_front(n);
                     break;
                 }
@@ -269,7 +275,7 @@ impl Watch {
                 self.enqueue(n);
             }
             self.tick();
-            if failed || tx.cancel().is_cancelled() || self.queue.is_empty() {
+            if failed || tx.cancel().is_cancelled() || self.queue.is_empty() || self.stdout_gone {
                 return;
             }
         }
@@ -321,7 +327,7 @@ impl Watch {
                 }
                 // Changed while it was read: the new version goes once it settles.
                 Err(SendError::Changed { .. } | SendError::ChangedInPlace(_)) => {
-                    tracing::info!(file = %escape_path(&self.folder.shown(&n)), "changed while it was sent: sent again once it settles");
+                    tracing::info!(file = %escape_path(&self.folder.shown(&n)), "changed while it was read: sent again once it settles");
                     let due = Instant::now() + self.opts.settle;
                     self.settling.insert(n, (stamp, due));
                 }
@@ -385,7 +391,7 @@ impl Watch {
         }
     }
 
-    fn tell(&self, shown: &std::path::Path, as_name: &[u8], removed: bool) {
+    fn tell(&mut self, shown: &std::path::Path, as_name: &[u8], removed: bool) {
         let line = if self.opts.json {
             serde_json::json!({
                 "path": shown.to_string_lossy(),
@@ -402,7 +408,7 @@ impl Watch {
                 crate::mechanisms::text::escape(as_name)
             )
         };
-        crate::mechanisms::term::out_line(&line);
+        self.stdout_gone |= !crate::mechanisms::term::out_line(&line);
     }
 
     /// Drops the sent list's entries of files no longer in the folders.
