@@ -65,8 +65,11 @@ fn visit(dir: &Path, prefix: &[u8], follow: bool, seen: &mut Vec<(u64, u64)>, w:
     let mut entries: Vec<_> = match fs::read_dir(dir) {
         Ok(rd) => rd.flatten().collect(),
         Err(e) => {
-            w.skipped
-                .push(format!("{}: cannot read: {e}", escape_path(dir)));
+            w.skipped.push(format!(
+                "{}: cannot read: {}",
+                escape_path(dir),
+                crate::mechanisms::text::io_text(&e)
+            ));
             w.unreadable += 1;
             return;
         }
@@ -83,7 +86,11 @@ fn visit(dir: &Path, prefix: &[u8], follow: bool, seen: &mut Vec<(u64, u64)>, w:
         let md = match md {
             Ok(m) => m,
             Err(err) => {
-                w.skipped.push(format!("{}: {err}", escape_path(&path)));
+                w.skipped.push(format!(
+                    "{}: {}",
+                    escape_path(&path),
+                    crate::mechanisms::text::io_text(&err)
+                ));
                 w.unreadable += 1;
                 continue;
             }

@@ -82,7 +82,10 @@ fn write_all_stdout(buf: &[u8]) -> i32 {
     let mut out = std::io::stdout().lock();
     match out.write_all(buf).and_then(|_| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            error(format_args!("writing to stdout: {e}"));
+            error(format_args!(
+                "writing to stdout: {}",
+                crate::mechanisms::text::io_text(&e)
+            ));
             exit::IOERR
         }
         _ => exit::OK,

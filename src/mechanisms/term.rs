@@ -54,7 +54,10 @@ pub fn out_line(line: &str) -> bool {
         Ok(()) => true,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => false,
         Err(e) => {
-            error(format_args!("writing to stdout: {e}"));
+            error(format_args!(
+                "writing to stdout: {}",
+                crate::mechanisms::text::io_text(&e)
+            ));
             false
         }
     }

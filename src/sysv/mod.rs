@@ -51,7 +51,7 @@ impl fmt::Display for Key {
 
 /// What a failed call was doing and to which object, with the errno that explains it.
 #[derive(Debug, thiserror::Error)]
-#[error("{call}({target}): {source}")]
+#[error("{call}({target}): {}", words(source))]
 pub struct SysvError {
     /// The call that failed, as `semctl(IPC_STAT)`.
     pub call: &'static str,
@@ -60,6 +60,15 @@ pub struct SysvError {
     #[source]
     /// The errno.
     pub source: io::Error,
+}
+
+/// An errno in words, as `strerror` says it (io::Error's Display adds " (os error N)", which
+/// is for programmers).
+fn words(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
+        None => e.to_string(),
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -221,7 +221,9 @@ impl Folder {
             Err(Errno::ELOOP) => return Err(format!("{shown}: a symbolic link; not read")),
             Err(e) => return Err(format!("{shown}: {}; not read", e.desc())),
         };
-        let md = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
+        let md = file
+            .metadata()
+            .map_err(|e| format!("{shown}: {}", crate::mechanisms::text::io_text(&e)))?;
         if !md.file_type().is_file() || md.uid() != crate::sysv::geteuid() || md.mode() & 0o022 != 0
         {
             return Err(format!(
@@ -231,7 +233,7 @@ impl Folder {
         let mut raw = Vec::new();
         file.take(64 << 20)
             .read_to_end(&mut raw)
-            .map_err(|e| format!("{shown}: {e}"))?;
+            .map_err(|e| format!("{shown}: {}", crate::mechanisms::text::io_text(&e)))?;
         Ok(Some(raw))
     }
 

@@ -168,8 +168,13 @@ impl SentList {
         mut file: Flock<File>,
     ) -> Result<SentList, String> {
         let mut raw = Vec::new();
-        file.read_to_end(&mut raw)
-            .map_err(|e| format!("{}: {}", escape_path(path), e))?;
+        file.read_to_end(&mut raw).map_err(|e| {
+            format!(
+                "{}: {}",
+                escape_path(path),
+                crate::mechanisms::text::io_text(&e)
+            )
+        })?;
         let ids: HashMap<Ident, Vec<u8>> =
             raw.split(|&c| c == 0).filter_map(parse_record).collect();
         let written = ids.len();
@@ -222,8 +227,13 @@ impl SentList {
         if self.ids.len() == before {
             return Ok(());
         }
-        self.rewrite()
-            .map_err(|e| format!("{}: cannot rewrite: {e}", escape_path(&self.path)))
+        self.rewrite().map_err(|e| {
+            format!(
+                "{}: cannot rewrite: {}",
+                escape_path(&self.path),
+                crate::mechanisms::text::io_text(&e)
+            )
+        })
     }
 
     /// Writes the list whole into a new file and renames it over the old one, so that a
@@ -288,7 +298,9 @@ fn open_checked(parent: &OwnedFd, name: &OsString, shown: &str) -> Result<File, 
             e => format!("{shown}: cannot open the sent list: {}", e.desc()),
         })?;
     let file = File::from(fd);
-    let md = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
+    let md = file
+        .metadata()
+        .map_err(|e| format!("{shown}: {}", crate::mechanisms::text::io_text(&e)))?;
     let me = crate::sysv::geteuid();
     let why = if !md.file_type().is_file() {
         Some("is not a regular file".to_string())
