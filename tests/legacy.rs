@@ -952,3 +952,124 @@ fn env_native_dry_run_code() -> Option<i32> {
         .status
         .code()
 }
+
+#[test]
+fn a_killed_recv_legacy_is_taken_over_by_the_next_and_a_stopped_one_is_not() {
+    let _serial = serial();
+    let env = Env::new();
+    let (ck, sk, _g) = keys(&env);
+    let r = legacy_recv(&env, ck, sk, &[]);
+    // Stopped, it is still attached: the next one is refused and the first left alone.
+    r.signal("STOP");
+    let mut c = Command::new(BIN);
+    c.args(["recv", "--legacy", "--key", &ck.0.to_string()])
+        .args(["--size-key", &sk.0.to_string(), "--dir"])
+        .arg(env.out());
+    let o = run_bounded(c, Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    r.signal("CONT");
+    // Killed, it leaves its objects: the next takes the keys over, says so, and serves.
+    let pid = r.pid();
+    r.signal("KILL");
+    drop(r);
+    assert!(
+        Shm::open(ck).is_ok(),
+        "the dead consumer's objects are left"
+    );
+    let r2 = legacy_recv(&env, ck, sk, &[]);
+    // The dead consumer's size semaphore was up too: wait for the new objects.
+    let new_pid = r2.pid();
+    assert!(wait_until(Duration::from_secs(10), || {
+        Shm::open(ck)
+            .and_then(|s| s.stat())
+            .is_ok_and(|st| st.cpid == new_pid)
+            && SemSet::open(sk).and_then(|s| s.value(0)).unwrap_or(0) == 1
+    }));
+    let f = env.file("a.bin", 1000);
+    let mut c = legacy_send(ck, sk);
+    c.arg(&f);
+    let o = run_bounded(c, Duration::from_secs(20));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = r2.stop();
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("a consumer (pid {pid}) had died")),
+        "{err}"
+    );
+    assert_eq!(listing(&env.out()), ["file01.jpg"]);
+}
+
+/// Removes a path in /dev/shm when dropped (a lock planted or held by a test).
+struct Planted(std::path::PathBuf);
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn a_turn_lock_that_is_a_link_a_fifo_or_another_users_is_refused_at_once_and_a_held_one_within_wait()
+ {
+    let _serial = serial();
+    let env = Env::new();
+    let (ck, sk, _g) = keys(&env);
+    let _r = legacy_recv(&env, ck, sk, &[]);
+    let lock = std::path::PathBuf::from(format!("/dev/shm/.shmxfer-legacy-{:08x}.lock", ck.0));
+    let _planted = Planted(lock.clone());
+    let f = env.file("a.bin", 1000);
+    let send = || {
+        let mut c = legacy_send(ck, sk);
+        c.args(["--wait", "1"]).arg(&f);
+        let t = Instant::now();
+        let o = run_bounded(c, Duration::from_secs(20));
+        (o, t.elapsed())
+    };
+    let secret = env.path("secret");
+    std::fs::write(&secret, b"root only").unwrap();
+    let l = lock.display().to_string();
+    for (plant, why) in [
+        (
+            format!("ln -s {} {l}", secret.display()),
+            "a symbolic link (of nobody)",
+        ),
+        (format!("mkfifo {l}"), "not a regular file (of nobody)"),
+        (
+            format!("echo x > {l}; chmod 666 {l}"),
+            "a file of nobody, not yours",
+        ),
+    ] {
+        let _ = std::fs::remove_file(&lock);
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/bin/sh",
+            "-c",
+            &plant,
+        ]);
+        assert!(
+            run_bounded(c, Duration::from_secs(10)).status.success(),
+            "{plant}"
+        );
+        let (o, took) = send();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(77), "{plant}: {err}");
+        assert!(err.contains(why) && err.contains(&l), "{plant}: {err}");
+        assert!(took < Duration::from_secs(2), "{plant}: {took:?}");
+        assert_eq!(std::fs::read(&secret).unwrap(), b"root only");
+    }
+    // Held by another of our producers: said once, waited for up to --wait, then 75.
+    let _ = std::fs::remove_file(&lock);
+    let held = std::fs::File::create(&lock).unwrap();
+    let held = nix::fcntl::Flock::lock(held, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let (o, took) = send();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(75), "{err}");
+    assert_eq!(err.matches("has its turn").count(), 1, "{err}");
+    assert!(err.contains("waiting for our turn"), "{err}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    drop(held);
+    assert!(listing(&env.out()).is_empty());
+}

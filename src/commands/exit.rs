@@ -78,7 +78,8 @@ pub fn of_legacy(e: &LegacyError) -> i32 {
     use LegacyError::*;
     match e {
         NoConsumer { .. } | ConsumerDead { .. } | ConsumerGone { .. } | Removed => UNAVAILABLE,
-        InUse { .. } | TimedOut { .. } => TEMPFAIL,
+        InUse { .. } | TimedOut { .. } | TurnTimedOut { .. } => TEMPFAIL,
+        Lock { .. } => NOPERM,
         Foreign { .. } => PROTOCOL,
         Size { .. } | Input { .. } => NOINPUT,
         Md5 { .. } => DATAERR,

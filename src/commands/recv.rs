@@ -585,6 +585,14 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
     let (content_key, size_key) = args.channel.legacy_keys().map_err(RecvError::Usage)?;
     sysv::ignore_file_size_signal();
     let consumer = Consumer::create(content_key, size_key, args.mode)?;
+    if let Some(pid) = consumer.predecessor() {
+        crate::mechanisms::term::warn(
+            args.verbosity.quiet,
+            format_args!(
+                "a consumer (pid {pid}) had died on keys {content_key}/{size_key}; removed what it left and took the keys over"
+            ),
+        );
+    }
     let stopper = consumer.stopper();
     let stop = runtime::Cancel::new();
     let stop_seen = stop.clone();

@@ -543,7 +543,20 @@ fn legacy(args: &SendArgs) -> super::Outcome {
         };
         let p = match producer.take() {
             Some(p) => p,
-            None => Producer::connect(content_key, size_key, deadline)?,
+            None => {
+                let mut p = Producer::connect(content_key, size_key, deadline)?;
+                let quiet = args.verbosity.quiet;
+                p.on_wait(Box::new(move |lock| {
+                    crate::mechanisms::term::warn(
+                        quiet,
+                        format_args!(
+                            "another `shmxfer send --legacy` has its turn (lock {}); waiting",
+                            escape_path(lock)
+                        ),
+                    )
+                }));
+                p
+            }
         };
         match p.send(path, &data, args.md5, deadline) {
             Ok(()) => {}

@@ -145,6 +145,30 @@ pub enum LegacyError {
         /// How long we waited.
         secs: f64,
     },
+    #[error(
+        "{}: {why}; shmxfer's producers take turns through this file: remove it (`rm {}`) if no `send --legacy` runs",
+        crate::mechanisms::text::escape_path(path),
+        crate::mechanisms::text::escape_path(path)
+    )]
+    /// The turn lock's path holds something we will not use: a link, a FIFO or another
+    /// special file, another user's file, or one we may not open.
+    Lock {
+        /// The lock file's path.
+        path: PathBuf,
+        /// What is wrong with it, naming its owner.
+        why: String,
+    },
+    #[error(
+        "timed out after {secs}s waiting for our turn: another shmxfer producer holds {}",
+        crate::mechanisms::text::escape_path(path)
+    )]
+    /// `--wait` ran out while another of shmxfer's producers had its turn.
+    TurnTimedOut {
+        /// The lock file's path.
+        path: PathBuf,
+        /// How long we waited.
+        secs: f64,
+    },
     #[error("the original system's objects were removed while in use")]
     /// The objects were removed under us.
     Removed,
@@ -352,6 +376,8 @@ pub enum Took {
 /// serves producers, one at a time.
 pub struct Consumer {
     ch: Arc<Legacy>,
+    /// The dead consumer whose leftovers were removed to start, if any.
+    predecessor: Option<i32>,
 }
 
 /// Lets a stop handler wake a serving consumer (and, as a last resort, remove its objects).
@@ -377,10 +403,39 @@ impl Consumer {
     ///
     /// # Errors
     /// The objects exist already (another consumer, or leftovers), permission, the kernel.
+    ///
+    /// A consumer killed without a chance to clean up (SIGKILL) leaves its objects behind: if
+    /// they are provably its own and it is gone ([`dead_consumer`]), they are removed and the
+    /// objects made anew, as a native receiver takes over a dead one's channel
+    /// ([`Consumer::predecessor`] tells).
     pub fn create(content_key: Key, size_key: Key, mode: u32) -> Result<Consumer, LegacyError> {
-        Ok(Consumer {
-            ch: Arc::new(Legacy::create(content_key, size_key, mode)?),
-        })
+        match Legacy::create(content_key, size_key, mode) {
+            Ok(ch) => Ok(Consumer {
+                ch: Arc::new(ch),
+                predecessor: None,
+            }),
+            Err(LegacyError::InUse { .. }) => {
+                let Some((pid, leftovers)) = dead_consumer(content_key, size_key) else {
+                    return Err(LegacyError::InUse {
+                        content: content_key,
+                        size: size_key,
+                    });
+                };
+                for remove in leftovers {
+                    remove();
+                }
+                Ok(Consumer {
+                    ch: Arc::new(Legacy::create(content_key, size_key, mode)?),
+                    predecessor: Some(pid),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The pid of the dead consumer whose leftovers [`Consumer::create`] removed, if it did.
+    pub fn predecessor(&self) -> Option<i32> {
+        self.predecessor
     }
 
     /// A handle that stops [`Consumer::serve`] from another thread or a signal handler.
@@ -402,6 +457,43 @@ impl Consumer {
     ) -> Result<(), LegacyError> {
         serve(&self.ch, md5, take, note)
     }
+}
+
+/// A removal of one leftover object.
+type Leftover = Box<dyn FnOnce()>;
+
+/// Whether the objects at the keys are what a dead consumer of ours left: each of the
+/// original's shape, made and owned by our user, neither segment attached by anyone, and
+/// their creator (the segments' `shm_cpid`, one process) gone. Then its pid, and how to
+/// remove each object. A stopped consumer is still attached, another user's objects are
+/// theirs, and anything else at the keys is not ours to judge: `None`.
+fn dead_consumer(content_key: Key, size_key: Key) -> Option<(i32, Vec<Leftover>)> {
+    let me = sysv::geteuid();
+    let ours = |p: sysv::Perm| p.uid == me && p.cuid == me;
+    let mut creator = None;
+    let mut leftovers: Vec<Leftover> = Vec::new();
+    for (key, len) in [(content_key, CONTENT_LEN), (size_key, SIZE_LEN)] {
+        let Ok(shm) = Shm::open(key) else { continue };
+        let st = shm.stat().ok()?;
+        if st.size != len || !ours(st.perm) || st.nattch != 0 {
+            return None;
+        }
+        if creator.is_some_and(|c| c != st.cpid) {
+            return None;
+        }
+        creator = Some(st.cpid);
+        leftovers.push(Box::new(move || drop(shm.remove())));
+    }
+    for key in [content_key, size_key] {
+        let Ok(set) = SemSet::open(key) else { continue };
+        let st = set.stat().ok()?;
+        if st.nsems != 1 || !ours(st.perm) {
+            return None;
+        }
+        leftovers.push(Box::new(move || drop(set.remove())));
+    }
+    let pid = creator?;
+    (pid > 0 && !sysv::process_alive(pid)).then_some((pid, leftovers))
 }
 
 impl Drop for Consumer {
@@ -643,7 +735,12 @@ impl Legacy {
 /// The producer's side: attached to a consumer's four objects.
 pub struct Producer {
     ch: Legacy,
+    /// Told once per file when it waits for another of shmxfer's producers.
+    on_wait: Option<WaitHook>,
 }
+
+/// What a producer calls when a file waits for another of shmxfer's producers.
+pub type WaitHook = Box<dyn Fn(&Path) + Send + Sync>;
 
 impl Producer {
     /// Attaches to the consumer's objects, waiting for them to appear until `deadline`.
@@ -657,7 +754,14 @@ impl Producer {
     ) -> Result<Producer, LegacyError> {
         Ok(Producer {
             ch: connect(content_key, size_key, deadline)?,
+            on_wait: None,
         })
+    }
+
+    /// Calls `f` with the turn lock's path when a file has to wait for another of shmxfer's
+    /// producers (once per file).
+    pub fn on_wait(&mut self, f: WaitHook) {
+        self.on_wait = Some(f);
     }
 
     /// Stops this producer's waits when `cancel` is cancelled.
@@ -688,7 +792,14 @@ impl Producer {
         // The original protocol cannot tell two producers apart: one may release the content
         // semaphore to the other instead of the consumer. shmxfer's producers take turns
         // through a lock of their own, which the original consumer never sees.
-        let _turn = producer_lock(self.ch.content_key, deadline, &self.ch.cancel)?;
+        let bound =
+            deadline.map(|d| (d, d.saturating_duration_since(Instant::now()).as_secs_f64()));
+        let mut waiting = |p: &Path| {
+            if let Some(f) = &self.on_wait {
+                f(p);
+            }
+        };
+        let _turn = producer_lock(self.ch.content_key, bound, &self.ch.cancel, &mut waiting)?;
         send_one(&self.ch, path, data, md5, deadline)
     }
 }
@@ -698,15 +809,18 @@ impl Producer {
 /// on an ordinary host), held with `flock` for one file's whole hand-over, released by the
 /// kernel if we die. The holder removes the file before it lets go, so none is left behind;
 /// a sender that locked a file someone removed meanwhile (the path now names another file, or
-/// none) locks anew. A lock file we cannot open (another user's, say) is done without: the
-/// objects' mode (0600) already keeps other users out.
+/// none) locks anew. `/dev/shm` is writable by everyone: the path is opened without following
+/// a link and without blocking, and used only if it is a regular file of our own; anything
+/// else is an error that names it and its owner. Waiting for another producer's turn is said
+/// once (`waiting`), bounded by `deadline`, and sleeps between looks.
 fn producer_lock(
     content_key: Key,
-    deadline: Option<Instant>,
+    deadline: Option<(Instant, f64)>,
     cancel: &Cancel,
-) -> Result<Option<Turn>, LegacyError> {
+    waiting: &mut dyn FnMut(&Path),
+) -> Result<Turn, LegacyError> {
     use nix::fcntl::{Flock, FlockArg};
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::MetadataExt;
     let path = PathBuf::from(format!(
         "/dev/shm/.shmxfer-legacy-{:08x}.lock",
         content_key.0
@@ -717,22 +831,11 @@ fn producer_lock(
         };
         (a.dev(), a.ino()) == (b.dev(), b.ino())
     };
-    loop {
-        let Ok(file) = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(0o666)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .or_else(|_| fs::File::open(&path))
-        else {
-            return Ok(None);
-        };
+    let mut said = false;
+    for round in 0u32.. {
+        let file = open_lock(&path)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) if same(&lock) => {
-                return Ok(Some(Turn { _lock: lock, path }));
-            }
+            Ok(lock) if same(&lock) => return Ok(Turn { _lock: lock, path }),
             // Removed by the holder we waited for: lock the one at the path now.
             Ok(_) => continue,
             Err(_) => {}
@@ -740,10 +843,63 @@ fn producer_lock(
         if cancel.is_cancelled() {
             return Err(LegacyError::Interrupted);
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(LegacyError::TimedOut { secs: 0.0 });
+        if let Some((d, secs)) = deadline
+            && Instant::now() >= d
+        {
+            return Err(LegacyError::TurnTimedOut { path, secs });
         }
-        std::thread::sleep(Duration::from_millis(2));
+        if !std::mem::replace(&mut said, true) {
+            waiting(&path);
+        }
+        // Turns last milliseconds: look again soon, then less often.
+        std::thread::sleep(Duration::from_micros(500u64 << round.min(6)));
+    }
+    unreachable!()
+}
+
+/// Opens (or makes, mode 0600) the turn lock: never through a link, never blocking on a FIFO,
+/// and only a regular file of ours.
+fn open_lock(path: &Path) -> Result<fs::File, LegacyError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let refuse = |why: String| LegacyError::Lock {
+        path: path.into(),
+        why,
+    };
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| {
+            // What is there says more than the errno, which depends on the host's
+            // fs.protected_* settings (ELOOP, or EACCES for another user's file).
+            let what = fs::symlink_metadata(path).ok().and_then(|m| unfit(&m));
+            refuse(what.unwrap_or_else(|| crate::mechanisms::text::io_text(&e)))
+        })?;
+    let md = file
+        .metadata()
+        .map_err(|e| refuse(crate::mechanisms::text::io_text(&e)))?;
+    match unfit(&md) {
+        Some(why) => Err(refuse(why)),
+        None => Ok(file),
+    }
+}
+
+/// Why a file is not one to take turns through: not a regular file of ours.
+fn unfit(md: &fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = sysv::user_name(md.uid());
+    let t = md.file_type();
+    if t.is_symlink() {
+        Some(format!("a symbolic link (of {owner})"))
+    } else if !t.is_file() {
+        Some(format!("not a regular file (of {owner})"))
+    } else if md.uid() != sysv::geteuid() {
+        Some(format!("a file of {owner}, not yours"))
+    } else {
+        None
     }
 }
 
