@@ -1073,3 +1073,49 @@ fn a_turn_lock_that_is_a_link_a_fifo_or_another_users_is_refused_at_once_and_a_h
     drop(held);
     assert!(listing(&env.out()).is_empty());
 }
+
+#[test]
+fn status_shows_a_legacy_channels_consumer_its_state_and_both_halves_at_either_key() {
+    let _serial = serial();
+    let env = Env::new();
+    let (ck, sk, _g) = keys(&env);
+    let r = legacy_recv(&env, ck, sk, &[]);
+    let json = |key: Key| -> serde_json::Value {
+        let o = shmxfer(&["status", "--json", "--key", &key.0.to_string()]);
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)))
+    };
+    for key in [ck, sk] {
+        let j = json(key);
+        let row = &j["legacy"][0];
+        assert_eq!(row["content_key"], ck.0, "{j}");
+        assert_eq!(row["size_key"], sk.0, "{j}");
+        assert_eq!(row["receiver_pid"], r.pid(), "{j}");
+        assert_eq!(row["state"], "idle", "{j}");
+        // Both halves' objects, whichever key was asked for.
+        let keys: Vec<u64> = j["shm"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["key"].as_u64().unwrap())
+            .collect();
+        assert!(
+            keys.contains(&u64::from(ck.0)) && keys.contains(&u64::from(sk.0)),
+            "{j}"
+        );
+        assert_eq!(j["sem"].as_array().unwrap().len(), 2, "{j}");
+    }
+    let text = stdout(&shmxfer(&["status", "--key", &sk.0.to_string()]));
+    assert!(text.contains("original system channels"), "{text}");
+    assert!(text.contains(&r.pid().to_string()), "{text}");
+    r.signal("STOP");
+    assert!(wait_until(Duration::from_secs(5), || json(ck)["legacy"][0]
+        ["state"]
+        == "stopped"));
+    r.signal("CONT");
+    let pid = r.pid();
+    r.signal("KILL");
+    drop(r);
+    let j = json(ck);
+    assert_eq!(j["legacy"][0]["state"], "stale", "{j}");
+    assert_eq!(j["legacy"][0]["receiver_pid"], pid, "{j}");
+}

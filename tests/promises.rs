@@ -271,14 +271,23 @@ fn a_stopped_receiver_is_named_within_2s_and_waited_for_until_it_continues() {
     let input = env.file("big.bin", 4 << 20);
     let r = env.recv(&["--keep-name", "--slot-size", "64K", "--slots", "4"]);
     let _cont = Continue(r.pid());
+    // Stopped first (an idle receiver leaves its gate open: the sender is admitted, fills the
+    // ring and then waits for it), so the test never races a quick transfer.
+    r.signal("STOP");
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(format!("/proc/{}/stat", r.pid())).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|t| t.trim_start().starts_with('T'))
+        })
+    }));
+    let t = Instant::now();
     let mut tx = Watched::spawn({
         let mut c = env.cmd(&["send"]);
         c.arg(&input);
         c
     });
-    r.signal("STOP");
     let said = format!("receiver {} is stopped", r.pid());
-    let t = Instant::now();
     assert!(tx.says(&said, Duration::from_secs(3)), "{}", tx.stderr());
     assert!(t.elapsed() < Duration::from_secs(2) + Duration::from_millis(500));
     let o = shmxfer(&["status", "--json", "--key", &env.key_arg()]);

@@ -9,8 +9,8 @@ use clap::Args;
 use crate::commands::exit;
 use crate::mechanisms::wire::Address;
 use crate::protocols::inventory::{
-    ChannelRow, ChannelState, InventoryError, MsgRow, Parts, Role, SemRow, ShmRow, Snapshot,
-    semaphores, snapshot,
+    ChannelRow, ChannelState, InventoryError, LegacyRow, MsgRow, Parts, Role, SemRow, ShmRow,
+    Snapshot, semaphores, snapshot,
 };
 use crate::sysv::{self, Key};
 
@@ -133,7 +133,10 @@ fn listing(all: bool, args: &StatusArgs) -> Result<Snapshot, StatusError> {
     };
     let mut snap = snapshot(parts)?;
     if let Some(k) = args.key.as_ref().map(|a| a.key) {
-        let near = |key: u32| key == k.0 || Some(Key(key)) == k.offset(1);
+        // The original system's channel has two keys of any values: both halves are shown.
+        let partner = crate::protocols::inventory::legacy_partner(k)?;
+        let near =
+            |key: u32| key == k.0 || Some(Key(key)) == k.offset(1) || partner == Some(Key(key));
         if let Some(v) = snap.shm.as_mut() {
             v.retain(|r| near(r.object.key));
         }
@@ -146,11 +149,15 @@ fn listing(all: bool, args: &StatusArgs) -> Result<Snapshot, StatusError> {
         if let Some(v) = snap.channels.as_mut() {
             v.retain(|c| c.key == k.0);
         }
+        if let Some(v) = snap.legacy.as_mut() {
+            v.retain(|c| c.content_key == k.0 || c.size_key == Some(k.0));
+        }
         let none = |n: Option<usize>| n.unwrap_or(0) == 0;
         if none(snap.shm.as_ref().map(Vec::len))
             && none(snap.sem.as_ref().map(Vec::len))
             && none(snap.msg.as_ref().map(Vec::len))
             && none(snap.channels.as_ref().map(Vec::len))
+            && none(snap.legacy.as_ref().map(Vec::len))
             && let Some(a) = &args.key
         {
             // As `ipcs -i` fails on an id it does not know.
@@ -342,6 +349,19 @@ const SEM: Views<SemRow> = Views {
     pid: &[],
     creator: creator_cols!(SemRow),
 };
+const LEGACY: &[Column<LegacyRow>] = &[
+    col("content key", 10, |c, _| hex_key(c.content_key)),
+    col("size key", 10, |c, _| {
+        c.size_key.map_or("-".into(), hex_key)
+    }),
+    col("owner", 10, |c, _| c.owner.clone()),
+    col("state", 8, |c, _| c.state.to_string()),
+    col("receiver", 10, |c, _| match c.state {
+        ChannelState::Stale => format!("{} (dead)", c.receiver_pid),
+        _ => c.receiver_pid.to_string(),
+    }),
+];
+
 const CHANNELS: &[Column<ChannelRow>] = &[
     col("key", 10, |c, _| hex_key(c.key)),
     col("name", 0, |c, _| {
@@ -403,6 +423,10 @@ fn render(out: &mut String, s: &Snapshot, a: &StatusArgs) {
     if let Some(channels) = s.channels.as_ref().filter(|c| !c.is_empty()) {
         let cols: Vec<&Column<ChannelRow>> = CHANNELS.iter().collect();
         section(out, "shmxfer channels", &cols, channels, h);
+    }
+    if let Some(legacy) = s.legacy.as_ref().filter(|c| !c.is_empty()) {
+        let cols: Vec<&Column<LegacyRow>> = LEGACY.iter().collect();
+        section(out, "original system channels", &cols, legacy, h);
     }
 }
 

@@ -258,6 +258,95 @@ pub struct Snapshot {
     /// Only in the full view: reading a channel's state means attaching its control segment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channels: Option<Vec<ChannelRow>>,
+    /// Only in the full view: the original system's channels (a consumer's two segments and
+    /// sets), with their consumer and its state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy: Option<Vec<LegacyRow>>,
+}
+
+#[derive(Debug, Serialize)]
+/// The original system's objects as one channel: the content and size halves a consumer
+/// made (paired by their creator), who serves them and in what state.
+pub struct LegacyRow {
+    /// The content segment's key (42 by default).
+    pub content_key: u32,
+    /// The size segment's key (44 by default), if the consumer's size segment is there.
+    pub size_key: Option<u32>,
+    /// The consumer's user.
+    pub owner: String,
+    /// The consumer's uid.
+    pub uid: u32,
+    /// `idle` (waiting for a producer), `busy` (a producer holds the size semaphore),
+    /// `stopped` (the consumer's process is stopped), `stale` (the consumer is gone),
+    /// `unknown` (alive, but its semaphores are not ours to read).
+    pub state: ChannelState,
+    /// The consumer's pid: the segments' creator, as the kernel translates it.
+    pub receiver_pid: i32,
+}
+
+/// The original system's channels among the kernel's rows: each content segment of the
+/// original's shape beside a one-semaphore set, with the size segment its creator made.
+fn legacy_rows(shm: &[TableRow], roles: &Roles) -> Vec<LegacyRow> {
+    let role = |r: &TableRow| roles.shm(r.key(), r.num("size") as u64);
+    let mut v: Vec<LegacyRow> = shm
+        .iter()
+        .filter(|r| role(r) == Some(Role::Legacy(legacy::Part::Content)))
+        .map(|c| {
+            let cpid = c.num("cpid") as i32;
+            let size = shm.iter().find(|s| {
+                role(s) == Some(Role::Legacy(legacy::Part::Size))
+                    && s.num("cpid") == c.num("cpid")
+                    && s.num("uid") == c.num("uid")
+            });
+            let uid = c.num("uid") as u32;
+            LegacyRow {
+                content_key: c.key().0,
+                size_key: size.map(|s| s.key().0),
+                owner: sysv::user_name(uid),
+                uid,
+                state: legacy_state(cpid, c.num("nattch"), size.map(TableRow::key)),
+                receiver_pid: cpid,
+            }
+        })
+        .collect();
+    v.sort_by_key(|r| r.content_key);
+    v
+}
+
+/// A consumer stays attached for life: detached or gone is stale; then its process state,
+/// then its size semaphore (taken while a producer hands a file over).
+fn legacy_state(cpid: i32, nattch: i64, size_key: Option<Key>) -> ChannelState {
+    if nattch == 0 || !sysv::process_alive(cpid) {
+        return ChannelState::Stale;
+    }
+    if sysv::process_stopped(cpid) {
+        return ChannelState::Stopped;
+    }
+    match size_key.map(|k| sysv::SemSet::open(k).and_then(|s| s.value(0))) {
+        Some(Ok(0)) => ChannelState::Busy,
+        Some(Ok(_)) => ChannelState::Idle,
+        _ => ChannelState::Unknown,
+    }
+}
+
+/// The other half of the original system's channel that has an object at `key` (its size
+/// key for a content key, and the reverse), from the kernel's tables: `status --key` shows
+/// both halves.
+///
+/// # Errors
+/// The tables cannot be read.
+pub fn legacy_partner(key: Key) -> Result<Option<Key>, InventoryError> {
+    let shm = table(Kind::Shm)?;
+    let sem = table(Kind::Sem)?;
+    let roles = Roles::new(&shm, &sem);
+    Ok(legacy_rows(&shm, &roles).into_iter().find_map(|r| {
+        let size = r.size_key.map(Key);
+        match (Key(r.content_key) == key, size == Some(key)) {
+            (true, _) => size,
+            (_, true) => Some(Key(r.content_key)),
+            _ => None,
+        }
+    }))
 }
 
 /// Which parts of the host's IPC a snapshot covers.
@@ -315,6 +404,7 @@ pub fn snapshot(parts: Parts) -> Result<Snapshot, InventoryError> {
             true => Some(table(Kind::Msg)?.iter().map(msg_row).collect()),
             false => None,
         },
+        legacy: parts.channels.then(|| legacy_rows(&shm_rows, &roles)),
         channels,
     })
 }
