@@ -67,8 +67,12 @@ fn producer(ck: Key, sk: Key, data: &[u8], md5: bool) -> Result<(), String> {
         o.content_sem
             .op(&[SemOp::take(0)], T)
             .map_err(|e| e.to_string())?;
+        // As the original: `content_memory.read()` copies the whole segment, then the reply
+        // is decoded and the file hashed, all before the release.
+        let mut whole = vec![0u8; 5_000_000];
+        o.content.read(0, &mut whole).unwrap();
         let mut reply = [0u8; 32];
-        o.content.read(0, &mut reply).unwrap();
+        reply.copy_from_slice(&whole[..32]);
         if std::str::from_utf8(&reply).is_err() {
             // The original decodes the reply before it releases: it dies holding the
             // semaphore. As a child process, so does the stand-in.
@@ -79,8 +83,8 @@ fn producer(ck: Key, sk: Key, data: &[u8], md5: bool) -> Result<(), String> {
                 "undecodable reply (the original would die holding the content semaphore)".into(),
             );
         }
-        o.content_sem.op(&[SemOp::give(0)], None).unwrap();
         let want = format!("{:x}", md5::compute(data));
+        o.content_sem.op(&[SemOp::give(0)], None).unwrap();
         if reply != want.as_bytes() {
             return Err(format!("md5 mismatch: {}", String::from_utf8_lossy(&reply)));
         }
