@@ -596,3 +596,25 @@ fn one_sigint_ends_the_watcher_within_2_s_while_it_awaits_a_stopped_receiver() {
     assert_eq!(code, Some(130), "{err}");
     assert!(took < Duration::from_secs(2), "{took:?}");
 }
+
+#[test]
+fn without_r_a_subdirectory_is_said_to_be_skipped_once() {
+    let s = Spool::new();
+    std::fs::create_dir(s.drop.join("before")).unwrap();
+    let _r = s.env.recv(&["--keep-name", "-q"]);
+    let w = s.watcher(&[]);
+    assert!(
+        w.said("before: a directory; not sent (-r watches subdirectories)"),
+        "{}",
+        w.err()
+    );
+    std::fs::create_dir(s.drop.join("after")).unwrap();
+    std::fs::write(s.drop.join("after/inner.txt"), b"x").unwrap();
+    std::fs::write(s.drop.join("top.txt"), b"t").unwrap();
+    assert!(wait_until(Duration::from_secs(10), || s
+        .arrived("top.txt")
+        .is_some()));
+    let (_, _, err) = w.interrupt();
+    assert_eq!(err.matches("before: a directory").count(), 1, "{err}");
+    assert!(s.arrived("inner.txt").is_none());
+}
