@@ -65,18 +65,7 @@ impl Spool {
 
     /// Runs `script` with `sh` as `nobody`, in the scratch folder; it must succeed.
     fn nobody(&self, script: &str) {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "/bin/sh",
-            "-ec",
-        ])
-        .arg(script)
-        .current_dir(&self.scratch);
-        let o = run_bounded(c, Duration::from_secs(20));
-        assert!(o.status.success(), "as nobody: {script}: {}", stderr(&o));
+        sh_as_nobody(script, &self.scratch);
     }
 
     fn arrived(&self, name: &str) -> Option<Vec<u8>> {

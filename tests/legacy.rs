@@ -1044,19 +1044,7 @@ fn a_turn_lock_that_is_a_link_a_fifo_or_another_users_is_refused_at_once_and_a_h
         ),
     ] {
         let _ = std::fs::remove_file(&lock);
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "/bin/sh",
-            "-c",
-            &plant,
-        ]);
-        assert!(
-            run_bounded(c, Duration::from_secs(10)).status.success(),
-            "{plant}"
-        );
+        sh_as_nobody(&plant, std::path::Path::new("/"));
         let (o, took) = send();
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(77), "{plant}: {err}");

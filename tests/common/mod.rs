@@ -335,3 +335,20 @@ pub fn as_nobody(args: &[&str]) -> Output {
         .env_remove("SHMXFER_KEY");
     run_bounded(c, Duration::from_secs(20))
 }
+
+/// Runs `script` with `sh -e` as the user `nobody` (the hostile local user of the tests), in
+/// `dir`, bounded; it must succeed.
+pub fn sh_as_nobody(script: &str, dir: &Path) {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "/bin/sh",
+        "-ec",
+    ])
+    .arg(script)
+    .current_dir(dir);
+    let o = run_bounded(c, Duration::from_secs(20));
+    assert!(o.status.success(), "as nobody: {script}: {}", stderr(&o));
+}
