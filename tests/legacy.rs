@@ -845,7 +845,8 @@ fn recv_legacy_tells_files_as_json_runs_exec_and_refuses_what_it_cannot_do() {
             "--exec",
             "sh",
             "-c",
-            "cp \"$SHMXFER_PATH\" \"$0/$SHMXFER_SIZE\"",
+            // Copied aside, then renamed: the mark appears whole, when the command is done.
+            "cp \"$SHMXFER_PATH\" \"$0/.copy\" && mv \"$0/.copy\" \"$0/$SHMXFER_SIZE\"",
             marks.to_str().unwrap(),
             ";",
         ],

@@ -123,28 +123,25 @@ fn a_burst_goes_through_one_process_and_a_restarted_receiver_loses_nothing() {
     r.signal("KILL");
     let _ = r.wait(Duration::from_secs(10));
     let _r2 = env.recv(&["--keep-name", "-q"]);
+    // Every file, whole and under its own name (waited for by name: a count could be made
+    // up by a second copy while one is still to come).
+    let all =
+        || (0..1000).all(|i| arrived(&env, &format!("f{i:04}"), format!("file {i}").as_bytes()));
     assert!(
-        wait_until(Duration::from_secs(60), || {
-            listing(&env.out())
-                .iter()
-                .filter(|n| n.starts_with('f'))
-                .count()
-                >= 1000
-        }),
+        wait_until(Duration::from_secs(60), all),
         "{} arrived",
         listing(&env.out()).len()
     );
     let (code, _, err) = stop(w);
     assert_eq!(code, Some(130), "{code:?} {err}");
-    // Each file whole and under its own name; one sent twice would show as NAME-1.
+    // One sent twice shows as NAME-1. The README allows one: a file the receiver committed in
+    // the instant before its SIGKILL, without answering, goes to the next receiver too.
     let names = listing(&env.out());
-    assert_eq!(names.len(), 1000, "{:?}", &names[..names.len().min(20)]);
-    for i in 0..1000 {
-        assert!(
-            arrived(&env, &format!("f{i:04}"), format!("file {i}").as_bytes()),
-            "f{i:04}"
-        );
-    }
+    assert!(
+        (1000..=1001).contains(&names.len()),
+        "{:?}",
+        &names[..names.len().min(20)]
+    );
 }
 
 #[test]
