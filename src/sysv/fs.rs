@@ -123,7 +123,7 @@ pub fn open_subdir(
 /// lease is refused because a writer has the file open (`EAGAIN`), `Some(false)` when it was
 /// granted (it is released at once), `None` where we may not take one (another user's file,
 /// a filesystem without leases). `file` must be open read-only.
-pub fn open_for_writing(file: &File) -> Option<bool> {
+pub(crate) fn open_for_writing(file: &File) -> Option<bool> {
     ignore_lease_breaks();
     // SAFETY: F_SETLEASE takes an int and acts only on the lease of this descriptor's open
     // file description, which we own; no memory is passed.
