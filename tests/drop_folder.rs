@@ -515,6 +515,38 @@ fn a_new_file_under_a_name_already_sent_is_sent_and_a_restart_resends_nothing() 
     drop(w);
     assert_eq!(listing(&s.env.out()), ["later.txt", "x-1.txt", "x.txt"]);
     assert_eq!(s.arrived("x-1.txt").as_deref(), Some(&b"again"[..]));
+    // The first x.txt is gone: a third start drops its entry, and keeps the two still there.
+    let w = s.watcher(&[]);
+    let entries = || {
+        let dir = s.env.path("state/shmxfer");
+        let list = std::fs::read(dir.join(&listing(&dir)[0])).unwrap_or_default();
+        list.split(|&c| c == 0).filter(|e| !e.is_empty()).count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || entries() == 2),
+        "{}",
+        entries()
+    );
+    drop(w);
+}
+
+#[test]
+fn a_sent_list_of_version_0_1_in_the_folder_seeds_the_first_run_when_it_is_the_watchers_own() {
+    let s = Spool::new();
+    std::fs::write(s.drop.join("old.txt"), b"sent by 0.1").unwrap();
+    std::fs::write(s.drop.join(".shmxfer-sent"), b"old.txt\0").unwrap();
+    std::fs::write(s.drop.join("new.txt"), b"new").unwrap();
+    let _r = s.env.recv(&["--keep-name", "-q"]);
+    let w = s.watcher(&[]);
+    assert!(wait_until(Duration::from_secs(10), || s
+        .arrived("new.txt")
+        .is_some()));
+    std::thread::sleep(Duration::from_millis(600));
+    drop(w);
+    assert!(
+        s.arrived("old.txt").is_none(),
+        "sent again after an upgrade"
+    );
 }
 
 #[test]
@@ -599,6 +631,8 @@ fn without_r_a_subdirectory_is_said_to_be_skipped_once() {
     );
     std::fs::create_dir(s.drop.join("after")).unwrap();
     std::fs::write(s.drop.join("after/inner.txt"), b"x").unwrap();
+    // Hidden files are where rsync and editors write before they rename: never sent.
+    std::fs::write(s.drop.join(".partial.txt"), b"h").unwrap();
     std::fs::write(s.drop.join("top.txt"), b"t").unwrap();
     assert!(wait_until(Duration::from_secs(10), || s
         .arrived("top.txt")
@@ -606,4 +640,5 @@ fn without_r_a_subdirectory_is_said_to_be_skipped_once() {
     let (_, _, err) = w.interrupt();
     assert_eq!(err.matches("before: a directory").count(), 1, "{err}");
     assert!(s.arrived("inner.txt").is_none());
+    assert!(s.arrived(".partial.txt").is_none());
 }
