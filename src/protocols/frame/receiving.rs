@@ -69,13 +69,27 @@ impl ReceiverEnd {
     /// Sleeps in the kernel until a sender takes the gate, waking only every `PUBLISHED_CHECK`
     /// to see that the channel is still there to be found, and whether it was cancelled (a
     /// program that must stop at once also removes the semaphore set, which wakes it).
+    ///
+    /// The ticket is the truth, the gate only its doorbell: a sender that swapped the ticket
+    /// out is admitted, even if our own `GATE = 1` came after its `GATE = 0` (someone who may
+    /// write the semaphores set the gate while we wrote the ticket, and a sender passed it
+    /// then); and a gate at 0 with the ticket still there was set by someone who took no
+    /// ticket: it is opened again.
     pub fn wait_for_sender(&self) -> Result<(), FrameError> {
         loop {
+            if self.control.load_u32(TICKET_OFF) == 0 {
+                return Ok(());
+            }
             let r = self.wait(&[SemOp::zero(sem::GATE)], Some(PUBLISHED_CHECK));
             if r.is_err() && self.cancel.is_cancelled() {
                 return Err(FrameError::Interrupted);
             }
             match r {
+                Ok(()) if self.control.load_u32(TICKET_OFF) != 0 => {
+                    self.sems
+                        .set(sem::GATE, 1)
+                        .map_err(|e| FrameError::from_wait(self.key, e.into()))?;
+                }
                 Err(FrameError::TimedOut { .. }) if self.published() => continue,
                 Err(FrameError::TimedOut { .. }) => {
                     return Err(FrameError::Removed { key: self.key });
