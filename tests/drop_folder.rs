@@ -642,3 +642,33 @@ fn without_r_a_subdirectory_is_said_to_be_skipped_once() {
     assert!(s.arrived("inner.txt").is_none());
     assert!(s.arrived(".partial.txt").is_none());
 }
+
+#[test]
+fn a_watcher_whose_stdout_reader_left_stops_between_files_with_141() {
+    use std::io::BufRead;
+    let s = Spool::new();
+    let _r = s.env.recv(&["--keep-name", "-q"]);
+    let mut c = s.env.cmd(&["send", "--watch", "--settle", "0.3"]);
+    c.arg(&s.drop)
+        .env("XDG_STATE_HOME", s.env.path("state"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut w = c.spawn().unwrap();
+    let _g = PidGuard(w.id() as i32);
+    let mut out = std::io::BufReader::new(w.stdout.take().unwrap());
+    std::fs::write(s.drop.join("a.txt"), b"a").unwrap();
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("a.txt"), "{line}");
+    drop(out); // `head -1` has had its line
+    for name in ["b.txt", "c.txt"] {
+        std::fs::write(s.drop.join(name), name).unwrap();
+    }
+    assert!(wait_until(Duration::from_secs(10), || {
+        w.try_wait().ok().flatten().is_some()
+    }));
+    assert_eq!(w.wait().unwrap().code(), Some(141));
+    // The file whose line could not be written was committed; none is torn.
+    assert_eq!(s.arrived("b.txt").as_deref(), Some(&b"b.txt"[..]));
+}
