@@ -503,7 +503,8 @@ fn a_new_file_under_a_name_already_sent_is_sent_and_a_restart_resends_nothing() 
     assert!(wait_until(Duration::from_secs(10), || s
         .arrived("x-1.txt")
         .is_some()));
-    drop(w);
+    // Stopped as a service is (SIGINT): every answer is recorded before it exits.
+    assert_eq!(w.interrupt().0, Some(130));
     // Restarted: the version there now was sent; a renamed one is the same file.
     std::fs::rename(s.drop.join("x.txt"), s.drop.join("y.txt")).unwrap();
     let w = s.watcher(&[]);
@@ -512,7 +513,7 @@ fn a_new_file_under_a_name_already_sent_is_sent_and_a_restart_resends_nothing() 
         .arrived("later.txt")
         .is_some()));
     std::thread::sleep(Duration::from_millis(600));
-    drop(w);
+    assert_eq!(w.interrupt().0, Some(130));
     assert_eq!(listing(&s.env.out()), ["later.txt", "x-1.txt", "x.txt"]);
     assert_eq!(s.arrived("x-1.txt").as_deref(), Some(&b"again"[..]));
     // The first x.txt is gone: a third start drops its entry, and keeps the two still there.
