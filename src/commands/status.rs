@@ -134,7 +134,7 @@ fn listing(all: bool, args: &StatusArgs) -> Result<Snapshot, StatusError> {
     let mut snap = snapshot(parts)?;
     if let Some(k) = args.key.as_ref().map(|a| a.key) {
         // The original system's channel has two keys of any values: both halves are shown.
-        let partner = crate::protocols::inventory::legacy_partner(k)?;
+        let partner = snap.legacy_partner(k);
         let near =
             |key: u32| key == k.0 || Some(Key(key)) == k.offset(1) || partner == Some(Key(key));
         if let Some(v) = snap.shm.as_mut() {

@@ -214,8 +214,6 @@ fn extra(sub: Option<&str>) -> String {
     }
     if matches!(sub, None | Some("send")) {
         out += ".TP\n\\fB$STATE_DIRECTORY\\fR, \\fB$XDG_STATE_HOME/shmxfer/\\fR, \\fB~/.local/state/shmxfer/\\fR\\fBwatch\\-\\fINAME\\fB\\-\\fIHASH\\fB.sent\\fR\nsend \\-\\-watch's sent list when no \\-\\-state is given: the identities of the files committed.\n";
-    }
-    if matches!(sub, None | Some("send")) {
         out += ".TP\n\\fB/dev/shm/.shmxfer\\-legacy\\-\\fIKKKKKKKK\\fB.lock\\fR\nsend \\-\\-legacy's turn lock (K: the content key in hex), held while one file is handed over and removed by its holder.\n";
     }
     if matches!(sub, None | Some("status")) {

@@ -51,11 +51,7 @@ pub fn errno_text(errno: i32) -> String {
 
 /// An I/O error in words: its errno's text where it has one, else its own message.
 pub fn io_text(e: &std::io::Error) -> String {
-    match (e.raw_os_error(), e.get_ref()) {
-        (Some(errno), _) => nix::errno::Errno::from_raw(errno).desc().to_string(),
-        (None, Some(inner)) => inner.to_string(),
-        (None, None) => e.kind().to_string(),
-    }
+    crate::sysv::io_words(e)
 }
 
 #[cfg(test)]

@@ -262,6 +262,24 @@ pub struct Snapshot {
     /// sets), with their consumer and its state.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub legacy: Option<Vec<LegacyRow>>,
+    /// The original system's channels' (content key, size key), whatever the parts: how
+    /// `status --key` finds the other half, from the same reading of the tables.
+    #[serde(skip)]
+    legacy_keys: Vec<(Key, Option<Key>)>,
+}
+
+impl Snapshot {
+    /// The other half of the original system's channel that has a segment at `key` (its size
+    /// key for a content key, and the reverse).
+    pub fn legacy_partner(&self, key: Key) -> Option<Key> {
+        self.legacy_keys
+            .iter()
+            .find_map(|&(content, size)| match key {
+                k if k == content => size,
+                k if Some(k) == size => Some(content),
+                _ => None,
+            })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -286,19 +304,33 @@ pub struct LegacyRow {
 
 /// The original system's channels among the kernel's rows: each content segment of the
 /// original's shape beside a one-semaphore set, with the size segment its creator made.
-fn legacy_rows(shm: &[TableRow], roles: &Roles) -> Vec<LegacyRow> {
+fn legacy_halves<'a>(
+    shm: &'a [TableRow],
+    roles: &Roles,
+) -> Vec<(&'a TableRow, Option<&'a TableRow>)> {
     let role = |r: &TableRow| roles.shm(r.key(), r.num("size") as u64);
-    let mut v: Vec<LegacyRow> = shm
+    let mut v: Vec<_> = shm
         .iter()
         .filter(|r| role(r) == Some(Role::Legacy(legacy::Part::Content)))
         .map(|c| {
-            let cpid = c.num("cpid") as i32;
             let size = shm.iter().find(|s| {
                 role(s) == Some(Role::Legacy(legacy::Part::Size))
                     && s.num("cpid") == c.num("cpid")
                     && s.num("uid") == c.num("uid")
             });
-            let uid = c.num("uid") as u32;
+            (c, size)
+        })
+        .collect();
+    v.sort_by_key(|(c, _)| c.key().0);
+    v
+}
+
+/// Each of the original system's channels with its consumer and the consumer's state.
+fn legacy_rows(halves: &[(&TableRow, Option<&TableRow>)]) -> Vec<LegacyRow> {
+    halves
+        .iter()
+        .map(|&(c, size)| {
+            let (cpid, uid) = (c.num("cpid") as i32, c.num("uid") as u32);
             LegacyRow {
                 content_key: c.key().0,
                 size_key: size.map(|s| s.key().0),
@@ -308,9 +340,7 @@ fn legacy_rows(shm: &[TableRow], roles: &Roles) -> Vec<LegacyRow> {
                 receiver_pid: cpid,
             }
         })
-        .collect();
-    v.sort_by_key(|r| r.content_key);
-    v
+        .collect()
 }
 
 /// A consumer stays attached for life: detached or gone is stale; then its process state,
@@ -327,26 +357,6 @@ fn legacy_state(cpid: i32, nattch: i64, size_key: Option<Key>) -> ChannelState {
         Some(Ok(_)) => ChannelState::Idle,
         _ => ChannelState::Unknown,
     }
-}
-
-/// The other half of the original system's channel that has an object at `key` (its size
-/// key for a content key, and the reverse), from the kernel's tables: `status --key` shows
-/// both halves.
-///
-/// # Errors
-/// The tables cannot be read.
-pub fn legacy_partner(key: Key) -> Result<Option<Key>, InventoryError> {
-    let shm = table(Kind::Shm)?;
-    let sem = table(Kind::Sem)?;
-    let roles = Roles::new(&shm, &sem);
-    Ok(legacy_rows(&shm, &roles).into_iter().find_map(|r| {
-        let size = r.size_key.map(Key);
-        match (Key(r.content_key) == key, size == Some(key)) {
-            (true, _) => size,
-            (_, true) => Some(Key(r.content_key)),
-            _ => None,
-        }
-    }))
 }
 
 /// Which parts of the host's IPC a snapshot covers.
@@ -390,6 +400,7 @@ pub fn snapshot(parts: Parts) -> Result<Snapshot, InventoryError> {
     let shm_rows = table(Kind::Shm)?;
     let sem_rows = table(Kind::Sem)?;
     let roles = Roles::new(&shm_rows, &sem_rows);
+    let halves = legacy_halves(&shm_rows, &roles);
     let channels = parts
         .channels
         .then(|| channels(&shm_rows, &sem_rows, &roles));
@@ -404,7 +415,11 @@ pub fn snapshot(parts: Parts) -> Result<Snapshot, InventoryError> {
             true => Some(table(Kind::Msg)?.iter().map(msg_row).collect()),
             false => None,
         },
-        legacy: parts.channels.then(|| legacy_rows(&shm_rows, &roles)),
+        legacy: parts.channels.then(|| legacy_rows(&halves)),
+        legacy_keys: halves
+            .iter()
+            .map(|(c, s)| (c.key(), s.map(TableRow::key)))
+            .collect(),
         channels,
     })
 }

@@ -23,12 +23,10 @@ use crate::sysv::{self, Fixed, Key, Mapping, SemOp, SemSet, Shm, SysvError, Wait
 pub const CONTENT_KEY: Key = Key(42);
 /// The original system's size segment key.
 pub const SIZE_KEY: Key = Key(44);
-#[doc(hidden)]
 /// The original's content segment size: the largest file it carries.
-pub const CONTENT_LEN: usize = 5_000_000;
-#[doc(hidden)]
+pub(crate) const CONTENT_LEN: usize = 5_000_000;
 /// The original's size segment size: a NUL-terminated decimal.
-pub const SIZE_LEN: usize = 10;
+pub(crate) const SIZE_LEN: usize = 10;
 /// How long one wait on the peer lasts before we check that the peer still lives.
 const SLICE: Duration = Duration::from_millis(250);
 /// How often an idle consumer wakes, only to notice a stop request.
@@ -401,13 +399,14 @@ impl Stopper {
 impl Consumer {
     /// Creates the four objects as the original consumer does (mode `mode`, values 0).
     ///
-    /// # Errors
-    /// The objects exist already (another consumer, or leftovers), permission, the kernel.
+    /// A consumer killed without a chance to clean up (SIGKILL) leaves its objects behind. If
+    /// they are provably a dead consumer's (of our user, of the original's shapes, nothing
+    /// attached, their creator gone), they are removed and made anew, as a native receiver
+    /// takes over a dead one's channel ([`Consumer::predecessor`] tells).
     ///
-    /// A consumer killed without a chance to clean up (SIGKILL) leaves its objects behind: if
-    /// they are provably its own and it is gone ([`dead_consumer`]), they are removed and the
-    /// objects made anew, as a native receiver takes over a dead one's channel
-    /// ([`Consumer::predecessor`] tells).
+    /// # Errors
+    /// The objects exist already and are not provably a dead consumer's (another consumer, a
+    /// stopped one, another user's leftovers), permission, the kernel.
     pub fn create(content_key: Key, size_key: Key, mode: u32) -> Result<Consumer, LegacyError> {
         match Legacy::create(content_key, size_key, mode) {
             Ok(ch) => Ok(Consumer {
@@ -890,14 +889,15 @@ fn open_lock(path: &Path) -> Result<fs::File, LegacyError> {
 /// Why a file is not one to take turns through: not a regular file of ours.
 fn unfit(md: &fs::Metadata) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
-    let owner = sysv::user_name(md.uid());
+    // Looked up (NSS) only to be said: a fit file, met on every look at the lock, needs none.
+    let owner = || sysv::user_name(md.uid());
     let t = md.file_type();
     if t.is_symlink() {
-        Some(format!("a symbolic link (of {owner})"))
+        Some(format!("a symbolic link (of {})", owner()))
     } else if !t.is_file() {
-        Some(format!("not a regular file (of {owner})"))
+        Some(format!("not a regular file (of {})", owner()))
     } else if md.uid() != sysv::geteuid() {
-        Some(format!("a file of {owner}, not yours"))
+        Some(format!("a file of {}, not yours", owner()))
     } else {
         None
     }

@@ -51,7 +51,7 @@ impl fmt::Display for Key {
 
 /// What a failed call was doing and to which object, with the errno that explains it.
 #[derive(Debug, thiserror::Error)]
-#[error("{call}({target}): {}", words(source))]
+#[error("{call}({target}): {}", io_words(source))]
 pub struct SysvError {
     /// The call that failed, as `semctl(IPC_STAT)`.
     pub call: &'static str,
@@ -62,12 +62,13 @@ pub struct SysvError {
     pub source: io::Error,
 }
 
-/// An errno in words, as `strerror` says it (io::Error's Display adds " (os error N)", which
-/// is for programmers).
-fn words(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
-        None => e.to_string(),
+/// An I/O error in words: its errno's text where it has one (as `strerror` says it; io::Error's
+/// Display adds " (os error N)", which is for programmers), else its own message.
+pub(crate) fn io_words(e: &io::Error) -> String {
+    match (e.raw_os_error(), e.get_ref()) {
+        (Some(errno), _) => nix::errno::Errno::from_raw(errno).desc().to_string(),
+        (None, Some(inner)) => inner.to_string(),
+        (None, None) => e.kind().to_string(),
     }
 }
 

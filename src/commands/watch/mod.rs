@@ -70,22 +70,24 @@ impl Watch {
             .map_err(|m| super::Error::Start(exit::OSERR, m))?;
         let mut roots = Vec::new();
         let mut found = Vec::new();
+        let mut full = Vec::new();
         for d in dirs {
             let (slot, seen) = folder
                 .add_root(roots.len(), d)
                 .map_err(|e| watch_error(d, e))?;
-            let prefix = d
-                .canonicalize()
-                .ok()
-                .and_then(|c| c.file_name().map(|n| n.as_bytes().to_vec()))
+            let canonical = d.canonicalize().unwrap_or_else(|_| d.clone());
+            let prefix = canonical
+                .file_name()
+                .map(|n| n.as_bytes().to_vec())
                 .unwrap_or_default();
             roots.push(Root { prefix, slot });
+            full.push(canonical);
             found.extend(seen);
         }
         let state = match &opts.state {
             Some(s) => s.clone(),
             None => {
-                sent::default_path(dirs).map_err(|m| super::Error::Start(exit::CANTCREAT, m))?
+                sent::default_path(&full).map_err(|m| super::Error::Start(exit::CANTCREAT, m))?
             }
         };
         let sent = SentList::open(&state).map_err(|m| super::Error::Start(exit::CANTCREAT, m))?;

@@ -49,9 +49,9 @@ pub struct SentList {
     fresh: bool,
 }
 
-/// Where the list of a watcher of `dirs` goes when no `--state` is given: the service's
-/// state directory under systemd, else the user's (XDG), made if missing (mode 0700). The
-/// name is the first folder's, with a digest of all their full paths.
+/// Where the list of a watcher of `dirs` (their full paths) goes when no `--state` is given:
+/// the service's state directory under systemd, else the user's (XDG), made if missing (mode
+/// 0700). The name is the first folder's, with a digest of all their full paths.
 pub fn default_path(dirs: &[PathBuf]) -> Result<PathBuf, String> {
     let var = |v: &str| std::env::var_os(v).filter(|s| !s.is_empty());
     let base = if let Some(s) = var("STATE_DIRECTORY") {
@@ -84,14 +84,12 @@ pub fn default_path(dirs: &[PathBuf]) -> Result<PathBuf, String> {
         })?;
     let mut all = Vec::new();
     for d in dirs {
-        let full = d.canonicalize().unwrap_or_else(|_| d.clone());
-        all.extend_from_slice(full.as_os_str().as_bytes());
+        all.extend_from_slice(d.as_os_str().as_bytes());
         all.push(0);
     }
     let digest = crate::mechanisms::wire::hex(&crate::mechanisms::digest::md5(&all));
     let stem: String = dirs
         .first()
-        .and_then(|d| d.canonicalize().ok())
         .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "root".into())
         .chars()
