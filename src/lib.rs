@@ -93,9 +93,9 @@ pub mod protocols;
 #[allow(unsafe_code)]
 pub mod sysv;
 #[doc(hidden)]
-pub use mechanisms::{pacer, parse, runtime, text, wire};
+pub use mechanisms::{pacer, parse, wire};
 #[doc(hidden)]
-pub use protocols::{frame, receiver, sender};
+pub use protocols::{frame, sender};
 
 // The API.
 pub use mechanisms::output;

@@ -1,10 +1,10 @@
 //! Mechanisms the protocols and commands share.
 
-pub mod digest;
+pub(crate) mod digest;
 pub mod output;
 pub mod pacer;
 pub mod parse;
-pub mod runtime;
+pub(crate) mod runtime;
 pub(crate) mod term;
-pub mod text;
+pub(crate) mod text;
 pub mod wire;

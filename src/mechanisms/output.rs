@@ -17,9 +17,8 @@ use std::sync::Mutex;
 
 use crate::sysv;
 
-#[doc(hidden)]
 /// The longest file name Linux takes.
-pub const MAX_NAME: usize = 255;
+pub(crate) const MAX_NAME: usize = 255;
 
 #[derive(Debug, thiserror::Error)]
 /// Why the output directory or the naming options cannot be used.
@@ -127,9 +126,8 @@ fn set_partial(p: Option<PathBuf>) {
     }
 }
 
-#[doc(hidden)]
 /// Removes the named temporary file in flight, if there is one (for a stop handler).
-pub fn remove_partial() {
+pub(crate) fn remove_partial() {
     if let Some(p) = PARTIAL.lock().ok().and_then(|g| g.clone()) {
         let _ = fs::remove_file(p);
     }
@@ -237,25 +235,23 @@ pub fn safe_name(raw: &[u8]) -> Option<OsString> {
     Some(OsString::from_vec(clean))
 }
 
-#[doc(hidden)]
 /// A sender's relative path (`send -r`), checked for `recv --keep-path`: the directories to
 /// recreate under DIR, and the file's name.
 #[derive(Debug, PartialEq, Eq)]
-pub struct RelPath {
+pub(crate) struct RelPath {
     /// The directories, outermost first (none for a plain name).
     pub dirs: Vec<OsString>,
     /// The file's name.
     pub name: OsString,
 }
 
-#[doc(hidden)]
 /// Checks a sender's relative path before anything of it is created: never absolute, no
 /// empty, `.` or `..` component, no NUL, no component over 255 bytes, and a file name that is
 /// not shaped like a temporary file.
 ///
 /// # Errors
 /// What is wrong with it, in words.
-pub fn rel_path(raw: &[u8]) -> Result<RelPath, &'static str> {
+pub(crate) fn rel_path(raw: &[u8]) -> Result<RelPath, &'static str> {
     if raw.first() == Some(&b'/') {
         return Err("an absolute path");
     }

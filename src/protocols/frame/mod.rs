@@ -228,7 +228,7 @@ pub enum FrameError {
         secs: f64,
     },
     #[error("interrupted")]
-    /// A stop was asked for (the channel's [`crate::runtime::Cancel`]).
+    /// A stop was asked for (the channel's [`crate::Cancel`]).
     Interrupted,
     #[error("bad header on key {key}: {source}")]
     /// The control segment's header failed a check.
