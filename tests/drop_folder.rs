@@ -673,3 +673,34 @@ fn a_watcher_whose_stdout_reader_left_stops_between_files_with_141() {
     // The file whose line could not be written was committed; none is torn.
     assert_eq!(s.arrived("b.txt").as_deref(), Some(&b"b.txt"[..]));
 }
+
+#[test]
+fn a_file_rewritten_while_it_is_sent_is_not_committed_torn_and_goes_again_once_settled() {
+    use std::os::unix::fs::FileExt;
+    let s = Spool::new();
+    let r = s
+        .env
+        .recv(&["--keep-name", "-q", "--slot-size", "64K", "--slots", "4"]);
+    let w = s.watcher(&[]);
+    // Mid-file: the receiver stopped, the watcher waits for ring space.
+    r.signal("STOP");
+    let path = s.drop.join("big.bin");
+    std::fs::write(&path, pattern(4 << 20, 1)).unwrap();
+    assert!(w.awaits_answer());
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(b"REWRITTEN", 3 << 20).unwrap();
+    drop(f);
+    let whole = std::fs::read(&path).unwrap();
+    r.signal("CONT");
+    assert!(
+        wait_until(Duration::from_secs(20), || s.arrived("big.bin")
+            == Some(whole.clone())),
+        "{}",
+        w.err()
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let (code, _, err) = w.interrupt();
+    assert_eq!(code, Some(130), "{err}");
+    assert_eq!(listing(&s.env.out()), ["big.bin"], "once, and never torn");
+    assert!(!err.contains("error"), "a notice, not an error: {err}");
+}
