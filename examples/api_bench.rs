@@ -4,6 +4,8 @@
 //! `api_bench --floor DIR N SIZE` instead writes the same files into DIR itself, the way the
 //! receiver does (an unnamed temporary file, written, then linked under the next counter
 //! name): the receiver's share of the work alone, the floor for the first figure.
+//! `api_bench --sessions KEY N` connects N times without sending anything (admission, the
+//! sender's own segment made and handed over, goodbye) and prints the time per session in µs.
 
 use std::time::Instant;
 
@@ -11,10 +13,24 @@ use shmxfer::sender::{SendOptions, Sender};
 
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    let n: usize = a[a.len() - 2].parse().expect("N");
-    let size: usize = a[a.len() - 1].parse().expect("SIZE");
+    let (n, size): (usize, usize) = match a[0] == "--sessions" {
+        true => (a[2].parse().expect("N"), 0),
+        false => (
+            a[a.len() - 2].parse().expect("N"),
+            a[a.len() - 1].parse().expect("SIZE"),
+        ),
+    };
     let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
     let t = Instant::now();
+    if a[0] == "--sessions" {
+        let key = shmxfer::parse::parse_key(&a[1]).expect("KEY");
+        for _ in 0..n {
+            let tx = Sender::connect(key, &SendOptions::default()).expect("connect");
+            tx.finish().expect("goodbye");
+        }
+        println!("{:.1}", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        return;
+    }
     if a[0] == "--floor" {
         let dir = std::path::Path::new(&a[1]);
         let mut namer = shmxfer::output::prepare(dir, "file", ".jpg").expect("DIR");

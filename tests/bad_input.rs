@@ -145,7 +145,22 @@ fn a_version_4_channel_of_its_own_size_is_told_by_its_version() {
             m.write(8, &4u32.to_ne_bytes()).unwrap();
             s
         },
-        "protocol version 4; this shmxfer speaks version 6",
+        "protocol version 4; this shmxfer speaks version 7",
+    );
+}
+
+#[test]
+fn a_version_6_channel_is_told_by_its_version() {
+    // Version 6 had the layout of today's control segment, written by senders too.
+    refuses_foreign(
+        |k| {
+            let s = Shm::create(k, frame::CONTROL_LEN, 0o600).unwrap();
+            let m = s.attach(true).unwrap();
+            m.write(0, b"SHMXFER\0").unwrap();
+            m.write(8, &6u32.to_ne_bytes()).unwrap();
+            s
+        },
+        "protocol version 6; this shmxfer speaks version 7",
     );
 }
 

@@ -118,7 +118,7 @@ small_recv() { "$BIN" recv --key "$SKEY" -q --dir "$@" & SRPID=$!; PIDS+=($SRPID
 small_stop() { kill "$SRPID"; wait "$SRPID" 2>/dev/null || true; }
 fresh() { mkdir -p "$WORK/s/$r/$1"; echo "$WORK/s/$r/$1"; }
 
-declare -a T_DD T_CAT T_CP T_SX T_SXM T_MD5 T_SMALL_SX T_SMALL_CP T_ONE T_ONE_F T_API T_FLOOR T_SMALL_ST T_CP1
+declare -a T_DD T_CAT T_CP T_SX T_SXM T_MD5 T_SMALL_SX T_SMALL_CP T_ONE T_ONE_F T_API T_FLOOR T_SMALL_ST T_CP1 T_SESS
 SENDER_RSS=0
 keep_ballast() { head -c 1073741824 "$WORK/big" >"$WORK/base/x"; keep "$WORK/base/x"; }
 keep_ballast # the first recycled run needs something to recycle
@@ -156,6 +156,10 @@ for r in $(seq "$RUNS"); do
   small_recv "$(fresh api)"; small_recycled
   T_API+=("$("$API" "$SKEY" 200 102400)")
   small_stop; [[ $(ls "$WORK/s/$r/api" | wc -l) == 200 ]] || { echo "api files missing"; exit 1; }
+  # One session's setup: connect (the sender's own segment made, admission) and goodbye.
+  small_recv "$(fresh sessions)"
+  T_SESS+=("$("$API" --sessions "$SKEY" 200)")
+  small_stop
   # Its floor: the same files written by one process itself, no IPC.
   d=$(fresh floor); small_recycled; T_FLOOR+=("$("$API" --floor "$d" 200 102400)")
   echo "  run $r/$RUNS done"
@@ -212,6 +216,7 @@ report() { printf '  %-48s %7s%s  (reported)\n' "$1" "$2" "$3"; }
 report "one send, per file" "$PER" " ms"
 report "library, one process, from memory, per file" "$(m "${T_API[@]}")" " ms"
 report "floor (the same files written in-process)" "$(m "${T_FLOOR[@]}")" " ms"
+report "per-session setup (connect, admission, goodbye)" "$(m "${T_SESS[@]}")" " µs"
 verdict "one send of 200 files / one cp of them" "$(ratio "$ONE" "$(m "${T_CP1[@]}")")" "<=" 3
 # The floor swings up to 5x between runs with the host's memory state (docs/benchmarks.md,
 # "The machine"): each run's ratio to its own floor says what shmxfer adds, whatever

@@ -241,9 +241,19 @@ fn every_value_the_bash_completion_offers_parses_as_typed() {
                 checked += 1;
             }
         } else if line.contains("compgen -f") {
-            // Files are offered only where a path (or a program) is what parses.
+            // Files are offered only where a path (or a program) is what parses, and where
+            // clap's bash script has nothing better for users and groups.
             assert!(
-                ["--dir", "--exec", "-x", "--owner", "--state"].contains(&opt.as_str()),
+                [
+                    "--dir",
+                    "--exec",
+                    "-x",
+                    "--owner",
+                    "--state",
+                    "--allow-user",
+                    "--allow-group"
+                ]
+                .contains(&opt.as_str()),
                 "{sub} {opt} completes file names"
             );
         }

@@ -289,7 +289,7 @@ fn ids(env: &Env) -> (i32, i32, i32) {
     let ch = channel_state(env).unwrap();
     (
         ch["control_id"].as_i64().unwrap() as i32,
-        ch["content_id"].as_i64().unwrap() as i32,
+        ch["rendezvous_id"].as_i64().unwrap() as i32,
         ch["sem_id"].as_i64().unwrap() as i32,
     )
 }
@@ -405,12 +405,12 @@ fn file_changes_while_sent(change: impl FnOnce(&std::path::Path)) {
         .stdin(Stdio::null());
     let child = c.spawn().unwrap();
     let _g = PidGuard(child.id() as i32);
-    let control = shmxfer::sysv::Shm::open(env.key).unwrap().id();
-    let view = shmxfer::frame::View::open(control).unwrap();
-    let pid = child.id() as i32;
-    assert!(wait_until(HANG, || view
-        .request()
-        .is_ok_and(|q| q.sender_pid == pid && q.size.is_some())));
+    // The request is posted, and both slots are full: the sender waits for ring space.
+    let sems = shmxfer::sysv::SemSet::open(env.key).unwrap();
+    assert!(wait_until(HANG, || sems
+        .value(shmxfer::frame::sem::FULL)
+        .is_ok_and(|v| v == 2)
+        && sems.value(shmxfer::frame::sem::REQ).is_ok_and(|v| v == 1)));
     change(&f);
     r.signal("CONT");
     let o = finish(child, Duration::from_secs(30));

@@ -147,14 +147,14 @@ fn info() -> impl Strategy<Value = frame::Info> {
                 slot_size,
                 slot_count,
                 require_md5,
-                (receiver_pid, content_shmid, semid, mode, created),
+                (receiver_pid, rendezvous_shmid, semid, mode, created),
                 name,
             )| frame::Info {
                 slot_size,
                 slot_count,
                 require_md5,
                 receiver_pid,
-                content_shmid,
+                rendezvous_shmid,
                 semid,
                 mode,
                 created,
@@ -219,27 +219,35 @@ fn desc() -> impl Strategy<Value = Desc> {
 
 fn outcome() -> impl Strategy<Value = frame::Outcome> {
     (
-        (0u32..=10).prop_map(|c| Status::from_code(c).unwrap()),
+        (0u32..=12).prop_map(|c| Status::from_code(c).unwrap()),
         any::<i32>(),
         proptest::collection::vec(any::<u8>(), 0..=frame::MAX_NAME),
         any::<[u8; 16]>(),
         any::<u64>(),
+        any::<(i32, u32)>(),
     )
-        .prop_map(|(status, errno, name, md5, bytes)| frame::Outcome {
-            status,
-            errno,
-            name,
-            md5,
-            bytes,
-        })
+        .prop_map(
+            |(status, errno, name, md5, bytes, (segment, sender_uid))| frame::Outcome {
+                status,
+                errno,
+                name,
+                md5,
+                bytes,
+                segment,
+                sender_uid,
+            },
+        )
 }
 
-/// A sender written against the raw segments, free to lie.
+/// A sender written against the raw segments, free to lie: it makes its own segment as the
+/// protocol's senders do (private, written by it alone) and says anything in it.
 struct Hostile {
     sems: SemSet,
     ctl: Mapping,
-    content: Mapping,
+    seg: Mapping,
+    _shm: Shm,
     slot_size: usize,
+    slots: usize,
     session: u32,
     /// The number of our last request (every file request counts, as the receiver counts).
     file: std::cell::Cell<u32>,
@@ -254,38 +262,58 @@ const WAIT: Option<Duration> = Some(Duration::from_secs(10));
 impl Hostile {
     fn connect(key: Key) -> Hostile {
         let sems = SemSet::open(key).unwrap();
-        let ctl = Shm::open(key).unwrap().attach(true).unwrap();
-        let content = Shm::open(Key(key.0 + 1)).unwrap().attach(true).unwrap();
+        let ctl_shm = Shm::open(key).unwrap();
+        let ctl = ctl_shm.attach(false).unwrap();
+        let rdv = Shm::open(Key(key.0 + 1)).unwrap().attach(true).unwrap();
+        let mut head = [0u8; frame::INFO_LEN];
+        ctl.read(0, &mut head).unwrap();
+        let info = frame::decode_info(&head, ctl.len()).unwrap();
+        let shm = Shm::create_private(info.segment_len(), 0o600).unwrap();
+        let seg = shm.attach(true).unwrap();
+        shm.remove().unwrap();
+        seg.write(0, &frame::SEGMENT_MAGIC).unwrap();
+        seg.store_u32(frame::SEG_VERSION_OFF, frame::VERSION)
+            .unwrap();
+        seg.store_u32(frame::SEG_CHANNEL_OFF, ctl_shm.id() as u32)
+            .unwrap();
         sems.op(
             &[SemOp::take(sem::GATE), SemOp::give(sem::SENDER).undo()],
             WAIT,
         )
         .unwrap();
-        let mut head = [0u8; frame::INFO_LEN];
-        ctl.read(0, &mut head).unwrap();
-        let slot_size = frame::decode_info(&head, ctl.len()).unwrap().slot_size;
         // Admitted as the protocol admits: by taking the ticket (the receiver goes by it, not
-        // by the gate), alone here, so a load and a store will do for the swap.
-        let session = ctl.load_u32(frame::TICKET_OFF).unwrap();
+        // by the gate), alone here, so a load and a store will do for the swap; then our
+        // segment, stamped with the session, named at the rendezvous.
+        let session = rdv.load_u32(frame::TICKET_OFF).unwrap();
         assert_ne!(session, 0, "the ticket was taken");
-        ctl.store_u32(frame::TICKET_OFF, 0).unwrap();
+        rdv.store_u32(frame::TICKET_OFF, 0).unwrap();
+        seg.store_u32(frame::SEG_SESSION_OFF, session).unwrap();
+        rdv.store_u32(frame::SEGMENT_OFF, shm.id() as u32).unwrap();
+        sems.set(sem::GATE, 0).unwrap();
         Hostile {
             sems,
             ctl,
-            content,
-            slot_size,
+            seg,
+            _shm: shm,
+            slot_size: info.slot_size,
+            slots: info.slot_count as usize,
             session,
             file: std::cell::Cell::new(0),
             due: std::cell::Cell::new(1),
             ring: std::cell::Cell::new(0),
         }
     }
+    fn count_request(&self) {
+        let n = self.seg.load_u32(frame::REQUESTS_OFF).unwrap();
+        self.seg.store_u32(frame::REQUESTS_OFF, n + 1).unwrap();
+        self.sems.op(&[SemOp::give(sem::REQ)], None).unwrap();
+    }
     /// Posts `bytes` as the request due next (one more than the last one taken).
     fn request_raw(&self, bytes: &[u8]) {
         let due = self.file.get() + 1;
         self.due.set(due);
-        self.ctl.write(Lane::of(due).request_off(), bytes).unwrap();
-        self.sems.op(&[SemOp::give(sem::REQ)], None).unwrap();
+        self.seg.write(Lane::of(due).request_off(), bytes).unwrap();
+        self.count_request();
     }
     /// Asks for the next file; its chunks follow without waiting for an answer.
     fn request(&self, name: &[u8], size: Option<u64>, md5: bool) {
@@ -301,7 +329,7 @@ impl Hostile {
         };
         let path = frame::encode_path(&r);
         if !path.is_empty() {
-            self.ctl.write(Lane::of(r.file).path_off(), &path).unwrap();
+            self.seg.write(Lane::of(r.file).path_off(), &path).unwrap();
         }
         self.request_raw(&frame::encode_request(&r));
         self.file.set(r.file);
@@ -335,13 +363,16 @@ impl Hostile {
     /// Posts a chunk in the next slot of the ring.
     fn chunk_raw(&self, desc: [u8; frame::SLOT_DESC_LEN], data: &[u8]) {
         self.sems.op(&[SemOp::take(sem::EMPTY)], WAIT).unwrap();
-        let slots = self.content.len() / self.slot_size;
-        let slot = (self.ring.get() % slots as u64) as usize;
+        let slot = (self.ring.get() % self.slots as u64) as usize;
         self.ring.set(self.ring.get() + 1);
-        self.content.write(slot * self.slot_size, data).unwrap();
-        self.ctl
+        self.seg
+            .write(frame::RING_OFF + slot * self.slot_size, data)
+            .unwrap();
+        self.seg
             .write(frame::SLOTS_OFF + slot * frame::SLOT_DESC_LEN, &desc)
             .unwrap();
+        let n = self.seg.load_u64(frame::POSTED_OFF).unwrap();
+        self.seg.store_u64(frame::POSTED_OFF, n + 1).unwrap();
         self.sems.op(&[SemOp::give(sem::FULL)], None).unwrap();
     }
     fn trailer(&self, md5: [u8; 16], bytes: u64) {
@@ -351,7 +382,7 @@ impl Hostile {
             bytes,
             md5,
         };
-        self.ctl
+        self.seg
             .write(Lane::of(t.file).trailer_off(), &frame::encode_trailer(&t))
             .unwrap();
     }
@@ -366,12 +397,14 @@ impl Hostile {
             session: self.session,
             file: 0,
         };
-        self.ctl
+        self.seg
             .write(
                 Lane::of(self.file.get() + 1).request_off(),
                 &frame::encode_request(&r),
             )
             .unwrap();
+        let n = self.seg.load_u32(frame::REQUESTS_OFF).unwrap();
+        self.seg.store_u32(frame::REQUESTS_OFF, n + 1).unwrap();
         self.sems
             .op(
                 &[SemOp::take(sem::SENDER).undo(), SemOp::give(sem::REQ)],
@@ -478,7 +511,7 @@ fn status_shows_a_corrupt_channel_header_as_foreign_without_crashing() {
         slot_count: 8,
         require_md5: false,
         receiver_pid: 1,
-        content_shmid: 12345678,
+        rendezvous_shmid: 12345678,
         semid: 87654321,
         mode: 0o600,
         created: 0,
@@ -555,7 +588,7 @@ fn a_reported_md5_is_always_the_md5_of_the_bytes_written() {
         h.chunk_raw(h.desc(a.len() as u64, DescKind::Last, 0), &a);
         let spin = std::time::Instant::now();
         while spin.elapsed() < Duration::from_micros(i * 5) {}
-        h.content.write(0, &b).unwrap();
+        h.seg.write(frame::RING_OFF, &b).unwrap();
         let status = h.answer().0;
         assert!(
             status == Status::Committed.code() || status == Status::Md5Mismatch.code(),

@@ -114,7 +114,7 @@ fn a_kernel_limit_that_stops_a_receiver_is_named_with_what_to_do() {
         ),
         (
             "echo 100000 > /proc/sys/kernel/shmmax",
-            "content segment at key 0x00000101: 8388608 bytes is more than one segment may hold here (kernel.shmmax = 100000)",
+            "sender segment at key 0x00000100: 8441856 bytes is more than one segment may hold here (kernel.shmmax = 100000)",
             "choose a smaller ring (--slot-size, --slots)",
         ),
         (

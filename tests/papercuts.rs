@@ -257,7 +257,7 @@ fn a_channels_second_key_is_named_as_such_by_recv_and_send_at_once() {
     assert_eq!(o.status.code(), Some(76), "{err}");
     assert!(
         err.contains(&format!(
-            "it is the content segment of the shmxfer channel at {:#010x}",
+            "it is the rendezvous segment of the shmxfer channel at {:#010x}",
             env.key.0
         )),
         "{err}"

@@ -129,7 +129,7 @@ fn a_live_channel_is_idle_and_marked_in_every_section() {
         .map(|s| s["role"].clone())
         .collect();
     assert!(
-        roles.contains(&Value::from("control")) && roles.contains(&Value::from("content")),
+        roles.contains(&Value::from("control")) && roles.contains(&Value::from("rendezvous")),
         "{roles:?}"
     );
     assert_eq!(j["sem"][0]["role"], "semaphores");
@@ -160,7 +160,14 @@ fn a_busy_channel_shows_the_file_and_progress() {
     );
     assert_eq!(seen["transfer"]["name"], "slow.bin");
     assert_eq!(seen["transfer"]["sender_pid"], child.id() as i64);
+    assert_eq!(seen["transfer"]["sender_uid"], 0);
+    assert_eq!(seen["transfer"]["sender_user"], "root");
     assert!(seen["transfer"]["total"].is_null());
+    let text = stdout(&shmxfer(&["status", "--key", &env.key_arg()]));
+    assert!(
+        text.contains(&format!("from root (pid {})", child.id())),
+        "{text}"
+    );
     drop(stdin);
     let o = finish(child, Duration::from_secs(20));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -446,7 +453,11 @@ fn listing_objects_never_attaches_to_them_and_json_keeps_to_the_kinds_asked_for(
             .map(|r| r["role"].clone())
     };
     assert_eq!(role_at("shm", env.key.0), Some("control".into()), "{j}");
-    assert_eq!(role_at("shm", env.key.0 + 1), Some("content".into()), "{j}");
+    assert_eq!(
+        role_at("shm", env.key.0 + 1),
+        Some("rendezvous".into()),
+        "{j}"
+    );
     assert_eq!(role_at("sem", env.key.0), Some("semaphores".into()), "{j}");
     let j = status_json(&["--key", &env.key_arg()]);
     assert_eq!(j["channels"].as_array().map(Vec::len), Some(1), "{j}");

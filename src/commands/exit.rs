@@ -44,7 +44,11 @@ pub fn of_frame(e: &FrameError) -> i32 {
         Taken { .. } => TEMPFAIL,
         OtherName { .. } => UNAVAILABLE,
         Foreign { .. } | Header { .. } => PROTOCOL,
-        InUse { .. } | Starting { .. } | TimedOut { .. } | ReceiverStopped { .. } => TEMPFAIL,
+        InUse { .. }
+        | Starting { .. }
+        | TimedOut { .. }
+        | ReceiverStopped { .. }
+        | NotAdmitted { .. } => TEMPFAIL,
         SenderGone => IOERR,
         Interrupted => INTERRUPTED,
         Sys(_) | Limit { .. } => OSERR,
@@ -69,7 +73,7 @@ pub fn of_send(e: &SendError) -> i32 {
         Closed(_) => UNAVAILABLE,
         Interrupted(_) => INTERRUPTED,
         Abandoned(_) => FAILURE,
-        Frame(f) => of_frame(f),
+        Frame(f) | Withdrawn { source: f, .. } => of_frame(f),
     }
 }
 

@@ -32,9 +32,17 @@ pub struct Committed {
     pub md5: Option<String>,
     /// The sender's pid, as it says.
     pub sender_pid: i32,
+    /// The sender's uid, as the kernel records it (the creator of the segment the bytes came
+    /// from); u32::MAX where the protocol has none (`--legacy`).
+    #[serde(skip_serializing_if = "is_unknown_uid")]
+    pub sender_uid: u32,
     /// The sender's mtime (Unix seconds, fractional), when it sent one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mtime: Option<f64>,
+}
+
+fn is_unknown_uid(uid: &u32) -> bool {
+    *uid == u32::MAX
 }
 
 fn lossy_path<S: serde::Serializer>(p: &std::path::Path, s: S) -> Result<S::Ok, S::Error> {
@@ -47,7 +55,7 @@ fn lossy_bytes<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> 
 
 impl Committed {
     /// The environment a command gets: `SHMXFER_PATH`, `_NAME`, `_SIZE`, `_SENDER_PID`, and
-    /// `_MD5`, `_MTIME` when known.
+    /// `_SENDER_UID`, `_MD5`, `_MTIME` when known.
     fn env(&self) -> Vec<(&'static str, OsString)> {
         let mut v = vec![
             ("SHMXFER_PATH", self.path.clone().into_os_string()),
@@ -55,6 +63,9 @@ impl Committed {
             ("SHMXFER_SIZE", self.size.to_string().into()),
             ("SHMXFER_SENDER_PID", self.sender_pid.to_string().into()),
         ];
+        if self.sender_uid != u32::MAX {
+            v.push(("SHMXFER_SENDER_UID", self.sender_uid.to_string().into()));
+        }
         if let Some(m) = &self.md5 {
             v.push(("SHMXFER_MD5", m.into()));
         }
@@ -328,6 +339,7 @@ mod tests {
             size: 3,
             md5: None,
             sender_pid: 1,
+            sender_uid: 0,
             mtime: None,
         };
         assert_eq!(substitute(OsStr::new("{}"), &c), "out/photos/a b.jpg");
@@ -346,6 +358,7 @@ mod tests {
             size: 3,
             md5: None,
             sender_pid: 1,
+            sender_uid: 0,
             mtime: None,
         };
         assert_eq!(substitute(OsStr::new("{/}"), &c), "./-rf");

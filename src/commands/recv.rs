@@ -17,7 +17,7 @@ use crate::mechanisms::output::{self, Namer, OutputError, RelPath, Subdir, TempF
 use crate::mechanisms::pacer::DirectMode;
 use crate::mechanisms::runtime;
 use crate::mechanisms::text::{escape, escape_path};
-use crate::protocols::frame::{Config, FrameError, ReceiverEnd, State, Status, hex};
+use crate::protocols::frame::{Config, FrameError, ReceiverEnd, SenderId, State, Status, hex};
 use crate::protocols::legacy::{Consumer, LegacyError, Took};
 use crate::protocols::receiver::{Event, FileError, Incoming, Received, Receiver};
 use crate::sysv;
@@ -58,6 +58,28 @@ struct Opts {
     direct: DirectMode,
     quiet: bool,
     once: bool,
+    /// `--allow-user` / `--allow-group`: whom files are taken from (empty: anyone the
+    /// channel's mode lets in).
+    allow: Allow,
+}
+
+/// The senders a receiver takes files from, by the uid and gid the kernel records for the
+/// segment their bytes come from.
+#[derive(Debug, Default, Clone)]
+struct Allow {
+    users: Vec<u32>,
+    groups: Vec<u32>,
+}
+
+impl Allow {
+    fn admits(&self, who: SenderId) -> bool {
+        (self.users.is_empty() && self.groups.is_empty())
+            || self.users.contains(&who.uid)
+            || self
+                .groups
+                .iter()
+                .any(|&g| g == who.gid || crate::sysv::user_in_group(who.uid, g))
+    }
 }
 
 pub fn run(args: RecvArgs) -> super::Outcome {
@@ -127,6 +149,10 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
         direct: args.direct.into(),
         quiet: args.verbosity.quiet,
         once: args.once || args.stdout,
+        allow: Allow {
+            users: args.allow_user.clone(),
+            groups: args.allow_group.clone(),
+        },
     };
     // Before anything is created: a stop during setup then removes what was made.
     let cancel = runtime::Cancel::new();
@@ -299,6 +325,17 @@ fn take_file(
         gone_is_no_error(incoming.refuse(Status::Closed), &shown, opts)?;
         return Ok(None);
     }
+    let sender = incoming.sender();
+    if !opts.allow.admits(sender) {
+        gone_is_no_error(incoming.refuse(Status::NotAllowed), &shown, opts)?;
+        let note = format!(
+            "{shown}: refused: its sender is user {} (uid {}), whom --allow-user/--allow-group do not name",
+            crate::sysv::user_name(sender.uid),
+            sender.uid
+        );
+        crate::mechanisms::term::warn(opts.quiet, note);
+        return Ok(None);
+    }
     let rel = match (opts.keep_path, output::rel_path(incoming.name())) {
         (true, Err(why)) => {
             gone_is_no_error(incoming.refuse(Status::BadPath), &shown, opts)?;
@@ -347,6 +384,12 @@ fn take_file(
     let to = Target { name: &name, rel };
     let path = match sink {
         Sink::Stdout(_) => PathBuf::from("-"),
+        Sink::Temp(_) if !received.may_commit() => {
+            received.withdrawn()?;
+            let note = format!("{shown}: its sender withdrew it before the commit; discarded");
+            crate::mechanisms::term::warn(opts.quiet, note);
+            return Ok(None);
+        }
         Sink::Temp(tmp) => match commit(tmp, &to, meta, opts, namer) {
             Ok(p) => p,
             Err(e) => {
@@ -374,6 +417,7 @@ fn take_file(
         size,
         md5: md5.map(|d| hex(&d)),
         sender_pid: pid,
+        sender_uid: sender.uid,
         mtime: meta.map(|m| m.mtime_sec as f64 + f64::from(m.mtime_nsec) / 1e9),
     }))
 }
@@ -616,6 +660,7 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
         direct: args.direct.into(),
         quiet: args.verbosity.quiet,
         once: args.once,
+        allow: Allow::default(),
     };
     let hooks = args
         .exec
@@ -636,6 +681,7 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
                     .then(|| hex(&crate::mechanisms::digest::md5(bytes))),
                 // The original protocol names no sender.
                 sender_pid: 0,
+                sender_uid: u32::MAX,
                 mtime: None,
             };
             // A closed stdout ends the consumer between files, as natively.
@@ -729,12 +775,13 @@ pub struct RecvArgs {
     #[arg(long, conflicts_with = "stdout")]
     pub keep_path: bool,
     /// One JSON object per committed file on stdout, instead of the tab-separated line
-    /// (fields: path, name, size, md5 when verified, sender_pid, mtime when sent)
+    /// (fields: path, name, size, md5 when verified, sender_pid, sender_uid, mtime when sent)
     #[arg(long, conflicts_with = "stdout")]
     pub json: bool,
     /// Run CMD once per committed file, after the commit; `{}` in an argument is the file's
     /// path, `{/}` its name. Takes the rest of the command line (end it with `;` to add flags
-    /// after). The environment has SHMXFER_PATH, _NAME, _SIZE, _MD5, _SENDER_PID, _MTIME
+    /// after). The environment has SHMXFER_PATH, _NAME, _SIZE, _MD5, _SENDER_PID,
+    /// _SENDER_UID, _MTIME
     #[arg(
         short = 'x',
         long,
@@ -773,6 +820,15 @@ pub struct RecvArgs {
         conflicts_with_all = ["stdout", "legacy"]
     )]
     pub direct: DirectArg,
+    /// Take files only from these users (names or uids, comma-separated): the user the kernel
+    /// records as the creator of the sender's segment, which no one can forge. Others' files
+    /// are refused, and their senders told why
+    #[arg(long, value_hint = clap::ValueHint::Username, value_name = "USER,…", value_delimiter = ',', value_parser = crate::mechanisms::parse::parse_user, conflicts_with = "legacy")]
+    pub allow_user: Vec<u32>,
+    /// Take files only from members of these groups (names or gids, comma-separated), as the
+    /// kernel records the sender's group and the group database lists members
+    #[arg(long, value_hint = clap::ValueHint::Other, value_name = "GROUP,…", value_delimiter = ',', value_parser = crate::mechanisms::parse::parse_group, conflicts_with = "legacy")]
+    pub allow_group: Vec<u32>,
     /// Permissions of the channel's IPC objects, octal
     #[arg(long, value_hint = clap::ValueHint::Other, default_value = "0600", value_parser = crate::mechanisms::parse::parse_mode)]
     pub mode: u32,

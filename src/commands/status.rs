@@ -387,9 +387,10 @@ const CHANNELS: &[Column<ChannelRow>] = &[
             let done = t.total.map_or(t.bytes_done, |n| t.bytes_done.min(n));
             let total = t.total.map_or("?".into(), |n| size(n, h));
             format!(
-                "{} {}/{total} from pid {}",
+                "{} {}/{total} from {} (pid {})",
                 crate::mechanisms::text::escape(t.name.as_bytes()),
                 size(done, h),
+                t.sender_user,
                 t.sender_pid
             )
         })

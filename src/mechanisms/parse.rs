@@ -56,6 +56,14 @@ pub fn parse_user(s: &str) -> Result<u32, String> {
     crate::sysv::uid_by_name(s.trim()).ok_or(format!("no user `{s}`: give a user name or a uid"))
 }
 
+/// A group, as `--allow-group` takes one: a name (looked up through NSS) or a gid.
+pub fn parse_group(s: &str) -> Result<u32, String> {
+    if let Ok(gid) = s.trim().parse::<u32>() {
+        return Ok(gid);
+    }
+    crate::sysv::gid_by_name(s.trim()).ok_or(format!("no group `{s}`: give a group name or a gid"))
+}
+
 /// Octal permission bits, as chmod takes them: `600`, `0600`, `0o600`.
 pub fn parse_mode(s: &str) -> Result<u32, String> {
     let t = s.trim_start_matches("0o");

@@ -1,16 +1,23 @@
-//! The wire format of a channel's control segment: its layout and a pure `encode_*` /
+//! The wire format of a channel: the layout of its three segments and a pure `encode_*` /
 //! `decode_*` pair for each region (docs/protocol.md is the contract; change both together).
 //! Nothing here touches IPC, so all of it is unit- and property-tested on plain bytes.
 //!
-//! | offset | region   | writer   |
-//! |--------|----------|----------|
-//! | 0      | info     | receiver, once, magic last |
-//! | 128    | response | receiver |
-//! | 1024   | slots    | sender (one 32-byte descriptor per content slot) |
-//! | 9216   | trailers, one per lane | sender |
-//! | 10240  | requests, one per lane | sender |
-//! | 14336  | answers, one per lane | receiver |
-//! | 20480  | paths, one per lane | sender |
+//! Each segment has one writer, and the kernel enforces it: the receiver's control segment
+//! (at KEY, writable by its owner only), each sender's own segment (private, writable by its
+//! creator only), and between them the small rendezvous (at KEY+1, writable by all the channel
+//! lets in), which holds only the admission ticket and the admitted sender's segment id.
+//!
+//! | segment | offset | region   |
+//! |---------|--------|----------|
+//! | control | 0      | info (once, magic last) |
+//! | control | 128    | response: state, session, counters, the admitted sender |
+//! | control | 14336  | answers, one per lane |
+//! | sender  | 0      | the sender's header and counters |
+//! | sender  | 1024   | slots (one 32-byte descriptor per content slot) |
+//! | sender  | 9216   | trailers, one per lane |
+//! | sender  | 10240  | requests, one per lane |
+//! | sender  | 20480  | paths, one per lane |
+//! | sender  | 53248  | the ring of content slots |
 //!
 //! A sender has up to [`LANES`] files in flight (it posts files while the receiver still
 //! commits earlier ones), so everything about one file lives in its own lane ([`Lane`]).
@@ -24,8 +31,10 @@ pub const MAGIC: [u8; 8] = *b"SHMXFER\0";
 /// files in the request and sends a file's chunks without waiting to hear it accepted; version 5
 /// lets a sender post files before the earlier ones are answered (per-file regions in lanes);
 /// version 6 admits exactly one sender per session, whatever the gate's value (the admission
-/// ticket, [`TICKET_OFF`]). See docs/protocol.md.
-pub const VERSION: u32 = 6;
+/// ticket); version 7 gives each party memory only it can write (the receiver's control
+/// segment, each sender's own segment) and makes the semaphores doorbells over counters. See
+/// docs/protocol.md.
+pub const VERSION: u32 = 7;
 /// The first key of the per-user default channels: user `uid`'s is
 /// `USER_KEYS + 2 × (uid mod 2²³)` ([`user_key`]). Keys are even, so a channel's two keys (K for
 /// the control segment and the semaphores, K+1 for the content) are its own; distinct for every
@@ -115,14 +124,63 @@ pub const STATE_OFF: usize = RESPONSE_OFF;
 pub const SESSION_OFF: usize = RESPONSE_OFF + 4;
 /// The file the receiver is taking (0: none yet this session), for `status`.
 pub const CURRENT_OFF: usize = RESPONSE_OFF + 8;
-/// The admission ticket: the next session's number while the gate is open and nobody has
-/// claimed it, 0 once a sender took it (with an atomic swap: of two senders let through the
-/// gate at once, only one gets the number).
-pub const TICKET_OFF: usize = RESPONSE_OFF + 12;
+/// The admitted sender's segment id (i32; -1: none, or refused), once the receiver checked it.
+pub const ADMITTED_OFF: usize = RESPONSE_OFF + 12;
+/// [`ADMITTED_OFF`] before the receiver has looked at a sender's segment this session.
+pub const NOT_ADMITTED: i32 = -2;
+/// [`ADMITTED_OFF`] when the receiver refused the segment named at the rendezvous.
+pub const REFUSED: i32 = -1;
 /// Bytes the receiver has taken of the current file (u64), for `status`.
 pub const PROGRESS_OFF: usize = RESPONSE_OFF + 16;
+/// The admitted sender's uid: its segment's creator (`shm_perm.cuid`), which no one can forge.
+pub const SENDER_UID_OFF: usize = RESPONSE_OFF + 24;
+/// Answers given this session (u32): the truth behind the ACK doorbell.
+pub const ANSWERED_OFF: usize = RESPONSE_OFF + 28;
+/// Slots drained and handed back this session (u64): the truth behind the EMPTY doorbell.
+pub const CONSUMED_OFF: usize = RESPONSE_OFF + 32;
+/// The file the receiver is committing (u32): stored before it checks the sender's
+/// withdrawal, so that of the two, one sees the other (see [`WITHDRAWN_OFF`]).
+pub const COMMITTING_OFF: usize = RESPONSE_OFF + 40;
+/// The admitted sender's pid as the receiver's namespace sees it (its segment's `shm_cpid`).
+pub const SENDER_PID_OFF: usize = RESPONSE_OFF + 44;
+/// In the control segment: a copy of the request being taken, for `status` (which cannot
+/// read the sender's segment).
+pub const SHOWN_REQUEST_OFF: usize = 1024;
+/// In the control segment: a copy of the path region of the request being taken.
+pub const SHOWN_PATH_OFF: usize = 20480;
 /// The outcome's length (in an answer, after its status and file number).
-pub const RESULT_LEN: usize = 288;
+pub const RESULT_LEN: usize = 296;
+
+/// The rendezvous segment's size: the only memory of a channel that senders write in common.
+pub const RDV_LEN: usize = 4096;
+/// In the rendezvous: the admission ticket, the next session's number while the gate is open
+/// and nobody has claimed it, 0 once a sender took it (with an atomic swap: of two senders let
+/// through the gate at once, only one gets the number).
+pub const TICKET_OFF: usize = 0;
+/// In the rendezvous: the segment id of the sender that took the ticket (i32), written after.
+pub const SEGMENT_OFF: usize = 4;
+
+/// The first 8 bytes of a sender's own segment.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"SHMXSND\0";
+/// In a sender's segment: the version it speaks (u32, [`VERSION`]).
+pub const SEG_VERSION_OFF: usize = 8;
+/// In a sender's segment: the control segment id of the channel it is for (i32): a receiver
+/// never reads a segment made for another channel.
+pub const SEG_CHANNEL_OFF: usize = 12;
+/// In a sender's segment: the session it was admitted to (u32), written after it took the
+/// ticket; the receiver admits the segment only if it names the session.
+pub const SEG_SESSION_OFF: usize = 16;
+/// In a sender's segment: every file numbered this or more is withdrawn (u32; 0: none).
+/// The sender stores it, fences, then reads [`COMMITTING_OFF`]; the receiver stores that,
+/// fences, then reads this: so either the sender learns the file is being committed, or the
+/// receiver learns it is withdrawn and drops it.
+pub const WITHDRAWN_OFF: usize = 20;
+/// In a sender's segment: requests posted this session (u32), the truth behind REQ.
+pub const REQUESTS_OFF: usize = 24;
+/// In a sender's segment: descriptors posted this session (u64), the truth behind FULL.
+pub const POSTED_OFF: usize = 32;
+/// Where a sender's ring of content slots starts in its segment (page-aligned).
+pub const RING_OFF: usize = 53248;
 /// Where the slot table (one descriptor per content slot) starts.
 pub const SLOTS_OFF: usize = 1024;
 /// The path region's length: a 4-byte length, then the path.
@@ -238,8 +296,8 @@ pub struct Info {
     pub require_md5: bool,
     /// The receiver's pid as it wrote it (readers use the control segment's creator instead).
     pub receiver_pid: i32,
-    /// The content segment's id: checked against the segment found at key + 1.
-    pub content_shmid: i32,
+    /// The rendezvous segment's id: checked against the segment found at key + 1.
+    pub rendezvous_shmid: i32,
     /// The semaphore set's id: checked against the set found at the key.
     pub semid: i32,
     /// The channel's permission bits.
@@ -252,9 +310,13 @@ pub struct Info {
 }
 
 impl Info {
-    /// The content segment's size the ring needs.
+    /// The ring's size in bytes (slot size × slot count; both bounded by `decode_info`).
     pub fn ring_len(&self) -> usize {
         self.slot_size * self.slot_count as usize
+    }
+    /// The size of a sender's segment for this channel: its regions, then the ring.
+    pub fn segment_len(&self) -> usize {
+        RING_OFF + self.ring_len()
     }
 }
 
@@ -268,7 +330,7 @@ pub fn encode_info(info: &Info) -> [u8; INFO_LEN] {
     wr_u32(&mut b, 24, info.slot_count);
     wr_u32(&mut b, 28, u32::from(info.require_md5));
     wr_u32(&mut b, 32, info.receiver_pid as u32);
-    wr_u32(&mut b, 36, info.content_shmid as u32);
+    wr_u32(&mut b, 36, info.rendezvous_shmid as u32);
     wr_u32(&mut b, 40, info.semid as u32);
     wr_u32(&mut b, 44, info.mode);
     wr_u64(&mut b, 48, info.created);
@@ -328,7 +390,7 @@ pub fn decode_info(b: &[u8], segment_size: usize) -> Result<Info, HeaderError> {
         slot_count,
         require_md5: flags == 1,
         receiver_pid: rd_u32(b, 32) as i32,
-        content_shmid: rd_u32(b, 36) as i32,
+        rendezvous_shmid: rd_u32(b, 36) as i32,
         semid: rd_u32(b, 40) as i32,
         mode,
         created: rd_u64(b, 48),
@@ -529,6 +591,12 @@ pub enum Status {
     /// The receiver recreates relative paths (`--keep-path`) and this one is unsafe: absolute,
     /// with an empty, `.` or `..` component, or a NUL.
     BadPath = 10,
+    /// The sender withdrew the file (it gave up waiting, or was stopped) before the receiver
+    /// committed it: it was dropped.
+    Withdrawn = 11,
+    /// The receiver accepts files only from the users and groups it names
+    /// (`--allow-user`, `--allow-group`), and not from this sender's.
+    NotAllowed = 12,
 }
 
 impl Status {
@@ -555,6 +623,8 @@ impl Status {
             8 => LengthMismatch,
             9 => Closed,
             10 => BadPath,
+            11 => Withdrawn,
+            12 => NotAllowed,
             _ => return None,
         })
     }
@@ -575,6 +645,8 @@ impl std::fmt::Display for Status {
             Status::LengthMismatch => "it received another length than announced",
             Status::Closed => "it takes no more files",
             Status::BadPath => "the relative path is unsafe",
+            Status::Withdrawn => "the sender withdrew it",
+            Status::NotAllowed => "it accepts no files from this sender's user",
         })
     }
 }
@@ -592,6 +664,11 @@ pub struct Outcome {
     pub md5: [u8; 16],
     /// The bytes it received.
     pub bytes: u64,
+    /// The sender segment the answer is about: a sender believes an answer only if it names
+    /// its own segment.
+    pub segment: i32,
+    /// That segment's creator's uid, as the kernel keeps it.
+    pub sender_uid: u32,
 }
 
 /// Encodes an outcome (its status and file number go before it in the answer).
@@ -603,6 +680,8 @@ pub fn encode_outcome(o: &Outcome) -> [u8; RESULT_LEN] {
     b[8..8 + name.len()].copy_from_slice(name);
     b[264..280].copy_from_slice(&o.md5);
     wr_u64(&mut b, 280, o.bytes);
+    wr_u32(&mut b, 288, o.segment as u32);
+    wr_u32(&mut b, 292, o.sender_uid);
     b
 }
 
@@ -631,6 +710,8 @@ pub fn decode_outcome(status: u32, b: &[u8]) -> Result<Outcome, HeaderError> {
         name: b[8..8 + name_len].to_vec(),
         md5: b[264..280].try_into().unwrap(),
         bytes: rd_u64(b, 280),
+        segment: rd_u32(b, 288) as i32,
+        sender_uid: rd_u32(b, 292),
     })
 }
 
@@ -813,12 +894,14 @@ mod tests {
             (Status::LengthMismatch, 8),
             (Status::Closed, 9),
             (Status::BadPath, 10),
+            (Status::Withdrawn, 11),
+            (Status::NotAllowed, 12),
         ];
         for (s, code) in statuses {
             assert_eq!(s.code(), code, "{s:?}");
             assert_eq!(Status::from_code(code), Some(s));
         }
-        assert_eq!(Status::from_code(11), None);
+        assert_eq!(Status::from_code(13), None);
         let aborts = [
             (Abort::Interrupted, 1),
             (Abort::ReadError, 2),
@@ -844,25 +927,44 @@ mod tests {
     }
 
     #[test]
-    fn every_region_of_every_lane_lies_apart_inside_the_control_segment() {
-        let mut regions = vec![
+    fn every_region_of_every_segment_lies_apart_inside_it() {
+        let apart = |mut regions: Vec<(usize, usize)>, end: usize| {
+            regions.sort();
+            for w in regions.windows(2) {
+                assert!(w[0].0 + w[0].1 <= w[1].0, "{:?} overlaps {:?}", w[0], w[1]);
+            }
+            let (last, len) = regions[regions.len() - 1];
+            assert!(last + len <= end, "{last}+{len} passes {end}");
+        };
+        // The receiver's control segment.
+        let mut control = vec![
             (0, INFO_LEN),
-            (RESPONSE_OFF, PROGRESS_OFF + 8 - RESPONSE_OFF),
+            (RESPONSE_OFF, SENDER_PID_OFF + 4 - RESPONSE_OFF),
+            (SHOWN_REQUEST_OFF, REQUEST_LEN),
+            (SHOWN_PATH_OFF, PATH_LEN),
+        ];
+        // A sender's own segment, up to its ring.
+        let mut sender = vec![
+            (0, 8),
+            (SEG_VERSION_OFF, 4),
+            (SEG_CHANNEL_OFF, 4),
+            (SEG_SESSION_OFF, 4),
+            (WITHDRAWN_OFF, 4),
+            (REQUESTS_OFF, 4),
+            (POSTED_OFF, 8),
             (SLOTS_OFF, SLOT_DESC_LEN * MAX_SLOTS as usize),
         ];
         for f in 0..LANES {
             let l = Lane::of(f);
-            regions.push((l.request_off(), REQUEST_LEN));
-            regions.push((l.path_off(), PATH_LEN));
-            regions.push((l.trailer_off(), TRAILER_LEN));
-            regions.push((l.answer_off(), 8 + RESULT_LEN));
+            sender.push((l.request_off(), REQUEST_LEN));
+            sender.push((l.path_off(), PATH_LEN));
+            sender.push((l.trailer_off(), TRAILER_LEN));
+            control.push((l.answer_off(), 8 + RESULT_LEN));
         }
-        regions.sort();
-        for w in regions.windows(2) {
-            assert!(w[0].0 + w[0].1 <= w[1].0, "{:?} overlaps {:?}", w[0], w[1]);
-        }
-        let (last, len) = regions[regions.len() - 1];
-        assert!(last + len <= CONTROL_LEN);
+        apart(control, CONTROL_LEN);
+        apart(sender, RING_OFF);
+        apart(vec![(TICKET_OFF, 4), (SEGMENT_OFF, 4)], RDV_LEN);
+        assert_eq!(RING_OFF % 4096, 0, "the ring starts on a page");
         // Files take the lanes in turn, and the lane after the last is the first again.
         assert_eq!(Lane::of(1), Lane::of(1 + LANES));
         assert_ne!(Lane::of(1), Lane::of(2));
@@ -874,7 +976,7 @@ mod tests {
             slot_count: 8,
             require_md5: true,
             receiver_pid: 1234,
-            content_shmid: 7,
+            rendezvous_shmid: 7,
             semid: 9,
             mode: 0o600,
             created: 1_700_000_000,
@@ -1108,6 +1210,8 @@ mod tests {
             name: b"file01.jpg".to_vec(),
             md5: [7; 16],
             bytes: 99,
+            segment: 42,
+            sender_uid: 65534,
         };
         let b = encode_outcome(&o);
         assert_eq!(decode_outcome(Status::Md5Mismatch.code(), &b), Ok(o));

@@ -135,6 +135,10 @@ pub struct Transfer {
     pub total: Option<u64>,
     /// The sender's pid, as it wrote it.
     pub sender_pid: i32,
+    /// The sender's uid, as the kernel records it (its segment's creator).
+    pub sender_uid: u32,
+    /// That user's name (the uid where it has none).
+    pub sender_user: String,
 }
 
 /// What an IPC object is to shmxfer or to the original system, told by its shape.
@@ -142,8 +146,8 @@ pub struct Transfer {
 pub enum Role {
     /// A channel's control segment (at the channel's key K).
     Control,
-    /// A channel's content segment (at K+1).
-    Content,
+    /// A channel's rendezvous segment (at K+1).
+    Rendezvous,
     /// A channel's semaphore set (at K).
     Semaphores,
     /// One of the original system's segments.
@@ -158,7 +162,7 @@ impl Role {
         use legacy::Part;
         match self {
             Role::Control => "control",
-            Role::Content => "content",
+            Role::Rendezvous => "rendezvous",
             Role::Semaphores => "semaphores",
             Role::Legacy(Part::Content) => "legacy-content",
             Role::Legacy(Part::Size) => "legacy-size",
@@ -235,8 +239,8 @@ pub struct ChannelRow {
     pub require_md5: bool,
     /// The control segment's id.
     pub control_id: i32,
-    /// The content segment's id.
-    pub content_id: i32,
+    /// The rendezvous segment's id.
+    pub rendezvous_id: i32,
     /// The semaphore set's id.
     pub sem_id: i32,
     /// The file being received, when busy.
@@ -520,7 +524,7 @@ fn unreadable_channel(
         slot_count: 0,
         require_md5: false,
         control_id: r.num("shmid") as i32,
-        content_id: key.offset(1).map_or(-1, |k| id_at(shm, k, "shmid")),
+        rendezvous_id: key.offset(1).map_or(-1, |k| id_at(shm, k, "shmid")),
         sem_id: id_at(sem, key, "semid"),
         transfer: None,
     })
@@ -569,7 +573,7 @@ impl Roles {
         if self.channel_at(key) {
             Some(Role::Control)
         } else if key.0 > 1 && self.channel_at(Key(key.0 - 1)) {
-            Some(Role::Content)
+            Some(Role::Rendezvous)
         } else if self.nsems_at(key) == Some(1) {
             legacy::Part::of_size(size).map(Role::Legacy)
         } else {
@@ -679,6 +683,8 @@ fn channel_row(key: Key, control_id: i32, view: &View, alive: bool, uid: u32) ->
             bytes_done: view.progress(),
             total: r.size,
             sender_pid: r.sender_pid,
+            sender_uid: view.sender().map_or(u32::MAX, |s| s.0),
+            sender_user: view.sender().map_or("?".into(), |s| sysv::user_name(s.0)),
         });
     ChannelRow {
         key: key.0,
@@ -692,7 +698,7 @@ fn channel_row(key: Key, control_id: i32, view: &View, alive: bool, uid: u32) ->
         slot_count: info.slot_count,
         require_md5: info.require_md5,
         control_id,
-        content_id: info.content_shmid,
+        rendezvous_id: info.rendezvous_shmid,
         sem_id: info.semid,
         transfer,
     }

@@ -55,8 +55,8 @@ use crate::mechanisms::digest::Md5;
 use crate::mechanisms::pacer::{DirectMode, PacedFile, Pacer};
 use crate::mechanisms::text::escape;
 use crate::protocols::frame::{
-    self, Abort, Address, Config, Desc, DescKind, FrameError, Meta, Op, Outcome, Probe,
-    ReceiverEnd, Request, STARTUP_GRACE, State, Status, hex,
+    self, Abort, Address, Admission, Config, Desc, DescKind, FrameError, Meta, Op, Outcome, Probe,
+    ReceiverEnd, Request, STARTUP_GRACE, SenderId, State, Status, hex,
 };
 use crate::sysv::{self, Source};
 
@@ -170,8 +170,12 @@ impl Receiver {
         if let Some(note) = self.settle_owed()? {
             return Ok(Event::Notice(note));
         }
-        if !self.in_session {
-            self.admit()?;
+        while !self.in_session {
+            match self.admit()? {
+                Some(note) if note.is_empty() => continue,
+                Some(note) => return Ok(Event::Notice(note)),
+                None => {}
+            }
         }
         let req = match self.ch.next_request(self.file.wrapping_add(1)) {
             Ok(r) => r,
@@ -221,8 +225,9 @@ impl Receiver {
     }
 
     /// Opens the gate to the next sender and sleeps until one takes it (after the previous
-    /// sender is gone: at once after its goodbye).
-    fn admit(&mut self) -> Result<(), FrameError> {
+    /// sender is gone: at once after its goodbye). Returns what to say if the segment its
+    /// taker named was refused (the session then ends at once).
+    fn admit(&mut self) -> Result<Option<String>, FrameError> {
         if self.session > 0 {
             self.ch.wait_sender_gone()?;
         }
@@ -233,11 +238,30 @@ impl Receiver {
             session = self.session,
             "gate open (GATE +1); sleeping until a sender takes it (wait for GATE == 0)"
         );
-        self.ch.wait_for_sender()?;
-        self.ch.set_state(State::Busy);
-        debug!(session = self.session, "a sender took the gate");
-        self.in_session = true;
-        Ok(())
+        match self.ch.wait_for_sender()? {
+            Admission::Admitted(who) => {
+                self.ch.set_state(State::Busy);
+                debug!(
+                    session = self.session,
+                    uid = who.uid,
+                    pid = who.pid,
+                    "a sender took the gate; its segment is admitted"
+                );
+                self.in_session = true;
+                Ok(None)
+            }
+            Admission::Refused(why) if why.is_empty() => {
+                debug!(
+                    session = self.session,
+                    "the ticket was taken and no segment named"
+                );
+                Ok(Some(String::new()))
+            }
+            Admission::Refused(why) => Ok(Some(format!(
+                "session {}: refused the sender segment named at the rendezvous: {why}",
+                self.session
+            ))),
+        }
     }
 
     fn end_session(&mut self) {
@@ -331,6 +355,15 @@ impl<'r> Incoming<'r> {
     pub fn sender_pid(&self) -> i32 {
         self.req.sender_pid
     }
+    /// The sender as the kernel knows it: the creator of the segment its bytes come from,
+    /// which no other user can forge.
+    pub fn sender(&self) -> SenderId {
+        self.rx.ch.sender().unwrap_or(SenderId {
+            uid: u32::MAX,
+            gid: u32::MAX,
+            pid: 0,
+        })
+    }
 
     /// Refuses the file with `status` (say `Status::Closed`). The sender sends a file's first
     /// chunks without waiting to hear it accepted: they are taken and dropped, up to its end
@@ -353,6 +386,8 @@ impl<'r> Incoming<'r> {
             name: at.as_os_str().as_bytes().to_vec(),
             md5: [0; 16],
             bytes: 0,
+            segment: 0,
+            sender_uid: 0,
         })
     }
 
@@ -469,6 +504,8 @@ fn fail_file<T>(
         name: Vec::new(),
         md5,
         bytes,
+        segment: 0,
+        sender_uid: 0,
     };
     ch.answer(file, &o)?;
     Err(FileError::Answered { status, why })
@@ -486,6 +523,21 @@ pub struct Received<'r> {
 }
 
 impl Received<'_> {
+    /// Whether the file may still be committed: false once its sender withdrew it (it gave up
+    /// waiting, or was stopped, and reports the file not sent). Call right before the commit:
+    /// from the call on, a sender that withdraws waits for this file's answer instead.
+    pub fn may_commit(&self) -> bool {
+        self.rx.ch.may_commit(self.tags.file)
+    }
+
+    /// Tells the sender the file was dropped because it withdrew it.
+    ///
+    /// # Errors
+    /// The channel failed.
+    pub fn withdrawn(self) -> Result<(), FrameError> {
+        self.tell(Status::Withdrawn, 0, Vec::new())
+    }
+
     /// Tells the sender the file is committed under `name`.
     ///
     /// # Errors
@@ -514,6 +566,8 @@ impl Received<'_> {
             name,
             md5: self.md5.unwrap_or([0; 16]),
             bytes: self.bytes,
+            segment: 0,
+            sender_uid: 0,
         };
         let ch = &self.rx.ch;
         ch.answer(self.tags.file, &o).map_err(|e| stopped(ch, e))
@@ -645,6 +699,8 @@ fn refused(status: Status) -> Outcome {
         name: Vec::new(),
         md5: [0; 16],
         bytes: 0,
+        segment: 0,
+        sender_uid: 0,
     }
 }
 
@@ -864,7 +920,7 @@ fn drain(
     let one_slot = req.size.is_some_and(|s| s <= ch.info.slot_size as u64);
     let end = match ctx.as_mut() {
         None => d.run(progress, |slot, n, total| {
-            writer.put(ch.slot_source(slot, n));
+            ch.with_slot(slot, n, |s| writer.put(s));
             ch.release_slot(total)
         })?,
         Some(ctx) if one_slot => {

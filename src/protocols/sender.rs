@@ -196,6 +196,18 @@ pub enum SendError {
     #[error("{}: interrupted; it was not sent (the receiver discarded what it had)", escape_path(.0))]
     /// A stop was asked for mid-file: the receiver discarded what it had.
     Interrupted(PathBuf),
+    #[error(
+        "{}: withdrawn, so the receiver will not commit it: {source}",
+        escape_path(path)
+    )]
+    /// We gave up on the file (a timeout, a stop, a stopped receiver) before the receiver
+    /// began to commit it, and withdrew it: it is never committed, and may be sent again.
+    Withdrawn {
+        /// The file.
+        path: PathBuf,
+        /// Why we gave up.
+        source: FrameError,
+    },
     #[error(transparent)]
     /// The channel failed (no receiver, removed, permission, timeout…).
     Frame(#[from] FrameError),
@@ -206,7 +218,10 @@ impl SendError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            SendError::Frame(_) | SendError::BadAnswer { .. } | SendError::Interrupted(_)
+            SendError::Frame(_)
+                | SendError::BadAnswer { .. }
+                | SendError::Interrupted(_)
+                | SendError::Withdrawn { .. }
         )
     }
 }
@@ -614,8 +629,13 @@ impl Sender {
             true => Answer::Counted,
             false => Answer::Wait,
         };
+        let mut committing = None;
         for a in self.awaited.drain(..n) {
-            let result = verdict(&self.ch, &a, how);
+            let mut result = verdict(&self.ch, &a, how);
+            if let Err(SendError::Frame(e)) = result {
+                let c = *committing.get_or_insert_with(|| self.ch.withdraw(a.file));
+                result = withdrawn_or_told(&self.ch, &a, c, e);
+            }
             if matches!(&result, Err(e) if e.is_fatal()) {
                 // The channel failed: the later files' answers are either in their lanes
                 // already, or never coming. Waiting for each would only add a slice.
@@ -1166,6 +1186,35 @@ fn verdict(ch: &SenderEnd, a: &Awaited, how: Answer) -> Result<Sent, SendError> 
         }),
         _ => Err(refusal(&a.label, answer)),
     }
+}
+
+/// The fate of an awaited file once we gave up waiting (`e`) and withdrew it, the receiver
+/// committing file `committing` then: a later file is withdrawn and never committed; the one
+/// being committed is answered within a moment (waited for up to [`frame::STOP_SETTLE`]),
+/// unless the receiver stopped right there, and then nobody can say.
+fn withdrawn_or_told(
+    ch: &SenderEnd,
+    a: &Awaited,
+    committing: u32,
+    e: FrameError,
+) -> Result<Sent, SendError> {
+    if a.file > committing {
+        return Err(SendError::Withdrawn {
+            path: a.label.clone(),
+            source: e,
+        });
+    }
+    let until = Instant::now() + frame::STOP_SETTLE;
+    while Instant::now() < until {
+        if let (about, Ok(o)) = ch.answer_about(a.file)
+            && about == a.file
+            && !o.status.is_pending()
+        {
+            return verdict(ch, a, Answer::Counted);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Err(SendError::Frame(e))
 }
 
 /// How an answer is to be had.

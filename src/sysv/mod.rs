@@ -135,6 +135,8 @@ pub struct Perm {
     pub gid: u32,
     /// The creator's uid (the owner may have been changed since).
     pub cuid: u32,
+    /// The creator's gid.
+    pub cgid: u32,
     /// The permission bits (`0o777` part only).
     pub mode: u32,
 }

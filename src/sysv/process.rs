@@ -120,3 +120,26 @@ pub fn uid_by_name(name: &str) -> Option<u32> {
         _ => None,
     }
 }
+
+/// The gid of the group called `name`, through NSS.
+pub fn gid_by_name(name: &str) -> Option<u32> {
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Some(g.gid.as_raw()),
+        _ => None,
+    }
+}
+
+/// Whether user `uid` belongs to group `gid`, as NSS says: its primary group, or a member.
+pub fn user_in_group(uid: u32, gid: u32) -> bool {
+    let user = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => u,
+        _ => return false,
+    };
+    if user.gid.as_raw() == gid {
+        return true;
+    }
+    matches!(
+        nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)),
+        Ok(Some(g)) if g.mem.contains(&user.name)
+    )
+}

@@ -141,6 +141,7 @@ impl SemSet {
                 uid: ds.sem_perm.uid,
                 gid: ds.sem_perm.gid,
                 cuid: ds.sem_perm.cuid,
+                cgid: ds.sem_perm.cgid,
                 mode: u32::from(ds.sem_perm.mode) & 0o777,
             },
             otime: ds.sem_otime,

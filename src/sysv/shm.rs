@@ -44,6 +44,36 @@ impl Shm {
         Ok(Shm { id })
     }
 
+    /// Creates a private segment (`IPC_PRIVATE`: no key leads to it; others find it only by
+    /// the id we hand them).
+    pub fn create_private(size: usize, mode: u32) -> Result<Shm> {
+        let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as i32;
+        // SAFETY: as in `create`.
+        let id = unsafe { libc::shmget(libc::IPC_PRIVATE, size, flags) };
+        if id < 0 {
+            return Err(SysvError::last("shmget", Target::Key(Key(0))));
+        }
+        Ok(Shm { id })
+    }
+
+    /// Gives the segment to `uid` with permission bits `mode` (`IPC_SET`). Its creator keeps
+    /// the right to remove it and to set it again; attachments made before keep their access.
+    pub fn set_owner(&self, uid: u32, mode: u32) -> Result<()> {
+        // SAFETY: shmid_ds is plain old data; zeroed is a valid value for every field.
+        let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+        // SAFETY: IPC_STAT writes one shmid_ds into the buffer we own for the call's duration.
+        if unsafe { libc::shmctl(self.id, libc::IPC_STAT, &mut ds) } < 0 {
+            return Err(SysvError::last("shmctl(IPC_STAT)", Target::Id(self.id)));
+        }
+        ds.shm_perm.uid = uid;
+        ds.shm_perm.mode = (mode & 0o777) as _;
+        // SAFETY: IPC_SET reads uid, gid and mode from the buffer we own for the call's duration.
+        if unsafe { libc::shmctl(self.id, libc::IPC_SET, &mut ds) } < 0 {
+            return Err(SysvError::last("shmctl(IPC_SET)", Target::Id(self.id)));
+        }
+        Ok(())
+    }
+
     /// Looks up the existing segment at `key`.
     pub fn open(key: Key) -> Result<Shm> {
         // SAFETY: as in `create`.
@@ -81,6 +111,7 @@ impl Shm {
                 uid: ds.shm_perm.uid,
                 gid: ds.shm_perm.gid,
                 cuid: ds.shm_perm.cuid,
+                cgid: ds.shm_perm.cgid,
                 mode: u32::from(ds.shm_perm.mode) & 0o777,
             },
             cpid: ds.shm_cpid,

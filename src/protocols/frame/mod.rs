@@ -2,7 +2,7 @@
 //! objects ([`Channel`]), each end's steps a type of its own ([`ReceiverEnd`], [`SenderEnd`]). The bytes themselves are [`crate::mechanisms::wire`]'s;
 //! docs/protocol.md is the contract.
 //!
-//! A channel at KEY is the control segment (KEY), the content segment (KEY+1) and one semaphore
+//! A channel at KEY is the control segment (KEY), the rendezvous segment (KEY+1) and one semaphore
 //! set (KEY). Everything read from shared memory is copied out and decoded by `wire` before
 //! use: the segment at a key is untrusted until its header says otherwise, and even then every
 //! length is checked against what the kernel says the segment's size is.
@@ -20,7 +20,7 @@ mod view;
 
 pub use channel::Channel;
 pub use probe::*;
-pub use receiving::ReceiverEnd;
+pub use receiving::{Admission, ReceiverEnd, SenderId};
 pub use removal::*;
 pub use sending::SenderEnd;
 pub use view::View;
@@ -34,11 +34,12 @@ use crate::sysv::{self, Key, SysvError, WaitError};
 /// How long a wait on the peer sleeps before it checks whether the peer is still alive.
 pub const LIVENESS_SLICE: Duration = Duration::from_millis(250);
 
-/// How often an idle receiver checks that its segments are still at their keys. Someone may
+/// How often an idle receiver checks that its segments are still at their keys (someone may
 /// `ipcrm` them; senders then cannot find the channel, and nothing would wake the receiver to
-/// say so. One check costs two `shmget`s; every 2 s is far under the one wake-up per 200 ms
-/// that idling allows.
-pub const PUBLISHED_CHECK: Duration = Duration::from_secs(2);
+/// say so) and raises its liveness mark again if someone took it down. One check costs two
+/// `shmget`s and a `semctl`; once a second is far under the one wake-up per 200 ms that
+/// idling allows, and within the 2 s a sender gives a mark that is down.
+pub const PUBLISHED_CHECK: Duration = Duration::from_secs(1);
 
 /// How long a sender's waits go on once a stop was asked for: long enough for a working
 /// receiver to answer the files whose last byte is posted, short enough that one SIGINT or
@@ -204,7 +205,7 @@ pub enum FrameError {
     Limit {
         /// The key.
         key: Key,
-        /// What could not be created: `control segment`, `content segment`, `semaphore set`.
+        /// What could not be created: `control segment`, `rendezvous segment`, `semaphore set`.
         object: &'static str,
         /// Its size in bytes (a segment's), 0 for a semaphore set.
         size: usize,
@@ -213,6 +214,16 @@ pub enum FrameError {
         limit: &'static str,
         /// What the limit is and what was asked for.
         why: String,
+    },
+    #[error(
+        "the receiver on key {key} admitted segment {segment} in our place: someone who may write the channel named another sender's segment after we took our turn; try again"
+    )]
+    /// The receiver took another segment than ours for our session (or refused ours).
+    NotAdmitted {
+        /// The key.
+        key: Key,
+        /// The segment it admitted (-1: it refused the one named).
+        segment: i32,
     },
     #[error("the sender went away mid-transfer")]
     /// The admitted sender died or left mid-file (the receiver's side).
@@ -336,9 +347,9 @@ fn create_error(key: Key, e: SysvError, object: &'static str, size: usize) -> Fr
         Some(libc::EEXIST) => FrameError::Foreign {
             key,
             why: match probe(key) {
-                // Our content segment's key is another channel's own key.
+                // Our rendezvous segment's key is another channel's own key.
                 Ok(Probe::Channel { .. }) => format!(
-                    "it is the control segment of the shmxfer channel at {key}; a channel at {} would need it for its content segment",
+                    "it is the control segment of the shmxfer channel at {key}; a channel at {} would need it for its rendezvous segment",
                     Key(key.0 - 1)
                 ),
                 _ => {

@@ -50,7 +50,7 @@ pub enum Probe {
         pid: i32,
     },
     /// A blank control segment of our size whose creator is dead and that nobody has
-    /// attached, beside a content segment the same process created: a receiver that died
+    /// attached, beside a rendezvous segment the same process created: a receiver that died
     /// setting up. Safe to reclaim.
     Abandoned {
         /// The segment's id.
@@ -127,12 +127,12 @@ pub(super) fn probe_judging(key: Key, judge: Judge) -> Result<Probe, FrameError>
     let blank = head[..8] == [0; 8] && size >= CONTROL_LEN;
     let decoded = decode_info(&head, size);
     if decoded.is_err()
-        && let Some(channel) = content_of(key, shm.id())
+        && let Some(channel) = rendezvous_of(key, shm.id())
     {
         return Ok(Probe::Foreign {
             shmid: shm.id(),
             why: format!(
-                "it is the content segment of the shmxfer channel at {channel} (a channel uses its key and the next)"
+                "it is the rendezvous segment of the shmxfer channel at {channel} (a channel uses its key and the next)"
             ),
         });
     }
@@ -231,15 +231,15 @@ pub(super) fn check_parts(key: Key, control: &sysv::ShmStat, info: &Info) -> Res
             sems.id()
         ));
     }
-    let content = key
+    let rdv = key
         .offset(1)
         .and_then(|k| Shm::open(k).ok())
-        .ok_or("no content segment at key+1")?;
-    if content.id() != info.content_shmid {
+        .ok_or("no rendezvous segment at key+1")?;
+    if rdv.id() != info.rendezvous_shmid {
         return Err(format!(
-            "its header names content segment {} but the one at key+1 is {}",
-            info.content_shmid,
-            content.id()
+            "its header names rendezvous segment {} but the one at key+1 is {}",
+            info.rendezvous_shmid,
+            rdv.id()
         ));
     }
     let sem_stat = sems.stat();
@@ -253,8 +253,8 @@ pub(super) fn check_parts(key: Key, control: &sysv::ShmStat, info: &Info) -> Res
         ));
     }
     let sem_creator = sem_stat.map(|s| s.perm.cuid);
-    let content_creator = content.stat().map(|s| s.perm.cuid);
-    match (sem_creator, content_creator) {
+    let rdv_creator = rdv.stat().map(|s| s.perm.cuid);
+    match (sem_creator, rdv_creator) {
         (Ok(a), Ok(b)) if a == control.perm.cuid && b == control.perm.cuid => Ok(()),
         (Ok(_), Ok(_)) => Err("its parts were made by different users".into()),
         (Err(e), _) | (_, Err(e)) => Err(format!("its parts cannot be checked ({e})")),
@@ -281,14 +281,14 @@ pub fn serving(shmid: i32, stat: &sysv::ShmStat, sems: &SemSet) -> bool {
     }
 }
 
-/// The key of the channel whose content segment `shmid` (found at `key`) is: the segment at
+/// The key of the channel whose rendezvous segment `shmid` (found at `key`) is: the segment at
 /// `key - 1` is a channel's control segment whose header names `shmid`. A segment at a
 /// channel's K+1 is blank, as one being set up is: this tells the two apart.
-fn content_of(key: Key, shmid: i32) -> Option<Key> {
+fn rendezvous_of(key: Key, shmid: i32) -> Option<Key> {
     let below = Key(key.0.checked_sub(1).filter(|&k| k != 0)?);
     let map = Shm::open(below).ok()?.attach(false).ok()?;
     let mut head = [0u8; INFO_LEN];
     read_head(&map, &mut head).ok()?;
     let info = decode_info(&head, map.len()).ok()?;
-    (info.content_shmid == shmid).then_some(below)
+    (info.rendezvous_shmid == shmid).then_some(below)
 }

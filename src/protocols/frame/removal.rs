@@ -54,13 +54,16 @@ pub fn remove_channel(key: Key, control_shmid: i32, info: &Info, dry_run: bool) 
         ));
     }
     if let Some(ck) = key.offset(1) {
-        let content = Shm::from_id(info.content_shmid);
-        if Shm::open(ck).map(|s| s.id()).ok() == Some(info.content_shmid) {
+        let rdv = Shm::from_id(info.rendezvous_shmid);
+        if Shm::open(ck).map(|s| s.id()).ok() == Some(info.rendezvous_shmid) {
             done.push(removal(
-                format!("shared memory {} (key {ck}, content)", info.content_shmid),
+                format!(
+                    "shared memory {} (key {ck}, rendezvous)",
+                    info.rendezvous_shmid
+                ),
                 dry_run,
-                content.stat().map(|s| s.perm),
-                || content.remove(),
+                rdv.stat().map(|s| s.perm),
+                || rdv.remove(),
             ));
         }
     }
@@ -75,7 +78,7 @@ pub fn remove_channel(key: Key, control_shmid: i32, info: &Info, dry_run: bool) 
 }
 
 /// Removes what a receiver that died setting up (`Probe::Abandoned`) left at `key`: the blank
-/// control segment, the content segment at KEY+1 if the same process created it, and a set
+/// control segment, the rendezvous segment at KEY+1 if the same process created it, and a set
 /// of our shape at KEY made by the same user.
 pub fn remove_abandoned(key: Key, control_shmid: i32, creator: i32, dry_run: bool) -> Vec<Removal> {
     let mut done = Vec::new();
@@ -96,15 +99,15 @@ pub fn remove_abandoned(key: Key, control_shmid: i32, creator: i32, dry_run: boo
         ));
     }
     if let Some(ck) = key.offset(1)
-        && let Ok(content) = Shm::open(ck)
-        && let Ok(st) = content.stat()
+        && let Ok(rdv) = Shm::open(ck)
+        && let Ok(st) = rdv.stat()
         && st.cpid == creator
     {
         done.push(removal(
-            format!("shared memory {} (key {ck}, content)", content.id()),
+            format!("shared memory {} (key {ck}, rendezvous)", rdv.id()),
             dry_run,
             Ok(st.perm),
-            || content.remove(),
+            || rdv.remove(),
         ));
     }
     done.push(removal(

@@ -1,8 +1,10 @@
 //! The sender's steps of the handshake, as a type of their own.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::channel::{Bell, Peer, Segment};
 use super::*;
 use crate::mechanisms::runtime;
 use crate::sysv::{self, SemOp, WaitError};
@@ -85,10 +87,13 @@ impl SenderEnd {
     }
 
     /// Past the gate: the session if we took its ticket, else `None` (our mark is dropped
-    /// again, and we queue anew).
+    /// again, and we queue anew). The winner stamps its segment with the session and names
+    /// it at the rendezvous, then closes the gate (which wakes the receiver).
     fn claim(&self) -> Result<Option<u32>, FrameError> {
-        let session = self.control.swap_u32(TICKET_OFF, 0);
-        if session == 0 {
+        // Any value but 0 wins: the session itself is read from the receiver's own segment,
+        // so a ticket someone scribbled over costs nothing.
+        let ticket = self.rendezvous.swap_u32(TICKET_OFF, 0);
+        if ticket == 0 {
             // Without waiting: a SETVAL meanwhile (which also clears our undo) may have taken
             // the mark down already.
             match self.wait(&[SemOp::take(sem::SENDER).undo().nowait()], None) {
@@ -96,32 +101,56 @@ impl SenderEnd {
                 Err(e) => return Err(e),
             }
         }
+        let session = self.load_u32(SESSION_OFF);
+        let own = self.own();
+        for off in [WITHDRAWN_OFF, REQUESTS_OFF] {
+            own.map.store_u32(off, 0);
+        }
+        own.map.store_u64(POSTED_OFF, 0);
+        own.map.store_u32(SEG_SESSION_OFF, session);
+        self.rendezvous.store_u32(SEGMENT_OFF, own.shm.id() as u32);
+        self.ring.store(0, Ordering::Relaxed);
+        self.taken.store(0, Ordering::Relaxed);
+        self.session.store(session, Ordering::Relaxed);
         self.sems
             .set(sem::GATE, 0)
             .map_err(|e| FrameError::from_wait(self.key, e.into()))?;
-        self.ring.store(0, Ordering::Relaxed);
         Ok(Some(session))
     }
 
-    /// Writes a request and posts it (the sender's side).
+    /// Our own segment (made when the channel was opened, kept to the end).
+    fn own(&self) -> Arc<Segment> {
+        self.seg()
+            .expect("a sender's channel holds its own segment from `open` on")
+    }
+
+    /// Writes a request into our segment, counts it and rings REQ.
     ///
     /// # Errors
     /// The channel was removed.
     pub fn send_request(&self, r: &Request) -> Result<(), FrameError> {
+        self.put_request(r);
+        self.wait(&[SemOp::give(sem::REQ)], None)
+    }
+
+    fn put_request(&self, r: &Request) {
+        let own = self.own();
         let at = Lane::of(r.file);
         // The path first: the request that points at it is posted after.
         let path = encode_path(r);
         if !path.is_empty() {
-            self.write(at.path_off(), &path);
+            own.map.write(at.path_off(), &path);
         }
-        self.write(at.request_off(), &encode_request(r));
-        self.wait(&[SemOp::give(sem::REQ)], None)
+        own.map.write(at.request_off(), &encode_request(r));
+        let n = own.map.load_u32(REQUESTS_OFF);
+        own.map.store_u32(REQUESTS_OFF, n.wrapping_add(1));
     }
 
     /// Says goodbye (in place of file `due`, the one that would have come next: every earlier
     /// one answered) and drops our liveness mark in the same atomic step, so the receiver can
     /// admit the next sender the moment it reads this.
     pub fn send_bye(&self, session: u32, due: u32) -> Result<(), FrameError> {
+        let own = self.own();
         let bye = Request {
             op: Op::Bye,
             sender_pid: sysv::getpid(),
@@ -132,35 +161,59 @@ impl SenderEnd {
             session,
             file: 0,
         };
-        self.write(Lane::of(due).request_off(), &encode_request(&bye));
+        own.map
+            .write(Lane::of(due).request_off(), &encode_request(&bye));
+        let n = own.map.load_u32(REQUESTS_OFF);
+        own.map.store_u32(REQUESTS_OFF, n.wrapping_add(1));
         self.wait(
             &[SemOp::take(sem::SENDER).undo(), SemOp::give(sem::REQ)],
             None,
         )
     }
 
-    /// Waits until the receiver has given `n` more answers (ACK -n, one sleep for all of
-    /// them: the kernel wakes us only when all are in). Answers come in request order; read
-    /// each with [`Channel::answer_about`].
+    /// Waits until the receiver has given `n` more answers (one sleep for all of them), by
+    /// its count of answers. Answers come in request order; read each with
+    /// [`SenderEnd::answer_about`].
     pub fn wait_answers(&self, n: u16) -> Result<(), FrameError> {
+        let n = u32::from(n.clamp(1, LANES as u16));
+        let avail = || {
+            self.load_u32(ANSWERED_OFF)
+                .wrapping_sub(self.taken.load(Ordering::Relaxed))
+                .min(LANES)
+        };
         // The answer comes after the receiver's write and commit, long enough that polling for
         // it would only take a CPU the receiver's writes may need: sleep at once.
-        let take = SemOp {
-            op: -(n.clamp(1, LANES as u16) as i16),
-            ..SemOp::take(sem::ACK)
-        };
-        self.wait_on_peer(&[take], sem::RECEIVER)
+        self.wait_for_peer(
+            Bell {
+                sem: sem::ACK,
+                n,
+                avail: &avail,
+                peer: Peer::Receiver,
+            },
+            Duration::ZERO,
+        )?;
+        self.taken.fetch_add(n, Ordering::Relaxed);
+        Ok(())
     }
 
-    /// The answer in `file`'s lane, once [`Channel::wait_answers`] counted it: the file it is
-    /// about and the outcome.
+    /// The answer in `file`'s lane, once [`SenderEnd::wait_answers`] counted it: the file it is
+    /// about and the outcome. An answer about another sender's segment is not ours, whatever
+    /// it says.
     pub fn answer_about(&self, file: u32) -> (u32, Result<Outcome, HeaderError>) {
         let at = Lane::of(file).answer_off();
         let mut b = [0u8; RESULT_LEN];
         self.read(at + 8, &mut b);
         let status = self.control.load_u32(at);
         let about = self.control.load_u32(at + 4);
-        (about, decode_outcome(status, &b))
+        let ours = self.own().shm.id();
+        let outcome = decode_outcome(status, &b).and_then(|o| match o.segment == ours {
+            true => Ok(o),
+            false => Err(HeaderError::Field {
+                field: "answer's sender segment",
+                value: o.segment as u32 as u64,
+            }),
+        });
+        (about, outcome)
     }
 
     /// The receiver's failure verdict on `file` while it is still being sent, if any.
@@ -173,9 +226,26 @@ impl SenderEnd {
         (about == file && !pending).then_some(status)
     }
 
-    /// Waits for a free slot; returns its index in the ring (the next in ring order).
+    /// Waits for a free slot, by the receiver's count of slots handed back; returns its index
+    /// in the ring (the next in ring order).
     pub fn free_slot(&self) -> Result<usize, FrameError> {
-        self.wait_on_peer(&[SemOp::take(sem::EMPTY)], sem::RECEIVER)?;
+        let slots = u64::from(self.info.slot_count);
+        let avail = || {
+            let used = self
+                .ring
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.control.load_u64(CONSUMED_OFF));
+            slots.saturating_sub(used) as u32
+        };
+        self.wait_for_peer(
+            Bell {
+                sem: sem::EMPTY,
+                n: 1,
+                avail: &avail,
+                peer: Peer::Receiver,
+            },
+            Duration::ZERO,
+        )?;
         Ok(self.next_slot())
     }
 
@@ -187,11 +257,14 @@ impl SenderEnd {
         file: &std::fs::File,
         limit: usize,
     ) -> std::io::Result<usize> {
-        let base = slot * self.info.slot_size;
+        let own = self.own();
+        let base = own
+            .slot_off(&self.info, slot)
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
         let want = limit.min(self.info.slot_size);
         let mut got = 0;
         while got < want {
-            match self.content.read_from(file, base + got, want - got) {
+            match own.map.mapping().read_from(file, base + got, want - got) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
@@ -205,25 +278,42 @@ impl SenderEnd {
         Ok(got)
     }
 
-    /// Copies bytes of our own into `slot`.
+    /// Copies bytes of our own into `slot` (at most a slot's worth).
     pub fn put_slot(&self, slot: usize, bytes: &[u8]) {
-        self.content
-            .write(
-                slot * self.info.slot_size,
-                &bytes[..bytes.len().min(self.info.slot_size)],
-            )
-            .expect("a slot lies inside the ring");
+        let own = self.own();
+        if let Some(base) = own.slot_off(&self.info, slot) {
+            let n = bytes.len().min(self.info.slot_size);
+            // Inside the segment: the slot is one of the ring's, and n fits in it.
+            let _ = own.map.mapping().write(base, &bytes[..n]);
+        }
     }
 
-    /// Publishes a filled slot (or an abort) with its descriptor.
+    /// Publishes a filled slot (or an abort) with its descriptor, counts it and rings FULL.
     pub fn post(&self, slot: usize, d: &Desc) -> Result<(), FrameError> {
-        self.write(SLOTS_OFF + slot * SLOT_DESC_LEN, &encode_desc(d));
+        let own = self.own();
+        own.map
+            .write(SLOTS_OFF + slot * SLOT_DESC_LEN, &encode_desc(d));
+        let n = own.map.load_u64(POSTED_OFF);
+        own.map.store_u64(POSTED_OFF, n.wrapping_add(1));
         self.wait(&[SemOp::give(sem::FULL)], None)
     }
 
     /// Writes the trailer of file `t.file`; call before posting its last descriptor.
     pub fn set_trailer(&self, t: &Trailer) {
-        self.write(Lane::of(t.file).trailer_off(), &encode_trailer(t));
+        self.own()
+            .map
+            .write(Lane::of(t.file).trailer_off(), &encode_trailer(t));
+    }
+
+    /// Withdraws every file numbered `from` or more that the receiver has not begun to
+    /// commit, and returns the file it is committing (0: none yet this session). Files after
+    /// that one are never committed: the receiver checks our withdrawal after it publishes the
+    /// file it commits, and we read that after we publish the withdrawal, both with a full
+    /// fence between, so one of us sees the other.
+    pub fn withdraw(&self, from: u32) -> u32 {
+        self.own().map.store_u32(WITHDRAWN_OFF, from.max(1));
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.control.load_u32(COMMITTING_OFF)
     }
 
     /// Waits up to `limit` for the receiver to die or the channel to go away (for a watcher

@@ -54,6 +54,16 @@ impl View {
     pub fn state(&self) -> u32 {
         self.control.load_u32(STATE_OFF)
     }
+    /// The admitted sender's uid and pid (pid as the receiver's namespace sees it), if one is.
+    pub fn sender(&self) -> Option<(u32, i32)> {
+        let admitted = self.control.load_u32(ADMITTED_OFF) as i32;
+        (admitted >= 0).then(|| {
+            (
+                self.control.load_u32(SENDER_UID_OFF),
+                self.control.load_u32(SENDER_PID_OFF) as i32,
+            )
+        })
+    }
     /// Bytes the receiver has taken of the current file.
     pub fn progress(&self) -> u64 {
         self.control.load_u64(PROGRESS_OFF)
@@ -63,11 +73,10 @@ impl View {
     /// # Errors
     /// It does not decode (none yet, or torn).
     pub fn request(&self) -> Result<Request, HeaderError> {
-        let at = Lane::of(self.control.load_u32(CURRENT_OFF).max(1));
         let mut b = [0u8; REQUEST_LEN];
-        self.control.read(at.request_off(), &mut b);
+        self.control.read(SHOWN_REQUEST_OFF, &mut b);
         let mut path = [0u8; PATH_LEN];
-        self.control.read(at.path_off(), &mut path);
+        self.control.read(SHOWN_PATH_OFF, &mut path);
         decode_request(&b, &path)
     }
 }
