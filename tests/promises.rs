@@ -703,3 +703,45 @@ fn a_second_signal_ends_a_sender_at_once_and_says_so() {
     );
     assert!(err.contains("interrupted again: ended at once"), "{err}");
 }
+
+#[test]
+fn senders_of_two_users_in_turn_each_get_their_own_bytes_and_uid() {
+    let env = Env::new();
+    open_dir(&env);
+    let r = env.recv(&["--mode", "0666", "--json", "--keep-name"]);
+    let mut expect = Vec::new();
+    // The receiver keeps a session's segment for the next sender of the same user; a sender
+    // of another user never takes it up, and the next one of the first user may again.
+    for (i, nobody) in [false, false, true, true, false, true]
+        .into_iter()
+        .enumerate()
+    {
+        let f = env.file(&format!("f{i}.bin"), 200_000 + i * 1000);
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let o = match nobody {
+            true => as_nobody(&[
+                "send",
+                "-m",
+                "--key",
+                &env.key_arg(),
+                "--owner",
+                "root",
+                f.to_str().unwrap(),
+            ]),
+            false => env.send(&["-m", f.to_str().unwrap()]),
+        };
+        assert_eq!(o.status.code(), Some(0), "{i}: {}", stderr(&o));
+        assert!(same(&f, &env.out().join(format!("f{i}.bin"))), "{i}");
+        expect.push(if nobody { 65534 } else { 0 });
+    }
+    let out = r.stop();
+    let uids: Vec<i64> = stdout(&out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["sender_uid"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(uids, expect);
+}

@@ -148,6 +148,12 @@ pub const SENDER_PID_OFF: usize = RESPONSE_OFF + 44;
 pub const SHOWN_REQUEST_OFF: usize = 1024;
 /// In the control segment: a copy of the path region of the request being taken.
 pub const SHOWN_PATH_OFF: usize = 20480;
+/// A sender segment the receiver kept attached after its session (i32; -1: none), for the next
+/// sender of the same user to take up again: its pages are already the receiver's to read, and
+/// a new one's cost a page fault and a page's zeroing each, on every send.
+pub const SPARE_OFF: usize = RESPONSE_OFF + 48;
+/// That segment's creator's uid: only a sender of that uid may take it up.
+pub const SPARE_UID_OFF: usize = RESPONSE_OFF + 52;
 /// The outcome's length (in an answer, after its status and file number).
 pub const RESULT_LEN: usize = 296;
 
@@ -939,7 +945,7 @@ mod tests {
         // The receiver's control segment.
         let mut control = vec![
             (0, INFO_LEN),
-            (RESPONSE_OFF, SENDER_PID_OFF + 4 - RESPONSE_OFF),
+            (RESPONSE_OFF, SPARE_UID_OFF + 4 - RESPONSE_OFF),
             (SHOWN_REQUEST_OFF, REQUEST_LEN),
             (SHOWN_PATH_OFF, PATH_LEN),
         ];

@@ -26,6 +26,8 @@ pub struct Channel {
     pub(super) rendezvous: Rendezvous,
     /// The sender segment of the session: written only by the sender that made it.
     pub(super) seg: std::sync::RwLock<Option<Arc<Segment>>>,
+    /// The receiver's: the last session's segment, kept for the next sender of its user.
+    pub(super) spare: std::sync::Mutex<Option<Arc<Segment>>>,
     /// The validated header.
     pub info: Info,
     /// Our place in the ring, counted from the session's start: both sides take slots in the
@@ -143,6 +145,9 @@ impl Segment {
     /// root) can read it. It is marked for removal at once: the kernel frees it when the last
     /// of us and the receiver detaches, however we end.
     fn create(ch: &Channel, receiver_uid: u32) -> Result<Segment, FrameError> {
+        if let Some(seg) = Segment::take_up(ch, receiver_uid) {
+            return Ok(seg);
+        }
         let len = ch.info.segment_len();
         let shm = Shm::create_private(len, 0o600)
             .map_err(|e| create_error(ch.key, e, "sender segment", len))?;
@@ -167,13 +172,54 @@ impl Segment {
         made
     }
 
+    /// Takes up the segment the receiver kept from its last session, if a sender of our own
+    /// uid made it and nobody but the receiver has it attached: made writable to its creator's
+    /// uid again for the instant of our attach, then 0400 as before. Of two of our senders that
+    /// try at once, neither keeps it (each finds a third attachment, and makes its own).
+    /// `None`: make a new one.
+    fn take_up(ch: &Channel, receiver_uid: u32) -> Option<Segment> {
+        let id = ch.control.load_u32(SPARE_OFF) as i32;
+        let me = sysv::geteuid();
+        if id < 0 || ch.control.load_u32(SPARE_UID_OFF) != me {
+            return None;
+        }
+        let shm = Shm::from_id(id);
+        let fits = |s: &sysv::ShmStat, n| {
+            s.perm.cuid == me && s.size == ch.info.segment_len() && s.nattch == n
+        };
+        if !shm.stat().is_ok_and(|s| fits(&s, 1)) {
+            return None;
+        }
+        shm.set_owner(receiver_uid, 0o600).ok()?;
+        let map = shm.attach(true);
+        let _ = shm.set_owner(receiver_uid, 0o400);
+        let map = Fixed::<RING_OFF>::new(map.ok()?).ok()?;
+        let mut magic = [0u8; 8];
+        map.read(0, &mut magic);
+        let ours = shm.stat().is_ok_and(|s| fits(&s, 2))
+            && magic == SEGMENT_MAGIC
+            && map.load_u32(SEG_CHANNEL_OFF) == ch.control_shm.id() as u32;
+        ours.then_some(Segment {
+            shm,
+            map,
+            uid: me,
+            gid: 0,
+            pid: sysv::getpid(),
+        })
+    }
+
     /// Attaches the segment `id` that a sender named at the rendezvous for `session`, read
     /// only, if the kernel and the segment say it is one: nobody but its creator may write it
     /// (no write bit for group or others, and it was made writable by none but its creator),
     /// its size is the one this channel's senders make, and its creator stamped it for this
     /// channel and this session. Anything else is refused with the reason (empty where there
     /// is nothing to say: the segment is gone with its sender).
-    pub(super) fn admit(ch: &Channel, id: i32, session: u32) -> Result<Segment, String> {
+    pub(super) fn admit(
+        ch: &Channel,
+        id: i32,
+        session: u32,
+        spare: Option<Arc<Segment>>,
+    ) -> Result<Arc<Segment>, String> {
         let shm = Shm::from_id(id);
         let st = shm.stat().map_err(|e| match e.is_gone() {
             // Its sender already went away (its segment goes with it): nothing to say.
@@ -193,10 +239,25 @@ impl Segment {
                 ch.info.segment_len()
             ));
         }
-        let map = shm
-            .attach(false)
-            .map_err(|e| format!("segment {id}: {e}"))?;
-        let map = Fixed::<RING_OFF>::new(map).map_err(|e| format!("segment {id}: {e}"))?;
+        // The last session's, taken up again: already attached (read-only) here.
+        let seg = match spare.filter(|s| s.shm.id() == id) {
+            Some(s) => s,
+            None => {
+                let map = shm
+                    .attach(false)
+                    .map_err(|e| format!("segment {id}: {e}"))?;
+                let map = Fixed::<RING_OFF>::new(map).map_err(|e| format!("segment {id}: {e}"))?;
+                Arc::new(Segment {
+                    shm,
+                    map,
+                    uid: st.perm.cuid,
+                    gid: st.perm.cgid,
+                    // The last to attach before us: its sender, also when it took it up.
+                    pid: st.lpid,
+                })
+            }
+        };
+        let map = &seg.map;
         let mut magic = [0u8; 8];
         map.read(0, &mut magic);
         let stamped = magic == SEGMENT_MAGIC
@@ -209,13 +270,7 @@ impl Segment {
                 st.perm.cuid
             ));
         }
-        Ok(Segment {
-            shm,
-            map,
-            uid: st.perm.cuid,
-            gid: st.perm.cgid,
-            pid: st.cpid,
-        })
+        Ok(seg)
     }
 }
 
@@ -272,6 +327,7 @@ impl Channel {
         };
         let head = encode_info(&info);
         control.store_u32(ADMITTED_OFF, NOT_ADMITTED as u32);
+        control.store_u32(SPARE_OFF, u32::MAX);
         // The magic last, with a release store that `read_head`'s acquire load pairs with: a
         // reader that sees the magic sees every field written before it.
         control.write(8, &head[8..]);
@@ -303,6 +359,7 @@ impl Channel {
             control,
             rendezvous,
             seg: std::sync::RwLock::new(None),
+            spare: std::sync::Mutex::new(None),
             info,
             ring: AtomicU64::new(0),
             taken: AtomicU32::new(0),

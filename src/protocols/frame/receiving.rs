@@ -132,7 +132,9 @@ impl ReceiverEnd {
             }
             std::thread::sleep(Duration::from_micros(200));
         };
-        match Segment::admit(self, id, session) {
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.store_u32(SPARE_OFF, u32::MAX);
+        match Segment::admit(self, id, session, spare) {
             Ok(seg) => {
                 self.store_u32(SENDER_UID_OFF, seg.uid);
                 self.store_u32(SENDER_PID_OFF, seg.pid as u32);
@@ -142,7 +144,7 @@ impl ReceiverEnd {
                     gid: seg.gid,
                     pid: seg.pid,
                 });
-                self.set_seg(Some(Arc::new(seg)));
+                self.set_seg(Some(seg));
                 Ok(who)
             }
             Err(why) => {
@@ -357,10 +359,16 @@ impl ReceiverEnd {
     }
 
     /// After a session: wait until the sender's liveness mark is down (at once after goodbye;
-    /// the moment it exits after an abort), and let its segment go. Sliced only so a stop
-    /// request is seen.
+    /// the moment it exits after an abort). Its segment is kept attached and offered to the
+    /// next sender of its user (`SPARE_OFF`), and let go when another is admitted. Sliced only
+    /// so a stop request is seen.
     pub fn wait_sender_gone(&self) -> Result<(), FrameError> {
-        self.set_seg(None);
+        let last = self.seg.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(seg) = last {
+            self.store_u32(SPARE_UID_OFF, seg.uid);
+            self.store_u32(SPARE_OFF, seg.shm.id() as u32);
+            *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(seg);
+        }
         loop {
             match self.wait(&[SemOp::zero(sem::SENDER)], Some(LIVENESS_SLICE)) {
                 Ok(()) => return Ok(()),
