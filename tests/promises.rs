@@ -745,3 +745,25 @@ fn senders_of_two_users_in_turn_each_get_their_own_bytes_and_uid() {
         .collect();
     assert_eq!(uids, expect);
 }
+
+#[test]
+fn allow_group_takes_files_only_from_members_of_the_group() {
+    let env = Env::new();
+    open_dir(&env);
+    let input = env.file("a.bin", 10_000);
+    std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = env.recv(&["--mode", "0666", "--allow-group", "root"]);
+    let o = env.send(&[input.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = as_nobody(&[
+        "send",
+        "--key",
+        &env.key_arg(),
+        "--owner",
+        "root",
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    let out = r.stop();
+    assert_eq!(listing(&env.out()), ["file01.jpg"], "{}", stderr(&out));
+}
