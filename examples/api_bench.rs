@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use shmxfer::sender::{SendOptions, Sender};
+use shmxfer::{SendOptions, Sender};
 
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
@@ -23,9 +23,9 @@ fn main() {
     let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
     let t = Instant::now();
     if a[0] == "--sessions" {
-        let key = shmxfer::parse::parse_key(&a[1]).expect("KEY");
+        let key = a[1].parse::<shmxfer::Address>().expect("KEY");
         for _ in 0..n {
-            let tx = Sender::connect(key, &SendOptions::default()).expect("connect");
+            let tx = Sender::connect(key.clone(), &SendOptions::default()).expect("connect");
             tx.finish().expect("goodbye");
         }
         println!("{:.1}", t.elapsed().as_secs_f64() * 1e6 / n as f64);
@@ -40,7 +40,7 @@ fn main() {
             namer.commit(&mut tmp, None).expect("link");
         }
     } else {
-        let key = shmxfer::parse::parse_key(&a[0]).expect("KEY");
+        let key = a[0].parse::<shmxfer::Address>().expect("KEY");
         let mut tx = Sender::connect(key, &SendOptions::default()).expect("connect");
         // Posted, not sent one by one: each file goes while the receiver commits the one
         // before; every verdict is checked before the clock stops.

@@ -33,7 +33,7 @@ fn the_example_consumer_takes_what_shmxfer_send_sends() {
     let out = r.stop();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        shmxfer::sysv::Shm::open(env.key).is_err(),
+        ipc::Shm::open(env.key).is_err(),
         "Ctrl-C must remove the channel"
     );
     assert_eq!(listing(&env.out()), ["file01.jpg", "file02.jpg"]);
@@ -148,7 +148,7 @@ fn a_file_refused_while_its_chunks_are_in_flight_costs_only_itself() {
     };
     let serve = serve(env.key, &cfg, |inc| match inc.name() {
         b"refused" => {
-            inc.refuse(shmxfer::wire::Status::BadPath).unwrap();
+            inc.refuse(shmxfer::Status::BadPath).unwrap();
             None
         }
         b"no-room" => {
@@ -205,7 +205,7 @@ fn posted_files_get_one_verdict_each_in_posting_order() {
     };
     let serve = serve(env.key, &cfg, |inc| match inc.name() {
         b"refused" => {
-            inc.refuse(shmxfer::wire::Status::BadPath).unwrap();
+            inc.refuse(shmxfer::Status::BadPath).unwrap();
             None
         }
         _ => keep(inc),
@@ -311,7 +311,7 @@ fn connect(env: &Env) -> Sender {
 /// Serves `key` from a thread of its own until the first sender says goodbye, handing each
 /// offered file to `each`; the thread returns what `each` returned, in order.
 fn serve<T: Send + 'static>(
-    key: shmxfer::sysv::Key,
+    key: shmxfer::Key,
     cfg: &Config,
     mut each: impl FnMut(Incoming<'_>) -> T + Send + 'static,
 ) -> std::thread::JoinHandle<Vec<T>> {
@@ -340,10 +340,7 @@ impl Receiver_ {
         let r = Receiver_ {
             child: Some(c.spawn().unwrap()),
         };
-        assert!(wait_until(Duration::from_secs(10), || matches!(
-            shmxfer::frame::probe(env.key),
-            Ok(shmxfer::frame::Probe::Channel { alive: true, .. })
-        )));
+        assert!(wait_until(Duration::from_secs(10), || serving(env.key)));
         r
     }
     fn stop(mut self) -> std::process::Output {

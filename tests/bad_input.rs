@@ -6,9 +6,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::ipc::Shm;
 use common::*;
-use shmxfer::frame;
-use shmxfer::sysv::{Key, Shm};
+use shmxfer::Key;
 
 fn as_nobody(env: &Env, args: &[&str]) -> std::process::Output {
     std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -109,7 +109,7 @@ fn a_segment_too_small_for_the_header_is_left_alone() {
 fn a_segment_without_the_magic_is_left_alone() {
     refuses_foreign(
         |k| {
-            let s = Shm::create(k, frame::CONTROL_LEN, 0o600).unwrap();
+            let s = Shm::create(k, proto::CONTROL_LEN, 0o600).unwrap();
             s.attach(true)
                 .unwrap()
                 .write(0, b"PGSQL\0\0\0somebody else's")
@@ -124,7 +124,7 @@ fn a_segment_without_the_magic_is_left_alone() {
 fn a_header_of_another_protocol_version_is_left_alone() {
     refuses_foreign(
         |k| {
-            let s = Shm::create(k, frame::CONTROL_LEN, 0o600).unwrap();
+            let s = Shm::create(k, proto::CONTROL_LEN, 0o600).unwrap();
             let m = s.attach(true).unwrap();
             m.write(0, b"SHMXFER\0").unwrap();
             m.write(8, &1u32.to_ne_bytes()).unwrap();
@@ -154,7 +154,7 @@ fn a_version_6_channel_is_told_by_its_version() {
     // Version 6 had the layout of today's control segment, written by senders too.
     refuses_foreign(
         |k| {
-            let s = Shm::create(k, frame::CONTROL_LEN, 0o600).unwrap();
+            let s = Shm::create(k, proto::CONTROL_LEN, 0o600).unwrap();
             let m = s.attach(true).unwrap();
             m.write(0, b"SHMXFER\0").unwrap();
             m.write(8, &6u32.to_ne_bytes()).unwrap();
@@ -209,7 +209,7 @@ fn a_receiver_caught_setting_up_is_waited_for_and_never_called_foreign() {
     let env = Env::new();
     // A blank control segment whose creator (this test) lives: a receiver between shmget and
     // writing its magic, frozen there.
-    let shm = Shm::create(env.key, frame::CONTROL_LEN, 0o600).unwrap();
+    let shm = Shm::create(env.key, proto::CONTROL_LEN, 0o600).unwrap();
     let f = env.file("a", 5);
     for args in [
         vec!["send", f.to_str().unwrap()],
@@ -248,7 +248,7 @@ fn clean_as_another_user_reports_each_object_it_could_not_remove() {
         assert!(err.contains("run clean as that user"), "{err}");
         assert!(!stdout(&o).contains("remove"), "{}", stdout(&o));
     }
-    assert!(Shm::open(env.key).is_ok() && shmxfer::sysv::SemSet::open(env.key).is_ok());
+    assert!(Shm::open(env.key).is_ok() && ipc::SemSet::open(env.key).is_ok());
     drop(r);
 }
 
@@ -326,10 +326,26 @@ fn a_channel_its_living_creator_left_with_its_mark_up_is_a_gone_receiver_not_a_w
     // check); only the creator's map tells that it no longer holds the channel. The sender
     // must still end, in its first waits, with the receiver gone.
     let env = Env::new();
-    let ch = frame::ReceiverEnd::create(&env.key.into(), &frame::Config::default()).unwrap();
-    ch.open_gate(1).unwrap();
-    // Detaches, leaving the objects and our liveness mark (undone only when we exit).
-    drop(ch);
+    // What a receiver makes (docs/protocol.md), made here, and detached: the objects and our
+    // liveness mark (undone only when we exit) stay.
+    let ctl = Shm::create(env.key, proto::CONTROL_LEN, 0o600).unwrap();
+    let rdv = Shm::create(Key(env.key.0 + 1), 4096, 0o600).unwrap();
+    let sems = common::ipc::SemSet::create(env.key, 7, 0o600).unwrap();
+    sems.op(
+        &[common::ipc::SemOp::give(proto::sem::RECEIVER).undo()],
+        None,
+    )
+    .unwrap();
+    sems.set(proto::sem::GATE, 1).unwrap();
+    let m = ctl.attach(true).unwrap();
+    m.write(0, &proto::info(1 << 20, 8, rdv.id(), sems.id()))
+        .unwrap();
+    m.store_u32(128, 1).unwrap();
+    rdv.attach(true)
+        .unwrap()
+        .store_u32(proto::TICKET_OFF, 1)
+        .unwrap();
+    drop(m);
     let f = env.file("a", 100_000);
     let started = std::time::Instant::now();
     let o = env.send(&[f.to_str().unwrap()]);

@@ -153,11 +153,9 @@ fn senders_fail_fast_when_the_receiver_is_killed_and_a_new_receiver_takes_over()
     // Queued: it connected and sleeps on the gate (a sender that never connected would also
     // exit 69, but saying there is no receiver).
     assert!(
-        wait_until(Duration::from_secs(10), || shmxfer::sysv::SemSet::open(
-            env.key
-        )
-        .and_then(|s| s.waiting(shmxfer::frame::sem::GATE))
-        .is_ok_and(|n| n >= 1)),
+        wait_until(Duration::from_secs(10), || ipc::SemSet::open(env.key)
+            .and_then(|s| s.waiting(proto::sem::GATE))
+            .is_ok_and(|n| n >= 1)),
         "the second sender never queued for the gate"
     );
     let t = Instant::now();
@@ -307,7 +305,7 @@ fn removing_the_semaphores_under_an_idle_receiver_ends_it_with_an_error() {
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
     assert!(stderr(&out).contains("removed"), "{}", stderr(&out));
     assert!(
-        shmxfer::sysv::Shm::open(env.key).is_err(),
+        ipc::Shm::open(env.key).is_err(),
         "the receiver left its segments"
     );
 }
@@ -330,12 +328,9 @@ fn removing_only_the_segments_under_an_idle_receiver_ends_it_within_seconds() {
     );
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
     assert!(stderr(&out).contains("removed"), "{}", stderr(&out));
+    assert!(ipc::SemSet::open(env.key).is_err(), "semaphores left");
     assert!(
-        shmxfer::sysv::SemSet::open(env.key).is_err(),
-        "semaphores left"
-    );
-    assert!(
-        shmxfer::sysv::Shm::open(shmxfer::sysv::Key(env.key.0 + 1)).is_err(),
+        ipc::Shm::open(shmxfer::Key(env.key.0 + 1)).is_err(),
         "content segment left"
     );
 }
@@ -406,11 +401,11 @@ fn file_changes_while_sent(change: impl FnOnce(&std::path::Path)) {
     let child = c.spawn().unwrap();
     let _g = PidGuard(child.id() as i32);
     // The request is posted, and both slots are full: the sender waits for ring space.
-    let sems = shmxfer::sysv::SemSet::open(env.key).unwrap();
+    let sems = ipc::SemSet::open(env.key).unwrap();
     assert!(wait_until(HANG, || sems
-        .value(shmxfer::frame::sem::FULL)
+        .value(proto::sem::FULL)
         .is_ok_and(|v| v == 2)
-        && sems.value(shmxfer::frame::sem::REQ).is_ok_and(|v| v == 1)));
+        && sems.value(proto::sem::REQ).is_ok_and(|v| v == 1)));
     change(&f);
     r.signal("CONT");
     let o = finish(child, Duration::from_secs(30));
@@ -467,6 +462,6 @@ fn sigterm_to_the_receiver_mid_transfer_discards_the_partial_and_tells_the_sende
     drop(stdin);
     assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
     assert!(listing(&env.out()).is_empty(), "{:?}", listing(&env.out()));
-    assert!(shmxfer::sysv::Shm::open(env.key).is_err());
-    assert!(shmxfer::sysv::SemSet::open(env.key).is_err());
+    assert!(ipc::Shm::open(env.key).is_err());
+    assert!(ipc::SemSet::open(env.key).is_err());
 }

@@ -58,13 +58,7 @@ fn after_the_receivers_file_size_limit_the_next_files_of_the_send_arrive_whole()
 }
 
 fn is_idle(env: &Env) -> bool {
-    match shmxfer::frame::probe(env.key) {
-        Ok(shmxfer::frame::Probe::Channel {
-            alive: true, shmid, ..
-        }) => shmxfer::frame::View::open(shmid)
-            .is_ok_and(|v| v.state() == shmxfer::frame::State::Idle as u32),
-        _ => false,
-    }
+    channel_state(env.key) == Some(shmxfer::inventory::ChannelState::Idle)
 }
 
 /// Starts `shmxfer recv --keep-name` (with `extra`) on env's key, writing into `dir`.
@@ -126,13 +120,10 @@ fn after_an_input_that_shrinks_mid_file_the_next_files_arrive_whole() {
 }
 
 fn busy(env: &Env) -> bool {
-    match shmxfer::frame::probe(env.key) {
-        Ok(shmxfer::frame::Probe::Channel {
-            alive: true, shmid, ..
-        }) => shmxfer::frame::View::open(shmid)
-            .is_ok_and(|v| v.state() == shmxfer::frame::State::Busy as u32 && v.progress() > 0),
-        _ => false,
-    }
+    channel(env.key).is_some_and(|c| {
+        c.state == shmxfer::inventory::ChannelState::Busy
+            && c.transfer.is_some_and(|t| t.bytes_done > 0)
+    })
 }
 
 #[test]
@@ -470,23 +461,23 @@ fn a_name_shaped_like_a_temporary_file_is_committed_under_another_name_and_survi
 /// Runs this test binary's `make_blank_segment_helper` in a child, which then exits: a blank
 /// control segment at `key` and a content segment whose creator is dead, as a receiver killed
 /// during setup leaves them.
-fn blank_segment_with_dead_creator(key: shmxfer::sysv::Key) {
+fn blank_segment_with_dead_creator(key: shmxfer::Key) {
     let o = Command::new(std::env::current_exe().unwrap())
         .args(["make_blank_segment_helper", "--exact", "--nocapture"])
         .env("SHMXFER_TEST_BLANK_KEY", key.0.to_string())
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(shmxfer::sysv::Shm::open(key).is_ok());
+    assert!(ipc::Shm::open(key).is_ok());
 }
 
 #[test]
 fn make_blank_segment_helper() {
     if let Ok(k) = std::env::var("SHMXFER_TEST_BLANK_KEY") {
         // What a receiver creates first: its control segment, then the content segment.
-        let key = shmxfer::sysv::Key(k.parse().unwrap());
-        shmxfer::sysv::Shm::create(key, shmxfer::frame::CONTROL_LEN, 0o600).unwrap();
-        shmxfer::sysv::Shm::create(shmxfer::sysv::Key(key.0 + 1), 1 << 20, 0o600).unwrap();
+        let key = shmxfer::Key(k.parse().unwrap());
+        ipc::Shm::create(key, proto::CONTROL_LEN, 0o600).unwrap();
+        ipc::Shm::create(shmxfer::Key(key.0 + 1), 1 << 20, 0o600).unwrap();
     }
 }
 
@@ -504,7 +495,7 @@ fn a_blank_segment_whose_creator_died_is_reclaimed_by_recv_and_clean() {
         "{}",
         stdout(&o)
     );
-    assert!(shmxfer::sysv::Shm::open(env.key).is_err());
+    assert!(ipc::Shm::open(env.key).is_err());
     blank_segment_with_dead_creator(env.key);
     let r = receiver_into(&env, &env.out(), &[]);
     let o = env.send(&[f.to_str().unwrap()]);
@@ -528,8 +519,7 @@ fn a_receiver_stopped_during_setup_leaves_nothing_behind() {
         kill(child.id(), "TERM");
         let _ = exit_code_within(&mut child, Duration::from_secs(10));
         assert!(
-            shmxfer::sysv::Shm::open(env.key).is_err()
-                && shmxfer::sysv::SemSet::open(env.key).is_err(),
+            ipc::Shm::open(env.key).is_err() && ipc::SemSet::open(env.key).is_err(),
             "a stopped receiver left objects at its key"
         );
     }

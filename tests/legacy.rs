@@ -9,9 +9,20 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::ipc::{Mapping, SemOp, SemSet, Shm};
 use common::*;
-use shmxfer::legacy::{decode_size, encode_size};
-use shmxfer::sysv::{Key, Mapping, SemOp, SemSet, Shm};
+use shmxfer::Key;
+
+/// The original size segment's text (legacy-protocol.md): decimal digits, then a NUL.
+fn encode_size(n: usize) -> Vec<u8> {
+    format!("{n}\0").into_bytes()
+}
+
+/// The size a size segment holds: digits up to the first NUL; `None` for anything else.
+fn decode_size(b: &[u8]) -> Option<usize> {
+    let digits = b.split(|&c| c == 0).next()?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
 
 const T: Option<Duration> = Some(Duration::from_secs(20));
 

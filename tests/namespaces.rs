@@ -48,12 +48,7 @@ fn a_receiver_in_its_own_pid_namespace_is_shown_with_the_pid_the_host_knows() {
     };
     let unshare = child.id();
     let r = Receiver { child: Some(child) };
-    let up = wait_until(Duration::from_secs(10), || {
-        matches!(
-            shmxfer::frame::probe(env.key),
-            Ok(shmxfer::frame::Probe::Channel { alive: true, .. })
-        )
-    });
+    let up = wait_until(Duration::from_secs(10), || serving(env.key));
     if !up {
         eprintln!("skipped: cannot make a PID namespace here (needs root)");
         return;

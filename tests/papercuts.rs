@@ -43,10 +43,7 @@ fn the_receivers_write_errors_reach_the_sender_in_words() {
     .stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
     let _g = PidGuard(child.id() as i32);
-    assert!(wait_until(Duration::from_secs(10), || matches!(
-        shmxfer::frame::probe(env.key),
-        Ok(shmxfer::frame::Probe::Channel { alive: true, .. })
-    )));
+    assert!(wait_until(Duration::from_secs(10), || serving(env.key)));
     let big = env.file("big.bin", 300_000);
     let o = env.send(&[big.to_str().unwrap()]);
     let err = stderr(&o);
@@ -132,10 +129,7 @@ fn recv_stdout_refuses_a_terminal() {
         all.contains("refuses to write a file's bytes to a terminal"),
         "{all}"
     );
-    assert!(
-        shmxfer::sysv::Shm::open(env.key).is_err(),
-        "no channel was made"
-    );
+    assert!(ipc::Shm::open(env.key).is_err(), "no channel was made");
 }
 
 #[test]
@@ -224,26 +218,23 @@ fn an_output_directory_that_cannot_be_made_again_ends_the_receiver_with_73() {
 #[test]
 fn clean_by_name_removes_only_the_channel_of_that_name() {
     let name = format!("t{}-clean", std::process::id());
-    let key = shmxfer::frame::named_key(&name);
+    let key = named_key(&name);
     let _g = KeyGuard::new(key);
     let env = Env::new();
     // A receiver serving that key by number, killed: its channel is stale, and not NAME's.
     let mut c = bin(&["recv", "--key", &format!("{:#x}", key.0), "--dir"]);
     c.arg(env.out()).stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
-    assert!(wait_until(Duration::from_secs(10), || matches!(
-        shmxfer::frame::probe(key),
-        Ok(shmxfer::frame::Probe::Channel { alive: true, .. })
-    )));
+    assert!(wait_until(Duration::from_secs(10), || serving(key)));
     let _ = child.kill();
     let _ = child.wait();
     let o = shmxfer(&["clean", "--key", &name]);
     assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
     assert!(stderr(&o).contains("serves no name"), "{}", stderr(&o));
-    assert!(shmxfer::sysv::Shm::open(key).is_ok(), "nothing was removed");
+    assert!(ipc::Shm::open(key).is_ok(), "nothing was removed");
     let o = shmxfer(&["clean", "--key", &format!("{:#x}", key.0)]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(shmxfer::sysv::Shm::open(key).is_err());
+    assert!(ipc::Shm::open(key).is_err());
 }
 
 #[test]
@@ -283,7 +274,7 @@ fn a_channels_second_key_is_named_as_such_by_recv_and_send_at_once() {
         "{err}"
     );
     assert!(
-        shmxfer::sysv::Shm::open(shmxfer::Key(env.key.0 - 1)).is_err(),
+        ipc::Shm::open(shmxfer::Key(env.key.0 - 1)).is_err(),
         "rolled back"
     );
 }

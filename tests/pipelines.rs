@@ -7,7 +7,7 @@ use std::os::unix::fs::symlink;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shmxfer::sender::{SendError, SendOptions, Sender};
+use shmxfer::{SendError, SendOptions, Sender};
 
 /// A tree with nested directories, an empty file, names with spaces, a symlink and a FIFO.
 fn tree(env: &Env) -> std::path::PathBuf {
@@ -218,12 +218,7 @@ fn jobs_run_commands_at_once_and_once_exits_nonzero_after_a_failed_command() {
     c.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let child = c.spawn().unwrap();
-    let up = wait_until(Duration::from_secs(10), || {
-        matches!(
-            shmxfer::frame::probe(env.key),
-            Ok(shmxfer::frame::Probe::Channel { alive: true, .. })
-        )
-    });
+    let up = wait_until(Duration::from_secs(10), || serving(env.key));
     assert!(up);
     let o = env.send(&[a.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -12,9 +12,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::ipc::SemSet;
+use common::proto::sem;
 use common::*;
-use shmxfer::frame::sem;
-use shmxfer::sysv::SemSet;
 
 /// Runs the hostile helper as `nobody` with `args` (the key is the test's), and waits for it.
 fn hostile(env: &Env, args: &[&str]) -> Output {
@@ -297,12 +297,10 @@ fn a_file_withdrawn_while_the_receiver_was_stopped_mid_file_is_dropped_when_it_c
     let c = env.cmd(&["send", "-m", "--wait", "1", "--name", "late.bin", "-"]);
     let mut tx = Watched::spawn_with(c, Stdio::piped());
     let mut input = tx.child.stdin.take().unwrap();
-    let control = shmxfer::sysv::Shm::open(env.key).unwrap().id();
-    let view = shmxfer::frame::View::open(control).unwrap();
     assert!(
-        wait_until(Duration::from_secs(10), || view
-            .request()
-            .is_ok_and(|q| q.name == b"late.bin")),
+        wait_until(Duration::from_secs(10), || channel(env.key)
+            .and_then(|c| c.transfer)
+            .is_some_and(|t| t.name == "late.bin")),
         "the receiver never took the request"
     );
     r.signal("STOP");
@@ -314,6 +312,12 @@ fn a_file_withdrawn_while_the_receiver_was_stopped_mid_file_is_dropped_when_it_c
     assert_eq!(code, Some(75), "{err}");
     assert!(err.contains("withdrawn"), "{err}");
     r.signal("CONT");
+    // It takes the rest of the file, finds it withdrawn, drops it, and waits for the next.
+    assert!(wait_until(Duration::from_secs(10), || channel_state(
+        env.key
+    ) == Some(
+        shmxfer::inventory::ChannelState::Idle
+    )));
     let out = r.stop();
     assert!(listing(&env.out()).is_empty(), "{}", stderr(&out));
     assert!(stderr(&out).contains("withdrew"), "{}", stderr(&out));
@@ -627,7 +631,7 @@ fn one_signal_ends_a_sender_waiting_for_its_turn_or_a_receiver_within_2s() {
     assert!(took < Duration::from_secs(2), "{took:?}");
     // Another sender holds the channel: waiting for our turn.
     let _r = env.recv(&[]);
-    let holder = shmxfer::sender::Sender::connect(env.key, &Default::default()).unwrap();
+    let holder = shmxfer::Sender::connect(env.key, &Default::default()).unwrap();
     let tx = Watched::spawn({
         let mut c = env.cmd(&["send"]);
         c.arg(&input);

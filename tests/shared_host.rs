@@ -8,9 +8,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::ipc::{Mapping, SemOp, SemSet, Shm};
+use common::proto::sem;
 use common::*;
-use shmxfer::frame::{self, Probe, sem};
-use shmxfer::sysv::{Key, Mapping, SemOp, SemSet, Shm};
+use shmxfer::Key;
 
 const NOBODY: u32 = 65534;
 
@@ -31,9 +32,7 @@ fn serving(mut c: Command, key: Key) -> Receiver {
     let r = Receiver {
         child: Some(c.spawn().unwrap()),
     };
-    let up = wait_until(Duration::from_secs(10), || {
-        matches!(frame::probe(key), Ok(Probe::Channel { alive: true, .. }))
-    });
+    let up = wait_until(Duration::from_secs(10), || common::serving(key));
     assert!(up, "the receiver never came up at {key}");
     r
 }
@@ -86,10 +85,10 @@ fn files_go_to_another_users_receiver_only_when_that_user_is_named() {
 
 #[test]
 fn each_user_has_a_default_channel_of_their_own() {
-    let (root_key, nobody_key) = (frame::user_key(0), frame::user_key(NOBODY));
+    let (root_key, nobody_key) = (user_key(0), user_key(NOBODY));
     // This test uses the real defaults: only when nothing is there.
     for k in [root_key, nobody_key] {
-        if !matches!(frame::probe(k), Ok(Probe::Absent)) || Shm::open(Key(k.0 + 1)).is_ok() {
+        if !absent(k) || Shm::open(Key(k.0 + 1)).is_ok() {
             eprintln!("skipped: the default key {k} is in use");
             return;
         }
@@ -124,7 +123,7 @@ fn each_user_has_a_default_channel_of_their_own() {
 #[test]
 fn named_channels_meet_by_name_and_refuse_a_key_that_serves_another() {
     let name = format!("t{}-named", std::process::id());
-    let key = frame::named_key(&name);
+    let key = named_key(&name);
     let _g = KeyGuard::new(key);
     let env = Env::new();
     let r = serving(
@@ -191,7 +190,7 @@ fn a_forged_header_is_never_taken_for_a_dead_channel() {
     let mut real = [0u8; 4];
     control.read(40, &mut real).unwrap();
     // The header's semaphore-set id, pointed at a set nobody holds.
-    let decoy = SemSet::create(Key(env.key.0 + 2), sem::COUNT, 0o600).unwrap();
+    let decoy = SemSet::create(Key(env.key.0 + 2), 7, 0o600).unwrap();
     control.write(40, &decoy.id().to_ne_bytes()).unwrap();
     let o = shmxfer(&["clean", "--stale", "--key", &env.key_arg()]);
     let still = Shm::open(env.key).is_ok() && SemSet::open(env.key).is_ok();
@@ -234,7 +233,7 @@ fn a_channel_left_busy_by_a_forged_sender_recovers_within_two_seconds() {
 #[test]
 fn a_name_taken_by_another_user_is_named_with_its_owner_and_pid() {
     let name = format!("t{}-taken", std::process::id());
-    let key = frame::named_key(&name);
+    let key = named_key(&name);
     let _g = KeyGuard::new(key);
     let env = Env::new();
     let r = serving(

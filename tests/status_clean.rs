@@ -186,10 +186,7 @@ fn a_killed_receivers_channel_is_stale_and_clean_removes_it() {
     assert_eq!(j["channels"][0]["receiver_pid"], pid, "{j}");
     let o = run_bounded(env.cmd(&["clean", "--dry-run"]), Duration::from_secs(10));
     assert!(stdout(&o).contains("would remove"), "{}", stdout(&o));
-    assert!(
-        shmxfer::sysv::Shm::open(env.key).is_ok(),
-        "dry run removed something"
-    );
+    assert!(ipc::Shm::open(env.key).is_ok(), "dry run removed something");
     let o = run_bounded(env.cmd(&["clean"]), Duration::from_secs(10));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
@@ -201,8 +198,8 @@ fn a_killed_receivers_channel_is_stale_and_clean_removes_it() {
         "{}",
         stdout(&o)
     );
-    assert!(shmxfer::sysv::Shm::open(env.key).is_err());
-    assert!(shmxfer::sysv::SemSet::open(env.key).is_err());
+    assert!(ipc::Shm::open(env.key).is_err());
+    assert!(ipc::SemSet::open(env.key).is_err());
 }
 
 #[test]
@@ -212,7 +209,7 @@ fn clean_refuses_a_live_channel_unless_forced() {
     let o = run_bounded(env.cmd(&["clean"]), Duration::from_secs(10));
     assert_eq!(o.status.code(), Some(75));
     assert!(stderr(&o).contains(&r.pid().to_string()), "{}", stderr(&o));
-    assert!(shmxfer::sysv::Shm::open(env.key).is_ok());
+    assert!(ipc::Shm::open(env.key).is_ok());
     let o = run_bounded(env.cmd(&["clean", "--force"]), Duration::from_secs(10));
     assert!(o.status.success());
     // The receiver notices its channel is gone and ends with an error, not a hang.
@@ -222,7 +219,7 @@ fn clean_refuses_a_live_channel_unless_forced() {
 
 #[test]
 fn clean_stale_removes_dead_channels_only_and_never_foreign_objects() {
-    let size = shmxfer::frame::CONTROL_LEN.to_string();
+    let size = proto::CONTROL_LEN.to_string();
     let foreign = Made::new(&["-M", &size], 'm');
     let foreign_sem = Made::new(&["-S", "7"], 's');
     let live = Env::new();
@@ -244,20 +241,16 @@ fn clean_stale_removes_dead_channels_only_and_never_foreign_objects() {
         let o = shmxfer(&["clean", "--stale", "--key", &key]);
         assert!(o.status.success(), "{key}: {}", stderr(&o));
     }
-    assert!(shmxfer::sysv::Shm::open(dead.key).is_err());
-    assert!(shmxfer::sysv::Shm::open(live.key).is_ok());
-    assert!(shmxfer::sysv::Shm::from_id(foreign.id).stat().is_ok());
-    assert!(
-        shmxfer::sysv::SemSet::from_id(foreign_sem.id)
-            .stat()
-            .is_ok()
-    );
+    assert!(ipc::Shm::open(dead.key).is_err());
+    assert!(ipc::Shm::open(live.key).is_ok());
+    assert!(ipc::Shm::from_id(foreign.id).stat().is_ok());
+    assert!(ipc::SemSet::from_id(foreign_sem.id).stat().is_ok());
 }
 
 #[test]
 fn clean_leaves_a_foreign_segment_at_the_key_alone() {
     let env = Env::new();
-    let shm = shmxfer::sysv::Shm::create(env.key, 8192, 0o600).unwrap();
+    let shm = ipc::Shm::create(env.key, 8192, 0o600).unwrap();
     // Not blank: a blank one made by a live process is a receiver setting up (bad_input.rs).
     shm.attach(true).unwrap().write(0, b"another app").unwrap();
     let o = run_bounded(env.cmd(&["clean", "--force"]), Duration::from_secs(10));
@@ -384,11 +377,7 @@ fn a_receiver_whose_stdout_reader_left_stops_quietly_between_files_with_141() {
 
 /// The last pid to attach or detach the channel's control segment (/proc/sysvipc/shm).
 fn control_lpid(env: &Env) -> i64 {
-    let rows = shmxfer::sysv::read_table(shmxfer::sysv::Kind::Shm).unwrap();
-    rows.iter()
-        .find(|r| r.key() == env.key)
-        .unwrap()
-        .num("lpid")
+    i64::from(ipc::Shm::open(env.key).unwrap().stat().unwrap().lpid)
 }
 
 #[test]
@@ -474,7 +463,7 @@ fn numeric_rows(text: &str) -> Vec<Vec<String>> {
 #[test]
 fn status_i_shows_each_semaphore_as_ipcs_s_i_does() {
     let set = Made::new(&["-S", "3"], 's');
-    let sems = shmxfer::sysv::SemSet::from_id(set.id);
+    let sems = ipc::SemSet::from_id(set.id);
     sems.set(1, 5).unwrap();
     let o = shmxfer(&["status", "-s", "-i", &set.id.to_string()]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -254,10 +254,7 @@ fn once_exits_after_one_file() {
     assert!(env.send(&[f.to_str().unwrap()]).status.success());
     let out = r.wait(Duration::from_secs(10));
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(matches!(
-        shmxfer::frame::probe(env.key),
-        Ok(shmxfer::frame::Probe::Absent)
-    ));
+    assert!(absent(env.key));
 }
 
 #[test]
@@ -369,9 +366,9 @@ fn sigterm_to_the_receiver_removes_its_objects() {
     let r = env.recv(&[]);
     let out = r.stop();
     assert_eq!(out.status.code(), Some(130));
-    assert!(shmxfer::sysv::Shm::open(env.key).is_err());
-    assert!(shmxfer::sysv::Shm::open(shmxfer::sysv::Key(env.key.0 + 1)).is_err());
-    assert!(shmxfer::sysv::SemSet::open(env.key).is_err());
+    assert!(ipc::Shm::open(env.key).is_err());
+    assert!(ipc::Shm::open(shmxfer::Key(env.key.0 + 1)).is_err());
+    assert!(ipc::SemSet::open(env.key).is_err());
 }
 
 #[test]
@@ -381,8 +378,8 @@ fn sigint_to_an_idle_receiver_removes_its_objects_too() {
     r.signal("INT");
     let out = r.wait(Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(130));
-    assert!(shmxfer::sysv::Shm::open(env.key).is_err());
-    assert!(shmxfer::sysv::SemSet::open(env.key).is_err());
+    assert!(ipc::Shm::open(env.key).is_err());
+    assert!(ipc::SemSet::open(env.key).is_err());
 }
 
 #[test]
@@ -481,7 +478,7 @@ fn recv_stdout_into_a_closed_pipe_fails_the_transfer_and_leaves_nothing() {
     let out = finish(recv, Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(74), "{}", stderr(&out));
     assert!(!stderr(&out).contains("panicked"));
-    assert!(shmxfer::sysv::Shm::open(env.key).is_err());
+    assert!(ipc::Shm::open(env.key).is_err());
 }
 
 #[test]

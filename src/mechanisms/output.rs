@@ -548,6 +548,30 @@ fn counter_of(name: &[u8], base: &[u8], ext: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, .. proptest::prelude::ProptestConfig::default() })]
+    #[test]
+    fn a_kept_name_is_always_one_safe_component(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..10_000)) {
+        if let Some(n) = safe_name(&raw) {
+            use std::os::unix::ffi::OsStrExt;
+            let b = n.as_bytes();
+            proptest::prop_assert!(!b.is_empty() && b.len() <= MAX_NAME);
+            proptest::prop_assert!(!b.contains(&b'/') && !b.contains(&0));
+            proptest::prop_assert!(!b.iter().any(|&c| c < 0x20 || c == 0x7f), "a control character on disk");
+            proptest::prop_assert!(b != b"." && b != b"..");
+            proptest::prop_assert!(partial_owner(b).is_none());
+            let dir = std::path::Path::new("/some/dir");
+            let joined = dir.join(&n);
+            proptest::prop_assert_eq!(joined.parent(), Some(dir));
+            for k in 1..3 {
+                let m = numbered(&n, k);
+                proptest::prop_assert!(!m.as_bytes().contains(&b'/') && m.len() <= MAX_NAME);
+            }
+        }
+    }
+
+    }
+
     #[test]
     fn relative_paths_are_checked_before_use() {
         let ok = rel_path(b"photos/2026/a b.jpg").unwrap();

@@ -364,7 +364,7 @@ fn legacy_state(cpid: i32, nattch: i64, size_key: Option<Key>) -> ChannelState {
 }
 
 /// Which parts of the host's IPC a snapshot covers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Parts {
     /// Shared memory segments.
     pub shm: bool,

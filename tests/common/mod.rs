@@ -7,8 +7,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use shmxfer::frame::{self, Probe};
-use shmxfer::sysv::{Key, SemSet, Shm};
+pub mod ipc;
+pub mod proto;
+
+use ipc::{SemSet, Shm};
+use shmxfer::Key;
+use shmxfer::inventory::{self, ChannelState};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_shmxfer");
 
@@ -140,11 +144,8 @@ impl Env {
         let child = c.spawn().unwrap();
         let r = Receiver { child: Some(child) };
         // Ready means the gate is open: the receiver published "idle".
-        let ready = wait_until(Duration::from_secs(10), || match frame::probe(self.key) {
-            Ok(Probe::Channel {
-                alive: true, shmid, ..
-            }) => frame::View::open(shmid).is_ok_and(|v| v.state() == frame::State::Idle as u32),
-            _ => false,
+        let ready = wait_until(Duration::from_secs(10), || {
+            channel_state(self.key) == Some(ChannelState::Idle)
         });
         assert!(ready, "the receiver never came up");
         r
@@ -155,6 +156,45 @@ impl Env {
         c.args(args);
         run_bounded(c, Duration::from_secs(60))
     }
+}
+
+/// The state of the channel at `key`, as `shmxfer status` would show it (the library's
+/// listing), if there is one.
+pub fn channel_state(key: Key) -> Option<ChannelState> {
+    channel(key).map(|c| c.state)
+}
+
+/// The channel at `key` as the library's listing shows it.
+pub fn channel(key: Key) -> Option<inventory::ChannelRow> {
+    let parts = inventory::Parts {
+        channels: true,
+        ..inventory::Parts::default()
+    };
+    inventory::snapshot(parts)
+        .ok()?
+        .channels?
+        .into_iter()
+        .find(|c| c.key == key.0)
+}
+
+/// Whether a live receiver serves `key` (by the library's listing: anything but stale).
+pub fn serving(key: Key) -> bool {
+    channel_state(key).is_some_and(|s| s != ChannelState::Stale)
+}
+
+/// Whether nothing at all is at `key`.
+pub fn absent(key: Key) -> bool {
+    ipc::Shm::open(key).is_err() && ipc::SemSet::open(key).is_err()
+}
+
+/// The key a channel name hashes to (docs/protocol.md, "Objects").
+pub fn named_key(name: &str) -> Key {
+    name.parse::<shmxfer::Address>().unwrap().key
+}
+
+/// A user's default key (docs/protocol.md, "Objects").
+pub fn user_key(uid: u32) -> Key {
+    Key(0x5300_0000 + 2 * (uid % (1 << 23)))
 }
 
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
