@@ -67,44 +67,71 @@
 //! codes; private), the protocols (the native channel's sender and receiver, the listing,
 //! the original system's protocol), the mechanisms (the wire codec, output naming and
 //! commit, write pacing, cancellation, escaping) and `sysv` (libc calls as owned types, the
-//! only module allowed `unsafe`). Only what this page lists is the library's API; the
-//! internals the integration tests drive against the kernel are public but hidden here, and
-//! carry no stability promise.
+//! only module allowed `unsafe`). Only what this page lists is the library's API: everything
+//! else is private to the crate. The command line is the binary's own (`src/main.rs` compiles
+//! these modules and its own on top), as ripgrep keeps its core.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
+#![warn(unreachable_pub)]
 
-mod commands;
-mod face;
-
-/// The `shmxfer` binary's entry: parses the command line, runs the command, returns the exit
-/// code. Not part of the library's API.
-#[doc(hidden)]
-pub use face::main;
-
-// Internals: public for the integration tests and benchmarks, which drive the wire protocol
-// and the kernel's objects directly; hidden from the documentation, no stability promise.
-#[doc(hidden)]
-pub mod mechanisms;
-#[doc(hidden)]
-pub mod protocols;
-#[doc(hidden)]
+mod mechanisms;
 #[allow(unsafe_code)]
-pub mod sysv;
-#[doc(hidden)]
-pub use mechanisms::{pacer, parse, wire};
-#[doc(hidden)]
-pub use protocols::{frame, sender};
+mod os;
+mod protocols;
+#[allow(unsafe_code)]
+mod sysv;
 
-// The API.
 pub use mechanisms::output;
 pub use mechanisms::pacer::DirectMode;
 pub use mechanisms::parse::AddressError;
 pub use mechanisms::runtime::Cancel;
-pub use mechanisms::wire::{Address, Meta, Status};
+pub use mechanisms::wire::{Address, HeaderError, Meta, Status};
 pub use protocols::frame::{Config, FrameError, Stall, StallHook};
 pub use protocols::receiver::{Event, FileError, Incoming, Received, Receiver};
 pub use protocols::sender::{Observer, Phase, SendError, SendOptions, Sender, Sent, Verdict};
 pub use protocols::{inventory, legacy};
-pub use sysv::Key;
+pub use sysv::{Key, SysvError};
+
+/// What another crate cannot name: the command line and every internal. Each block must fail
+/// to compile (`cargo test --doc` checks it).
+#[cfg(doctest)]
+mod internals_are_private {
+    /// ```compile_fail
+    /// let _ = shmxfer::main;
+    /// ```
+    /// ```compile_fail
+    /// use shmxfer::sysv::Shm;
+    /// ```
+    /// ```compile_fail
+    /// use shmxfer::sysv::SemSet;
+    /// ```
+    /// ```compile_fail
+    /// use shmxfer::sysv::Mapping;
+    /// ```
+    /// ```compile_fail
+    /// use shmxfer::frame::Channel;
+    /// ```
+    /// ```compile_fail
+    /// use shmxfer::protocols::frame::Channel;
+    /// ```
+    /// ```compile_fail
+    /// use shmxfer::sysv::Fixed;
+    /// ```
+    /// ```compile_fail
+    /// let _ = shmxfer::sysv::stop_on_signals;
+    /// ```
+    /// ```compile_fail
+    /// let _ = shmxfer::os::stop_on_signals;
+    /// ```
+    /// ```compile_fail
+    /// use shmxfer::Sender;
+    /// fn f(s: &Sender) { let _ = s.channel(); }
+    /// ```
+    /// ```
+    /// // The API itself is nameable (this block must compile).
+    /// use shmxfer::{Receiver, Sender, inventory, legacy, output};
+    /// ```
+    fn names() {}
+}

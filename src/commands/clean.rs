@@ -103,23 +103,23 @@ fn report(o: Outcome, args: &CleanArgs) -> Result<(), CleanError> {
         match &r.result {
             Ok(()) => {
                 if stdout_open {
-                    stdout_open = crate::mechanisms::term::out_line(&format!("{verb} {}", r.what));
+                    stdout_open = crate::commands::term::out_line(&format!("{verb} {}", r.what));
                 }
             }
             Err(e) => {
                 failed += 1;
                 permission &= e.is_permission();
-                crate::mechanisms::term::error(cannot_remove(&r.what, e, args.dry_run));
+                crate::commands::term::error(cannot_remove(&r.what, e, args.dry_run));
             }
         }
     }
     for n in o.notes {
         if stdout_open {
-            stdout_open = crate::mechanisms::term::out_line(&n);
+            stdout_open = crate::commands::term::out_line(&n);
         }
     }
     for n in &o.not_yours {
-        crate::mechanisms::term::error(n);
+        crate::commands::term::error(n);
     }
     if failed > 0 || !o.not_yours.is_empty() {
         return Err(CleanError::NotRemoved {
@@ -224,9 +224,9 @@ fn clean_stale(args: &CleanArgs) -> Result<Outcome, CleanError> {
             // Another user's channel we may not look into: the kernel's table still tells
             // whether its creator is gone and nobody is attached.
             Ok(Probe::NoPermission { uid, pid, .. })
-                if r.num("nattch") == 0 && !sysv::process_alive(pid) =>
+                if r.num("nattch") == 0 && !crate::os::process_alive(pid) =>
             {
-                let owner = sysv::user_name(uid);
+                let owner = crate::os::user_name(uid);
                 let who = match uid {
                     0 => "root".to_string(),
                     _ => format!("{owner} or root"),

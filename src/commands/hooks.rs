@@ -190,7 +190,7 @@ impl Hooks {
         self.say_skipped();
         let running = self.state.running.lock().map(|r| r.len()).unwrap_or(0);
         if running > 0 {
-            crate::mechanisms::term::warn(
+            crate::commands::term::warn(
                 false,
                 format_args!(
                     "waiting up to {}s for {running} running --exec command(s)",
@@ -222,7 +222,7 @@ impl Hooks {
     fn signal_running(&self, sig: nix::sys::signal::Signal, what: &str) {
         if let Ok(r) = self.state.running.lock() {
             for (pid, path) in r.iter() {
-                crate::mechanisms::term::warn(
+                crate::commands::term::warn(
                     false,
                     format_args!("--exec for {} still running: {what}", escape_path(path)),
                 );
@@ -236,7 +236,7 @@ impl Hooks {
             && !s.is_empty()
         {
             let list: Vec<String> = s.iter().map(|p| escape_path(p)).collect();
-            crate::mechanisms::term::warn(
+            crate::commands::term::warn(
                 false,
                 format_args!("--exec not run (stopped first) for: {}", list.join(", ")),
             );
@@ -290,7 +290,7 @@ fn run_one(state: &State, cmd: &[OsString], c: &Committed) -> bool {
     let mut child = match child {
         Ok(ch) => ch,
         Err(e) => {
-            crate::mechanisms::term::warn(
+            crate::commands::term::warn(
                 false,
                 format_args!(
                     "--exec: cannot run {shown} for {}: {}",
@@ -311,14 +311,14 @@ fn run_one(state: &State, cmd: &[OsString], c: &Committed) -> bool {
     match status {
         Ok(s) if s.success() => true,
         Ok(s) => {
-            crate::mechanisms::term::warn(
+            crate::commands::term::warn(
                 false,
                 format_args!("--exec: {shown} for {} failed: {s}", escape_path(&c.path)),
             );
             false
         }
         Err(e) => {
-            crate::mechanisms::term::warn(
+            crate::commands::term::warn(
                 false,
                 format_args!("--exec: {shown}: {}", crate::mechanisms::text::io_text(&e)),
             );

@@ -7,10 +7,13 @@ pub mod recv;
 pub mod send;
 pub mod status;
 
+mod args;
 mod hooks;
 mod notify;
 mod progress;
+pub(crate) mod term;
 mod tree;
+mod users;
 mod watch;
 
 use crate::protocols::frame::FrameError;
@@ -18,7 +21,7 @@ use crate::protocols::sender::SendError;
 
 use clap::Args;
 
-use crate::mechanisms::wire::{Address, user_key};
+use crate::mechanisms::wire::Address;
 use crate::sysv::Key;
 
 /// Flags every subcommand that talks to a channel shares.
@@ -41,7 +44,7 @@ impl ChannelArgs {
         let addr = self.resolve()?;
         let flags = match &addr.name {
             Some(n) => format!(" --key {n}"),
-            None if addr.key == user_key(crate::sysv::geteuid()) => String::new(),
+            None if addr.key == Address::of_user(crate::os::geteuid()).key => String::new(),
             None => format!(" --key {}", addr.key),
         };
         let _ = CHANNEL_FLAGS.set(flags);
@@ -56,7 +59,7 @@ impl ChannelArgs {
             Ok(v) if !v.is_empty() => {
                 crate::mechanisms::parse::parse_address(&v).map_err(|e| format!("SHMXFER_KEY: {e}"))
             }
-            _ => Ok(Address::from(user_key(crate::sysv::geteuid()))),
+            _ => Ok(Address::of_user(crate::os::geteuid())),
         }
     }
 

@@ -58,7 +58,7 @@ impl Progress {
     }
 
     fn make_bar(&self) -> ProgressBar {
-        let color = crate::mechanisms::term::color_stderr();
+        let color = crate::commands::term::color_stderr();
         let (template, bar) = match self.total {
             Some(_) => (
                 "{msg} {wide_bar} {bytes}/{total_bytes} {rate} ETA {eta}",

@@ -20,7 +20,6 @@ use crate::mechanisms::text::{escape, escape_path};
 use crate::protocols::frame::{Config, FrameError, ReceiverEnd, SenderId, State, Status, hex};
 use crate::protocols::legacy::{Consumer, LegacyError, Took};
 use crate::protocols::receiver::{Event, FileError, Incoming, Received, Receiver};
-use crate::sysv;
 use clap::Args;
 
 use super::{ChannelArgs, Verbosity};
@@ -78,12 +77,12 @@ impl Allow {
             || self
                 .groups
                 .iter()
-                .any(|&g| g == who.gid || crate::sysv::user_in_group(who.uid, g))
+                .any(|&g| g == who.gid || crate::commands::users::user_in_group(who.uid, g))
     }
 }
 
 pub fn run(args: RecvArgs) -> super::Outcome {
-    crate::mechanisms::term::init_logging(args.verbosity.verbose);
+    crate::commands::term::init_logging(args.verbosity.verbose);
     if args.legacy {
         return legacy(&args);
     }
@@ -157,7 +156,7 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
     // Before anything is created: a stop during setup then removes what was made.
     let cancel = runtime::Cancel::new();
     install_stop_handler(cancel.clone());
-    sysv::ignore_file_size_signal();
+    crate::os_cli::ignore_file_size_signal();
     let cfg = Config {
         mode: args.mode,
         slot_size: args.slot_size,
@@ -168,7 +167,7 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
     let (mut rx, takeover) = Receiver::bind(addr, &cfg)?;
     let _ = CHANNEL.set(rx.channel());
     if let Some(note) = takeover {
-        crate::mechanisms::term::warn(opts.quiet, note);
+        crate::commands::term::warn(opts.quiet, note);
     }
     if cancel.is_cancelled() {
         return Err(FrameError::Interrupted.into());
@@ -185,7 +184,7 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
     let mut tally = Served::default();
     notifier().send(&format!(
         "READY=1\nMAINPID={}\nSTATUS=serving key {}, 0 files committed",
-        sysv::getpid(),
+        crate::os::getpid(),
         rx.channel().key
     ));
     let r = serve_files(&mut rx, &opts, namer.as_mut(), hooks.as_ref(), &mut tally);
@@ -254,7 +253,7 @@ fn serve_files(
                 });
             }
             Event::SessionEnd => {}
-            Event::Notice(n) => crate::mechanisms::term::warn(opts.quiet, n),
+            Event::Notice(n) => crate::commands::term::warn(opts.quiet, n),
         }
     }
 }
@@ -265,14 +264,14 @@ fn announce(c: &Committed, opts: &Opts, hooks: Option<&Hooks>) -> bool {
     let mut open = true;
     if opts.json {
         if let Ok(line) = serde_json::to_string(c) {
-            open = crate::mechanisms::term::out_line(&line);
+            open = crate::commands::term::out_line(&line);
         }
     } else if !opts.quiet {
         let record = record(&c.path, c.size, c.md5.as_deref());
         if opts.stdout {
             eprintln!("{record}");
         } else {
-            open = crate::mechanisms::term::out_line(&record);
+            open = crate::commands::term::out_line(&record);
         }
     }
     if let Some(h) = hooks {
@@ -330,17 +329,17 @@ fn take_file(
         gone_is_no_error(incoming.refuse(Status::NotAllowed), &shown, opts)?;
         let note = format!(
             "{shown}: refused: its sender is user {} (uid {}), whom --allow-user/--allow-group do not name",
-            crate::sysv::user_name(sender.uid),
+            crate::os::user_name(sender.uid),
             sender.uid
         );
-        crate::mechanisms::term::warn(opts.quiet, note);
+        crate::commands::term::warn(opts.quiet, note);
         return Ok(None);
     }
     let rel = match (opts.keep_path, output::rel_path(incoming.name())) {
         (true, Err(why)) => {
             gone_is_no_error(incoming.refuse(Status::BadPath), &shown, opts)?;
             let note = format!("{shown}: refused: its path has {why} (--keep-path)");
-            crate::mechanisms::term::warn(opts.quiet, note);
+            crate::commands::term::warn(opts.quiet, note);
             return Ok(None);
         }
         (true, Ok(rel)) => Some(rel),
@@ -357,7 +356,7 @@ fn take_file(
                 escape_path(&opts.dir),
                 crate::mechanisms::text::io_text(&e)
             );
-            crate::mechanisms::term::warn(opts.quiet, format_args!("{shown}: {why}; discarded"));
+            crate::commands::term::warn(opts.quiet, format_args!("{shown}: {why}; discarded"));
             return Ok(None);
         }
     };
@@ -387,7 +386,7 @@ fn take_file(
         Sink::Temp(_) if !received.may_commit() => {
             received.withdrawn()?;
             let note = format!("{shown}: its sender withdrew it before the commit; discarded");
-            crate::mechanisms::term::warn(opts.quiet, note);
+            crate::commands::term::warn(opts.quiet, note);
             return Ok(None);
         }
         Sink::Temp(tmp) => match commit(tmp, &to, meta, opts, namer) {
@@ -396,7 +395,7 @@ fn take_file(
                 tally.failed = true;
                 received.fail(&e)?;
                 let note = format!("{shown}: commit failed: {e}; discarded");
-                crate::mechanisms::term::warn(opts.quiet, note);
+                crate::commands::term::warn(opts.quiet, note);
                 return Ok(None);
             }
         },
@@ -428,7 +427,7 @@ fn gone_is_no_error(r: Result<(), FrameError>, shown: &str, opts: &Opts) -> Resu
     match r {
         Err(FrameError::SenderGone) => {
             let note = format!("{shown}: the sender went away before its refused file ended");
-            crate::mechanisms::term::warn(opts.quiet, note);
+            crate::commands::term::warn(opts.quiet, note);
             Ok(())
         }
         r => r,
@@ -447,13 +446,13 @@ fn settle<'r>(
         Err(FileError::Answered { why, .. }) => {
             tally.failed = true;
             let note = format!("{shown}: {why}; discarded");
-            crate::mechanisms::term::warn(opts.quiet, note);
+            crate::commands::term::warn(opts.quiet, note);
             None
         }
         Err(FileError::Channel(FrameError::SenderGone)) => {
             tally.failed = true;
             let note = format!("{shown}: the sender went away mid-transfer; discarded");
-            crate::mechanisms::term::warn(opts.quiet, note);
+            crate::commands::term::warn(opts.quiet, note);
             None
         }
         Err(FileError::Channel(e)) => Some(Err(e)),
@@ -601,7 +600,7 @@ fn ensure_dir(opts: &Opts, namer: Option<&Namer>, tally: &mut Served) -> Result<
         dir: dir.into(),
         source,
     })?;
-    crate::mechanisms::term::warn(
+    crate::commands::term::warn(
         opts.quiet,
         format_args!(
             "the output directory {} was removed; made it again",
@@ -627,10 +626,10 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
     let mut namer =
         output::prepare(&args.dir, &args.basename, &args.ext).map_err(RecvError::from)?;
     let (content_key, size_key) = args.channel.legacy_keys().map_err(RecvError::Usage)?;
-    sysv::ignore_file_size_signal();
+    crate::os_cli::ignore_file_size_signal();
     let consumer = Consumer::create(content_key, size_key, args.mode)?;
     if let Some(pid) = consumer.predecessor() {
-        crate::mechanisms::term::warn(
+        crate::commands::term::warn(
             args.verbosity.quiet,
             format_args!(
                 "a consumer (pid {pid}) had died on keys {content_key}/{size_key}; removed what it left and took the keys over"
@@ -691,7 +690,7 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
             }
         }
         Err(e) => {
-            crate::mechanisms::term::warn(
+            crate::commands::term::warn(
                 opts.quiet,
                 format_args!(
                     "could not write a received file: {}; discarded",
@@ -702,7 +701,7 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
         }
     };
     let r = consumer.serve(args.md5, &mut take, &mut |n| {
-        crate::mechanisms::term::warn(opts.quiet, n)
+        crate::commands::term::warn(opts.quiet, n)
     });
     drop(consumer);
     let failed = end_hooks(hooks, r.is_err());
@@ -823,17 +822,17 @@ pub struct RecvArgs {
     /// Take files only from these users (names or uids, comma-separated): the user the kernel
     /// records as the creator of the sender's segment, which no one can forge. Others' files
     /// are refused, and their senders told why
-    #[arg(long, value_hint = clap::ValueHint::Username, value_name = "USER,…", value_delimiter = ',', value_parser = crate::mechanisms::parse::parse_user, conflicts_with = "legacy")]
+    #[arg(long, value_hint = clap::ValueHint::Username, value_name = "USER,…", value_delimiter = ',', value_parser = crate::commands::args::parse_user, conflicts_with = "legacy")]
     pub allow_user: Vec<u32>,
     /// Take files only from members of these groups (names or gids, comma-separated), as the
     /// kernel records the sender's group and the group database lists members
-    #[arg(long, value_hint = clap::ValueHint::Other, value_name = "GROUP,…", value_delimiter = ',', value_parser = crate::mechanisms::parse::parse_group, conflicts_with = "legacy")]
+    #[arg(long, value_hint = clap::ValueHint::Other, value_name = "GROUP,…", value_delimiter = ',', value_parser = crate::commands::args::parse_group, conflicts_with = "legacy")]
     pub allow_group: Vec<u32>,
     /// Permissions of the channel's IPC objects, octal
-    #[arg(long, value_hint = clap::ValueHint::Other, default_value = "0600", value_parser = crate::mechanisms::parse::parse_mode)]
+    #[arg(long, value_hint = clap::ValueHint::Other, default_value = "0600", value_parser = crate::commands::args::parse_mode)]
     pub mode: u32,
     /// Size of one slot of the content ring (K, M suffixes)
-    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::mechanisms::parse::parse_size, default_value = "1M", conflicts_with = "legacy")]
+    #[arg(long, value_hint = clap::ValueHint::Other, value_parser = crate::commands::args::parse_size, default_value = "1M", conflicts_with = "legacy")]
     pub slot_size: usize,
     /// Number of slots in the content ring
     #[arg(long, value_hint = clap::ValueHint::Other, default_value_t = crate::protocols::frame::DEFAULT_SLOTS, value_parser = clap::value_parser!(u32).range(1..=crate::protocols::frame::MAX_SLOTS as i64), conflicts_with = "legacy")]

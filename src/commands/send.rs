@@ -18,7 +18,6 @@ use crate::protocols::frame::{self, FrameError, SenderEnd};
 use crate::protocols::legacy::{self, LegacyError, Producer};
 use crate::protocols::sender::Phase;
 use crate::protocols::sender::{Observer, SendError, SendOptions, Sender, Verdict};
-use crate::sysv;
 use clap::Args;
 
 use super::{ChannelArgs, Verbosity};
@@ -66,7 +65,7 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// mark and the receiver discards a file whose last chunk never came. The handler runs in
 /// the main thread: no thread of its own (docs/benchmarks.md, "Design choices").
 fn install_stop_handler(cancel: &runtime::Cancel) {
-    let _ = sysv::stop_on_signals(
+    let _ = crate::os_cli::stop_on_signals(
         cancel.flag(),
         b"shmxfer: error: interrupted again: ended at once; the files in flight may or may not have been committed\n",
         exit::INTERRUPTED,
@@ -104,7 +103,7 @@ fn with_rest(msg: String, rest: &str) -> String {
 fn report_and_exit(msg: String, code: i32) -> ! {
     std::thread::spawn(move || {
         for line in msg.lines() {
-            crate::mechanisms::term::error(line);
+            crate::commands::term::error(line);
         }
     });
     std::thread::sleep(Duration::from_millis(100));
@@ -136,7 +135,7 @@ impl Observer for Bar {
 }
 
 pub fn run(args: SendArgs) -> super::Outcome {
-    crate::mechanisms::term::init_logging(args.verbosity.verbose);
+    crate::commands::term::init_logging(args.verbosity.verbose);
     if args.legacy {
         return legacy(&args);
     }
@@ -198,14 +197,14 @@ pub fn run(args: SendArgs) -> super::Outcome {
 /// continued: a send that waits on a stopped process must not look wedged.
 fn stall_hook(quiet: bool) -> frame::StallHook {
     frame::StallHook(Arc::new(move |s| match s {
-        frame::Stall::Stopped { pid } => crate::mechanisms::term::warn(
+        frame::Stall::Stopped { pid } => crate::commands::term::warn(
             quiet,
             format_args!(
                 "receiver {pid} is stopped (SIGSTOP/Ctrl-Z); waiting for it to continue (`kill -CONT {pid}`)"
             ),
         ),
         frame::Stall::Continued { pid } => {
-            crate::mechanisms::term::warn(quiet, format_args!("receiver {pid} continued"))
+            crate::commands::term::warn(quiet, format_args!("receiver {pid} continued"))
         }
     }))
 }
@@ -267,7 +266,7 @@ fn items(args: &SendArgs) -> (Vec<Item>, i32) {
         } else if args.recursive && p.is_dir() {
             let w = tree::walk(p, args.dereference);
             for s in &w.skipped {
-                crate::mechanisms::term::warn(args.verbosity.quiet, format_args!("skipped {s}"));
+                crate::commands::term::warn(args.verbosity.quiet, format_args!("skipped {s}"));
             }
             if w.unreadable > 0 {
                 code = exit::NOINPUT;
@@ -310,7 +309,7 @@ fn check_inputs((items, mut code): (Vec<Item>, i32), recursive: bool) -> (Vec<It
         };
         match e {
             Some(e) => {
-                crate::mechanisms::term::error(super::send_message(&e));
+                crate::commands::term::error(super::send_message(&e));
                 code = merge(code, exit::of_send(&e));
             }
             None => kept.push(item),
@@ -377,7 +376,7 @@ fn report(
         let stopped = matches!(e, SendError::Frame(FrameError::Interrupted));
         if ended.is_some() && !stopped {
             // Behind a channel that failed: its answer never came.
-            crate::mechanisms::term::error(format_args!("{}: not sent", escape_path(&label)));
+            crate::commands::term::error(format_args!("{}: not sent", escape_path(&label)));
             continue;
         }
         let fatal = e.is_fatal();
@@ -387,12 +386,12 @@ fn report(
             return Some(exit::of_send(&e));
         }
         match named {
-            true => crate::mechanisms::term::error(format_args!(
+            true => crate::commands::term::error(format_args!(
                 "{}: {}",
                 escape_path(&label),
                 fate_message(&e)
             )),
-            false => crate::mechanisms::term::error(super::send_message(&e)),
+            false => crate::commands::term::error(super::send_message(&e)),
         }
         *code = merge(*code, exit::of_send(&e));
         if fatal {
@@ -430,11 +429,11 @@ fn merge(code: i32, failed: i32) -> i32 {
 /// long list, then how many more).
 fn not_sent(rest: &[Item]) {
     for i in rest.iter().take(20) {
-        crate::mechanisms::term::error(format_args!("{}: not sent", escape_path(i.path())));
+        crate::commands::term::error(format_args!("{}: not sent", escape_path(i.path())));
     }
     if rest.len() > 20 {
         let more = rest.len() - 20;
-        crate::mechanisms::term::error(format_args!("… and {more} more not sent"));
+        crate::commands::term::error(format_args!("… and {more} more not sent"));
     }
 }
 
@@ -484,7 +483,7 @@ fn fail(e: SendError) -> super::Error {
 fn watch_receiver(ch: Arc<SenderEnd>, cancel: runtime::Cancel) {
     std::thread::spawn(move || {
         // The stop signals must interrupt the main thread's read, not this thread's wait.
-        sysv::block_stop_signals();
+        crate::os_cli::block_stop_signals();
         let mut stop_seen: Option<Instant> = None;
         while !ch.receiver_gone_within(WATCH_SLICE) {
             if cancel.is_cancelled()
@@ -526,7 +525,7 @@ fn legacy(args: &SendArgs) -> super::Outcome {
     // Every semaphore the producer takes, it takes with SEM_UNDO: if we die or are
     // interrupted at any point, the kernel gives it back.
     let _ = ctrlc::set_handler(|| {
-        crate::mechanisms::term::error("interrupted");
+        crate::commands::term::error("interrupted");
         std::process::exit(exit::INTERRUPTED);
     });
     let mut code = exit::OK;
@@ -536,7 +535,7 @@ fn legacy(args: &SendArgs) -> super::Outcome {
             Ok(d) => d,
             Err(e) => {
                 let failed = exit::of_legacy(&e);
-                crate::mechanisms::term::error(super::Error::Legacy(e).message());
+                crate::commands::term::error(super::Error::Legacy(e).message());
                 code = merge(code, failed);
                 continue;
             }
@@ -547,7 +546,7 @@ fn legacy(args: &SendArgs) -> super::Outcome {
                 let mut p = Producer::connect(content_key, size_key, deadline)?;
                 let quiet = args.verbosity.quiet;
                 p.on_wait(Box::new(move |lock| {
-                    crate::mechanisms::term::warn(
+                    crate::commands::term::warn(
                         quiet,
                         format_args!(
                             "another `shmxfer send --legacy` has its turn (lock {}); waiting",
@@ -561,7 +560,7 @@ fn legacy(args: &SendArgs) -> super::Outcome {
         match p.send(path, &data, args.md5, deadline) {
             Ok(()) => {}
             Err(e @ LegacyError::Md5 { .. }) => {
-                crate::mechanisms::term::error(&e);
+                crate::commands::term::error(&e);
                 code = merge(code, exit::of_legacy(&e));
             }
             Err(e) => return Err(e.into()),
@@ -576,10 +575,10 @@ pub struct SendArgs {
     #[command(flatten)]
     pub channel: ChannelArgs,
     /// Wait up to SECS for a receiver to appear and for our turn
-    #[arg(long, value_hint = clap::ValueHint::Other, value_name = "SECS", value_parser = crate::mechanisms::parse::parse_secs)]
+    #[arg(long, value_hint = clap::ValueHint::Other, value_name = "SECS", value_parser = crate::commands::args::parse_secs)]
     pub wait: Option<f64>,
     /// Hand the files to a receiver running as USER (name or uid) [default: only your own]
-    #[arg(long, value_hint = clap::ValueHint::Username, value_name = "USER", value_parser = crate::mechanisms::parse::parse_user, conflicts_with = "legacy")]
+    #[arg(long, value_hint = clap::ValueHint::Username, value_name = "USER", value_parser = crate::commands::args::parse_user, conflicts_with = "legacy")]
     pub owner: Option<u32>,
     /// Name to send for stdin (`-`), for `recv --keep-name`
     #[arg(long, value_hint = clap::ValueHint::Other, default_value = "stdin")]
@@ -612,7 +611,7 @@ pub struct SendArgs {
     pub remove_source_files: bool,
     /// With --watch: how long a file found by looking (at startup, in a new directory) must
     /// stay unchanged before it is sent
-    #[arg(long, requires = "watch", value_name = "SECS", default_value = "1", value_hint = clap::ValueHint::Other, value_parser = crate::mechanisms::parse::parse_secs)]
+    #[arg(long, requires = "watch", value_name = "SECS", default_value = "1", value_hint = clap::ValueHint::Other, value_parser = crate::commands::args::parse_secs)]
     pub settle: f64,
     /// With --watch: the sent list [default: $STATE_DIRECTORY, $XDG_STATE_HOME/shmxfer or
     /// ~/.local/state/shmxfer, one file per set of DIRs]

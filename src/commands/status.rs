@@ -12,7 +12,7 @@ use crate::protocols::inventory::{
     ChannelRow, ChannelState, InventoryError, LegacyRow, MsgRow, Parts, Role, SemRow, ShmRow,
     Snapshot, semaphores, snapshot,
 };
-use crate::sysv::{self, Key};
+use crate::sysv::Key;
 
 impl StatusError {
     /// The exit code `status` ends with for this.
@@ -100,7 +100,7 @@ pub fn run(args: StatusArgs) -> super::Outcome {
         // ipcs's own layout, blank lines included, so the two can be compared line for line.
         limits(&mut out, all, &args);
         out.push('\n');
-        let _ = crate::mechanisms::term::out_line(out.strip_suffix('\n').unwrap_or(&out));
+        let _ = crate::commands::term::out_line(out.strip_suffix('\n').unwrap_or(&out));
         return Ok(exit::OK);
     } else if args.summary {
         summary(&mut out, all, &args)?;
@@ -110,13 +110,13 @@ pub fn run(args: StatusArgs) -> super::Outcome {
         let snap = listing(all, &args)?;
         if args.json {
             let text = serde_json::to_string_pretty(&snap).map_err(StatusError::Json)?;
-            crate::mechanisms::term::out_line(&text);
+            crate::commands::term::out_line(&text);
             return Ok(exit::OK);
         }
         render(&mut out, &snap, &args);
     }
     // One write: into a closed pipe it fails once, quietly.
-    let _ = crate::mechanisms::term::out_line(out.trim_end_matches('\n'));
+    let _ = crate::commands::term::out_line(out.trim_end_matches('\n'));
     Ok(exit::OK)
 }
 
@@ -271,10 +271,14 @@ macro_rules! creator_cols {
     ($r:ty) => {
         &[
             col("perms", 10, |r: &$r, _| r.object.perms.clone()),
-            col("cuid", 10, |r: &$r, _| sysv::user_name(r.object.cuid)),
-            col("cgid", 10, |r: &$r, _| sysv::group_name(r.object.cgid)),
-            col("uid", 10, |r: &$r, _| sysv::user_name(r.object.uid)),
-            col("gid", 10, |r: &$r, _| sysv::group_name(r.object.gid)),
+            col("cuid", 10, |r: &$r, _| crate::os::user_name(r.object.cuid)),
+            col("cgid", 10, |r: &$r, _| {
+                crate::commands::users::group_name(r.object.cgid)
+            }),
+            col("uid", 10, |r: &$r, _| crate::os::user_name(r.object.uid)),
+            col("gid", 10, |r: &$r, _| {
+                crate::commands::users::group_name(r.object.gid)
+            }),
         ]
     };
 }
@@ -454,7 +458,7 @@ fn limits(out: &mut String, all: bool, a: &StatusArgs) {
         );
     }
     if all || a.shm {
-        let page = sysv::page_size();
+        let page = crate::os::page_size();
         // shmall counts pages; where pages × page size overflows, the largest whole number of
         // pages, as ipcs shows it.
         let total = num("shmall").map(|p| p.checked_mul(page).unwrap_or(u64::MAX / page * page));
@@ -495,7 +499,7 @@ fn summary(out: &mut String, all: bool, a: &StatusArgs) -> Result<(), StatusErro
         let _ = writeln!(out, "used space = {}\n", size_bytes(used, a.human));
     }
     if let Some(shm) = &s.shm {
-        let page = sysv::page_size().max(1);
+        let page = crate::os::page_size().max(1);
         let pages = |n: u64| n.div_ceil(page);
         let _ = writeln!(out, "------ Shared Memory Status --------");
         let _ = writeln!(out, "segments allocated {}", shm.len());

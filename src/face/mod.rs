@@ -10,7 +10,7 @@ use clap::{CommandFactory, Parser};
 
 use crate::commands;
 use crate::commands::exit;
-use crate::mechanisms::term::error;
+use crate::commands::term::error;
 
 /// `shmxfer man [PAGE]` prints a page; `--dir DIR` writes them all and lists them.
 fn man_pages(page: Option<&str>, dir: Option<&std::path::Path>) -> commands::Outcome {
@@ -27,7 +27,7 @@ fn man_pages(page: Option<&str>, dir: Option<&std::path::Path>) -> commands::Out
             let written = man::write_all(d)
                 .map_err(|e| cannot(e, format!("cannot write man pages into {shown}")))?;
             for p in written {
-                crate::mechanisms::term::out_line(&crate::mechanisms::text::escape_path(&p));
+                crate::commands::term::out_line(&crate::mechanisms::text::escape_path(&p));
             }
             Ok(exit::OK)
         }

@@ -2,9 +2,8 @@
 
 pub(crate) mod digest;
 pub mod output;
-pub mod pacer;
-pub mod parse;
+pub(crate) mod pacer;
+pub(crate) mod parse;
 pub(crate) mod runtime;
-pub(crate) mod term;
 pub(crate) mod text;
-pub mod wire;
+pub(crate) mod wire;

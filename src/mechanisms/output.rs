@@ -15,8 +15,6 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::sysv;
-
 /// The longest file name Linux takes.
 pub(crate) const MAX_NAME: usize = 255;
 
@@ -95,7 +93,7 @@ pub fn prepare(dir: &Path, basename: &str, ext: &str) -> Result<Namer, OutputErr
 /// writes a byte, renames it without replacing, and removes it: a directory where any of
 /// that fails would fail every file, so it is refused before a sender is served.
 fn check_writable(dir: &Path) -> io::Result<()> {
-    let pid = sysv::getpid();
+    let pid = crate::os::getpid();
     let (a, b) = (
         dir.join(format!(".shmxfer-{pid}-4294967294.part")),
         dir.join(format!(".shmxfer-{pid}-4294967295.part")),
@@ -109,7 +107,7 @@ fn check_writable(dir: &Path) -> io::Result<()> {
             .open(&a)?;
         std::io::Write::write_all(&mut f, b"x")?;
         drop(f);
-        sysv::rename_noreplace(&a, &b)
+        crate::os::rename_noreplace(&a, &b)
     })();
     let _ = fs::remove_file(&a);
     let _ = fs::remove_file(&b);
@@ -127,7 +125,7 @@ fn set_partial(p: Option<PathBuf>) {
 }
 
 /// Removes the named temporary file in flight, if there is one (for a stop handler).
-pub(crate) fn remove_partial() {
+pub fn remove_partial() {
     if let Some(p) = PARTIAL.lock().ok().and_then(|g| g.clone()) {
         let _ = fs::remove_file(p);
     }
@@ -165,7 +163,7 @@ impl TempFile {
         }
         let mut n = 0u32;
         loop {
-            let path = dir.join(format!(".shmxfer-{}-{n}.part", sysv::getpid()));
+            let path = dir.join(format!(".shmxfer-{}-{n}.part", crate::os::getpid()));
             // create_new is O_CREAT|O_EXCL, which never follows a symlink planted at the path.
             match OpenOptions::new()
                 .write(true)
@@ -197,8 +195,8 @@ impl TempFile {
     /// Gives the file the name `to`, unless something exists there (then `AlreadyExists`).
     fn publish(&mut self, to: &Path) -> io::Result<()> {
         match &self.named {
-            None => sysv::link_unnamed(&self.file, to)?,
-            Some(p) => sysv::rename_noreplace(p, to)?,
+            None => crate::os::link_unnamed(&self.file, to)?,
+            Some(p) => crate::os::rename_noreplace(p, to)?,
         }
         self.published = true;
         if self.named.is_some() {
@@ -238,7 +236,7 @@ pub fn safe_name(raw: &[u8]) -> Option<OsString> {
 /// A sender's relative path (`send -r`), checked for `recv --keep-path`: the directories to
 /// recreate under DIR, and the file's name.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct RelPath {
+pub struct RelPath {
     /// The directories, outermost first (none for a plain name).
     pub dirs: Vec<OsString>,
     /// The file's name.
@@ -251,7 +249,7 @@ pub(crate) struct RelPath {
 ///
 /// # Errors
 /// What is wrong with it, in words.
-pub(crate) fn rel_path(raw: &[u8]) -> Result<RelPath, &'static str> {
+pub fn rel_path(raw: &[u8]) -> Result<RelPath, &'static str> {
     if raw.first() == Some(&b'/') {
         return Err("an absolute path");
     }
@@ -274,7 +272,6 @@ pub(crate) fn rel_path(raw: &[u8]) -> Result<RelPath, &'static str> {
     Ok(RelPath { dirs: parts, name })
 }
 
-#[doc(hidden)]
 /// A directory under DIR for a relative path, recreated one component at a time without
 /// following a symlink, and held open: a link planted in DIR (or swapped in meanwhile) can
 /// never redirect a write outside it.
@@ -295,7 +292,7 @@ impl Subdir {
         let mut shown = dir.to_path_buf();
         for d in dirs {
             shown.push(d);
-            fd = sysv::open_subdir(&fd, d).map_err(|e| match e.raw_os_error() {
+            fd = crate::os::open_subdir(&fd, d).map_err(|e| match e.raw_os_error() {
                 Some(errno @ (libc::ELOOP | libc::ENOTDIR)) => io::Error::new(
                     e.kind(),
                     InTheWay {
@@ -331,9 +328,8 @@ fn looks_temporary(name: &[u8]) -> bool {
     name.starts_with(b".shmxfer-") && name.ends_with(b".part")
 }
 
-#[doc(hidden)]
 /// `photo.jpg`, then `photo-1.jpg`, `photo-2.jpg`... (a leading dot is not an extension).
-pub fn numbered(name: &OsString, n: u64) -> OsString {
+pub(crate) fn numbered(name: &OsString, n: u64) -> OsString {
     if n == 0 {
         return name.clone();
     }
@@ -361,7 +357,7 @@ fn remove_dead_partials(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
-    let me = sysv::geteuid();
+    let me = crate::os::geteuid();
     for e in entries.flatten() {
         let Some(pid) = partial_owner(e.file_name().as_bytes()) else {
             continue;
@@ -370,16 +366,15 @@ fn remove_dead_partials(dir: &Path) {
             .path()
             .symlink_metadata()
             .is_ok_and(|m| m.is_file() && m.uid() == me && m.nlink() == 1);
-        if ours && !sysv::process_alive(pid) {
+        if ours && !crate::os::process_alive(pid) {
             let _ = fs::remove_file(e.path());
         }
     }
 }
 
-#[doc(hidden)]
 /// The pid in `.shmxfer-<pid>-<n>.part` or `.shmxfer-legacy-<pid>.part` (older receivers'
 /// name), and nothing else.
-pub fn partial_owner(name: &[u8]) -> Option<i32> {
+pub(crate) fn partial_owner(name: &[u8]) -> Option<i32> {
     let rest = name.strip_prefix(b".shmxfer-")?.strip_suffix(b".part")?;
     let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
     let pid = match rest.strip_prefix(b"legacy-") {
@@ -551,6 +546,7 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, .. proptest::prelude::ProptestConfig::default() })]
     #[test]
+    #[cfg_attr(miri, ignore)] // Files, or a property test of safe code: no unsafe of ours to check.
     fn a_kept_name_is_always_one_safe_component(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..10_000)) {
         if let Some(n) = safe_name(&raw) {
             use std::os::unix::ffi::OsStrExt;
@@ -630,6 +626,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // Files, or a property test of safe code: no unsafe of ours to check.
     fn temporary_files_name_their_receiver_exactly() {
         assert_eq!(partial_owner(b".shmxfer-1234-0.part"), Some(1234));
         assert_eq!(partial_owner(b".shmxfer-legacy-77.part"), Some(77));
@@ -640,6 +637,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // Files, or a property test of safe code: no unsafe of ours to check.
     fn counter_continues_after_the_highest_existing_file() {
         assert_eq!(counter_of(b"file07.jpg", b"file", b".jpg"), Some(7));
         assert_eq!(counter_of(b"file123.jpg", b"file", b".jpg"), Some(123));
@@ -649,6 +647,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // Files, or a property test of safe code: no unsafe of ours to check.
     fn a_temporary_file_has_no_name_until_committed_and_never_replaces() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.txt"), b"old").unwrap();
@@ -690,7 +689,7 @@ impl std::fmt::Display for InTheWay {
 impl std::error::Error for InTheWay {}
 
 /// The errno behind an output error, also where a message of ours wraps it.
-pub fn errno_of(e: &io::Error) -> Option<i32> {
+pub(crate) fn errno_of(e: &io::Error) -> Option<i32> {
     e.raw_os_error().or_else(|| {
         e.get_ref()
             .and_then(|i| i.downcast_ref::<InTheWay>())

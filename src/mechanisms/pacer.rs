@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tracing::debug;
 
-use crate::sysv::{self, Source};
+use crate::sysv::Source;
 
 /// When to write around the page cache with O_DIRECT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -31,7 +31,7 @@ pub enum DirectMode {
 /// write) is tried again only after 32 MiB, then 64, 128…, so it costs little either way.
 /// Pure: fed lengths and times, unit-tested.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pacer {
+pub(crate) enum Pacer {
     /// Page cache, timing whole-slot writes; `skip` bytes go untimed first (after `losses`
     /// lost probes).
     Watching {
@@ -60,7 +60,7 @@ pub enum Pacer {
 
 /// Bytes written and the nanoseconds they took.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Tally {
+pub(crate) struct Tally {
     bytes: u64,
     nanos: u64,
 }
@@ -93,7 +93,7 @@ impl Pacer {
     const SLOW: Tally = Tally { bytes: 2, nanos: 1 };
 
     /// The pacing a file starts with under `mode`.
-    pub fn new(mode: DirectMode) -> Self {
+    pub(crate) fn new(mode: DirectMode) -> Self {
         match mode {
             DirectMode::Auto => Self::watching(0, 0),
             DirectMode::Always => Pacer::Direct,
@@ -175,7 +175,7 @@ impl Pacer {
 }
 
 /// The output file, written through the page cache or around it as its `Pacer` decides.
-pub struct PacedFile<'a> {
+pub(crate) struct PacedFile<'a> {
     file: &'a mut File,
     pacer: Pacer,
     /// O_DIRECT is set on the descriptor.
@@ -186,7 +186,7 @@ pub struct PacedFile<'a> {
 
 impl<'a> PacedFile<'a> {
     /// Writes into `file` (empty, at offset 0) as `pacer` decides.
-    pub fn new(file: &'a mut File, pacer: Pacer) -> Self {
+    pub(crate) fn new(file: &'a mut File, pacer: Pacer) -> Self {
         PacedFile {
             file,
             pacer,
@@ -196,14 +196,14 @@ impl<'a> PacedFile<'a> {
     }
 
     /// Writes all of `src`, the way the pacer says.
-    pub fn write_all(&mut self, src: Source) -> io::Result<()> {
-        let aligned = |n: u64| n.is_multiple_of(sysv::DIRECT_ALIGN as u64);
+    pub(crate) fn write_all(&mut self, src: Source) -> io::Result<()> {
+        let aligned = |n: u64| n.is_multiple_of(crate::os::DIRECT_ALIGN as u64);
         let len = src.len();
         let fits =
-            src.is_aligned(sysv::DIRECT_ALIGN) && aligned(len as u64) && aligned(self.offset);
+            src.is_aligned(crate::os::DIRECT_ALIGN) && aligned(len as u64) && aligned(self.offset);
         let want = self.pacer.wants_direct(fits);
         if want != self.direct {
-            match sysv::set_direct(self.file, want) {
+            match crate::os::set_direct(self.file, want) {
                 Ok(()) => self.direct = want,
                 // A filesystem without O_DIRECT says EINVAL here.
                 Err(_) if want => self.pacer.refused(),
@@ -221,7 +221,7 @@ impl<'a> PacedFile<'a> {
                 // Some filesystems take F_SETFL O_DIRECT and refuse the write itself; a short
                 // direct write leaves the rest unaligned. Either way the page cache takes over.
                 Err(e) if self.direct && e.kind() == io::ErrorKind::InvalidInput => {
-                    sysv::set_direct(self.file, false)?;
+                    crate::os::set_direct(self.file, false)?;
                     self.direct = false;
                     self.pacer.refused();
                 }
@@ -320,6 +320,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // Files.
     fn a_write_that_cannot_be_aligned_ends_direct_writes_for_the_file() {
         let mut p = Pacer::new(DirectMode::Always);
         assert!(p.wants_direct(true));
@@ -334,8 +335,8 @@ mod tests {
 
     /// A page-aligned buffer of `len` bytes of a pattern, as a slot would be.
     fn aligned_pattern(len: usize, seed: u8) -> (Vec<u8>, usize) {
-        let mut v = vec![0u8; len + sysv::DIRECT_ALIGN];
-        let at = v.as_ptr().align_offset(sysv::DIRECT_ALIGN);
+        let mut v = vec![0u8; len + crate::os::DIRECT_ALIGN];
+        let at = v.as_ptr().align_offset(crate::os::DIRECT_ALIGN);
         for (i, b) in v[at..at + len].iter_mut().enumerate() {
             *b = (i as u8).wrapping_mul(31).wrapping_add(seed);
         }
@@ -343,6 +344,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // Files.
     fn a_file_switched_to_direct_mid_way_is_byte_identical() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out");

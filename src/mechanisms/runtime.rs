@@ -31,7 +31,7 @@ impl Cancel {
     }
 
     /// The flag itself, for whoever sets it where nothing else may run (a signal handler:
-    /// [`crate::sysv::stop_on_signals`]).
+    /// the `shmxfer` command installs one that does only this).
     pub fn flag(&self) -> Arc<AtomicBool> {
         self.flag.clone()
     }
@@ -47,15 +47,15 @@ impl Cancel {
 /// Undoes, in reverse order, the steps of a multi-object creation that fails partway (so a
 /// half-made channel never outlives the error); `disarm` once every step succeeded.
 #[derive(Default)]
-pub struct Rollback(Vec<Box<dyn FnOnce()>>);
+pub(crate) struct Rollback(Vec<Box<dyn FnOnce()>>);
 
 impl Rollback {
     /// Adds a step's undo, run before the ones pushed earlier.
-    pub fn push(&mut self, undo: impl FnOnce() + 'static) {
+    pub(crate) fn push(&mut self, undo: impl FnOnce() + 'static) {
         self.0.push(Box::new(undo));
     }
     /// Every step succeeded: undo nothing.
-    pub fn disarm(mut self) {
+    pub(crate) fn disarm(mut self) {
         self.0.clear();
     }
 }

@@ -5,7 +5,7 @@
 /// `name` with backslash, control characters and bytes that are not UTF-8 escaped: `\t`,
 /// `\n`, `\\`, and `\ooo` (octal) for the rest. Printable text, non-ASCII letters included,
 /// stays as it is.
-pub fn escape(name: &[u8]) -> String {
+pub(crate) fn escape(name: &[u8]) -> String {
     let mut out = String::with_capacity(name.len());
     for chunk in name.utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -31,7 +31,7 @@ pub fn escape(name: &[u8]) -> String {
 }
 
 /// A path, escaped as [`escape`] does.
-pub fn escape_path(p: &std::path::Path) -> String {
+pub(crate) fn escape_path(p: &std::path::Path) -> String {
     use std::os::unix::ffi::OsStrExt;
     escape(p.as_os_str().as_bytes())
 }
@@ -39,7 +39,7 @@ pub fn escape_path(p: &std::path::Path) -> String {
 /// What an errno means, in words (`strerror`), without Rust's " (os error N)": for a
 /// message to people, as coreutils words its own. A path in the way of `--keep-path` is said
 /// as such.
-pub fn errno_text(errno: i32) -> String {
+pub(crate) fn errno_text(errno: i32) -> String {
     match errno {
         libc::ELOOP | libc::ENOTDIR => {
             "a symlink or a file is in the way of its directory (never followed)".into()
@@ -50,7 +50,7 @@ pub fn errno_text(errno: i32) -> String {
 }
 
 /// An I/O error in words: its errno's text where it has one, else its own message.
-pub fn io_text(e: &std::io::Error) -> String {
+pub(crate) fn io_text(e: &std::io::Error) -> String {
     crate::sysv::io_words(e)
 }
 

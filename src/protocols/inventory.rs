@@ -338,7 +338,7 @@ fn legacy_rows(halves: &[(&TableRow, Option<&TableRow>)]) -> Vec<LegacyRow> {
             LegacyRow {
                 content_key: c.key().0,
                 size_key: size.map(|s| s.key().0),
-                owner: sysv::user_name(uid),
+                owner: crate::os::user_name(uid),
                 uid,
                 state: legacy_state(cpid, c.num("nattch"), size.map(TableRow::key)),
                 receiver_pid: cpid,
@@ -350,10 +350,10 @@ fn legacy_rows(halves: &[(&TableRow, Option<&TableRow>)]) -> Vec<LegacyRow> {
 /// A consumer stays attached for life: detached or gone is stale; then its process state,
 /// then its size semaphore (taken while a producer hands a file over).
 fn legacy_state(cpid: i32, nattch: i64, size_key: Option<Key>) -> ChannelState {
-    if nattch == 0 || !sysv::process_alive(cpid) {
+    if nattch == 0 || !crate::os::process_alive(cpid) {
         return ChannelState::Stale;
     }
-    if sysv::process_stopped(cpid) {
+    if crate::os::process_stopped(cpid) {
         return ChannelState::Stopped;
     }
     match size_key.map(|k| sysv::SemSet::open(k).and_then(|s| s.value(0))) {
@@ -505,14 +505,14 @@ fn unreadable_channel(
     };
     let uid = r.num("uid") as u32;
     let cpid = r.num("cpid") as i32;
-    let state = match r.num("nattch") == 0 && cpid > 0 && !sysv::process_alive(cpid) {
+    let state = match r.num("nattch") == 0 && cpid > 0 && !crate::os::process_alive(cpid) {
         true => ChannelState::Stale,
         false => ChannelState::Unknown,
     };
     Some(ChannelRow {
         key: key.0,
         name: None,
-        owner: sysv::user_name(uid),
+        owner: crate::os::user_name(uid),
         uid,
         state,
         receiver_pid: r.num("cpid") as i32,
@@ -595,7 +595,7 @@ fn object(r: &TableRow, id: &str) -> Object {
     Object {
         key: r.key().0,
         id: r.num(id) as i32,
-        owner: sysv::user_name(uid),
+        owner: crate::os::user_name(uid),
         uid,
         gid: r.num("gid") as u32,
         cuid: r.num("cuid") as u32,
@@ -668,7 +668,7 @@ fn channel_row(key: Key, control_id: i32, view: &View, alive: bool, uid: u32) ->
     let raw_state = view.state();
     let state = match (alive, raw_state) {
         (false, _) => ChannelState::Stale,
-        (true, _) if sysv::process_stopped(info.receiver_pid) => ChannelState::Stopped,
+        (true, _) if crate::os::process_stopped(info.receiver_pid) => ChannelState::Stopped,
         (true, s) if s == State::Busy as u32 => ChannelState::Busy,
         (true, s) if s == State::Idle as u32 => ChannelState::Idle,
         (true, s) if s == State::Stopping as u32 => ChannelState::Stopping,
@@ -684,12 +684,14 @@ fn channel_row(key: Key, control_id: i32, view: &View, alive: bool, uid: u32) ->
             total: r.size,
             sender_pid: r.sender_pid,
             sender_uid: view.sender().map_or(u32::MAX, |s| s.0),
-            sender_user: view.sender().map_or("?".into(), |s| sysv::user_name(s.0)),
+            sender_user: view
+                .sender()
+                .map_or("?".into(), |s| crate::os::user_name(s.0)),
         });
     ChannelRow {
         key: key.0,
         name: (!info.name.is_empty()).then(|| String::from_utf8_lossy(&info.name).into_owned()),
-        owner: sysv::user_name(uid),
+        owner: crate::os::user_name(uid),
         uid,
         state,
         receiver_pid: info.receiver_pid,

@@ -32,7 +32,6 @@ const SLICE: Duration = Duration::from_millis(250);
 /// How often an idle consumer wakes, only to notice a stop request.
 const IDLE_CHECK: Duration = Duration::from_secs(2);
 
-#[doc(hidden)]
 /// The original system's two segments, each beside a one-semaphore set at its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -209,18 +208,16 @@ impl LegacyError {
     }
 }
 
-#[doc(hidden)]
 /// The size field: ASCII decimal and a NUL, as the original writes it.
-pub fn encode_size(n: usize) -> Vec<u8> {
+pub(crate) fn encode_size(n: usize) -> Vec<u8> {
     let mut v = n.to_string().into_bytes();
     v.push(0);
     v
 }
 
-#[doc(hidden)]
 /// Reads the size field: digits up to the first NUL (or the field's end), at most
 /// 5,000,000. `Some(0)` is "nothing pending"; `None` is garbage.
-pub fn decode_size(b: &[u8]) -> Option<usize> {
+pub(crate) fn decode_size(b: &[u8]) -> Option<usize> {
     let digits = b.split(|&c| c == 0).next().unwrap_or(&[]);
     if digits.is_empty() || digits.len() > 7 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
@@ -467,7 +464,7 @@ type Leftover = Box<dyn FnOnce()>;
 /// remove each object. A stopped consumer is still attached, another user's objects are
 /// theirs, and anything else at the keys is not ours to judge: `None`.
 fn dead_consumer(content_key: Key, size_key: Key) -> Option<(i32, Vec<Leftover>)> {
-    let me = sysv::geteuid();
+    let me = crate::os::geteuid();
     let ours = |p: sysv::Perm| p.uid == me && p.cuid == me;
     let mut creator = None;
     let mut leftovers: Vec<Leftover> = Vec::new();
@@ -492,7 +489,7 @@ fn dead_consumer(content_key: Key, size_key: Key) -> Option<(i32, Vec<Leftover>)
         leftovers.push(Box::new(move || drop(set.remove())));
     }
     let pid = creator?;
-    (pid > 0 && !sysv::process_alive(pid)).then_some((pid, leftovers))
+    (pid > 0 && !crate::os::process_alive(pid)).then_some((pid, leftovers))
 }
 
 impl Drop for Consumer {
@@ -686,7 +683,7 @@ impl Legacy {
         rx: &std::sync::mpsc::Receiver<Result<(), WaitError>>,
         note: &mut dyn FnMut(String),
     ) -> Result<(), LegacyError> {
-        let me = sysv::getpid();
+        let me = crate::os::getpid();
         let mut gave_back = false;
         loop {
             match rx.recv_timeout(SLICE) {
@@ -702,7 +699,10 @@ impl Legacy {
             // semaphore may pass through several producers (two at once swap their turns),
             // and any of them may die holding it.
             let holder = self.content_sem.last_pid(0)?;
-            if self.content_sem.value(0)? == 0 && holder != me && !sysv::process_running(holder) {
+            if self.content_sem.value(0)? == 0
+                && holder != me
+                && !crate::os::process_running(holder)
+            {
                 note(format!(
                     "a producer (pid {holder}) died holding the content semaphore; released it"
                 ));
@@ -890,13 +890,13 @@ fn open_lock(path: &Path) -> Result<fs::File, LegacyError> {
 fn unfit(md: &fs::Metadata) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     // Looked up (NSS) only to be said: a fit file, met on every look at the lock, needs none.
-    let owner = || sysv::user_name(md.uid());
+    let owner = || crate::os::user_name(md.uid());
     let t = md.file_type();
     if t.is_symlink() {
         Some(format!("a symbolic link (of {})", owner()))
     } else if !t.is_file() {
         Some(format!("not a regular file (of {})", owner()))
-    } else if md.uid() != sysv::geteuid() {
+    } else if md.uid() != crate::os::geteuid() {
         Some(format!("a file of {}, not yours", owner()))
     } else {
         None
@@ -982,10 +982,10 @@ fn send_one(
     // alone could be reused, its attachment (in the kernel's map of that process) cannot.
     let content = ch.content_shm.stat()?;
     let (consumer, shmid) = (content.cpid, ch.content_shm.id());
-    let gone = || (!sysv::process_attached(consumer, shmid)).then_some(consumer);
+    let gone = || (!crate::os::process_attached(consumer, shmid)).then_some(consumer);
     // Left over by a consumer that died: said as such before any wait (the full check, the
     // consumer's map, is for the waits; a dead pid is enough to tell here).
-    if !sysv::process_running(consumer) {
+    if !crate::os::process_running(consumer) {
         return Err(LegacyError::ConsumerDead {
             pid: consumer,
             content: ch.content_key,

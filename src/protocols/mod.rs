@@ -1,7 +1,7 @@
 //! The protocols: the native channel and the original system's.
 
-pub mod frame;
+pub(crate) mod frame;
 pub mod inventory;
 pub mod legacy;
-pub mod receiver;
-pub mod sender;
+pub(crate) mod receiver;
+pub(crate) mod sender;

@@ -58,7 +58,7 @@ use crate::protocols::frame::{
     self, Abort, Address, Admission, Config, Desc, DescKind, FrameError, Meta, Op, Outcome, Probe,
     ReceiverEnd, Request, STARTUP_GRACE, SenderId, State, Status, hex,
 };
-use crate::sysv::{self, Source};
+use crate::sysv::Source;
 
 /// Why a file did not make it (the sender was told), or the channel failed.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +136,7 @@ impl Receiver {
         let key = addr.key;
         let note = take_key(&addr)?;
         let ch = Arc::new(ReceiverEnd::create(&addr, cfg)?);
-        debug!(key = %key, pid = sysv::getpid(), slots = cfg.slot_count, slot_size = cfg.slot_size, "channel created; serving");
+        debug!(key = %key, pid = crate::os::getpid(), slots = cfg.slot_count, slot_size = cfg.slot_size, "channel created; serving");
         let rx = Receiver {
             ch,
             session: 0,
@@ -149,7 +149,8 @@ impl Receiver {
     }
 
     /// The channel, for a stop handler (removing its semaphore set wakes every wait).
-    pub fn channel(&self) -> Arc<ReceiverEnd> {
+    #[allow(dead_code)] // The command line's stop handler; a library caller has `Cancel`.
+    pub(crate) fn channel(&self) -> Arc<ReceiverEnd> {
         self.ch.clone()
     }
 
@@ -637,7 +638,7 @@ fn take_key(addr: &Address) -> Result<Option<String>, FrameError> {
                 return Err(FrameError::InUse {
                     key,
                     pid: info.receiver_pid,
-                    owner: sysv::user_name(owner),
+                    owner: crate::os::user_name(owner),
                     serves: in_use_by(addr, &info),
                 });
             }
@@ -663,7 +664,7 @@ fn take_key(addr: &Address) -> Result<Option<String>, FrameError> {
             Probe::NoPermission { uid, pid, .. } => {
                 return Err(FrameError::Taken {
                     key,
-                    owner: sysv::user_name(uid),
+                    owner: crate::os::user_name(uid),
                     pid,
                 });
             }
@@ -772,8 +773,8 @@ struct SlotBuf {
 
 impl SlotBuf {
     fn new(len: usize) -> SlotBuf {
-        let v = vec![0u8; len + sysv::DIRECT_ALIGN];
-        let at = v.as_ptr().align_offset(sysv::DIRECT_ALIGN);
+        let v = vec![0u8; len + crate::os::DIRECT_ALIGN];
+        let at = v.as_ptr().align_offset(crate::os::DIRECT_ALIGN);
         SlotBuf { v, at, len }
     }
     fn get(&mut self, n: usize) -> &mut [u8] {

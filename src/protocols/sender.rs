@@ -59,7 +59,6 @@ use crate::protocols::frame::{
     self, Abort, Address, Desc, DescKind, FrameError, Meta, Op, Request, SenderEnd, Status,
     Trailer, hex,
 };
-use crate::sysv;
 
 #[derive(Debug, thiserror::Error)]
 /// Why a file was not sent, or the channel failed. Each message names the file.
@@ -358,7 +357,7 @@ impl Sender {
         let addr = addr.into();
         let key = addr.key;
         let deadline = opts.wait.map(|w| Instant::now() + w);
-        let owner = opts.owner.unwrap_or_else(sysv::geteuid);
+        let owner = opts.owner.unwrap_or_else(crate::os::geteuid);
         let stall = frame::StallWatch {
             limit: opts.wait,
             hook: opts.on_stall.clone(),
@@ -407,7 +406,8 @@ impl Sender {
     }
 
     /// The channel, for a watcher of the receiver's liveness.
-    pub fn channel(&self) -> Arc<SenderEnd> {
+    #[allow(dead_code)] // The command line's watcher of a blocking input.
+    pub(crate) fn channel(&self) -> Arc<SenderEnd> {
         self.ch.clone()
     }
 
@@ -719,7 +719,7 @@ impl Sender {
         // waking up (slow on a VM whose idle vCPU halts) then overlaps our read.
         self.ch.send_request(&Request {
             op: Op::File,
-            sender_pid: sysv::getpid(),
+            sender_pid: crate::os::getpid(),
             size,
             md5: self.md5,
             meta,
@@ -792,7 +792,7 @@ fn describe(path: &Path, f: &File) -> Result<(Option<u64>, Meta), SendError> {
     };
     let size = (md.is_file() && md.len() > 0).then_some(md.len());
     if size.is_some() {
-        sysv::advise_sequential(f);
+        crate::os::advise_sequential(f);
     }
     Ok((size, meta))
 }

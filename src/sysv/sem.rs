@@ -6,7 +6,7 @@ use super::*;
 
 /// One operation of a `semop` call.
 #[derive(Debug, Clone, Copy)]
-pub struct SemOp {
+pub(crate) struct SemOp {
     /// The semaphore's number in its set.
     pub num: u16,
     /// Negative: take; positive: give; 0: wait for zero.
@@ -17,7 +17,7 @@ pub struct SemOp {
 
 impl SemOp {
     /// Take one (blocks while the value is 0).
-    pub fn take(num: u16) -> SemOp {
+    pub(crate) fn take(num: u16) -> SemOp {
         SemOp {
             num,
             op: -1,
@@ -25,7 +25,7 @@ impl SemOp {
         }
     }
     /// Give one back.
-    pub fn give(num: u16) -> SemOp {
+    pub(crate) fn give(num: u16) -> SemOp {
         SemOp {
             num,
             op: 1,
@@ -33,7 +33,7 @@ impl SemOp {
         }
     }
     /// Block until the value is 0.
-    pub fn zero(num: u16) -> SemOp {
+    pub(crate) fn zero(num: u16) -> SemOp {
         SemOp {
             num,
             op: 0,
@@ -41,12 +41,12 @@ impl SemOp {
         }
     }
     /// The kernel reverses this operation if the process dies: how liveness is tracked.
-    pub fn undo(mut self) -> SemOp {
+    pub(crate) fn undo(mut self) -> SemOp {
         self.flags |= libc::SEM_UNDO as i16;
         self
     }
     /// Fail with EAGAIN instead of blocking.
-    pub fn nowait(mut self) -> SemOp {
+    pub(crate) fn nowait(mut self) -> SemOp {
         self.flags |= libc::IPC_NOWAIT as i16;
         self
     }
@@ -54,7 +54,7 @@ impl SemOp {
 
 /// Why a semaphore wait ended without the operation taking place.
 #[derive(Debug, thiserror::Error)]
-pub enum WaitError {
+pub(crate) enum WaitError {
     #[error("timed out")]
     /// The deadline passed first.
     TimedOut,
@@ -68,20 +68,16 @@ pub enum WaitError {
 
 #[derive(Debug, Clone, Copy)]
 /// What `semctl(IPC_STAT)` says about a set.
-pub struct SemStat {
+pub(crate) struct SemStat {
     /// How many semaphores it has.
     pub nsems: u32,
     /// Owner and mode.
     pub perm: Perm,
-    /// When the last `semop` ran (Unix seconds; 0: never).
-    pub otime: i64,
-    /// When the set was created or last changed.
-    pub ctime: i64,
 }
 
 /// A semaphore set by id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SemSet {
+pub(crate) struct SemSet {
     id: i32,
 }
 
@@ -90,7 +86,7 @@ impl SemSet {
     ///
     /// # Errors
     /// EEXIST if an object is already there; EACCES, ENOSPC.
-    pub fn create(key: Key, nsems: u16, mode: u32) -> Result<SemSet> {
+    pub(crate) fn create(key: Key, nsems: u16, mode: u32) -> Result<SemSet> {
         let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as i32;
         // SAFETY: semget takes plain integers.
         let id = unsafe { libc::semget(key.raw(), i32::from(nsems), flags) };
@@ -104,7 +100,7 @@ impl SemSet {
     ///
     /// # Errors
     /// ENOENT if there is none; EACCES.
-    pub fn open(key: Key) -> Result<SemSet> {
+    pub(crate) fn open(key: Key) -> Result<SemSet> {
         // SAFETY: semget takes plain integers.
         let id = unsafe { libc::semget(key.raw(), 0, 0) };
         if id < 0 {
@@ -114,12 +110,12 @@ impl SemSet {
     }
 
     /// The set with this id (nothing is checked: a later call fails if it is gone).
-    pub fn from_id(id: i32) -> SemSet {
+    pub(crate) fn from_id(id: i32) -> SemSet {
         SemSet { id }
     }
 
     /// The set's id, as `ipcs` shows it.
-    pub fn id(&self) -> i32 {
+    pub(crate) fn id(&self) -> i32 {
         self.id
     }
 
@@ -127,7 +123,7 @@ impl SemSet {
     ///
     /// # Errors
     /// The set is gone, or we may not read it.
-    pub fn stat(&self) -> Result<SemStat> {
+    pub(crate) fn stat(&self) -> Result<SemStat> {
         // SAFETY: semid_ds is plain old data; zeroed is valid.
         let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
         // SAFETY: IPC_STAT takes a `struct semid_ds *` as its fourth (union semun) argument and
@@ -139,13 +135,10 @@ impl SemSet {
             nsems: ds.sem_nsems as u32,
             perm: Perm {
                 uid: ds.sem_perm.uid,
-                gid: ds.sem_perm.gid,
                 cuid: ds.sem_perm.cuid,
                 cgid: ds.sem_perm.cgid,
                 mode: u32::from(ds.sem_perm.mode) & 0o777,
             },
-            otime: ds.sem_otime,
-            ctime: ds.sem_ctime,
         })
     }
 
@@ -162,25 +155,25 @@ impl SemSet {
     ///
     /// # Errors
     /// The set is gone, or we may not read it.
-    pub fn value(&self, num: u16) -> Result<i32> {
+    pub(crate) fn value(&self, num: u16) -> Result<i32> {
         self.ctl(num, libc::GETVAL, "semctl(GETVAL)")
     }
     /// How many processes are blocked taking this semaphore.
-    pub fn waiting(&self, num: u16) -> Result<i32> {
+    pub(crate) fn waiting(&self, num: u16) -> Result<i32> {
         self.ctl(num, libc::GETNCNT, "semctl(GETNCNT)")
     }
     /// How many processes are blocked waiting for this semaphore to be 0.
-    pub fn zero_waiting(&self, num: u16) -> Result<i32> {
+    pub(crate) fn zero_waiting(&self, num: u16) -> Result<i32> {
         self.ctl(num, libc::GETZCNT, "semctl(GETZCNT)")
     }
     /// The pid of the last process to operate on this semaphore.
-    pub fn last_pid(&self, num: u16) -> Result<i32> {
+    pub(crate) fn last_pid(&self, num: u16) -> Result<i32> {
         self.ctl(num, libc::GETPID, "semctl(GETPID)")
     }
 
     /// Sets a value outright. This also clears every process's undo adjustment for that
     /// semaphore, so never use it on one that is taken with SEM_UNDO.
-    pub fn set(&self, num: u16, value: i32) -> Result<()> {
+    pub(crate) fn set(&self, num: u16, value: i32) -> Result<()> {
         // SAFETY: SETVAL takes an int (the `val` member of union semun) as its fourth argument;
         // on Linux that union is passed like an int.
         if unsafe { libc::semctl(self.id, i32::from(num), libc::SETVAL, value) } < 0 {
@@ -190,7 +183,7 @@ impl SemSet {
     }
 
     /// Performs all `ops` atomically, blocking up to `timeout` (forever with `None`).
-    pub fn op(
+    pub(crate) fn op(
         &self,
         ops: &[SemOp],
         timeout: Option<Duration>,
@@ -246,7 +239,7 @@ impl SemSet {
     ///
     /// # Errors
     /// The set is gone already, or we may not remove it.
-    pub fn remove(&self) -> Result<()> {
+    pub(crate) fn remove(&self) -> Result<()> {
         // SAFETY: IPC_RMID takes no fourth argument.
         if unsafe { libc::semctl(self.id, 0, libc::IPC_RMID) } < 0 {
             return Err(SysvError::last("semctl(IPC_RMID)", Target::Id(self.id)));

@@ -224,8 +224,7 @@ impl Folder {
         let md = file
             .metadata()
             .map_err(|e| format!("{shown}: {}", crate::mechanisms::text::io_text(&e)))?;
-        if !md.file_type().is_file() || md.uid() != crate::sysv::geteuid() || md.mode() & 0o022 != 0
-        {
+        if !md.file_type().is_file() || md.uid() != crate::os::geteuid() || md.mode() & 0o022 != 0 {
             return Err(format!(
                 "{shown}: not a regular file of yours that only you may write; not read"
             ));
@@ -255,7 +254,7 @@ impl Folder {
             Ok(wd) => {
                 self.by_wd.insert(wd, at);
             }
-            Err(e) => crate::mechanisms::term::warn(
+            Err(e) => crate::commands::term::warn(
                 self.quiet,
                 format_args!("cannot watch {}: {}", escape_path(&shown), e.desc()),
             ),
@@ -342,7 +341,7 @@ impl Folder {
     /// Says once that `n` is not sent, and why.
     fn skip(&mut self, n: &Name, ino: u64, what: &str, hint: &str) {
         if self.said.insert((n.dir, n.name.clone(), ino)) {
-            crate::mechanisms::term::warn(
+            crate::commands::term::warn(
                 self.quiet,
                 format_args!("{}: {what}; not sent{hint}", escape_path(&self.shown(n))),
             );

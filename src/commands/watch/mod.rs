@@ -132,7 +132,7 @@ impl Watch {
                 Ok(Some(raw)) => raw,
                 Ok(None) => continue,
                 Err(m) => {
-                    crate::mechanisms::term::warn(self.opts.quiet, m);
+                    crate::commands::term::warn(self.opts.quiet, m);
                     continue;
                 }
             };
@@ -290,14 +290,14 @@ impl Watch {
             Opened::File(f, st) => (f, st),
             Opened::Gone | Opened::Skip => return None,
             Opened::Failed(e) => {
-                crate::mechanisms::term::error(super::send_message(&e));
+                crate::commands::term::error(super::send_message(&e));
                 return None;
             }
         };
         if self.sent.contains(&stamp.ident()) {
             return None;
         }
-        if crate::sysv::open_for_writing(&file) == Some(true) {
+        if crate::os_cli::open_for_writing(&file) == Some(true) {
             tracing::debug!(file = %escape_path(&self.folder.shown(n)), "still open for writing: settling");
             self.settling
                 .insert(n.clone(), (stamp, Instant::now() + self.opts.settle));
@@ -335,7 +335,7 @@ impl Watch {
                 }
                 // Reported once and left in place; a new version of it comes back through
                 // its next event.
-                Err(e) => crate::mechanisms::term::error(super::send_message(&e)),
+                Err(e) => crate::commands::term::error(super::send_message(&e)),
             }
         }
         failed
@@ -347,7 +347,7 @@ impl Watch {
         let shown = self.folder.shown(&n);
         let (_, rel) = self.folder.rel(&n);
         if let Err(e) = self.sent.record(stamp.ident(), rel.as_os_str().as_bytes()) {
-            crate::mechanisms::term::warn(
+            crate::commands::term::warn(
                 self.opts.quiet,
                 format_args!(
                     "cannot record {} as sent in {}: {}",
@@ -380,7 +380,7 @@ impl Watch {
                 false
             }
             Removal::Failed(e) => {
-                crate::mechanisms::term::warn(
+                crate::commands::term::warn(
                     self.opts.quiet,
                     format_args!(
                         "{}: committed, but cannot be removed: {}",
@@ -410,7 +410,7 @@ impl Watch {
                 crate::mechanisms::text::escape(as_name)
             )
         };
-        self.stdout_gone |= !crate::mechanisms::term::out_line(&line);
+        self.stdout_gone |= !crate::commands::term::out_line(&line);
     }
 
     /// Drops the sent list's entries of files no longer in the folders.
@@ -429,7 +429,7 @@ impl Watch {
             })
             .collect();
         if let Err(m) = self.sent.keep_only(&|id| present.contains(id)) {
-            crate::mechanisms::term::warn(self.opts.quiet, m);
+            crate::commands::term::warn(self.opts.quiet, m);
         }
     }
 
@@ -480,7 +480,7 @@ fn connect(addr: &Address, opts: &SendOptions, cancel: &Cancel, quiet: bool) -> 
                 | FrameError::Starting { .. },
             )) => {
                 if !std::mem::replace(&mut said, true) {
-                    crate::mechanisms::term::warn(
+                    crate::commands::term::warn(
                         quiet,
                         format_args!("waiting for a receiver on key {}", addr.key),
                     );
@@ -492,7 +492,7 @@ fn connect(addr: &Address, opts: &SendOptions, cancel: &Cancel, quiet: bool) -> 
             // something foreign at the key) is said once, and waited out.
             Err(e) => {
                 if !std::mem::replace(&mut said, true) {
-                    crate::mechanisms::term::error(format_args!(
+                    crate::commands::term::error(format_args!(
                         "{}; waiting for a receiver on key {}",
                         super::send_message(&e),
                         addr.key

@@ -299,13 +299,13 @@ fn open_checked(parent: &OwnedFd, name: &OsString, shown: &str) -> Result<File, 
     let md = file
         .metadata()
         .map_err(|e| format!("{shown}: {}", crate::mechanisms::text::io_text(&e)))?;
-    let me = crate::sysv::geteuid();
+    let me = crate::os::geteuid();
     let why = if !md.file_type().is_file() {
         Some("is not a regular file".to_string())
     } else if md.uid() != me {
         Some(format!(
             "belongs to {}, not to you",
-            crate::sysv::user_name(md.uid())
+            crate::os::user_name(md.uid())
         ))
     } else if md.mode() & 0o022 != 0 {
         Some(format!(

@@ -12,6 +12,7 @@ proptest! {
     // the time: then it must decode to what was encoded), so the bounds checked on what it
     // accepts are reached, not only "no panic" on noise.
 
+    #[cfg_attr(miri, ignore)] // Safe code; the property runs natively.
     #[test]
     fn info_decoding_bounds_what_it_accepts(info in info(), size in prop_oneof![Just(CONTROL_LEN), 0usize..70_000], muts in mutations(INFO_LEN)) {
         let mut b = encode_info(&info);
@@ -30,6 +31,7 @@ proptest! {
         }
     }
 
+    #[cfg_attr(miri, ignore)] // Safe code; the property runs natively.
     #[test]
     fn request_decoding_bounds_names_and_metadata(r in request(), muts in mutations(REQUEST_LEN)) {
         let mut b = encode_request(&r);
@@ -47,6 +49,7 @@ proptest! {
         }
     }
 
+    #[cfg_attr(miri, ignore)] // Safe code; the property runs natively.
     #[test]
     fn chunk_decoding_never_yields_more_than_a_slot(d in desc(), slot in 4096usize..(1 << 20), muts in mutations(SLOT_DESC_LEN)) {
         let mut b = encode_desc(&d);
@@ -63,6 +66,7 @@ proptest! {
         }
     }
 
+    #[cfg_attr(miri, ignore)] // Safe code; the property runs natively.
     #[test]
     fn outcome_decoding_bounds_names(o in outcome(), muts in mutations(RESULT_LEN), status_noise in prop_oneof![Just(None), any::<u32>().prop_map(Some)]) {
         let mut b = encode_outcome(&o);
@@ -78,6 +82,7 @@ proptest! {
         }
     }
 
+    #[cfg_attr(miri, ignore)] // Safe code; the property runs natively.
     #[test]
     fn valid_requests_survive_encoding(name in proptest::collection::vec(any::<u8>(), 0..255), size in proptest::option::of(0u64..u64::MAX), md5 in any::<bool>()) {
         let r = Request { op: Op::File, sender_pid: 7, size, md5, meta: Some(Meta { mode: 0o644, mtime_sec: 1, mtime_nsec: 2 }), name, session: 9, file: 4 };

@@ -25,7 +25,7 @@
 use crate::sysv::Key;
 
 /// The first 8 bytes of every channel's control segment, written last by its receiver.
-pub const MAGIC: [u8; 8] = *b"SHMXFER\0";
+pub(crate) const MAGIC: [u8; 8] = *b"SHMXFER\0";
 /// Version 2 tagged every per-file message with its session and file; version 3 added the
 /// channel's name (in the info region) and relative paths (the path region); version 4 numbers
 /// files in the request and sends a file's chunks without waiting to hear it accepted; version 5
@@ -34,26 +34,26 @@ pub const MAGIC: [u8; 8] = *b"SHMXFER\0";
 /// ticket); version 7 gives each party memory only it can write (the receiver's control
 /// segment, each sender's own segment) and makes the semaphores doorbells over counters. See
 /// docs/protocol.md.
-pub const VERSION: u32 = 7;
+pub(crate) const VERSION: u32 = 7;
 /// The first key of the per-user default channels: user `uid`'s is
 /// `USER_KEYS + 2 × (uid mod 2²³)` ([`user_key`]). Keys are even, so a channel's two keys (K for
 /// the control segment and the semaphores, K+1 for the content) are its own; distinct for every
 /// uid below 8,388,608; never 42 or 44 (the original system's).
-pub const USER_KEYS: u32 = 0x5300_0000;
+pub(crate) const USER_KEYS: u32 = 0x5300_0000;
 /// The first key of named channels: a name's is `NAMED_KEYS + 2 × (FNV-1a₃₂(name) mod 2²³)`
 /// ([`named_key`]), even like the users' and in a range of its own.
-pub const NAMED_KEYS: u32 = 0x4e00_0000;
+pub(crate) const NAMED_KEYS: u32 = 0x4e00_0000;
 /// The longest channel name.
-pub const MAX_CHANNEL_NAME: usize = 64;
+pub(crate) const MAX_CHANNEL_NAME: usize = 64;
 
 /// User `uid`'s default channel key (see [`USER_KEYS`]).
-pub fn user_key(uid: u32) -> Key {
+pub(crate) fn user_key(uid: u32) -> Key {
     Key(USER_KEYS + 2 * (uid & 0x7f_ffff))
 }
 
 /// The key a channel name maps to (see [`NAMED_KEYS`]). Two names may share a key: the
 /// receiver records its name in the header, and a peer asking for another name is refused.
-pub fn named_key(name: &str) -> Key {
+pub(crate) fn named_key(name: &str) -> Key {
     let mut h: u32 = 0x811c_9dc5;
     for b in name.bytes() {
         h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
@@ -71,12 +71,21 @@ pub struct Address {
 }
 
 impl Address {
-    /// The channel named `name`, at [`named_key`]`(name)`.
+    /// The channel named `name`, at its key: `0x4e000000 + 2 × (FNV-1a₃₂(name) mod 2²³)`
+    /// (docs/protocol.md, "Objects").
     pub fn named(name: &str) -> Address {
         Address {
             key: named_key(name),
             name: Some(name.to_string()),
         }
+    }
+}
+
+impl Address {
+    /// User `uid`'s own channel, the one `shmxfer` uses without `--key`:
+    /// `0x53000000 + 2 × (uid mod 2²³)`, so two users' default channels never meet.
+    pub fn of_user(uid: u32) -> Address {
+        Address::from(user_key(uid))
     }
 }
 
@@ -95,159 +104,159 @@ impl std::fmt::Display for Address {
     }
 }
 /// The control segment's size: a segment at a channel's key of any other size is not one.
-pub const CONTROL_LEN: usize = 53248;
+pub(crate) const CONTROL_LEN: usize = 53248;
 /// The longest file name a request or an outcome carries (Linux's NAME_MAX).
-pub const MAX_NAME: usize = 255;
+pub(crate) const MAX_NAME: usize = 255;
 /// The smallest content slot.
-pub const MIN_SLOT: usize = 4096;
+pub(crate) const MIN_SLOT: usize = 4096;
 /// The largest content slot.
-pub const MAX_SLOT: usize = 256 << 20;
+pub(crate) const MAX_SLOT: usize = 256 << 20;
 /// The most slots a ring may have (the slot table's capacity).
-pub const MAX_SLOTS: u32 = 256;
+pub(crate) const MAX_SLOTS: u32 = 256;
 /// The default slot size: 1 MiB.
-pub const DEFAULT_SLOT: usize = 1 << 20;
+pub(crate) const DEFAULT_SLOT: usize = 1 << 20;
 /// The default number of slots.
-pub const DEFAULT_SLOTS: u32 = 8;
+pub(crate) const DEFAULT_SLOTS: u32 = 8;
 /// Where the info region starts.
-pub const INFO_OFF: usize = 0;
+pub(crate) const INFO_OFF: usize = 0;
 /// The info region's length.
-pub const INFO_LEN: usize = 128;
+pub(crate) const INFO_LEN: usize = 128;
 /// The request region's length.
-pub const REQUEST_LEN: usize = 304;
+pub(crate) const REQUEST_LEN: usize = 304;
 /// The trailer's length.
-pub const TRAILER_LEN: usize = 32;
+pub(crate) const TRAILER_LEN: usize = 32;
 /// Where the receiver's response region starts.
-pub const RESPONSE_OFF: usize = 128;
+pub(crate) const RESPONSE_OFF: usize = 128;
 /// The channel's [`State`] (u32).
-pub const STATE_OFF: usize = RESPONSE_OFF;
+pub(crate) const STATE_OFF: usize = RESPONSE_OFF;
 /// The session the receiver admits next (written before the gate opens).
-pub const SESSION_OFF: usize = RESPONSE_OFF + 4;
+pub(crate) const SESSION_OFF: usize = RESPONSE_OFF + 4;
 /// The file the receiver is taking (0: none yet this session), for `status`.
-pub const CURRENT_OFF: usize = RESPONSE_OFF + 8;
+pub(crate) const CURRENT_OFF: usize = RESPONSE_OFF + 8;
 /// The admitted sender's segment id (i32; -1: none, or refused), once the receiver checked it.
-pub const ADMITTED_OFF: usize = RESPONSE_OFF + 12;
+pub(crate) const ADMITTED_OFF: usize = RESPONSE_OFF + 12;
 /// [`ADMITTED_OFF`] before the receiver has looked at a sender's segment this session.
-pub const NOT_ADMITTED: i32 = -2;
+pub(crate) const NOT_ADMITTED: i32 = -2;
 /// [`ADMITTED_OFF`] when the receiver refused the segment named at the rendezvous.
-pub const REFUSED: i32 = -1;
+pub(crate) const REFUSED: i32 = -1;
 /// Bytes the receiver has taken of the current file (u64), for `status`.
-pub const PROGRESS_OFF: usize = RESPONSE_OFF + 16;
+pub(crate) const PROGRESS_OFF: usize = RESPONSE_OFF + 16;
 /// The admitted sender's uid: its segment's creator (`shm_perm.cuid`), which no one can forge.
-pub const SENDER_UID_OFF: usize = RESPONSE_OFF + 24;
+pub(crate) const SENDER_UID_OFF: usize = RESPONSE_OFF + 24;
 /// Answers given this session (u32): the truth behind the ACK doorbell.
-pub const ANSWERED_OFF: usize = RESPONSE_OFF + 28;
+pub(crate) const ANSWERED_OFF: usize = RESPONSE_OFF + 28;
 /// Slots drained and handed back this session (u64): the truth behind the EMPTY doorbell.
-pub const CONSUMED_OFF: usize = RESPONSE_OFF + 32;
+pub(crate) const CONSUMED_OFF: usize = RESPONSE_OFF + 32;
 /// The file the receiver is committing (u32): stored before it checks the sender's
 /// withdrawal, so that of the two, one sees the other (see [`WITHDRAWN_OFF`]).
-pub const COMMITTING_OFF: usize = RESPONSE_OFF + 40;
+pub(crate) const COMMITTING_OFF: usize = RESPONSE_OFF + 40;
 /// The admitted sender's pid as the receiver's namespace sees it (its segment's `shm_cpid`).
-pub const SENDER_PID_OFF: usize = RESPONSE_OFF + 44;
+pub(crate) const SENDER_PID_OFF: usize = RESPONSE_OFF + 44;
 /// In the control segment: a copy of the request being taken, for `status` (which cannot
 /// read the sender's segment).
-pub const SHOWN_REQUEST_OFF: usize = 1024;
+pub(crate) const SHOWN_REQUEST_OFF: usize = 1024;
 /// In the control segment: a copy of the path region of the request being taken.
-pub const SHOWN_PATH_OFF: usize = 20480;
+pub(crate) const SHOWN_PATH_OFF: usize = 20480;
 /// A sender segment the receiver kept attached after its session (i32; -1: none), for the next
 /// sender of the same user to take up again: its pages are already the receiver's to read, and
 /// a new one's cost a page fault and a page's zeroing each, on every send.
-pub const SPARE_OFF: usize = RESPONSE_OFF + 48;
+pub(crate) const SPARE_OFF: usize = RESPONSE_OFF + 48;
 /// That segment's creator's uid: only a sender of that uid may take it up.
-pub const SPARE_UID_OFF: usize = RESPONSE_OFF + 52;
+pub(crate) const SPARE_UID_OFF: usize = RESPONSE_OFF + 52;
 /// The outcome's length (in an answer, after its status and file number).
-pub const RESULT_LEN: usize = 296;
+pub(crate) const RESULT_LEN: usize = 296;
 
 /// The rendezvous segment's size: the only memory of a channel that senders write in common.
-pub const RDV_LEN: usize = 4096;
+pub(crate) const RDV_LEN: usize = 4096;
 /// In the rendezvous: the admission ticket, the next session's number while the gate is open
 /// and nobody has claimed it, 0 once a sender took it (with an atomic swap: of two senders let
 /// through the gate at once, only one gets the number).
-pub const TICKET_OFF: usize = 0;
+pub(crate) const TICKET_OFF: usize = 0;
 /// In the rendezvous: the segment id of the sender that took the ticket (i32), written after.
-pub const SEGMENT_OFF: usize = 4;
+pub(crate) const SEGMENT_OFF: usize = 4;
 
 /// The first 8 bytes of a sender's own segment.
-pub const SEGMENT_MAGIC: [u8; 8] = *b"SHMXSND\0";
+pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"SHMXSND\0";
 /// In a sender's segment: the version it speaks (u32, [`VERSION`]).
-pub const SEG_VERSION_OFF: usize = 8;
+pub(crate) const SEG_VERSION_OFF: usize = 8;
 /// In a sender's segment: the control segment id of the channel it is for (i32): a receiver
 /// never reads a segment made for another channel.
-pub const SEG_CHANNEL_OFF: usize = 12;
+pub(crate) const SEG_CHANNEL_OFF: usize = 12;
 /// In a sender's segment: the session it was admitted to (u32), written after it took the
 /// ticket; the receiver admits the segment only if it names the session.
-pub const SEG_SESSION_OFF: usize = 16;
+pub(crate) const SEG_SESSION_OFF: usize = 16;
 /// In a sender's segment: every file numbered this or more is withdrawn (u32; 0: none).
 /// The sender stores it, fences, then reads [`COMMITTING_OFF`]; the receiver stores that,
 /// fences, then reads this: so either the sender learns the file is being committed, or the
 /// receiver learns it is withdrawn and drops it.
-pub const WITHDRAWN_OFF: usize = 20;
+pub(crate) const WITHDRAWN_OFF: usize = 20;
 /// In a sender's segment: requests posted this session (u32), the truth behind REQ.
-pub const REQUESTS_OFF: usize = 24;
+pub(crate) const REQUESTS_OFF: usize = 24;
 /// In a sender's segment: descriptors posted this session (u64), the truth behind FULL.
-pub const POSTED_OFF: usize = 32;
+pub(crate) const POSTED_OFF: usize = 32;
 /// Where a sender's ring of content slots starts in its segment (page-aligned).
-pub const RING_OFF: usize = 53248;
+pub(crate) const RING_OFF: usize = 53248;
 /// Where the slot table (one descriptor per content slot) starts.
-pub const SLOTS_OFF: usize = 1024;
+pub(crate) const SLOTS_OFF: usize = 1024;
 /// The path region's length: a 4-byte length, then the path.
-pub const PATH_LEN: usize = 4096;
+pub(crate) const PATH_LEN: usize = 4096;
 /// The longest relative path a request carries.
-pub const MAX_PATH: usize = PATH_LEN - 4;
+pub(crate) const MAX_PATH: usize = PATH_LEN - 4;
 /// How many files a sender may have in flight: posted, their answer still to come.
-pub const LANES: u32 = 8;
+pub(crate) const LANES: u32 = 8;
 
 /// The copy of the per-file regions (request, path, trailer, answer) that a file uses: file F
 /// of a session uses lane F mod [`LANES`]. A sender reads file F's answer before it posts file
 /// F + LANES, which reuses F's lane, so no lane is written while its reader still needs it. A
 /// goodbye uses the lane of the file that would have come next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lane(usize);
+pub(crate) struct Lane(usize);
 
 impl Lane {
     /// The lane file `file` uses.
-    pub fn of(file: u32) -> Lane {
+    pub(crate) fn of(file: u32) -> Lane {
         Lane((file % LANES) as usize)
     }
     /// Where this lane's request starts.
-    pub fn request_off(self) -> usize {
+    pub(crate) fn request_off(self) -> usize {
         10240 + 512 * self.0
     }
     /// Where this lane's path region starts.
-    pub fn path_off(self) -> usize {
+    pub(crate) fn path_off(self) -> usize {
         20480 + PATH_LEN * self.0
     }
     /// Where this lane's trailer starts.
-    pub fn trailer_off(self) -> usize {
+    pub(crate) fn trailer_off(self) -> usize {
         9216 + TRAILER_LEN * self.0
     }
     /// Where this lane's answer starts: its status (u32), the file it is about (u32), then the
     /// outcome.
-    pub fn answer_off(self) -> usize {
+    pub(crate) fn answer_off(self) -> usize {
         14336 + 512 * self.0
     }
 }
 
 /// One slot descriptor's length.
-pub const SLOT_DESC_LEN: usize = 32;
+pub(crate) const SLOT_DESC_LEN: usize = 32;
 
 /// Semaphore numbers in the channel's set.
-pub mod sem {
+pub(crate) mod sem {
     /// 1 while the receiver admits a new sender; a sender takes it to start its session.
-    pub const GATE: u16 = 0;
+    pub(crate) const GATE: u16 = 0;
     /// The sender has written a request (a file, or goodbye).
-    pub const REQ: u16 = 1;
+    pub(crate) const REQ: u16 = 1;
     /// Filled slots.
-    pub const FULL: u16 = 2;
+    pub(crate) const FULL: u16 = 2;
     /// Free slots.
-    pub const EMPTY: u16 = 3;
+    pub(crate) const EMPTY: u16 = 3;
     /// The receiver has answered: a file's outcome, or a malformed request refused.
-    pub const ACK: u16 = 4;
+    pub(crate) const ACK: u16 = 4;
     /// 1 while the receiver lives: taken with SEM_UNDO, so the kernel zeroes it at its death.
-    pub const RECEIVER: u16 = 5;
+    pub(crate) const RECEIVER: u16 = 5;
     /// 1 while an admitted sender lives, likewise.
-    pub const SENDER: u16 = 6;
+    pub(crate) const SENDER: u16 = 6;
     /// Semaphores in a channel's set.
-    pub const COUNT: u16 = 7;
+    pub(crate) const COUNT: u16 = 7;
 }
 
 /// Why a header could not be accepted. Each names what was wrong, for `status` and errors.
@@ -293,7 +302,7 @@ fn wr_u64(b: &mut [u8], off: usize, v: u64) {
 
 /// What the receiver publishes about its channel; written once, before the magic.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Info {
+pub(crate) struct Info {
     /// Bytes per content slot.
     pub slot_size: usize,
     /// Slots in the ring.
@@ -317,17 +326,17 @@ pub struct Info {
 
 impl Info {
     /// The ring's size in bytes (slot size × slot count; both bounded by `decode_info`).
-    pub fn ring_len(&self) -> usize {
+    pub(crate) fn ring_len(&self) -> usize {
         self.slot_size * self.slot_count as usize
     }
     /// The size of a sender's segment for this channel: its regions, then the ring.
-    pub fn segment_len(&self) -> usize {
+    pub(crate) fn segment_len(&self) -> usize {
         RING_OFF + self.ring_len()
     }
 }
 
 /// Encodes the info region, magic included (the receiver writes the magic last).
-pub fn encode_info(info: &Info) -> [u8; INFO_LEN] {
+pub(crate) fn encode_info(info: &Info) -> [u8; INFO_LEN] {
     let mut b = [0u8; INFO_LEN];
     b[0..8].copy_from_slice(&MAGIC);
     wr_u32(&mut b, 8, VERSION);
@@ -347,7 +356,7 @@ pub fn encode_info(info: &Info) -> [u8; INFO_LEN] {
 }
 
 /// Decodes the info region of a control segment of `segment_size` bytes (from IPC_STAT).
-pub fn decode_info(b: &[u8], segment_size: usize) -> Result<Info, HeaderError> {
+pub(crate) fn decode_info(b: &[u8], segment_size: usize) -> Result<Info, HeaderError> {
     let too_small = HeaderError::TooSmall {
         size: segment_size.min(b.len()),
     };
@@ -407,7 +416,7 @@ pub fn decode_info(b: &[u8], segment_size: usize) -> Result<Info, HeaderError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 /// What a request asks for.
 #[repr(u32)]
-pub enum Op {
+pub(crate) enum Op {
     /// Take a file.
     File = 1,
     /// The sender is done: the receiver admits the next one.
@@ -427,7 +436,7 @@ pub struct Meta {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 /// A sender's request: a file to take, or goodbye.
-pub struct Request {
+pub(crate) struct Request {
     /// What it asks.
     pub op: Op,
     /// The sender's pid, as it wrote it.
@@ -454,7 +463,7 @@ const REQ_META: u32 = 2;
 const REQ_PATH: u32 = 4;
 
 /// Encodes a request.
-pub fn encode_request(r: &Request) -> [u8; REQUEST_LEN] {
+pub(crate) fn encode_request(r: &Request) -> [u8; REQUEST_LEN] {
     let mut b = [0u8; REQUEST_LEN];
     wr_u32(&mut b, 0, r.sender_pid as u32);
     wr_u32(&mut b, 4, if r.op == Op::File { 1 } else { 2 });
@@ -487,7 +496,7 @@ pub fn encode_request(r: &Request) -> [u8; REQUEST_LEN] {
 
 /// The path region for a request whose name is a relative path (it holds a `/`): its length,
 /// then its bytes (at most [`MAX_PATH`]); empty for a plain name, which needs none.
-pub fn encode_path(r: &Request) -> Vec<u8> {
+pub(crate) fn encode_path(r: &Request) -> Vec<u8> {
     if !r.name.contains(&b'/') {
         return Vec::new();
     }
@@ -502,7 +511,7 @@ pub fn encode_path(r: &Request) -> Vec<u8> {
 ///
 /// # Errors
 /// A region is too small, or a field is out of range (an unknown op, a name too long).
-pub fn decode_request(b: &[u8], path: &[u8]) -> Result<Request, HeaderError> {
+pub(crate) fn decode_request(b: &[u8], path: &[u8]) -> Result<Request, HeaderError> {
     if b.len() < REQUEST_LEN {
         return Err(HeaderError::TooSmall { size: b.len() });
     }
@@ -659,7 +668,7 @@ impl std::fmt::Display for Status {
 
 /// The receiver's answer about one file: written before each ACK.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The verdict.
     pub status: Status,
     /// The errno behind CannotCreate / WriteFailed, 0 otherwise.
@@ -678,7 +687,7 @@ pub struct Outcome {
 }
 
 /// Encodes an outcome (its status and file number go before it in the answer).
-pub fn encode_outcome(o: &Outcome) -> [u8; RESULT_LEN] {
+pub(crate) fn encode_outcome(o: &Outcome) -> [u8; RESULT_LEN] {
     let mut b = [0u8; RESULT_LEN];
     wr_u32(&mut b, 0, o.errno as u32);
     let name = &o.name[..o.name.len().min(MAX_NAME)];
@@ -695,7 +704,7 @@ pub fn encode_outcome(o: &Outcome) -> [u8; RESULT_LEN] {
 ///
 /// # Errors
 /// An unknown status, or a region too small.
-pub fn decode_outcome(status: u32, b: &[u8]) -> Result<Outcome, HeaderError> {
+pub(crate) fn decode_outcome(status: u32, b: &[u8]) -> Result<Outcome, HeaderError> {
     if b.len() < RESULT_LEN {
         return Err(HeaderError::TooSmall { size: b.len() });
     }
@@ -723,7 +732,7 @@ pub fn decode_outcome(status: u32, b: &[u8]) -> Result<Outcome, HeaderError> {
 
 /// What a slot descriptor says about its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DescKind {
+pub(crate) enum DescKind {
     /// A chunk of the file; more follow.
     Data,
     /// The file's last chunk (possibly empty); the trailer is written.
@@ -735,7 +744,7 @@ pub enum DescKind {
 /// One content slot's descriptor. Every descriptor names the session, the file and its place
 /// in the file, so the receiver never takes a descriptor of another file for one of this file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Desc {
+pub(crate) struct Desc {
     /// As the sender wrote it: check it with [`Desc::len_in`] before use.
     pub len: u64,
     /// Data, the last chunk, or an abort.
@@ -750,7 +759,7 @@ pub struct Desc {
 
 impl Desc {
     /// The chunk's length, if it fits in a slot of `slot_size` bytes.
-    pub fn len_in(&self, slot_size: usize) -> Option<usize> {
+    pub(crate) fn len_in(&self, slot_size: usize) -> Option<usize> {
         usize::try_from(self.len).ok().filter(|&n| n <= slot_size)
     }
 }
@@ -759,7 +768,7 @@ const DESC_LAST: u32 = 1;
 const DESC_ABORT: u32 = 2;
 
 /// Encodes a slot descriptor.
-pub fn encode_desc(d: &Desc) -> [u8; SLOT_DESC_LEN] {
+pub(crate) fn encode_desc(d: &Desc) -> [u8; SLOT_DESC_LEN] {
     let mut b = [0u8; SLOT_DESC_LEN];
     wr_u64(&mut b, 0, d.len);
     let (flags, code) = match d.kind {
@@ -777,7 +786,7 @@ pub fn encode_desc(d: &Desc) -> [u8; SLOT_DESC_LEN] {
 
 /// Decodes a slot descriptor. Its tags and kind are taken as written (the receiver compares
 /// them with the file it expects); its length is checked by [`Desc::len_in`].
-pub fn decode_desc(b: &[u8]) -> Result<Desc, HeaderError> {
+pub(crate) fn decode_desc(b: &[u8]) -> Result<Desc, HeaderError> {
     if b.len() < SLOT_DESC_LEN {
         return Err(HeaderError::TooSmall { size: b.len() });
     }
@@ -804,7 +813,7 @@ pub fn decode_desc(b: &[u8]) -> Result<Desc, HeaderError> {
 
 /// What the sender says about a whole file, written before its last descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Trailer {
+pub(crate) struct Trailer {
     /// The session.
     pub session: u32,
     /// The file, within its session.
@@ -816,7 +825,7 @@ pub struct Trailer {
 }
 
 /// Encodes a trailer.
-pub fn encode_trailer(t: &Trailer) -> [u8; TRAILER_LEN] {
+pub(crate) fn encode_trailer(t: &Trailer) -> [u8; TRAILER_LEN] {
     let mut b = [0u8; TRAILER_LEN];
     wr_u32(&mut b, 0, t.session);
     wr_u32(&mut b, 4, t.file);
@@ -826,7 +835,7 @@ pub fn encode_trailer(t: &Trailer) -> [u8; TRAILER_LEN] {
 }
 
 /// Decodes a trailer (every bit pattern is one; the tags are checked by the caller).
-pub fn decode_trailer(b: &[u8; TRAILER_LEN]) -> Trailer {
+pub(crate) fn decode_trailer(b: &[u8; TRAILER_LEN]) -> Trailer {
     Trailer {
         session: rd_u32(b, 0),
         file: rd_u32(b, 4),
@@ -836,15 +845,16 @@ pub fn decode_trailer(b: &[u8; TRAILER_LEN]) -> Trailer {
 }
 
 /// An MD5 digest as 32 lowercase hex digits, as md5sum prints it.
-pub fn hex(d: &[u8; 16]) -> String {
+pub(crate) fn hex(d: &[u8; 16]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Channel state as the receiver publishes it, for `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-pub enum State {
-    /// Creating the channel.
+pub(crate) enum State {
+    /// Creating the channel (the zeroed segment says it: never stored).
+    #[allow(dead_code)]
     Starting = 0,
     /// Waiting for a sender.
     Idle = 1,
@@ -857,7 +867,7 @@ pub enum State {
 /// Why a sender gave up on a file, as it tells the receiver in its trailer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-pub enum Abort {
+pub(crate) enum Abort {
     /// A stop (a signal) reached the sender.
     Interrupted = 1,
     /// Reading the input failed.
@@ -870,7 +880,7 @@ pub enum Abort {
 
 impl Abort {
     /// The abort stored as `c`, if it is one.
-    pub fn from_code(c: u32) -> Option<Abort> {
+    pub(crate) fn from_code(c: u32) -> Option<Abort> {
         Some(match c {
             1 => Abort::Interrupted,
             2 => Abort::ReadError,

@@ -13,7 +13,7 @@ use crate::sysv::{self, Fixed, Key, Mapping, SemOp, SemSet, Shm, SysvError, Wait
 /// An attached channel: its three objects, the mappings and the validated header, and the
 /// sender segment of the session (ours, for a sender; the admitted sender's, for a receiver).
 #[derive(Debug)]
-pub struct Channel {
+pub(crate) struct Channel {
     /// The channel's key (the control segment and the semaphores; the rendezvous at key + 1).
     pub key: Key,
     /// The control segment: only the receiver writes it.
@@ -54,7 +54,7 @@ pub struct Channel {
 /// alone may write it (mode 0400 once made, given to the receiver's user to read); a receiver
 /// attaches it read-only after checking that with `IPC_STAT`.
 #[derive(Debug)]
-pub struct Segment {
+pub(super) struct Segment {
     pub(super) shm: Shm,
     pub(super) map: Fixed<RING_OFF>,
     /// Its creator's uid (`shm_perm.cuid`): who sends, as the kernel keeps it.
@@ -112,7 +112,7 @@ fn probe_for_sender(addr: &Address, owner: u32) -> Result<(i32, Info), FrameErro
                 ..
             } => {
                 let pid = Shm::from_id(shmid).stat().map_or(0, |s| s.cpid);
-                if sysv::process_alive(pid) && since.elapsed() < DOUBT {
+                if crate::os::process_alive(pid) && since.elapsed() < DOUBT {
                     std::thread::sleep(Duration::from_millis(100));
                     continue;
                 }
@@ -163,9 +163,9 @@ impl Segment {
             Ok(Segment {
                 shm,
                 map,
-                uid: sysv::geteuid(),
+                uid: crate::os::geteuid(),
                 gid: 0,
-                pid: sysv::getpid(),
+                pid: crate::os::getpid(),
             })
         })();
         let _ = shm.remove();
@@ -179,7 +179,7 @@ impl Segment {
     /// `None`: make a new one.
     fn take_up(ch: &Channel, receiver_uid: u32) -> Option<Segment> {
         let id = ch.control.load_u32(SPARE_OFF) as i32;
-        let me = sysv::geteuid();
+        let me = crate::os::geteuid();
         if id < 0 || ch.control.load_u32(SPARE_UID_OFF) != me {
             return None;
         }
@@ -204,7 +204,7 @@ impl Segment {
             map,
             uid: me,
             gid: 0,
-            pid: sysv::getpid(),
+            pid: crate::os::getpid(),
         })
     }
 
@@ -315,7 +315,7 @@ impl Channel {
             slot_size: cfg.slot_size,
             slot_count: cfg.slot_count,
             require_md5: cfg.require_md5,
-            receiver_pid: sysv::getpid(),
+            receiver_pid: crate::os::getpid(),
             rendezvous_shmid: rendezvous_shm.id(),
             semid: sems.id(),
             mode: cfg.mode,
@@ -426,7 +426,7 @@ impl Channel {
     }
 
     /// Removes the channel's three objects; existing attachments stay valid until dropped.
-    pub fn remove(&self) {
+    pub(crate) fn remove(&self) {
         let _ = self.sems.remove();
         let _ = self.rendezvous_shm.remove();
         let _ = self.control_shm.remove();
@@ -593,7 +593,7 @@ impl Channel {
                 (h.0)(s);
             }
         };
-        if !sysv::process_stopped(pid) {
+        if !crate::os::process_stopped(pid) {
             if since.take().is_some() {
                 tell(Stall::Continued { pid });
             }
@@ -626,19 +626,19 @@ impl Channel {
     }
 
     /// What stops this channel's waits.
-    pub fn cancel(&self) -> &runtime::Cancel {
+    pub(crate) fn cancel(&self) -> &runtime::Cancel {
         &self.cancel
     }
 
     /// Whether our receiver's process is stopped (SIGSTOP, Ctrl-Z) now.
-    pub fn receiver_stopped(&self) -> bool {
+    pub(crate) fn receiver_stopped(&self) -> bool {
         self.control_shm
             .stat()
-            .is_ok_and(|s| sysv::process_stopped(s.cpid))
+            .is_ok_and(|s| crate::os::process_stopped(s.cpid))
     }
 
     /// The error for a stopped receiver that we waited `waited` for.
-    pub fn stopped_error(&self, waited: Duration) -> FrameError {
+    pub(crate) fn stopped_error(&self, waited: Duration) -> FrameError {
         FrameError::ReceiverStopped {
             key: self.key,
             pid: self.control_shm.stat().map_or(0, |s| s.cpid),
@@ -650,7 +650,7 @@ impl Channel {
     /// its pid tell (another user's receiver), a mark down beside a living pid is doubted for
     /// [`DOUBT`] first: anyone who may write the channel can zero the mark, and the receiver
     /// raises it again within a second.
-    pub fn receiver_alive(&self) -> bool {
+    pub(crate) fn receiver_alive(&self) -> bool {
         let stat = match self.control_shm.stat() {
             Ok(stat) => stat,
             Err(e) => return !e.is_gone(),
@@ -660,8 +660,8 @@ impl Channel {
             *since = None;
             return true;
         }
-        let doubt = sysv::attached(stat.cpid, self.control_shm.id()).is_none()
-            && sysv::process_alive(stat.cpid);
+        let doubt = crate::os::attached(stat.cpid, self.control_shm.id()).is_none()
+            && crate::os::process_alive(stat.cpid);
         doubt && since.get_or_insert_with(Instant::now).elapsed() < DOUBT
     }
 
@@ -679,7 +679,7 @@ impl Channel {
             return Ok(false);
         }
         let holder = self.sems.last_pid(sem::SENDER).map_err(gone)?;
-        Ok(sysv::attached(holder, self.control_shm.id()) != Some(false))
+        Ok(crate::os::attached(holder, self.control_shm.id()) != Some(false))
     }
 
     /// The next slot in ring order; every taken FULL (receiver) or EMPTY (sender) is one.

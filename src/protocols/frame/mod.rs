@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-pub use crate::mechanisms::wire::*;
+pub(crate) use crate::mechanisms::wire::*;
 
 mod channel;
 mod probe;
@@ -18,12 +18,12 @@ mod removal;
 mod sending;
 mod view;
 
-pub use channel::Channel;
-pub use probe::*;
-pub use receiving::{Admission, ReceiverEnd, SenderId};
-pub use removal::*;
-pub use sending::SenderEnd;
-pub use view::View;
+pub(crate) use channel::Channel;
+pub(crate) use probe::*;
+pub(crate) use receiving::{Admission, ReceiverEnd, SenderId};
+pub(crate) use removal::*;
+pub(crate) use sending::SenderEnd;
+pub(crate) use view::View;
 
 use channel::{Control, control, read_head};
 use probe::{Judge, judge_channel, probe_judging};
@@ -32,19 +32,19 @@ use crate::mechanisms::runtime;
 use crate::sysv::{self, Key, SysvError, WaitError};
 
 /// How long a wait on the peer sleeps before it checks whether the peer is still alive.
-pub const LIVENESS_SLICE: Duration = Duration::from_millis(250);
+pub(crate) const LIVENESS_SLICE: Duration = Duration::from_millis(250);
 
 /// How often an idle receiver checks that its segments are still at their keys (someone may
 /// `ipcrm` them; senders then cannot find the channel, and nothing would wake the receiver to
 /// say so) and raises its liveness mark again if someone took it down. One check costs two
 /// `shmget`s and a `semctl`; once a second is far under the one wake-up per 200 ms that
 /// idling allows, and within the 2 s a sender gives a mark that is down.
-pub const PUBLISHED_CHECK: Duration = Duration::from_secs(1);
+pub(crate) const PUBLISHED_CHECK: Duration = Duration::from_secs(1);
 
 /// How long a sender's waits go on once a stop was asked for: long enough for a working
 /// receiver to answer the files whose last byte is posted, short enough that one SIGINT or
 /// SIGTERM ends a send within 2 s whatever the receiver does.
-pub const STOP_SETTLE: Duration = Duration::from_secs(1);
+pub(crate) const STOP_SETTLE: Duration = Duration::from_secs(1);
 
 /// What a sender's wait saw of its receiver's process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +74,7 @@ impl std::fmt::Debug for StallHook {
 /// How a sender waits out a stopped receiver: how long at most (`None`: until it is continued,
 /// or a stop is asked for), and whom to tell.
 #[derive(Debug, Clone, Default)]
-pub struct StallWatch {
+pub(crate) struct StallWatch {
     /// The longest wait for a stopped receiver.
     pub limit: Option<Duration>,
     /// Told when the receiver is found stopped, and when it is continued.
@@ -86,7 +86,7 @@ impl FrameError {
     pub fn denied(key: Key, uid: u32, mode: u32) -> FrameError {
         FrameError::PermissionDenied {
             key,
-            owner: sysv::user_name(uid),
+            owner: crate::os::user_name(uid),
             mode,
         }
     }
@@ -313,7 +313,7 @@ fn spin_budget() -> Duration {
 }
 
 /// What a channel serves, for messages: its name, or that it has none.
-pub fn serves(info: &Info) -> String {
+pub(crate) fn serves(info: &Info) -> String {
     match info.name.is_empty() {
         true => "no name (a channel by number)".into(),
         false => format!("\"{}\"", crate::mechanisms::text::escape(&info.name)),
@@ -335,7 +335,7 @@ fn check_peer(addr: &Address, info: &Info, uid: u32, owner: u32) -> Result<(), F
     if uid != owner {
         return Err(FrameError::OtherOwner {
             key: addr.key,
-            owner: sysv::user_name(uid),
+            owner: crate::os::user_name(uid),
             uid,
         });
     }
@@ -410,7 +410,7 @@ fn limit_reached(errno: i32, shm: bool, size: usize) -> Option<(&'static str, St
             format!(
                 "{size} more bytes would pass the kernel's limit on all shared memory (kernel.shmall = {} pages of {} bytes)",
                 num("shmall").map_or("?".into(), |v| v.to_string()),
-                sysv::page_size()
+                crate::os::page_size()
             ),
         )),
         (true, libc::ENOMEM) => Some((

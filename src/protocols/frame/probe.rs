@@ -8,12 +8,13 @@ use crate::sysv::{self, Key, SemSet, Shm};
 
 /// What is at a key, as seen without trusting it.
 #[derive(Debug)]
-pub enum Probe {
+pub(crate) enum Probe {
     /// No control segment at the key.
     Absent,
     /// A segment is there but it is not (or not yet) a channel we understand.
     Foreign {
         /// The segment's id.
+        #[allow(dead_code)] // `clean` and `status` (the command line) name it.
         shmid: i32,
         /// Why it is not a channel.
         why: String,
@@ -21,6 +22,7 @@ pub enum Probe {
     /// We may not look at it.
     NoPermission {
         /// The segment's id.
+        #[allow(dead_code)] // As above.
         shmid: i32,
         /// Its owner.
         uid: u32,
@@ -45,6 +47,7 @@ pub enum Probe {
     /// magic (`Channel::create` writes it last). Ask again shortly.
     Starting {
         /// The segment's id.
+        #[allow(dead_code)] // As above.
         shmid: i32,
         /// Its creator, alive.
         pid: i32,
@@ -62,10 +65,10 @@ pub enum Probe {
 
 /// How long a peer waits for a receiver seen in `Probe::Starting` to finish setting up; it
 /// takes milliseconds, so this only bounds a creator that hangs half-way.
-pub const STARTUP_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const STARTUP_GRACE: Duration = Duration::from_secs(2);
 
 /// Looks at the segment at `key` and says what it is, touching nothing.
-pub fn probe(key: Key) -> Result<Probe, FrameError> {
+pub(crate) fn probe(key: Key) -> Result<Probe, FrameError> {
     probe_judging(key, Judge::Exact)
 }
 
@@ -137,7 +140,7 @@ pub(super) fn probe_judging(key: Key, judge: Judge) -> Result<Probe, FrameError>
         });
     }
     match decoded {
-        Err(_) if blank && sysv::process_alive(stat.cpid) => Ok(Probe::Starting {
+        Err(_) if blank && crate::os::process_alive(stat.cpid) => Ok(Probe::Starting {
             shmid: shm.id(),
             pid: stat.cpid,
         }),
@@ -209,7 +212,7 @@ pub(super) fn judge_channel(
     let sems = SemSet::from_id(info.semid);
     let marked = || sems.value(sem::RECEIVER).is_ok_and(|v| v > 0);
     let alive = match judge {
-        Judge::Sender if marked() && sysv::process_alive(stat.cpid) => true,
+        Judge::Sender if marked() && crate::os::process_alive(stat.cpid) => true,
         _ => serving(shmid, stat, &sems),
     };
     Probe::Channel {
@@ -268,15 +271,15 @@ pub(super) fn check_parts(key: Key, control: &sysv::ShmStat, info: &Info) -> Res
 /// as stale). Only where the creator's map is closed to us (another user's process, without
 /// privilege) or its pid is outside our PID namespace do we fall back to its liveness
 /// semaphore, which the kernel zeroes when the receiver dies.
-pub fn serving(shmid: i32, stat: &sysv::ShmStat, sems: &SemSet) -> bool {
-    match sysv::attached(stat.cpid, shmid) {
+pub(crate) fn serving(shmid: i32, stat: &sysv::ShmStat, sems: &SemSet) -> bool {
+    match crate::os::attached(stat.cpid, shmid) {
         Some(attached) => attached,
         None => {
             let mark = match sems.value(sem::RECEIVER) {
                 Ok(v) => v > 0,
                 Err(e) => !e.is_gone(),
             };
-            mark && (stat.cpid <= 0 || sysv::process_alive(stat.cpid))
+            mark && (stat.cpid <= 0 || crate::os::process_alive(stat.cpid))
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::sysv::{self, Key, SemOp, Shm};
 /// The receiver's end of a channel: it creates the channel, and only it can take the
 /// receiver's steps (open the gate, take requests and chunks, answer).
 #[derive(Debug)]
-pub struct ReceiverEnd(Channel);
+pub(crate) struct ReceiverEnd(Channel);
 
 impl std::ops::Deref for ReceiverEnd {
     type Target = Channel;
@@ -26,12 +26,12 @@ impl ReceiverEnd {
     ///
     /// # Errors
     /// The key is taken, the kernel refused (limits, permission).
-    pub fn create(addr: &Address, cfg: &Config) -> Result<ReceiverEnd, FrameError> {
+    pub(crate) fn create(addr: &Address, cfg: &Config) -> Result<ReceiverEnd, FrameError> {
         Channel::create(addr, cfg).map(ReceiverEnd)
     }
 
     /// Publishes the channel's state for `status`.
-    pub fn set_state(&self, s: State) {
+    pub(crate) fn set_state(&self, s: State) {
         self.control.store_u32(STATE_OFF, s as u32);
     }
 
@@ -40,7 +40,7 @@ impl ReceiverEnd {
     /// them) and the session number that every message of the next sender must carry is
     /// announced, once as information and once as the admission ticket that exactly one sender
     /// can take.
-    pub fn open_gate(&self, session: u32) -> Result<(), FrameError> {
+    pub(crate) fn open_gate(&self, session: u32) -> Result<(), FrameError> {
         self.set_seg(None);
         for (n, v) in [
             (sem::REQ, 0),
@@ -93,7 +93,7 @@ impl ReceiverEnd {
     /// write the semaphores set the gate while we wrote the ticket, and a sender passed it
     /// then); and a gate at 0 with the ticket still there was set by someone who took no
     /// ticket: it is opened again.
-    pub fn wait_for_sender(&self) -> Result<Admission, FrameError> {
+    pub(crate) fn wait_for_sender(&self) -> Result<Admission, FrameError> {
         loop {
             if self.rendezvous.load_u32(TICKET_OFF) == 0 {
                 return self.admit_segment();
@@ -164,7 +164,7 @@ impl ReceiverEnd {
 
     /// Whether senders can still find this channel: our segments are the ones at KEY and
     /// KEY+1 (after `ipcrm` they live on for us, attached, but the keys no longer lead to them).
-    pub fn published(&self) -> bool {
+    pub(crate) fn published(&self) -> bool {
         let at = |k: Option<Key>| k.and_then(|k| Shm::open(k).ok()).map(|s| s.id());
         at(Some(self.key)) == Some(self.control_shm.id())
             && at(self.key.offset(1)) == Some(self.rendezvous_shm.id())
@@ -177,7 +177,10 @@ impl ReceiverEnd {
 
     /// Waits for the admitted sender's next request, which is due to be file `due` (or a
     /// goodbye in its place), by its count of requests, and decodes it.
-    pub fn next_request(&self, due: u32) -> Result<Result<Request, HeaderError>, FrameError> {
+    pub(crate) fn next_request(
+        &self,
+        due: u32,
+    ) -> Result<Result<Request, HeaderError>, FrameError> {
         let peer = self.peer()?;
         let avail = || {
             peer.map
@@ -211,7 +214,7 @@ impl ReceiverEnd {
     /// a failure flagged later is about this file. The status is stored before the file number
     /// and the sender reads them the other way round, so it never pairs this file's number with
     /// the final status of the file a lane's turn before, whose answer this one reuses.
-    pub fn take_file(&self, file: u32) {
+    pub(crate) fn take_file(&self, file: u32) {
         let at = Lane::of(file).answer_off();
         self.store_u64(PROGRESS_OFF, 0);
         self.store_u32(CURRENT_OFF, file);
@@ -221,13 +224,13 @@ impl ReceiverEnd {
 
     /// Publishes an outcome about `file`, counts it and rings ACK. The sender reads the answer
     /// about a file before it posts the next file of the same lane, which reuses this one.
-    pub fn answer(&self, file: u32, o: &Outcome) -> Result<(), FrameError> {
+    pub(crate) fn answer(&self, file: u32, o: &Outcome) -> Result<(), FrameError> {
         self.answer_at(Lane::of(file), file, o)
     }
 
     /// Refuses the request due as file `due` that was malformed (about file 0: it never
     /// became a file).
-    pub fn refuse_request(&self, due: u32, o: &Outcome) -> Result<(), FrameError> {
+    pub(crate) fn refuse_request(&self, due: u32, o: &Outcome) -> Result<(), FrameError> {
         self.answer_at(Lane::of(due), 0, o)
     }
 
@@ -247,14 +250,17 @@ impl ReceiverEnd {
     }
 
     /// Marks `file` failed while the sender is still sending it, so it stops early.
-    pub fn flag_failure(&self, file: u32, s: Status) {
+    pub(crate) fn flag_failure(&self, file: u32, s: Status) {
         self.store_u32(Lane::of(file).answer_off(), s.code());
     }
 
     /// Waits for the next filled slot, the `seq`-th of its file, by the sender's count of
     /// descriptors, and decodes its descriptor. Returns the slot (the next in ring order,
     /// counted here, never read from the segment) and the descriptor.
-    pub fn next_desc(&self, seq: u64) -> Result<(usize, Result<Desc, HeaderError>), FrameError> {
+    pub(crate) fn next_desc(
+        &self,
+        seq: u64,
+    ) -> Result<(usize, Result<Desc, HeaderError>), FrameError> {
         // The first chunks of a file follow the handshake at once: worth catching awake. Later
         // ones take a slot's copy to come, and a wait for them sleeps at once.
         let spin = if seq < 2 {
@@ -287,7 +293,7 @@ impl ReceiverEnd {
 
     /// Copies `out.len()` bytes (at most a slot) of `slot` into our own memory; returns how
     /// many.
-    pub fn copy_slot(&self, slot: usize, out: &mut [u8]) -> usize {
+    pub(crate) fn copy_slot(&self, slot: usize, out: &mut [u8]) -> usize {
         let n = out.len().min(self.info.slot_size);
         match self
             .seg()
@@ -300,7 +306,7 @@ impl ReceiverEnd {
 
     /// Hands `len` bytes of `slot` (at most a slot) to `use_it` as a range of the sender's
     /// segment, for writing it out with one copy.
-    pub fn with_slot<R>(
+    pub(crate) fn with_slot<R>(
         &self,
         slot: usize,
         len: usize,
@@ -321,7 +327,7 @@ impl ReceiverEnd {
     }
 
     /// Hands a drained slot back to the sender, counts it and publishes progress.
-    pub fn release_slot(&self, done: u64) -> Result<(), FrameError> {
+    pub(crate) fn release_slot(&self, done: u64) -> Result<(), FrameError> {
         self.store_u64(PROGRESS_OFF, done);
         let n = self
             .consumed
@@ -332,7 +338,7 @@ impl ReceiverEnd {
     }
 
     /// The sender's trailer for `file`, read after its last descriptor.
-    pub fn trailer(&self, file: u32) -> Trailer {
+    pub(crate) fn trailer(&self, file: u32) -> Trailer {
         let mut b = [0u8; TRAILER_LEN];
         if let Some(p) = self.seg() {
             p.map.read(Lane::of(file).trailer_off(), &mut b);
@@ -342,7 +348,7 @@ impl ReceiverEnd {
 
     /// Whether `file` may be committed: we publish that we commit it, then look whether its
     /// sender withdrew it (see [`SenderEnd::withdraw`]). False: drop it.
-    pub fn may_commit(&self, file: u32) -> bool {
+    pub(crate) fn may_commit(&self, file: u32) -> bool {
         self.store_u32(COMMITTING_OFF, file);
         std::sync::atomic::fence(Ordering::SeqCst);
         let withdrawn = self.seg().map_or(1, |p| p.map.load_u32(WITHDRAWN_OFF));
@@ -350,7 +356,7 @@ impl ReceiverEnd {
     }
 
     /// The admitted sender, as the kernel knows it: its segment's creator.
-    pub fn sender(&self) -> Option<SenderId> {
+    pub(crate) fn sender(&self) -> Option<SenderId> {
         self.seg().map(|s| SenderId {
             uid: s.uid,
             gid: s.gid,
@@ -362,7 +368,7 @@ impl ReceiverEnd {
     /// the moment it exits after an abort). Its segment is kept attached and offered to the
     /// next sender of its user (`SPARE_OFF`), and let go when another is admitted. Sliced only
     /// so a stop request is seen.
-    pub fn wait_sender_gone(&self) -> Result<(), FrameError> {
+    pub(crate) fn wait_sender_gone(&self) -> Result<(), FrameError> {
         let last = self.seg.write().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(seg) = last {
             self.store_u32(SPARE_UID_OFF, seg.uid);
@@ -402,7 +408,7 @@ pub struct SenderId {
 
 /// What became of a sender that took the ticket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Its segment passed every check: the session is its.
     Admitted(SenderId),
     /// The segment named at the rendezvous failed a check (why); nothing of it is read.

@@ -5,8 +5,10 @@ use super::*;
 use crate::sysv::{self, Key, SemSet, Shm, SysvError};
 
 /// One object `remove_channel` removed (or, with `dry_run`, would remove), or why it could not.
+/// (`clean`, in the command line, reports each; the library's own removals only remove.)
 #[derive(Debug)]
-pub struct Removal {
+#[allow(dead_code)]
+pub(crate) struct Removal {
     /// The object, as `clean` names it ("control segment 0x… (shmid 12)").
     pub what: String,
     /// Removed, or why not.
@@ -16,13 +18,13 @@ pub struct Removal {
 /// Whether we may remove an object with these permissions: IPC_RMID is for its owner, its
 /// creator, and root.
 pub(super) fn may_remove(perm: &sysv::Perm) -> bool {
-    let me = sysv::geteuid();
+    let me = crate::os::geteuid();
     me == 0 || me == perm.uid || me == perm.cuid
 }
 
 /// Removes one object (or, with `dry_run`, checks that we may) and says how it went. `stat`
 /// is the object's permissions; an object gone meanwhile counts as removed.
-pub fn removal(
+pub(crate) fn removal(
     what: String,
     dry_run: bool,
     stat: sysv::Result<sysv::Perm>,
@@ -42,7 +44,12 @@ pub fn removal(
 /// Removes a channel's objects (or with `dry_run` only checks that it could): exactly the ones
 /// its header names and that sit at the channel's keys, so nothing else is ever touched.
 /// Returns one entry per object, with the reason where one could not be removed.
-pub fn remove_channel(key: Key, control_shmid: i32, info: &Info, dry_run: bool) -> Vec<Removal> {
+pub(crate) fn remove_channel(
+    key: Key,
+    control_shmid: i32,
+    info: &Info,
+    dry_run: bool,
+) -> Vec<Removal> {
     let mut done = Vec::new();
     let sems = SemSet::from_id(info.semid);
     if SemSet::open(key).map(|s| s.id()).ok() == Some(info.semid) {
@@ -80,7 +87,12 @@ pub fn remove_channel(key: Key, control_shmid: i32, info: &Info, dry_run: bool) 
 /// Removes what a receiver that died setting up (`Probe::Abandoned`) left at `key`: the blank
 /// control segment, the rendezvous segment at KEY+1 if the same process created it, and a set
 /// of our shape at KEY made by the same user.
-pub fn remove_abandoned(key: Key, control_shmid: i32, creator: i32, dry_run: bool) -> Vec<Removal> {
+pub(crate) fn remove_abandoned(
+    key: Key,
+    control_shmid: i32,
+    creator: i32,
+    dry_run: bool,
+) -> Vec<Removal> {
     let mut done = Vec::new();
     let control = Shm::from_id(control_shmid);
     let Ok(cstat) = control.stat() else {

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use super::channel::{Bell, Peer, Segment};
 use super::*;
 use crate::mechanisms::runtime;
-use crate::sysv::{self, SemOp, WaitError};
+use crate::sysv::{SemOp, WaitError};
 
 /// The sender's end of a channel: it attaches to a receiver's channel, and only it can take
 /// the sender's steps (take its turn, post requests and chunks, read answers).
 #[derive(Debug)]
-pub struct SenderEnd(Channel);
+pub(crate) struct SenderEnd(Channel);
 
 impl std::ops::Deref for SenderEnd {
     type Target = Channel;
@@ -27,17 +27,17 @@ impl SenderEnd {
     ///
     /// # Errors
     /// No receiver, a foreign or corrupt channel, permission, another owner or name.
-    pub fn open(addr: &Address, owner: u32) -> Result<SenderEnd, FrameError> {
+    pub(crate) fn open(addr: &Address, owner: u32) -> Result<SenderEnd, FrameError> {
         Channel::open(addr, owner).map(SenderEnd)
     }
 
     /// Sets how this end waits out a stopped receiver.
-    pub fn with_stall_watch(self, w: StallWatch) -> SenderEnd {
+    pub(crate) fn with_stall_watch(self, w: StallWatch) -> SenderEnd {
         SenderEnd(self.0.with_stall_watch(w))
     }
 
     /// Sets what stops this end's waits.
-    pub fn with_cancel(self, c: runtime::Cancel) -> SenderEnd {
+    pub(crate) fn with_cancel(self, c: runtime::Cancel) -> SenderEnd {
         SenderEnd(self.0.with_cancel(c))
     }
 
@@ -49,7 +49,7 @@ impl SenderEnd {
     /// number, left by the receiver) is admitted and closes the gate behind it (set to 0,
     /// which also wakes the receiver if a surplus kept it above 0); one that finds no ticket
     /// drops its mark and queues again.
-    pub fn admit(&self, deadline: Option<Instant>) -> Result<u32, FrameError> {
+    pub(crate) fn admit(&self, deadline: Option<Instant>) -> Result<u32, FrameError> {
         let ops = [SemOp::take(sem::GATE), SemOp::give(sem::SENDER).undo()];
         loop {
             let left = match deadline {
@@ -128,7 +128,7 @@ impl SenderEnd {
     ///
     /// # Errors
     /// The channel was removed.
-    pub fn send_request(&self, r: &Request) -> Result<(), FrameError> {
+    pub(crate) fn send_request(&self, r: &Request) -> Result<(), FrameError> {
         self.put_request(r);
         self.wait(&[SemOp::give(sem::REQ)], None)
     }
@@ -149,11 +149,11 @@ impl SenderEnd {
     /// Says goodbye (in place of file `due`, the one that would have come next: every earlier
     /// one answered) and drops our liveness mark in the same atomic step, so the receiver can
     /// admit the next sender the moment it reads this.
-    pub fn send_bye(&self, session: u32, due: u32) -> Result<(), FrameError> {
+    pub(crate) fn send_bye(&self, session: u32, due: u32) -> Result<(), FrameError> {
         let own = self.own();
         let bye = Request {
             op: Op::Bye,
-            sender_pid: sysv::getpid(),
+            sender_pid: crate::os::getpid(),
             size: None,
             md5: false,
             meta: None,
@@ -174,7 +174,7 @@ impl SenderEnd {
     /// Waits until the receiver has given `n` more answers (one sleep for all of them), by
     /// its count of answers. Answers come in request order; read each with
     /// [`SenderEnd::answer_about`].
-    pub fn wait_answers(&self, n: u16) -> Result<(), FrameError> {
+    pub(crate) fn wait_answers(&self, n: u16) -> Result<(), FrameError> {
         let n = u32::from(n.clamp(1, LANES as u16));
         let avail = || {
             self.load_u32(ANSWERED_OFF)
@@ -199,7 +199,7 @@ impl SenderEnd {
     /// The answer in `file`'s lane, once [`SenderEnd::wait_answers`] counted it: the file it is
     /// about and the outcome. An answer about another sender's segment is not ours, whatever
     /// it says.
-    pub fn answer_about(&self, file: u32) -> (u32, Result<Outcome, HeaderError>) {
+    pub(crate) fn answer_about(&self, file: u32) -> (u32, Result<Outcome, HeaderError>) {
         let at = Lane::of(file).answer_off();
         let mut b = [0u8; RESULT_LEN];
         self.read(at + 8, &mut b);
@@ -217,7 +217,7 @@ impl SenderEnd {
     }
 
     /// The receiver's failure verdict on `file` while it is still being sent, if any.
-    pub fn receiver_failure(&self, file: u32) -> Option<u32> {
+    pub(crate) fn receiver_failure(&self, file: u32) -> Option<u32> {
         // The number first: the receiver stores it after the status (see `take_file`).
         let at = Lane::of(file).answer_off();
         let about = self.control.load_u32(at + 4);
@@ -228,7 +228,7 @@ impl SenderEnd {
 
     /// Waits for a free slot, by the receiver's count of slots handed back; returns its index
     /// in the ring (the next in ring order).
-    pub fn free_slot(&self) -> Result<usize, FrameError> {
+    pub(crate) fn free_slot(&self) -> Result<usize, FrameError> {
         let slots = u64::from(self.info.slot_count);
         let avail = || {
             let used = self
@@ -251,7 +251,7 @@ impl SenderEnd {
 
     /// Reads up to `limit` bytes (at most a slot) from `file` straight into `slot`, looping
     /// over short reads (pipes) until the slot is full or EOF. Returns the bytes placed.
-    pub fn fill_slot(
+    pub(crate) fn fill_slot(
         &self,
         slot: usize,
         file: &std::fs::File,
@@ -279,7 +279,7 @@ impl SenderEnd {
     }
 
     /// Copies bytes of our own into `slot` (at most a slot's worth).
-    pub fn put_slot(&self, slot: usize, bytes: &[u8]) {
+    pub(crate) fn put_slot(&self, slot: usize, bytes: &[u8]) {
         let own = self.own();
         if let Some(base) = own.slot_off(&self.info, slot) {
             let n = bytes.len().min(self.info.slot_size);
@@ -289,7 +289,7 @@ impl SenderEnd {
     }
 
     /// Publishes a filled slot (or an abort) with its descriptor, counts it and rings FULL.
-    pub fn post(&self, slot: usize, d: &Desc) -> Result<(), FrameError> {
+    pub(crate) fn post(&self, slot: usize, d: &Desc) -> Result<(), FrameError> {
         let own = self.own();
         own.map
             .write(SLOTS_OFF + slot * SLOT_DESC_LEN, &encode_desc(d));
@@ -299,7 +299,7 @@ impl SenderEnd {
     }
 
     /// Writes the trailer of file `t.file`; call before posting its last descriptor.
-    pub fn set_trailer(&self, t: &Trailer) {
+    pub(crate) fn set_trailer(&self, t: &Trailer) {
         self.own()
             .map
             .write(Lane::of(t.file).trailer_off(), &encode_trailer(t));
@@ -310,7 +310,7 @@ impl SenderEnd {
     /// that one are never committed: the receiver checks our withdrawal after it publishes the
     /// file it commits, and we read that after we publish the withdrawal, both with a full
     /// fence between, so one of us sees the other.
-    pub fn withdraw(&self, from: u32) -> u32 {
+    pub(crate) fn withdraw(&self, from: u32) -> u32 {
         self.own().map.store_u32(WITHDRAWN_OFF, from.max(1));
         std::sync::atomic::fence(Ordering::SeqCst);
         self.control.load_u32(COMMITTING_OFF)
@@ -318,7 +318,8 @@ impl SenderEnd {
 
     /// Waits up to `limit` for the receiver to die or the channel to go away (for a watcher
     /// thread); returns whether it did.
-    pub fn receiver_gone_within(&self, limit: Duration) -> bool {
+    #[allow(dead_code)] // As `Sender::channel`.
+    pub(crate) fn receiver_gone_within(&self, limit: Duration) -> bool {
         let end = Instant::now() + limit;
         loop {
             let left = end.saturating_duration_since(Instant::now());

@@ -4,7 +4,7 @@ use super::*;
 use crate::sysv::{self, Key, Shm};
 
 /// A read-only look at a channel's live fields for `status`: attaches without writing.
-pub struct View {
+pub(crate) struct View {
     control: Control,
     /// The validated header.
     pub info: Info,
@@ -17,7 +17,7 @@ impl View {
     ///
     /// # Errors
     /// The segment is gone, unreadable, or not a channel.
-    pub fn open(shmid: i32) -> Result<View, FrameError> {
+    pub(crate) fn open(shmid: i32) -> Result<View, FrameError> {
         let header = |source| FrameError::Header {
             key: Key(0),
             source,
@@ -41,7 +41,7 @@ impl View {
     /// What the channel this view shows is, judged as [`probe`] judges one (its parts
     /// checked against the keys, its receiver's liveness from kernel facts), without
     /// attaching again.
-    pub fn judge(&self, key: Key) -> Probe {
+    pub(crate) fn judge(&self, key: Key) -> Probe {
         judge_channel(
             key,
             self.control.mapping().id(),
@@ -51,11 +51,11 @@ impl View {
         )
     }
     /// The published state ([`State`] as a number; anything else is "starting").
-    pub fn state(&self) -> u32 {
+    pub(crate) fn state(&self) -> u32 {
         self.control.load_u32(STATE_OFF)
     }
     /// The admitted sender's uid and pid (pid as the receiver's namespace sees it), if one is.
-    pub fn sender(&self) -> Option<(u32, i32)> {
+    pub(crate) fn sender(&self) -> Option<(u32, i32)> {
         let admitted = self.control.load_u32(ADMITTED_OFF) as i32;
         (admitted >= 0).then(|| {
             (
@@ -65,14 +65,14 @@ impl View {
         })
     }
     /// Bytes the receiver has taken of the current file.
-    pub fn progress(&self) -> u64 {
+    pub(crate) fn progress(&self) -> u64 {
         self.control.load_u64(PROGRESS_OFF)
     }
     /// The request of the file the receiver is taking (the first one's, before it takes any).
     ///
     /// # Errors
     /// It does not decode (none yet, or torn).
-    pub fn request(&self) -> Result<Request, HeaderError> {
+    pub(crate) fn request(&self) -> Result<Request, HeaderError> {
         let mut b = [0u8; REQUEST_LEN];
         self.control.read(SHOWN_REQUEST_OFF, &mut b);
         let mut path = [0u8; PATH_LEN];

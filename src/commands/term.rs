@@ -5,13 +5,13 @@
 use std::io::{IsTerminal, Write};
 
 /// Whether escape codes may go to stderr: a terminal, and NO_COLOR unset.
-pub fn color_stderr() -> bool {
+pub(crate) fn color_stderr() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// `-v` turns on tracing events with timestamps on stderr; without it nothing is installed,
 /// so disabled events cost one relaxed load.
-pub fn init_logging(verbose: u8) {
+pub(crate) fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => return,
         1 => tracing::Level::DEBUG,
@@ -26,7 +26,7 @@ pub fn init_logging(verbose: u8) {
 }
 
 /// Prints an error the way every shmxfer error looks.
-pub fn error(msg: impl std::fmt::Display) {
+pub(crate) fn error(msg: impl std::fmt::Display) {
     let (on, off) = if color_stderr() {
         ("\x1b[1;31m", "\x1b[0m")
     } else {
@@ -35,7 +35,7 @@ pub fn error(msg: impl std::fmt::Display) {
     eprintln!("shmxfer: {on}error:{off} {msg}");
 }
 
-pub fn warn(quiet: bool, msg: impl std::fmt::Display) {
+pub(crate) fn warn(quiet: bool, msg: impl std::fmt::Display) {
     if !quiet {
         let (on, off) = if color_stderr() {
             ("\x1b[1;33m", "\x1b[0m")
@@ -48,7 +48,7 @@ pub fn warn(quiet: bool, msg: impl std::fmt::Display) {
 
 /// Writes a line to stdout. A closed pipe (`| head`) is not an error: it returns false and
 /// the caller stops printing, quietly.
-pub fn out_line(line: &str) -> bool {
+pub(crate) fn out_line(line: &str) -> bool {
     let mut out = std::io::stdout().lock();
     match writeln!(out, "{line}").and_then(|_| out.flush()) {
         Ok(()) => true,

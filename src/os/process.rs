@@ -7,7 +7,7 @@ use std::io;
 /// Whether a process with this pid exists (EPERM means it exists but is not ours). One
 /// `kill(pid, 0)`: cheap enough for a connecting sender. A zombie counts as existing; where
 /// that matters, see [`process_running`].
-pub fn process_alive(pid: i32) -> bool {
+pub(crate) fn process_alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }
@@ -20,7 +20,7 @@ pub fn process_alive(pid: i32) -> bool {
 /// let go of everything and never acts again: what it held without `SEM_UNDO` (the original
 /// producer's semaphores) is as good as a dead process's. Reads `/proc/PID/stat`, so it is
 /// for the legacy protocol's checks, not for every connecting sender.
-pub fn process_running(pid: i32) -> bool {
+pub(crate) fn process_running(pid: i32) -> bool {
     process_alive(pid) && !matches!(process_state(pid), Some(b'Z' | b'X'))
 }
 
@@ -29,7 +29,7 @@ pub fn process_running(pid: i32) -> bool {
 /// or reused pid has no such mapping. `None` where nobody can tell: a pid outside our PID
 /// namespace (0), or a live process whose map is closed to us (another user's, without
 /// privilege).
-pub fn attached(pid: i32, shmid: i32) -> Option<bool> {
+pub(crate) fn attached(pid: i32, shmid: i32) -> Option<bool> {
     if pid <= 0 {
         return None;
     }
@@ -47,7 +47,7 @@ pub fn attached(pid: i32, shmid: i32) -> Option<bool> {
 /// Whether process `pid` is stopped (SIGSTOP, Ctrl-Z) or stopped by a tracer: state `T` or
 /// `t` in `/proc/PID/stat`, which every user may read. A process that does not exist, or
 /// whose state cannot be read, is not stopped.
-pub fn process_stopped(pid: i32) -> bool {
+pub(crate) fn process_stopped(pid: i32) -> bool {
     matches!(process_state(pid), Some(b'T' | b't'))
 }
 
@@ -81,65 +81,38 @@ fn read_proc(path: &str) -> io::Result<String> {
 }
 
 /// As [`attached`], taking a live process whose map we cannot read as attached.
-pub fn process_attached(pid: i32, shmid: i32) -> bool {
+pub(crate) fn process_attached(pid: i32, shmid: i32) -> bool {
     attached(pid, shmid).unwrap_or_else(|| process_alive(pid))
 }
 
 /// The effective user id.
-pub fn geteuid() -> u32 {
+pub(crate) fn geteuid() -> u32 {
     // SAFETY: geteuid cannot fail and touches no memory.
     unsafe { libc::geteuid() }
 }
 
 /// This process's pid.
-pub fn getpid() -> i32 {
+pub(crate) fn getpid() -> i32 {
     std::process::id() as i32
 }
 
 /// The user name for a uid, through NSS as `ls` and `ipcs` look it up (local files, LDAP,
 /// systemd's dynamic users…); the number where there is none.
-pub fn user_name(uid: u32) -> String {
+pub(crate) fn user_name(uid: u32) -> String {
     match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
         Ok(Some(u)) => u.name,
         _ => uid.to_string(),
     }
 }
 
-/// The group name for a gid, through NSS; the number where there is none.
-pub fn group_name(gid: u32) -> String {
-    match nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) {
-        Ok(Some(g)) => g.name,
-        _ => gid.to_string(),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The uid of the user called `name`, through NSS.
-pub fn uid_by_name(name: &str) -> Option<u32> {
-    match nix::unistd::User::from_name(name) {
-        Ok(Some(u)) => Some(u.uid.as_raw()),
-        _ => None,
+    #[test]
+    #[cfg_attr(miri, ignore)] // NSS, through libc.
+    fn users_are_named_through_nss_and_numbered_when_unknown() {
+        assert_eq!(user_name(0), "root");
+        assert_eq!(user_name(4_000_000_000), "4000000000");
     }
-}
-
-/// The gid of the group called `name`, through NSS.
-pub fn gid_by_name(name: &str) -> Option<u32> {
-    match nix::unistd::Group::from_name(name) {
-        Ok(Some(g)) => Some(g.gid.as_raw()),
-        _ => None,
-    }
-}
-
-/// Whether user `uid` belongs to group `gid`, as NSS says: its primary group, or a member.
-pub fn user_in_group(uid: u32, gid: u32) -> bool {
-    let user = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-        Ok(Some(u)) => u,
-        _ => return false,
-    };
-    if user.gid.as_raw() == gid {
-        return true;
-    }
-    matches!(
-        nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)),
-        Ok(Some(g)) if g.mem.contains(&user.name)
-    )
 }

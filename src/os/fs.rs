@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Renames `from` to `to` unless `to` exists (then fails with `AlreadyExists`). Falls back to
 /// link + unlink on filesystems without RENAME_NOREPLACE.
-pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c_from = std::ffi::CString::new(from.as_os_str().as_bytes())?;
     let c_to = std::ffi::CString::new(to.as_os_str().as_bytes())?;
@@ -38,7 +38,7 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 /// Gives an unnamed (`O_TMPFILE`) file the name `to`, failing with `AlreadyExists` rather
 /// than replace anything there. Through `/proc/self/fd`, which needs no privilege; where /proc
 /// is not mounted, with `AT_EMPTY_PATH`, which works where we are privileged enough for it.
-pub fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
+pub(crate) fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let proc_path = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
     let to = std::ffi::CString::new(to.as_os_str().as_bytes())?;
@@ -62,7 +62,7 @@ fn linkat(dirfd: i32, from: &std::ffi::CStr, to: &std::ffi::CStr, flags: i32) ->
 }
 
 /// The size of a memory page (`shmall` counts pages), 4096 where the system does not say.
-pub fn page_size() -> u64 {
+pub(crate) fn page_size() -> u64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
         .flatten()
@@ -72,11 +72,11 @@ pub fn page_size() -> u64 {
 
 /// What O_DIRECT writes must be aligned to (buffer address, length and file offset); 4096
 /// covers both 512- and 4096-byte logical blocks.
-pub const DIRECT_ALIGN: usize = 4096;
+pub(crate) const DIRECT_ALIGN: usize = 4096;
 
 /// Turns O_DIRECT on or off for an open file (Linux lets F_SETFL change it). Fails with
 /// EINVAL where the filesystem does not support it.
-pub fn set_direct(file: &File, on: bool) -> io::Result<()> {
+pub(crate) fn set_direct(file: &File, on: bool) -> io::Result<()> {
     // SAFETY: F_GETFL takes no argument and only reads the descriptor's flags.
     let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
     if flags < 0 {
@@ -95,7 +95,7 @@ pub fn set_direct(file: &File, on: bool) -> io::Result<()> {
 }
 
 /// Tells the kernel we read `file` front to back once, so it reads ahead aggressively.
-pub fn advise_sequential(file: &File) {
+pub(crate) fn advise_sequential(file: &File) {
     // SAFETY: posix_fadvise only takes an fd and integers; failure is harmless (advice only).
     unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
 }
@@ -104,7 +104,7 @@ pub fn advise_sequential(file: &File) {
 /// there, and never following a symlink (nor anything else that is not a directory) in its
 /// place: `ELOOP` or `ENOTDIR` then. The descriptor pins the directory, so later paths
 /// through it (`/proc/self/fd/N/…`) cannot be redirected by a rename or a planted link.
-pub fn open_subdir(
+pub(crate) fn open_subdir(
     parent: &std::os::fd::OwnedFd,
     name: &std::ffi::OsStr,
 ) -> io::Result<std::os::fd::OwnedFd> {
@@ -116,37 +116,4 @@ pub fn open_subdir(
     }
     let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     Ok(nix::fcntl::openat(parent, name, flags, Mode::empty())?)
-}
-
-/// Whether some process has `file` open for writing, as the kernel tells whoever may take a
-/// read lease on it (the file's owner, or a holder of `CAP_LEASE`): `Some(true)` when the
-/// lease is refused because a writer has the file open (`EAGAIN`), `Some(false)` when it was
-/// granted (it is released at once), `None` where we may not take one (another user's file,
-/// a filesystem without leases). `file` must be open read-only.
-pub(crate) fn open_for_writing(file: &File) -> Option<bool> {
-    ignore_lease_breaks();
-    // SAFETY: F_SETLEASE takes an int and acts only on the lease of this descriptor's open
-    // file description, which we own; no memory is passed.
-    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) };
-    if r == 0 {
-        // SAFETY: as above; F_UNLCK drops the lease just taken.
-        unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
-        return Some(false);
-    }
-    match io::Error::last_os_error().raw_os_error() {
-        Some(libc::EAGAIN) => Some(true),
-        _ => None,
-    }
-}
-
-/// A writer that opens a file in the instant we hold a lease on it makes the kernel send us
-/// SIGIO, whose default action ends the process: we hold leases for two syscalls and take no
-/// other SIGIO, so it is ignored once, before the first lease.
-fn ignore_lease_breaks() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        use nix::sys::signal::{SigHandler, Signal, signal};
-        // SAFETY: SIG_IGN runs no code in the handler; nothing in shmxfer waits for SIGIO.
-        let _ = unsafe { signal(Signal::SIGIO, SigHandler::SigIgn) };
-    });
 }
