@@ -178,6 +178,7 @@ fn usage_errors_exit_64_with_a_message() {
         vec!["recv", "--stdout", "--direct"],
         vec!["recv", "-v", "-q"],
         vec!["recv", "--slot-size", "1"],
+        vec!["recv", "--slot-size", "5001"],
         vec!["recv", "--basename", "a/b"],
         vec!["send"],
         vec!["send", "--wait", "soon", "x"],

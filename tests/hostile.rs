@@ -252,6 +252,16 @@ fn status_shows_a_corrupt_channel_header_as_foreign_without_crashing() {
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["channels"].as_array().unwrap().len(), 0);
     assert_eq!(j["shm"][0]["role"], serde_json::Value::Null);
+    // And a sender calls it foreign, and leaves it alone.
+    let f = env.file("a", 5);
+    let o = env.send(&[f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(76), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("holds no shmxfer channel"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(Shm::open(env.key).is_ok());
 }
 
 #[test]

@@ -97,11 +97,14 @@ fn flags_are_refused_in_words_that_fit_them() {
 #[test]
 fn with_json_the_commands_output_goes_to_stderr_and_stdout_stays_json() {
     let env = Env::new();
-    let r = env.recv(&["--json", "--exec", "echo", "hello from the command", ";"]);
+    let done = env.path("done");
+    let script = format!("echo hello from the command; touch {}", done.display());
+    let r = env.recv(&["--json", "--exec", "sh", "-c", &script, ";"]);
     let f = env.file("a.bin", 10);
     let o = env.send(&[f.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    std::thread::sleep(Duration::from_millis(300));
+    // The command has run (its last act): its line is on the receiver's stderr.
+    assert!(wait_until(Duration::from_secs(10), || done.exists()));
     let out = r.stop();
     let stdout = stdout(&out);
     for line in stdout.lines() {

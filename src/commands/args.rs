@@ -46,6 +46,9 @@ pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     if !(crate::mechanisms::wire::MIN_SLOT..=crate::mechanisms::wire::MAX_SLOT).contains(&v) {
         return Err(format!("slot size {s} is out of range: use 4K to 256M"));
     }
+    if !v.is_multiple_of(8) {
+        return Err(format!("slot size {s} is not a multiple of 8 bytes"));
+    }
     Ok(v)
 }
 

@@ -109,7 +109,7 @@ fn mutate(b: &mut [u8], muts: &[(usize, u8)]) -> bool {
 
 fn info() -> impl Strategy<Value = Info> {
     (
-        MIN_SLOT..=MAX_SLOT,
+        (MIN_SLOT / 8..=MAX_SLOT / 8).prop_map(|n| n * 8),
         1..=MAX_SLOTS,
         any::<bool>(),
         (

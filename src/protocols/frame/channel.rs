@@ -135,6 +135,22 @@ fn probe_for_sender(addr: &Address, owner: u32) -> Result<(i32, Info), FrameErro
     }
 }
 
+/// Refuses a ring no sender could use: slots of 4 KiB to 256 MiB, a multiple of 8 bytes (slots
+/// are copied by aligned words), 1 to 256 of them; the header would say the same to senders.
+fn check_config(key: Key, cfg: &Config) -> Result<(), FrameError> {
+    let bad = |field, value| FrameError::Header {
+        key,
+        source: HeaderError::Field { field, value },
+    };
+    if !(MIN_SLOT..=MAX_SLOT).contains(&cfg.slot_size) || !cfg.slot_size.is_multiple_of(8) {
+        return Err(bad("slot size", cfg.slot_size as u64));
+    }
+    if !(1..=MAX_SLOTS).contains(&cfg.slot_count) {
+        return Err(bad("slot count", cfg.slot_count.into()));
+    }
+    Ok(())
+}
+
 /// The rendezvous's attachment, checked once to hold `RDV_LEN` bytes.
 pub(super) type Rendezvous = Fixed<RDV_LEN>;
 
@@ -281,6 +297,7 @@ impl Channel {
     /// mode less every write bit but the owner's.
     pub(super) fn create(addr: &Address, cfg: &Config) -> Result<Channel, FrameError> {
         let key = addr.key;
+        check_config(key, cfg)?;
         let rdv_key = key.offset(1).ok_or(FrameError::Foreign {
             key,
             why: "key+1 overflows".into(),
