@@ -382,7 +382,7 @@ pub(crate) fn decode_info(b: &[u8], segment_size: usize) -> Result<Info, HeaderE
     }
     let slot_size = rd_u64(b, 16);
     // A multiple of 8: slots are copied by aligned words (see `Mapping::write`).
-    if !(MIN_SLOT as u64..=MAX_SLOT as u64).contains(&slot_size) || slot_size % 8 != 0 {
+    if !(MIN_SLOT as u64..=MAX_SLOT as u64).contains(&slot_size) || !slot_size.is_multiple_of(8) {
         return Err(field("slot size", slot_size));
     }
     let slot_count = rd_u32(b, 24);
