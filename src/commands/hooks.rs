@@ -263,14 +263,15 @@ fn worker(rx: &Mutex<mpsc::Receiver<Committed>>, state: &State, cmd: &[OsString]
     }
 }
 
-/// Runs the command for one file, reporting a failure on stderr; returns whether it succeeded.
-fn run_one(state: &State, cmd: &[OsString], c: &Committed) -> bool {
-    let mut argv = cmd.iter().map(|a| substitute(a, c));
-    let Some(program) = argv.next() else {
-        return false;
-    };
-    let shown = escape(program.as_bytes());
-    let mut command = Command::new(&program);
+/// The command for one file: its environment, no stdin, a process group of its own, and its
+/// stdout on our stderr when ours carries records.
+fn command_for(
+    state: &State,
+    program: &OsStr,
+    argv: impl Iterator<Item = OsString>,
+    c: &Committed,
+) -> Command {
+    let mut command = Command::new(program);
     // The service manager's socket is the receiver's to speak on, not its commands'.
     command
         .args(argv)
@@ -286,7 +287,17 @@ fn run_one(state: &State, cmd: &[OsString], c: &Committed) -> bool {
             command.stdout(Stdio::from(fd));
         }
     }
-    let child = command.spawn();
+    command
+}
+
+/// Runs the command for one file, reporting a failure on stderr; returns whether it succeeded.
+fn run_one(state: &State, cmd: &[OsString], c: &Committed) -> bool {
+    let mut argv = cmd.iter().map(|a| substitute(a, c));
+    let Some(program) = argv.next() else {
+        return false;
+    };
+    let shown = escape(program.as_bytes());
+    let child = command_for(state, &program, argv, c).spawn();
     let mut child = match child {
         Ok(ch) => ch,
         Err(e) => {

@@ -62,6 +62,28 @@ struct Opts {
     allow: Allow,
 }
 
+impl Opts {
+    /// The native receiver's options, from its flags.
+    fn of(args: &RecvArgs) -> Opts {
+        Opts {
+            dir: args.dir.clone(),
+            keep_name: args.keep_name,
+            keep_path: args.keep_path,
+            json: args.json,
+            preserve: args.preserve,
+            stdout: args.stdout,
+            fsync: args.fsync,
+            direct: args.direct.into(),
+            quiet: args.verbosity.quiet,
+            once: args.once || args.stdout,
+            allow: Allow {
+                users: args.allow_user.clone(),
+                groups: args.allow_group.clone(),
+            },
+        }
+    }
+}
+
 /// The senders a receiver takes files from, by the uid and gid the kernel records for the
 /// segment their bytes come from.
 #[derive(Debug, Default, Clone)]
@@ -137,22 +159,7 @@ fn serve(args: RecvArgs) -> Result<i32, RecvError> {
     }
     let addr = args.channel.native().map_err(RecvError::Usage)?;
     check_mode(args.mode)?;
-    let opts = Opts {
-        dir: args.dir.clone(),
-        keep_name: args.keep_name,
-        keep_path: args.keep_path,
-        json: args.json,
-        preserve: args.preserve,
-        stdout: args.stdout,
-        fsync: args.fsync,
-        direct: args.direct.into(),
-        quiet: args.verbosity.quiet,
-        once: args.once || args.stdout,
-        allow: Allow {
-            users: args.allow_user.clone(),
-            groups: args.allow_group.clone(),
-        },
-    };
+    let opts = Opts::of(&args);
     // Before anything is created: a stop during setup then removes what was made.
     let cancel = runtime::Cancel::new();
     install_stop_handler(cancel.clone());
@@ -320,56 +327,24 @@ fn take_file(
     tally: &mut Served,
 ) -> Result<Option<Committed>, RecvError> {
     let shown = display_name(incoming.name());
-    if tally.closed(opts) {
-        gone_is_no_error(incoming.refuse(Status::Closed), &shown, opts)?;
+    let Some((incoming, rel)) = screen(incoming, opts, tally, &shown)? else {
         return Ok(None);
-    }
-    let sender = incoming.sender();
-    if !opts.allow.admits(sender) {
-        gone_is_no_error(incoming.refuse(Status::NotAllowed), &shown, opts)?;
-        let note = format!(
-            "{shown}: refused: its sender is user {} (uid {}), whom --allow-user/--allow-group do not name",
-            crate::os::user_name(sender.uid),
-            sender.uid
-        );
-        crate::commands::term::warn(opts.quiet, note);
-        return Ok(None);
-    }
-    let rel = match (opts.keep_path, output::rel_path(incoming.name())) {
-        (true, Err(why)) => {
-            gone_is_no_error(incoming.refuse(Status::BadPath), &shown, opts)?;
-            let note = format!("{shown}: refused: its path has {why} (--keep-path)");
-            crate::commands::term::warn(opts.quiet, note);
-            return Ok(None);
-        }
-        (true, Ok(rel)) => Some(rel),
-        (false, _) => None,
     };
     ensure_dir(opts, namer.as_deref(), tally)?;
     let mut sink = match Sink::open(opts, namer.as_deref(), &mut tally.spare) {
         Ok(s) => s,
-        Err(e) => {
-            tally.failed = true;
-            gone_is_no_error(incoming.cannot_create(&opts.dir, &e), &shown, opts)?;
-            let why = format!(
-                "cannot create a file in {}: {}",
-                escape_path(&opts.dir),
-                crate::mechanisms::text::io_text(&e)
-            );
-            crate::commands::term::warn(opts.quiet, format_args!("{shown}: {why}; discarded"));
-            return Ok(None);
-        }
+        Err(e) => return cannot_create(incoming, &e, opts, tally, &shown).map(|()| None),
     };
-    let (name, meta, pid) = (
-        incoming.name().to_vec(),
+    let name = incoming.name().to_vec();
+    let (meta, pid, uid) = (
         incoming.meta(),
         incoming.sender_pid(),
+        incoming.sender().uid,
     );
     let mut bar = Progress::new(opts.quiet || opts.json, incoming.size(), shown.clone());
-    let direct = if opts.stdout {
-        DirectMode::Never
-    } else {
-        opts.direct
+    let direct = match opts.stdout {
+        true => DirectMode::Never,
+        false => opts.direct,
     };
     let received = incoming.receive(sink.file(), direct, &mut |done| {
         bar.set(done);
@@ -379,36 +354,17 @@ fn take_file(
     let Some(received) = settle(received, &shown, opts, tally) else {
         return Ok(None);
     };
-    let received = received?;
     let to = Target { name: &name, rel };
-    let path = match sink {
-        Sink::Stdout(_) => PathBuf::from("-"),
-        Sink::Temp(_) if !received.may_commit() => {
-            received.withdrawn()?;
-            let note = format!("{shown}: its sender withdrew it before the commit; discarded");
-            crate::commands::term::warn(opts.quiet, note);
-            return Ok(None);
-        }
-        Sink::Temp(tmp) => match commit(tmp, &to, meta, opts, namer) {
-            Ok(p) => p,
-            Err(e) => {
-                tally.failed = true;
-                received.fail(&e)?;
-                let note = format!("{shown}: commit failed: {e}; discarded");
-                crate::commands::term::warn(opts.quiet, note);
-                return Ok(None);
-            }
-        },
+    let Some((path, received)) = name_it(sink, received?, &to, meta, opts, namer, tally, &shown)?
+    else {
+        return Ok(None);
     };
     let (size, md5) = (received.bytes, received.md5);
     received.commit(&path)?;
     tally.received += 1;
     notifier().status(false, || {
-        format!(
-            "{}; the last: {}",
-            super::notify::committed(tally.received),
-            escape_path(&path)
-        )
+        let n = super::notify::committed(tally.received);
+        format!("{n}; the last: {}", escape_path(&path))
     });
     Ok(Some(Committed {
         path,
@@ -416,9 +372,99 @@ fn take_file(
         size,
         md5: md5.map(|d| hex(&d)),
         sender_pid: pid,
-        sender_uid: sender.uid,
+        sender_uid: uid,
         mtime: meta.map(|m| m.mtime_sec as f64 + f64::from(m.mtime_nsec) / 1e9),
     }))
+}
+
+/// Refuses a file for which no output file could be made in DIR, and says why.
+fn cannot_create(
+    incoming: Incoming,
+    e: &std::io::Error,
+    opts: &Opts,
+    tally: &mut Served,
+    shown: &str,
+) -> Result<(), RecvError> {
+    tally.failed = true;
+    gone_is_no_error(incoming.cannot_create(&opts.dir, e), shown, opts)?;
+    let why = format!(
+        "cannot create a file in {}: {}",
+        escape_path(&opts.dir),
+        crate::mechanisms::text::io_text(e)
+    );
+    crate::commands::term::warn(opts.quiet, format_args!("{shown}: {why}; discarded"));
+    Ok(())
+}
+
+/// Refuses, before a byte of it is taken, a file `--once` has no room for, one from a sender
+/// `--allow-user`/`--allow-group` do not name, or one whose relative path `--keep-path` finds
+/// unsafe (each said on stderr); else returns it with its checked relative path, if kept.
+fn screen<'r>(
+    incoming: Incoming<'r>,
+    opts: &Opts,
+    tally: &Served,
+    shown: &str,
+) -> Result<Option<(Incoming<'r>, Option<RelPath>)>, RecvError> {
+    if tally.closed(opts) {
+        gone_is_no_error(incoming.refuse(Status::Closed), shown, opts)?;
+        return Ok(None);
+    }
+    let sender = incoming.sender();
+    if !opts.allow.admits(sender) {
+        gone_is_no_error(incoming.refuse(Status::NotAllowed), shown, opts)?;
+        let note = format!(
+            "{shown}: refused: its sender is user {} (uid {}), whom --allow-user/--allow-group do not name",
+            crate::os::user_name(sender.uid),
+            sender.uid
+        );
+        crate::commands::term::warn(opts.quiet, note);
+        return Ok(None);
+    }
+    match (opts.keep_path, output::rel_path(incoming.name())) {
+        (true, Err(why)) => {
+            gone_is_no_error(incoming.refuse(Status::BadPath), shown, opts)?;
+            let note = format!("{shown}: refused: its path has {why} (--keep-path)");
+            crate::commands::term::warn(opts.quiet, note);
+            Ok(None)
+        }
+        (true, Ok(rel)) => Ok(Some((incoming, Some(rel)))),
+        (false, _) => Ok(Some((incoming, None))),
+    }
+}
+
+/// Gives a file received whole its name (stdout has none to give), unless its sender withdrew
+/// it meanwhile or the commit fails: then the sender is told, and it is said on stderr.
+#[allow(clippy::too_many_arguments)]
+fn name_it<'r>(
+    sink: Sink,
+    received: Received<'r>,
+    to: &Target,
+    meta: Option<crate::mechanisms::wire::Meta>,
+    opts: &Opts,
+    namer: Option<&mut Namer>,
+    tally: &mut Served,
+    shown: &str,
+) -> Result<Option<(PathBuf, Received<'r>)>, RecvError> {
+    let tmp = match sink {
+        Sink::Stdout(_) => return Ok(Some((PathBuf::from("-"), received))),
+        Sink::Temp(tmp) => tmp,
+    };
+    if !received.may_commit() {
+        received.withdrawn()?;
+        let note = format!("{shown}: its sender withdrew it before the commit; discarded");
+        crate::commands::term::warn(opts.quiet, note);
+        return Ok(None);
+    }
+    match commit(tmp, to, meta, opts, namer) {
+        Ok(p) => Ok(Some((p, received))),
+        Err(e) => {
+            tally.failed = true;
+            received.fail(&e)?;
+            let note = format!("{shown}: commit failed: {e}; discarded");
+            crate::commands::term::warn(opts.quiet, note);
+            Ok(None)
+        }
+    }
 }
 
 /// A refusal takes the refused file's chunks up to its end marker: a sender that goes away
@@ -467,13 +513,16 @@ fn record(path: &Path, bytes: u64, md5: Option<&str>) -> String {
     }
 }
 
+/// What a second SIGINT/SIGTERM says before it ends the receiver at once.
+const AGAIN: &[u8] =
+    b"shmxfer: error: interrupted again: ended at once; a file in flight was not committed\n";
+
 /// On SIGINT/SIGTERM: set the stop flag and, once the channel exists, remove its semaphore
 /// set, which wakes every wait of ours and of the sender at once (EIDRM). The main thread then
 /// discards any partial file and removes the rest. If it has not managed within a few seconds
 /// (stuck writing to a full pipe), a thread does that itself and ends the process.
 fn install_stop_handler(cancel: runtime::Cancel) {
-    let _ = ctrlc::set_handler(move || {
-        cancel.cancel();
+    let _ = crate::os_cli::on_stop(cancel.flag(), AGAIN, exit::INTERRUPTED, move || {
         notifier().stopping();
         if let Some(ch) = CHANNEL.get() {
             ch.set_state(State::Stopping);
@@ -616,38 +665,8 @@ fn ensure_dir(opts: &Opts, namer: Option<&Namer>, tally: &mut Served) -> Result<
 /// natively (a record, or `--json`'s object, and `--exec`). The original protocol carries no
 /// name, metadata or sender: flags that need them are refused, not ignored.
 fn legacy(args: &RecvArgs) -> super::Outcome {
-    if args.stdout || args.keep_name || args.keep_path || args.preserve {
-        return Err(super::Error::Usage(
-            "--stdout, --keep-name, --keep-path and --preserve need the native protocol (the original carries no name)".into(),
-        ));
-    }
-    check_mode(args.mode)?;
-    check_basename(&args.basename)?;
-    let mut namer =
-        output::prepare(&args.dir, &args.basename, &args.ext).map_err(RecvError::from)?;
-    let (content_key, size_key) = args.channel.legacy_keys().map_err(RecvError::Usage)?;
-    crate::os_cli::ignore_file_size_signal();
-    let consumer = Consumer::create(content_key, size_key, args.mode)?;
-    if let Some(pid) = consumer.predecessor() {
-        crate::commands::term::warn(
-            args.verbosity.quiet,
-            format_args!(
-                "a consumer (pid {pid}) had died on keys {content_key}/{size_key}; removed what it left and took the keys over"
-            ),
-        );
-    }
-    let stopper = consumer.stopper();
-    let stop = runtime::Cancel::new();
-    let stop_seen = stop.clone();
-    let _ = ctrlc::set_handler(move || {
-        stop.cancel();
-        stopper.wake();
-        std::thread::sleep(Duration::from_secs(3));
-        if !FINISHING.load(std::sync::atomic::Ordering::SeqCst) {
-            stopper.remove();
-            std::process::exit(exit::INTERRUPTED);
-        }
-    });
+    let (consumer, mut namer) = legacy_consumer(args)?;
+    let stop_seen = legacy_stop_handler(&consumer);
     let opts = Opts {
         dir: args.dir.clone(),
         keep_name: false,
@@ -668,35 +687,20 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
     let mut pipe_gone = false;
     let mut take = |bytes: &[u8]| match write_out(bytes, &mut namer, opts.fsync) {
         Ok(path) => {
-            let c = Committed {
-                name: path
-                    .file_name()
-                    .map(|n| std::os::unix::ffi::OsStrExt::as_bytes(n).to_vec())
-                    .unwrap_or_default(),
-                path,
-                size: bytes.len() as u64,
-                md5: args
-                    .md5
-                    .then(|| hex(&crate::mechanisms::digest::md5(bytes))),
-                // The original protocol names no sender.
-                sender_pid: 0,
-                sender_uid: u32::MAX,
-                mtime: None,
-            };
             // A closed stdout ends the consumer between files, as natively.
-            pipe_gone = !announce(&c, &opts, hooks.as_ref());
+            pipe_gone = !announce(
+                &legacy_committed(path, bytes, args.md5),
+                &opts,
+                hooks.as_ref(),
+            );
             Took::Kept {
                 stop: args.once || pipe_gone,
             }
         }
         Err(e) => {
-            crate::commands::term::warn(
-                opts.quiet,
-                format_args!(
-                    "could not write a received file: {}; discarded",
-                    crate::mechanisms::text::io_text(&e)
-                ),
-            );
+            let why = crate::mechanisms::text::io_text(&e);
+            let note = format!("could not write a received file: {why}; discarded");
+            crate::commands::term::warn(opts.quiet, note);
             Took::Failed
         }
     };
@@ -713,6 +717,65 @@ fn legacy(args: &RecvArgs) -> super::Outcome {
             Err(super::Error::Said(exit::INTERRUPTED))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The original system's consumer at the keys `args` name, and the namer of its output,
+/// after refusing the flags the original protocol cannot serve (64).
+fn legacy_consumer(args: &RecvArgs) -> Result<(Consumer, Namer), super::Error> {
+    if args.stdout || args.keep_name || args.keep_path || args.preserve {
+        return Err(super::Error::Usage(
+            "--stdout, --keep-name, --keep-path and --preserve need the native protocol (the original carries no name)".into(),
+        ));
+    }
+    check_mode(args.mode)?;
+    check_basename(&args.basename)?;
+    let namer = output::prepare(&args.dir, &args.basename, &args.ext).map_err(RecvError::from)?;
+    let (content_key, size_key) = args.channel.legacy_keys().map_err(RecvError::Usage)?;
+    crate::os_cli::ignore_file_size_signal();
+    let consumer = Consumer::create(content_key, size_key, args.mode)?;
+    if let Some(pid) = consumer.predecessor() {
+        crate::commands::term::warn(
+            args.verbosity.quiet,
+            format_args!(
+                "a consumer (pid {pid}) had died on keys {content_key}/{size_key}; removed what it left and took the keys over"
+            ),
+        );
+    }
+    Ok((consumer, namer))
+}
+
+/// On SIGINT/SIGTERM: the consumer's waits end (its token, and a wake-up); if it has not
+/// finished within 3 s, its objects are removed and the process ends. Returns the token.
+fn legacy_stop_handler(consumer: &Consumer) -> runtime::Cancel {
+    let stopper = consumer.stopper();
+    let stop = runtime::Cancel::new();
+    let seen = stop.clone();
+    let _ = crate::os_cli::on_stop(stop.flag(), AGAIN, exit::INTERRUPTED, move || {
+        stopper.wake();
+        std::thread::sleep(Duration::from_secs(3));
+        if !FINISHING.load(std::sync::atomic::Ordering::SeqCst) {
+            stopper.remove();
+            std::process::exit(exit::INTERRUPTED);
+        }
+    });
+    seen
+}
+
+/// A file the original protocol delivered, as `--json` and `--exec` tell it: its name is the
+/// one it got (the original carries none), and no sender.
+fn legacy_committed(path: PathBuf, bytes: &[u8], md5: bool) -> Committed {
+    Committed {
+        name: path
+            .file_name()
+            .map(|n| std::os::unix::ffi::OsStrExt::as_bytes(n).to_vec())
+            .unwrap_or_default(),
+        path,
+        size: bytes.len() as u64,
+        md5: md5.then(|| hex(&crate::mechanisms::digest::md5(bytes))),
+        sender_pid: 0,
+        sender_uid: u32::MAX,
+        mtime: None,
     }
 }
 

@@ -524,10 +524,15 @@ fn legacy(args: &SendArgs) -> super::Outcome {
         .map(|s| std::time::Instant::now() + Duration::from_secs_f64(s));
     // Every semaphore the producer takes, it takes with SEM_UNDO: if we die or are
     // interrupted at any point, the kernel gives it back.
-    let _ = ctrlc::set_handler(|| {
-        crate::commands::term::error("interrupted");
-        std::process::exit(exit::INTERRUPTED);
-    });
+    let _ = crate::os_cli::on_stop(
+        runtime::Cancel::new().flag(),
+        b"",
+        exit::INTERRUPTED,
+        || {
+            crate::commands::term::error("interrupted");
+            std::process::exit(exit::INTERRUPTED);
+        },
+    );
     let mut code = exit::OK;
     let mut producer: Option<Producer> = None;
     for path in &args.files {

@@ -552,31 +552,7 @@ fn detail(out: &mut String, id: i32, all: bool, a: &StatusArgs) -> Result<(), St
     let ids = |v: u32, k: u32| format!("uid={v}\t gid={k}");
     for r in s.shm.iter().flatten().filter(|r| r.object.id == id) {
         found = true;
-        let _ = writeln!(out, "\nShared memory Segment shmid={id}");
-        let _ = writeln!(
-            out,
-            "{}\t cuid={}\t cgid={}",
-            ids(r.object.uid, r.object.gid),
-            r.object.cuid,
-            r.object.cgid
-        );
-        let _ = writeln!(
-            out,
-            "mode={}\t bytes={}\t nattch={}\t status={}",
-            r.object.perms,
-            size(r.bytes, a.human),
-            r.nattch,
-            r.status.join(",")
-        );
-        let _ = writeln!(out, "cpid={}\t lpid={}", r.cpid, r.lpid);
-        let _ = writeln!(
-            out,
-            "att_time={}\ndet_time={}\nchange_time={}",
-            when(r.atime),
-            when(r.dtime),
-            when(r.ctime)
-        );
-        let _ = writeln!(out, "what={}\n", mark(r.role));
+        shm_detail(out, r, a.human, &ids);
     }
     for r in s.sem.iter().flatten().filter(|r| r.object.id == id) {
         found = true;
@@ -584,32 +560,67 @@ fn detail(out: &mut String, id: i32, all: bool, a: &StatusArgs) -> Result<(), St
     }
     for r in s.msg.iter().flatten().filter(|r| r.object.id == id) {
         found = true;
-        let _ = writeln!(out, "\nMessage Queue msqid={id}");
-        let _ = writeln!(
-            out,
-            "{}\t cuid={}\t cgid={}\t mode={}",
-            ids(r.object.uid, r.object.gid),
-            r.object.cuid,
-            r.object.cgid,
-            r.object.perms
-        );
-        let _ = writeln!(
-            out,
-            "cbytes={}\t qnum={}\t lspid={}\t lrpid={}",
-            r.used_bytes, r.messages, r.lspid, r.lrpid
-        );
-        let _ = writeln!(
-            out,
-            "send_time={}\nrcv_time={}\nchange_time={}\n",
-            when(r.stime),
-            when(r.rtime),
-            when(r.ctime)
-        );
+        msg_detail(out, r, &ids);
     }
     match found {
         true => Ok(()),
         false => Err(StatusError::NoSuchId(id)),
     }
+}
+
+/// One segment as `ipcs -m -i` shows it, and what it is to shmxfer.
+fn shm_detail(out: &mut String, r: &ShmRow, human: bool, ids: &dyn Fn(u32, u32) -> String) {
+    let id = r.object.id;
+    let _ = writeln!(out, "\nShared memory Segment shmid={id}");
+    let _ = writeln!(
+        out,
+        "{}\t cuid={}\t cgid={}",
+        ids(r.object.uid, r.object.gid),
+        r.object.cuid,
+        r.object.cgid
+    );
+    let _ = writeln!(
+        out,
+        "mode={}\t bytes={}\t nattch={}\t status={}",
+        r.object.perms,
+        size(r.bytes, human),
+        r.nattch,
+        r.status.join(",")
+    );
+    let _ = writeln!(out, "cpid={}\t lpid={}", r.cpid, r.lpid);
+    let _ = writeln!(
+        out,
+        "att_time={}\ndet_time={}\nchange_time={}",
+        when(r.atime),
+        when(r.dtime),
+        when(r.ctime)
+    );
+    let _ = writeln!(out, "what={}\n", mark(r.role));
+}
+
+/// One message queue as `ipcs -q -i` shows it.
+fn msg_detail(out: &mut String, r: &MsgRow, ids: &dyn Fn(u32, u32) -> String) {
+    let _ = writeln!(out, "\nMessage Queue msqid={}", r.object.id);
+    let _ = writeln!(
+        out,
+        "{}\t cuid={}\t cgid={}\t mode={}",
+        ids(r.object.uid, r.object.gid),
+        r.object.cuid,
+        r.object.cgid,
+        r.object.perms
+    );
+    let _ = writeln!(
+        out,
+        "cbytes={}\t qnum={}\t lspid={}\t lrpid={}",
+        r.used_bytes, r.messages, r.lspid, r.lrpid
+    );
+    let _ = writeln!(
+        out,
+        "send_time={}\nrcv_time={}\nchange_time={}\n",
+        when(r.stime),
+        when(r.rtime),
+        when(r.ctime)
+    );
 }
 
 fn sem_detail(

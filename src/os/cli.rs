@@ -31,6 +31,8 @@ struct Stop {
     flag: std::sync::Arc<AtomicBool>,
     last_words: &'static [u8],
     code: i32,
+    /// The write end of a pipe a stop thread reads (`on_stop`), or -1: one byte wakes it.
+    wake: libc::c_int,
 }
 
 /// The handler's one word: a pointer to a [`Stop`] that is never freed, published whole with
@@ -52,6 +54,11 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
     if STOP_SIGNALS_SEEN.fetch_add(1, Ordering::SeqCst) == 0 {
         // An atomic store is async-signal-safe.
         stop.flag.store(true, Ordering::SeqCst);
+        if stop.wake >= 0 {
+            // SAFETY: one byte from a static to a pipe we own (never closed); write(2) is
+            // async-signal-safe. A full pipe cannot happen: one byte per process.
+            unsafe { libc::write(stop.wake, b"!".as_ptr().cast(), 1) };
+        }
         return;
     }
     // SAFETY: a `&'static [u8]`'s pointer and length; write(2) is async-signal-safe.
@@ -80,12 +87,53 @@ pub(crate) fn stop_on_signals(
     last_words: &'static [u8],
     code: i32,
 ) -> io::Result<()> {
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
-    let stop = Box::leak(Box::new(Stop {
+    install(Stop {
         flag,
         last_words,
         code,
-    }));
+        wake: -1,
+    })
+}
+
+/// As [`stop_on_signals`], and at the first signal `then` runs on a thread of its own (one
+/// that sleeps in `read(2)` until then: no wake-ups while idle), for a command whose stop is
+/// more than a flag: a receiver removes its semaphores at once, which wakes every wait, and
+/// ends the process itself if its main thread is stuck. The one mechanism for every command:
+/// an async-signal-safe handler; the work that is not is done here, outside it.
+pub(crate) fn on_stop(
+    flag: std::sync::Arc<AtomicBool>,
+    last_words: &'static [u8],
+    code: i32,
+    then: impl FnOnce() + Send + 'static,
+) -> io::Result<()> {
+    use std::io::Read;
+    // Close-on-exec: an --exec command must not hold it.
+    let (read_end, write_end) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    let mut read_end = File::from(read_end);
+    std::thread::spawn(move || {
+        block_stop_signals();
+        let mut byte = [0u8; 1];
+        loop {
+            match read_end.read(&mut byte) {
+                Ok(1) => return then(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => return,
+            }
+        }
+    });
+    install(Stop {
+        flag,
+        last_words,
+        code,
+        // Kept open for the rest of the process: the handler may write at any time.
+        wake: std::os::fd::IntoRawFd::into_raw_fd(write_end),
+    })
+}
+
+fn install(stop: Stop) -> io::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    let stop = Box::leak(Box::new(stop));
     STOP.store(stop, Ordering::Release);
     let action = SigAction::new(
         SigHandler::Handler(on_stop_signal),

@@ -1023,10 +1023,22 @@ fn send_one(
     }
     ch.op(ch.content_sem, &[SemOp::give(0).undo()], None)?;
     debug!(bytes = data.len(), "content released to the consumer");
-    if !md5 {
-        return Ok(());
+    match md5 {
+        true => take_back_digest(ch, path, data, deadline, &gone),
+        false => Ok(()),
     }
-    ch.wait(ch.content_sem, SemOp::take(0).undo(), deadline, &gone)?;
+}
+
+/// With MD5: takes the content semaphore back, reads the consumer's digest of what it wrote,
+/// and compares it with ours.
+fn take_back_digest(
+    ch: &Legacy,
+    path: &Path,
+    data: &[u8],
+    deadline: Option<Instant>,
+    gone: &dyn Fn() -> Option<i32>,
+) -> Result<(), LegacyError> {
+    ch.wait(ch.content_sem, SemOp::take(0).undo(), deadline, gone)?;
     let mut reply = [0u8; 32];
     ch.content.read(0, &mut reply);
     ch.op(ch.content_sem, &[SemOp::give(0).undo()], None)?;

@@ -425,6 +425,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // 70,000 keys: minutes under Miri, for safe code.
     fn default_keys_are_distinct_even_and_clear_of_the_legacy_keys() {
         let keys: std::collections::HashSet<u32> = (0..70_000).map(|uid| user_key(uid).0).collect();
         assert_eq!(keys.len(), 70_000);

@@ -151,6 +151,24 @@ fn check_config(key: Key, cfg: &Config) -> Result<(), FrameError> {
     Ok(())
 }
 
+/// The header a receiver creating a channel at `addr` with `cfg` publishes.
+fn new_info(addr: &Address, cfg: &Config, rendezvous_shmid: i32, semid: i32) -> Info {
+    Info {
+        slot_size: cfg.slot_size,
+        slot_count: cfg.slot_count,
+        require_md5: cfg.require_md5,
+        receiver_pid: crate::os::getpid(),
+        rendezvous_shmid,
+        semid,
+        mode: cfg.mode,
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        name: addr.name.clone().unwrap_or_default().into_bytes(),
+    }
+}
+
 /// The rendezvous's attachment, checked once to hold `RDV_LEN` bytes.
 pub(super) type Rendezvous = Fixed<RDV_LEN>;
 
@@ -328,20 +346,7 @@ impl Channel {
                 key,
                 source: HeaderError::TooSmall { size: e.size },
             })?;
-        let info = Info {
-            slot_size: cfg.slot_size,
-            slot_count: cfg.slot_count,
-            require_md5: cfg.require_md5,
-            receiver_pid: crate::os::getpid(),
-            rendezvous_shmid: rendezvous_shm.id(),
-            semid: sems.id(),
-            mode: cfg.mode,
-            created: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            name: addr.name.clone().unwrap_or_default().into_bytes(),
-        };
+        let info = new_info(addr, cfg, rendezvous_shm.id(), sems.id());
         let head = encode_info(&info);
         control.store_u32(ADMITTED_OFF, NOT_ADMITTED as u32);
         control.store_u32(SPARE_OFF, u32::MAX);

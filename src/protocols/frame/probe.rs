@@ -127,35 +127,46 @@ pub(super) fn probe_judging(key: Key, judge: Judge) -> Result<Probe, FrameError>
             why: HeaderError::TooSmall { size }.to_string(),
         });
     }
+    Ok(judge_header(key, shm.id(), &stat, &head, size, judge))
+}
+
+/// What a segment at `key` whose header reads `head` is: a channel (judged), another channel's
+/// rendezvous, a receiver setting up or one that died doing so, or something foreign.
+fn judge_header(
+    key: Key,
+    shmid: i32,
+    stat: &sysv::ShmStat,
+    head: &[u8; INFO_LEN],
+    size: usize,
+    judge: Judge,
+) -> Probe {
     let blank = head[..8] == [0; 8] && size >= CONTROL_LEN;
-    let decoded = decode_info(&head, size);
+    let decoded = decode_info(head, size);
     if decoded.is_err()
-        && let Some(channel) = rendezvous_of(key, shm.id())
+        && let Some(channel) = rendezvous_of(key, shmid)
     {
-        return Ok(Probe::Foreign {
-            shmid: shm.id(),
+        return Probe::Foreign {
+            shmid,
             why: format!(
                 "it is the rendezvous segment of the shmxfer channel at {channel} (a channel uses its key and the next)"
             ),
-        });
+        };
     }
     match decoded {
-        Err(_) if blank && crate::os::process_alive(stat.cpid) => Ok(Probe::Starting {
-            shmid: shm.id(),
+        Err(_) if blank && crate::os::process_alive(stat.cpid) => Probe::Starting {
+            shmid,
             pid: stat.cpid,
-        }),
+        },
         // `stat` was taken before our own attachment.
-        Err(_) if blank && stat.nattch == 0 && made_by_a_receiver(key, &stat) => {
-            Ok(Probe::Abandoned {
-                shmid: shm.id(),
-                pid: stat.cpid,
-            })
-        }
-        Ok(info) => Ok(judge_channel(key, shm.id(), &stat, info, judge)),
-        Err(e) => Ok(Probe::Foreign {
-            shmid: shm.id(),
+        Err(_) if blank && stat.nattch == 0 && made_by_a_receiver(key, stat) => Probe::Abandoned {
+            shmid,
+            pid: stat.cpid,
+        },
+        Ok(info) => judge_channel(key, shmid, stat, info, judge),
+        Err(e) => Probe::Foreign {
+            shmid,
             why: e.to_string(),
-        }),
+        },
     }
 }
 
