@@ -71,7 +71,6 @@ fn send_legacy_waiting_on_a_stopped_consumer_stops_on_one_signal() {
     let mut c = env.cmd(&["recv", "--legacy", "--size-key", &size_key, "--dir"]);
     c.arg(env.out());
     let consumer = spawn(c);
-    let _guard = PidGuard(consumer.id() as i32);
     assert!(wait_until(Duration::from_secs(10), || ipc::SemSet::open(
         shmxfer::Key(env.key.0 + 1)
     )
@@ -95,6 +94,8 @@ fn send_legacy_waiting_on_a_stopped_consumer_stops_on_one_signal() {
     )));
     let (code, took, err) = stop(tx, "INT");
     signal(&consumer, "CONT");
+    let (ended, _, _) = stop(consumer, "TERM");
+    assert_eq!(ended, Some(130));
     assert_eq!(code, Some(130), "{err}");
     assert!(took < Duration::from_secs(2), "{took:?}");
     assert!(listing(&env.out()).is_empty());
