@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 
-fn round_trip(sizes: &[usize], recv_args: &[&str]) {
+fn round_trip(sizes: &[usize], recv_args: &[&str]) -> String {
     let env = Env::new();
     let r = env.recv(recv_args);
     let files: Vec<_> = sizes
@@ -26,6 +26,26 @@ fn round_trip(sizes: &[usize], recv_args: &[&str]) {
         assert!(same(f, &got), "file {i} of {} bytes differs", sizes[i]);
     }
     assert_eq!(stdout(&out).lines().count(), sizes.len());
+    stderr(&out)
+}
+
+/// The bytes each file had written with O_DIRECT, as `recv -v` says when it is done.
+fn direct_bytes(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| l.split("direct_bytes=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Whether the test's filesystem takes O_DIRECT writes (tmpfs before Linux 6.6 does not).
+fn takes_direct(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dir.join("direct-probe"))
+        .is_ok()
 }
 
 #[test]
@@ -484,17 +504,30 @@ fn recv_stdout_into_a_closed_pipe_fails_the_transfer_and_leaves_nothing() {
 #[test]
 fn direct_writes_arrive_whole_at_slot_boundaries_and_odd_tails() {
     let s = 64 * 1024;
-    round_trip(
+    let dir = tempfile::tempdir().unwrap();
+    let direct = takes_direct(dir.path());
+    let log = round_trip(
         &[0, 1, 4095, s, s + 1, 3 * s + 4097],
-        &["--direct", "--slot-size", "64K"],
+        &["-v", "--direct", "--slot-size", "64K"],
     );
-    round_trip(
+    // Every whole slot went direct (1 + 1 + 3 of them), where the filesystem takes it.
+    let whole = if direct { 5 * s as u64 } else { 0 };
+    assert_eq!(direct_bytes(&log), whole, "{log}");
+    let log = round_trip(
         &[5 * s + 3, 2 * s],
-        &["--direct", "-m", "--slot-size", "64K", "--slots", "2"],
+        &["-v", "--direct", "-m", "--slot-size", "64K", "--slots", "2"],
     );
+    let whole = if direct { 7 * s as u64 } else { 0 };
+    assert_eq!(direct_bytes(&log), whole, "{log}");
     // A slot size that is not a multiple of the block size falls back to ordinary writes.
-    round_trip(&[100_000], &["--direct", "--slot-size", "5000"]);
-    round_trip(&[100_000], &["--direct=always", "--slot-size", "5000"]);
+    for args in [["-v", "--direct"], ["-v", "--direct=always"]] {
+        let log = round_trip(&[100_000], &[args[0], args[1], "--slot-size", "5000"]);
+        assert_eq!(direct_bytes(&log), 0, "{log}");
+        assert!(
+            log.contains("direct_bytes=0"),
+            "the file was written and said: {log}"
+        );
+    }
 }
 
 #[test]
@@ -504,7 +537,8 @@ fn every_direct_mode_delivers_the_same_bytes() {
     let s = 64 * 1024;
     let sizes = [0, 1, s - 1, s, 40 * s + 7];
     round_trip(&sizes, &["--direct=auto", "--slot-size", "64K"]);
-    round_trip(&sizes, &["--direct=never", "--slot-size", "64K"]);
+    let log = round_trip(&sizes, &["-v", "--direct=never", "--slot-size", "64K"]);
+    assert_eq!(direct_bytes(&log), 0, "never means never: {log}");
     round_trip(&sizes, &["--direct=auto", "-m", "--slot-size", "64K"]);
 }
 
@@ -527,4 +561,23 @@ fn a_sender_started_with_its_receiver_waits_for_it() {
         assert!(r.status.success(), "{}", stderr(&r));
     }
     assert_eq!(listing(&env.out()).len(), 10);
+    // The race above may or may not hit the window: here it is held open. A blank control
+    // segment whose creator lives (this process) is a receiver setting up: a sender waits for
+    // it (2 s), then says so (75), and never calls it foreign (76).
+    let env = Env::new();
+    let _ctl = ipc::Shm::create(env.key, common::proto::CONTROL_LEN, 0o600).unwrap();
+    let _rdv = ipc::Shm::create(shmxfer::Key(env.key.0 + 1), 4096, 0o600).unwrap();
+    let t = std::time::Instant::now();
+    let o = env.send(&[f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("still setting its channel up"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
 }

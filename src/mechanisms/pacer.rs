@@ -182,6 +182,8 @@ pub(crate) struct PacedFile<'a> {
     direct: bool,
     /// Bytes written so far: the file offset, which O_DIRECT needs aligned too.
     offset: u64,
+    /// Of those, the bytes written with O_DIRECT (said at `-v` when the file is done).
+    direct_bytes: u64,
 }
 
 impl<'a> PacedFile<'a> {
@@ -192,6 +194,7 @@ impl<'a> PacedFile<'a> {
             pacer,
             direct: false,
             offset: 0,
+            direct_bytes: 0,
         }
     }
 
@@ -229,6 +232,9 @@ impl<'a> PacedFile<'a> {
             }
         }
         self.offset += len as u64;
+        if self.direct {
+            self.direct_bytes += len as u64;
+        }
         let nanos = t.elapsed().as_nanos() as u64;
         self.pacer.record(len as u64, nanos);
         match (before, self.pacer) {
@@ -247,6 +253,17 @@ impl<'a> PacedFile<'a> {
             _ => {}
         }
         Ok(())
+    }
+}
+
+impl Drop for PacedFile<'_> {
+    fn drop(&mut self) {
+        debug!(
+            bytes = self.offset,
+            direct_bytes = self.direct_bytes,
+            "file written ({} of its bytes with O_DIRECT)",
+            self.direct_bytes
+        );
     }
 }
 
