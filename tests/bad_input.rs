@@ -56,11 +56,7 @@ fn a_0666_channel_serves_another_user_and_an_unreadable_file_is_refused() {
         ],
     );
     assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("secret: permission denied"),
-        "{}",
-        stderr(&o)
-    );
+    says(&o, "secret: permission denied");
     assert_eq!(listing(&env.out()), ["file01.jpg"]);
 }
 
@@ -73,11 +69,7 @@ fn an_output_directory_that_cannot_be_created_is_refused() {
         c.arg(&dir);
         let o = run_bounded(c, Duration::from_secs(10));
         assert_eq!(o.status.code(), Some(73), "{}", stderr(&o));
-        assert!(
-            stderr(&o).contains("cannot create output directory"),
-            "{}",
-            stderr(&o)
-        );
+        says(&o, "cannot create output directory");
     }
     assert!(
         Shm::open(env.key).is_err(),
@@ -262,11 +254,7 @@ fn a_mode_that_locks_the_owner_out_is_a_usage_error() {
             Duration::from_secs(10),
         );
         assert_eq!(o.status.code(), Some(64), "--mode {mode}: {}", stderr(&o));
-        assert!(
-            stderr(&o).contains("locks the receiver out"),
-            "{}",
-            stderr(&o)
-        );
+        says(&o, "locks the receiver out");
         assert!(Shm::open(env.key).is_err());
     }
 }

@@ -205,11 +205,7 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
         "colour into a pipe: {:?}",
         stderr(&o)
     );
-    assert!(
-        stderr(&o).contains("shmxfer: error: no receiver"),
-        "{}",
-        stderr(&o)
-    );
+    says(&o, "shmxfer: error: no receiver");
 }
 
 #[test]

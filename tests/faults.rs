@@ -22,12 +22,7 @@ fn channel_state(env: &Env) -> Option<serde_json::Value> {
 
 /// Starts a sender reading from a pipe we hold: it stays mid-transfer until we let go.
 fn streaming_sender(env: &Env, first: usize) -> (Child, std::process::ChildStdin) {
-    let mut c = env.cmd(&["send", "--name", "stream.bin", "-"]);
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let (child, mut stdin) = spawn_fed(env.cmd(&["send", "--name", "stream.bin", "-"]));
     stdin.write_all(&pattern(first, 3)).unwrap();
     (child, stdin)
 }
@@ -43,14 +38,6 @@ fn wait_busy(env: &Env, at_least: u64) {
 
 fn no_partials(env: &Env) -> bool {
     listing(&env.out()).iter().all(|n| !n.starts_with('.'))
-}
-
-fn kill(pid: u32, sig: &str) {
-    Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
 }
 
 fn sender_dies_mid_transfer(sig: &str) {
@@ -113,11 +100,7 @@ fn a_stop_reaches_a_sender_blocked_on_a_silent_pipe_at_once_and_is_reported() {
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
     // Settled by the main thread (it told the receiver), not by the 2 s watchdog, which says
     // "interrupted while reading".
-    assert!(
-        stderr(&o).contains("stream.bin: interrupted; it was not sent"),
-        "{}",
-        stderr(&o)
-    );
+    says(&o, "stream.bin: interrupted; it was not sent");
     assert!(listing(&env.out()).is_empty());
     eprintln!("settled {took:?} after SIGTERM");
     // One signal ends a send within 2 s (README): more is a hang.
@@ -188,11 +171,7 @@ fn senders_fail_fast_when_the_receiver_is_killed_and_a_new_receiver_takes_over()
     let o = env.send(&[f.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = r2.stop();
-    assert!(
-        stderr(&out).contains("taking the key over"),
-        "{}",
-        stderr(&out)
-    );
+    says(&out, "taking the key over");
 }
 
 #[test]
@@ -414,11 +393,7 @@ fn file_changes_while_sent(change: impl FnOnce(&std::path::Path)) {
     r.signal("CONT");
     let o = finish(child, Duration::from_secs(30));
     assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("changed while it was read"),
-        "{}",
-        stderr(&o)
-    );
+    says(&o, "changed while it was read");
     assert!(wait_until(HANG, || channel_state(&env)
         .is_some_and(|c| c["state"] == "idle")));
     assert!(listing(&env.out()).is_empty(), "{:?}", listing(&env.out()));
@@ -466,6 +441,5 @@ fn sigterm_to_the_receiver_mid_transfer_discards_the_partial_and_tells_the_sende
     drop(stdin);
     assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
     assert!(listing(&env.out()).is_empty(), "{:?}", listing(&env.out()));
-    assert!(ipc::Shm::open(env.key).is_err());
-    assert!(ipc::SemSet::open(env.key).is_err());
+    assert!(absent(env.key));
 }

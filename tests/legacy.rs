@@ -362,11 +362,7 @@ fn send_legacy_refuses_sizes_the_protocol_cannot_carry_touching_no_semaphore() {
         c.arg(f);
         let o = run_bounded(c, Duration::from_secs(10));
         assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
-        assert!(
-            stderr(&o).contains("1 to 5,000,000 bytes"),
-            "{}",
-            stderr(&o)
-        );
+        says(&o, "1 to 5,000,000 bytes");
     }
     let after: Vec<_> = [ck, sk]
         .iter()
@@ -481,11 +477,7 @@ fn status_marks_the_original_systems_objects_and_clean_legacy_removes_them() {
     assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
     let o = clean(&["--dry-run"]);
     assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("a consumer is running"),
-        "{}",
-        stderr(&o)
-    );
+    says(&o, "a consumer is running");
     let o = clean(&["--dry-run", "--force"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(

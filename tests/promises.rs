@@ -90,14 +90,6 @@ impl Drop for Watched {
     }
 }
 
-fn kill(pid: i32, sig: &str) {
-    Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-}
-
 /// A receiver that is continued when the test ends, however it ends (a stopped process
 /// ignores SIGTERM until continued).
 struct Continue(i32);
@@ -353,11 +345,7 @@ fn the_senders_uid_reaches_json_and_exec_and_allow_user_refuses_other_users() {
         input.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("accepts no files from"),
-        "{}",
-        stderr(&o)
-    );
+    says(&o, "accepts no files from");
     let out = r.stop();
     let lines: Vec<serde_json::Value> = stdout(&out)
         .lines()
@@ -366,11 +354,7 @@ fn the_senders_uid_reaches_json_and_exec_and_allow_user_refuses_other_users() {
     assert_eq!(lines.len(), 1, "{}", stdout(&out));
     assert_eq!(lines[0]["sender_uid"], 0);
     assert_eq!(std::fs::read_to_string(&uids).unwrap(), "0\n");
-    assert!(
-        stderr(&out).contains("nobody (uid 65534)"),
-        "{}",
-        stderr(&out)
-    );
+    says(&out, "nobody (uid 65534)");
 }
 
 #[test]

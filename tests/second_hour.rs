@@ -153,11 +153,7 @@ fn status_of_a_key_that_holds_nothing_says_so_and_exits_1() {
     let name = format!("nothing{}", std::process::id());
     let o = shmxfer(&["status", "--key", &name]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("no channel or IPC object at 0x"),
-        "{}",
-        stderr(&o)
-    );
+    says(&o, "no channel or IPC object at 0x");
     assert!(stderr(&o).contains(&format!("({name})")), "{}", stderr(&o));
     assert!(stdout(&o).is_empty(), "{}", stdout(&o));
 }
@@ -184,11 +180,7 @@ fn a_negative_key_and_an_unsupported_shell_are_refused_in_their_own_words() {
     }
     let o = shmxfer(&["completions", "tcsh"]);
     assert_eq!(o.status.code(), Some(64));
-    assert!(
-        stderr(&o).contains("no completion script for tcsh"),
-        "{}",
-        stderr(&o)
-    );
+    says(&o, "no completion script for tcsh");
     assert!(!stderr(&o).contains("similar value"), "{}", stderr(&o));
 }
 

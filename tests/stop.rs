@@ -16,11 +16,7 @@ fn spawn(mut c: std::process::Command) -> Child {
 }
 
 fn signal(child: &Child, sig: &str) {
-    std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
+    kill(child.id(), sig);
 }
 
 /// Sends `sig` and returns the exit code and how long it took to come.

@@ -77,12 +77,7 @@ fn stdin_of_unknown_length_is_sent_and_named() {
     let env = Env::new();
     let r = env.recv(&["--keep-name"]);
     let data = pattern(3 * 1024 * 1024 + 5, 9);
-    let mut c = env.cmd(&["send", "--name", "dump.bin", "-"]);
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let (child, mut stdin) = spawn_fed(env.cmd(&["send", "--name", "dump.bin", "-"]));
     let d = data.clone();
     let writer = std::thread::spawn(move || {
         use std::io::Write;
@@ -344,11 +339,7 @@ fn wait_runs_out_with_no_receiver() {
     let o = env.send(&["--wait", "0.5", f.to_str().unwrap()]);
     // As the exit-code table says: --wait ran out (75), and the message says it waited.
     assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("timed out after 0.5s waiting for a receiver"),
-        "{}",
-        stderr(&o)
-    );
+    says(&o, "timed out after 0.5s waiting for a receiver");
     assert!(t.elapsed() >= Duration::from_millis(450));
     // Without --wait, no receiver is 69 at once.
     assert_eq!(env.send(&[f.to_str().unwrap()]).status.code(), Some(69));
@@ -398,8 +389,7 @@ fn sigint_to_an_idle_receiver_removes_its_objects_too() {
     r.signal("INT");
     let out = r.wait(Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(130));
-    assert!(ipc::Shm::open(env.key).is_err());
-    assert!(ipc::SemSet::open(env.key).is_err());
+    assert!(absent(env.key));
 }
 
 #[test]
@@ -570,11 +560,7 @@ fn a_sender_started_with_its_receiver_waits_for_it() {
     let t = std::time::Instant::now();
     let o = env.send(&[f.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("still setting its channel up"),
-        "{}",
-        stderr(&o)
-    );
+    says(&o, "still setting its channel up");
     assert!(
         t.elapsed() >= Duration::from_millis(1500),
         "{:?}",

@@ -392,3 +392,30 @@ pub fn sh_as_nobody(script: &str, dir: &Path) {
     let o = run_bounded(c, Duration::from_secs(20));
     assert!(o.status.success(), "as nobody: {script}: {}", stderr(&o));
 }
+
+/// Asserts that a command's stderr says `what`, showing all of it if not.
+#[track_caller]
+pub fn says(o: &Output, what: &str) {
+    let err = stderr(o);
+    assert!(err.contains(what), "stderr lacks {what:?}: {err}");
+}
+
+/// Sends signal `sig` (`INT`, `STOP`…) to process `pid`, as `kill -SIG PID` does.
+/// A process already gone is no error.
+pub fn kill(pid: impl std::fmt::Display, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Starts `c` with its stdin a pipe of ours and its outputs collected.
+pub fn spawn_fed(mut c: Command) -> (Child, std::process::ChildStdin) {
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
