@@ -281,13 +281,22 @@ impl Mapping {
         let base = self.ptr.as_ptr().wrapping_add(offset);
         let whole = self.words_from(offset, out.len());
         let (w, tail) = out.split_at_mut(whole);
-        for (k, c) in w.chunks_mut(8).enumerate() {
+        let word = |k: usize| {
             // SAFETY: word k lies inside the mapping (`words_from`) and is 8-aligned (offset
             // is, and the mapping starts on a page or a u64); an atomic may be written by
             // others meanwhile.
-            let v =
-                unsafe { AtomicU64::from_ptr(base.cast::<u64>().add(k)) }.load(Ordering::Relaxed);
-            c.copy_from_slice(&v.to_ne_bytes()[..c.len()]);
+            unsafe { AtomicU64::from_ptr(base.cast::<u64>().add(k)) }.load(Ordering::Relaxed)
+        };
+        // Whole words at a fixed length (a copy the compiler makes one move), then the part
+        // of the last word that `out` wants.
+        let mut chunks = w.chunks_exact_mut(8);
+        for (k, c) in (&mut chunks).enumerate() {
+            c.copy_from_slice(&word(k).to_ne_bytes());
+        }
+        let last = chunks.into_remainder();
+        let n = last.len();
+        if n > 0 {
+            last.copy_from_slice(&word(whole / 8).to_ne_bytes()[..n]);
         }
         for (k, b) in tail.iter_mut().enumerate() {
             // SAFETY: inside the mapping (the caller's promise); a byte is always aligned.
@@ -307,12 +316,19 @@ impl Mapping {
         let base = self.ptr.as_ptr().wrapping_add(offset);
         let whole = self.words_from(offset, data.len());
         let (w, tail) = data.split_at(whole);
-        for (k, c) in w.chunks(8).enumerate() {
-            let mut word = [0u8; 8];
-            word[..c.len()].copy_from_slice(c);
+        let store = |k: usize, v: u64| {
             // SAFETY: as in `copy_out`, on a writable attachment (asserted).
-            unsafe { AtomicU64::from_ptr(base.cast::<u64>().add(k)) }
-                .store(u64::from_ne_bytes(word), Ordering::Relaxed);
+            unsafe { AtomicU64::from_ptr(base.cast::<u64>().add(k)) }.store(v, Ordering::Relaxed);
+        };
+        let chunks = w.chunks_exact(8);
+        let last = chunks.remainder();
+        for (k, c) in chunks.enumerate() {
+            store(k, u64::from_ne_bytes(c.try_into().expect("8 bytes")));
+        }
+        if !last.is_empty() {
+            let mut padded = [0u8; 8];
+            padded[..last.len()].copy_from_slice(last);
+            store(whole / 8, u64::from_ne_bytes(padded));
         }
         for (k, b) in tail.iter().enumerate() {
             // SAFETY: as in `copy_out`.
