@@ -755,3 +755,35 @@ fn allow_group_takes_files_only_from_members_of_the_group() {
     let out = r.stop();
     assert_eq!(listing(&env.out()), ["file01.jpg"], "{}", stderr(&out));
 }
+
+#[test]
+fn senders_of_one_user_racing_for_the_kept_segment_never_share_one() {
+    // The receiver keeps each session's segment for the next sender of its user: four at
+    // once race to take it up, and at most one may (or none: each then makes its own).
+    let env = Env::new();
+    let r = env.recv(&["--keep-name", "--slot-size", "64K", "--slots", "4"]);
+    let mut sent = Vec::new();
+    for round in 0..10 {
+        let senders: Vec<_> = (0..4)
+            .map(|i| {
+                let f = env.file(&format!("r{round}s{i}.bin"), 150_000 + i * 4099 + round * 7);
+                let mut c = env.cmd(&["send", "-m", "--wait", "20"]);
+                c.arg(&f)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                (f, c.spawn().unwrap())
+            })
+            .collect();
+        for (f, child) in senders {
+            let o = finish(child, Duration::from_secs(60));
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            sent.push(f);
+        }
+    }
+    drop(r);
+    for f in &sent {
+        assert!(same(f, &env.out().join(f.file_name().unwrap())), "{f:?}");
+    }
+    assert_eq!(listing(&env.out()).len(), sent.len());
+}
