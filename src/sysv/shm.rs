@@ -419,36 +419,35 @@ impl Mapping {
     /// One write(2) from the segment to `file` (one copy: shared memory to the page cache or,
     /// with O_DIRECT, to the device). Returns the bytes written; EINTR comes back as an error.
     pub(crate) fn write_to(&self, file: &File, offset: usize, len: usize) -> io::Result<usize> {
-        self.check(offset, len).map_err(io::Error::other)?;
-        // SAFETY: the source range is inside the mapping (checked above); the kernel reads it
-        // and no Rust reference to it exists.
-        let n = unsafe {
-            libc::write(
-                file.as_raw_fd(),
-                self.ptr.as_ptr().add(offset).cast::<c_void>(),
-                len,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        // SAFETY: the kernel reads `len` bytes at `p`, inside the mapping (checked by
+        // `kernel_copy`); no Rust reference to them exists.
+        self.kernel_copy(offset, len, |p| unsafe {
+            libc::write(file.as_raw_fd(), p, len)
+        })
     }
 
     /// One read(2) from `file` straight into the segment (one copy: page cache to shared
     /// memory). EINTR comes back as an error, so the caller can look at its stop flag.
     pub(crate) fn read_from(&self, file: &File, offset: usize, len: usize) -> io::Result<usize> {
         assert!(self.writable, "write to a read-only attachment");
+        // SAFETY: the kernel writes `len` bytes at `p`, inside a writable mapping (asserted,
+        // and checked by `kernel_copy`); no Rust reference to them exists.
+        self.kernel_copy(offset, len, |p| unsafe {
+            libc::read(file.as_raw_fd(), p, len)
+        })
+    }
+
+    /// A copy the kernel makes between a file and `offset..offset + len` of the mapping, which
+    /// must lie inside it: `call` gets the range's address and returns what read(2) or
+    /// write(2) returned.
+    fn kernel_copy(
+        &self,
+        offset: usize,
+        len: usize,
+        call: impl FnOnce(*mut c_void) -> isize,
+    ) -> io::Result<usize> {
         self.check(offset, len).map_err(io::Error::other)?;
-        // SAFETY: the destination range is inside a writable mapping (checked above); the
-        // kernel writes it and no Rust reference to it exists.
-        let n = unsafe {
-            libc::read(
-                file.as_raw_fd(),
-                self.ptr.as_ptr().add(offset).cast::<c_void>(),
-                len,
-            )
-        };
+        let n = call(self.ptr.as_ptr().wrapping_add(offset).cast::<c_void>());
         if n < 0 {
             return Err(io::Error::last_os_error());
         }

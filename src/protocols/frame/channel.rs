@@ -74,6 +74,20 @@ impl Segment {
     }
 }
 
+/// An end of a channel: a newtype over the `Channel` core that only that end's steps extend,
+/// and that reads the core's fields and shared steps through `Deref`.
+macro_rules! end {
+    ($end:ident) => {
+        impl std::ops::Deref for $end {
+            type Target = Channel;
+            fn deref(&self) -> &Channel {
+                &self.0
+            }
+        }
+    };
+}
+pub(super) use end;
+
 /// Whom a wait waits on: the receiver, or the sender (how to tell it lives).
 pub(super) enum Peer<'a> {
     Receiver,

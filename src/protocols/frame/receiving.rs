@@ -13,12 +13,7 @@ use crate::sysv::{self, Key, SemOp, Shm};
 #[derive(Debug)]
 pub(crate) struct ReceiverEnd(Channel);
 
-impl std::ops::Deref for ReceiverEnd {
-    type Target = Channel;
-    fn deref(&self) -> &Channel {
-        &self.0
-    }
-}
+super::channel::end!(ReceiverEnd);
 
 impl ReceiverEnd {
     /// Creates a channel at `addr` ([`Channel`]'s creation: the control segment first, the

@@ -14,12 +14,7 @@ use crate::sysv::{SemOp, WaitError};
 #[derive(Debug)]
 pub(crate) struct SenderEnd(Channel);
 
-impl std::ops::Deref for SenderEnd {
-    type Target = Channel;
-    fn deref(&self) -> &Channel {
-        &self.0
-    }
-}
+super::channel::end!(SenderEnd);
 
 impl SenderEnd {
     /// Attaches to the channel at `addr`, checking every part of it, that it serves the name
