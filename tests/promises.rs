@@ -99,6 +99,11 @@ impl Drop for Continue {
     }
 }
 
+/// `shmxfer send --owner root PATH` as `nobody`, to this test's receiver (root's).
+fn nobody_sends(env: &Env, path: &str) -> Output {
+    as_nobody(&["send", "--key", &env.key_arg(), "--owner", "root", path])
+}
+
 fn sems(env: &Env) -> SemSet {
     SemSet::open(env.key).unwrap()
 }
@@ -214,14 +219,7 @@ fn a_zeroed_receiver_mark_does_not_turn_another_users_sender_away() {
     std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o644)).unwrap();
     let _r = env.recv(&["--mode", "0666", "--keep-name"]);
     hostile(&env, &["setval", &sem::RECEIVER.to_string(), "0"]);
-    let o = as_nobody(&[
-        "send",
-        "--key",
-        &env.key_arg(),
-        "--owner",
-        "root",
-        input.to_str().unwrap(),
-    ]);
+    let o = nobody_sends(&env, input.to_str().unwrap());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(same(&input, &env.out().join("a.bin")));
     // And the receiver raised its mark again.
@@ -336,14 +334,7 @@ fn the_senders_uid_reaches_json_and_exec_and_allow_user_refuses_other_users() {
     ]);
     let o = env.send(&[input.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let o = as_nobody(&[
-        "send",
-        "--key",
-        &env.key_arg(),
-        "--owner",
-        "root",
-        input.to_str().unwrap(),
-    ]);
+    let o = nobody_sends(&env, input.to_str().unwrap());
     assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
     says(&o, "accepts no files from");
     let out = r.stop();
@@ -743,14 +734,7 @@ fn allow_group_takes_files_only_from_members_of_the_group() {
     let r = env.recv(&["--mode", "0666", "--allow-group", "root"]);
     let o = env.send(&[input.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let o = as_nobody(&[
-        "send",
-        "--key",
-        &env.key_arg(),
-        "--owner",
-        "root",
-        input.to_str().unwrap(),
-    ]);
+    let o = nobody_sends(&env, input.to_str().unwrap());
     assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
     let out = r.stop();
     assert_eq!(listing(&env.out()), ["file01.jpg"], "{}", stderr(&out));

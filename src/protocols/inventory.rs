@@ -674,6 +674,7 @@ fn channel_row(key: Key, control_id: i32, view: &View, alive: bool, uid: u32) ->
         (true, s) if s == State::Stopping as u32 => ChannelState::Stopping,
         (true, _) => ChannelState::Starting,
     };
+    let who = view.sender();
     let transfer = (state == ChannelState::Busy)
         .then(|| view.request().ok())
         .flatten()
@@ -683,10 +684,8 @@ fn channel_row(key: Key, control_id: i32, view: &View, alive: bool, uid: u32) ->
             bytes_done: view.progress(),
             total: r.size,
             sender_pid: r.sender_pid,
-            sender_uid: view.sender().map_or(u32::MAX, |s| s.0),
-            sender_user: view
-                .sender()
-                .map_or("?".into(), |s| crate::os::user_name(s.0)),
+            sender_uid: who.map_or(u32::MAX, |(uid, _)| uid),
+            sender_user: who.map_or("?".into(), |(uid, _)| crate::os::user_name(uid)),
         });
     ChannelRow {
         key: key.0,

@@ -110,7 +110,7 @@ pub(super) const DOUBT: Duration = Duration::from_secs(2);
 
 /// The channel at `addr` as a sender finds it: its control segment's id and header, if it is
 /// a live channel that serves what `addr` asks for and whose receiver runs as `owner`.
-fn probe_for_sender(addr: &Address, owner: u32) -> Result<(i32, Info), FrameError> {
+fn probe_for_sender(addr: &Address, owner: u32) -> Result<(i32, Info, u32), FrameError> {
     let key = addr.key;
     let since = Instant::now();
     loop {
@@ -143,7 +143,7 @@ fn probe_for_sender(addr: &Address, owner: u32) -> Result<(i32, Info), FrameErro
                 ..
             } => {
                 check_peer(addr, &info, uid, owner)?;
-                Ok((shmid, info))
+                Ok((shmid, info, uid))
             }
         };
     }
@@ -187,6 +187,18 @@ fn new_info(addr: &Address, cfg: &Config, rendezvous_shmid: i32, semid: i32) -> 
 pub(super) type Rendezvous = Fixed<RDV_LEN>;
 
 impl Segment {
+    /// Adds one to the u32 counter at `off`, which only this segment's creator writes.
+    pub(super) fn count_u32(&self, off: usize) {
+        self.map
+            .store_u32(off, self.map.load_u32(off).wrapping_add(1));
+    }
+
+    /// As [`Segment::count_u32`], for a u64 counter.
+    pub(super) fn count_u64(&self, off: usize) {
+        self.map
+            .store_u64(off, self.map.load_u64(off).wrapping_add(1));
+    }
+
     /// Makes a sender's segment for `ch`: created private and owner-only, attached for writing,
     /// stamped, then given to the receiver's user (`receiver_uid`) with mode 0400, so that from
     /// then on nobody but root can attach it for writing, and only the receiver's user (and
@@ -421,13 +433,13 @@ impl Channel {
     /// it serves the name asked for (if any), and that its receiver runs as `owner`: files
     /// are never handed to another user's receiver unless that user is named. Then makes the
     /// sender's own segment, kept for the whole session.
-    pub(super) fn open(addr: &Address, owner: u32) -> Result<Channel, FrameError> {
+    pub(super) fn open(addr: &Address, owner: u32) -> Result<(Channel, Arc<Segment>), FrameError> {
         let key = addr.key;
-        let (shmid, info) = probe_for_sender(addr, owner)?;
+        // The receiver's uid: the one that created its objects, as the probe found it.
+        let (shmid, info, receiver_uid) = probe_for_sender(addr, owner)?;
         let control_shm = Shm::from_id(shmid);
         let rendezvous_shm = Shm::from_id(info.rendezvous_shmid);
         let sems = SemSet::from_id(info.semid);
-        let receiver_uid = control_shm.stat().map(|s| s.perm.uid).unwrap_or(owner);
         let gone = |e: SysvError| -> FrameError {
             if e.is_permission() {
                 FrameError::denied(key, receiver_uid, info.mode)
@@ -456,9 +468,9 @@ impl Channel {
             info,
             runtime::Cancel::default(),
         );
-        let own = Segment::create(&ch, receiver_uid)?;
-        ch.set_seg(Some(Arc::new(own)));
-        Ok(ch)
+        let own = Arc::new(Segment::create(&ch, receiver_uid)?);
+        ch.set_seg(Some(own.clone()));
+        Ok((ch, own))
     }
 
     /// Removes the channel's three objects; existing attachments stay valid until dropped.
@@ -692,12 +704,13 @@ impl Channel {
             Err(e) => return !e.is_gone(),
         };
         let mut since = self.doubted_since.lock().unwrap_or_else(|e| e.into_inner());
-        if serving(self.control_shm.id(), &stat, &self.sems) {
+        // The creator's map, read once: it decides, and its absence is what allows doubt.
+        let attached = crate::os::attached(stat.cpid, self.control_shm.id());
+        if super::probe::serving_by(attached, &stat, &self.sems) {
             *since = None;
             return true;
         }
-        let doubt = crate::os::attached(stat.cpid, self.control_shm.id()).is_none()
-            && crate::os::process_alive(stat.cpid);
+        let doubt = attached.is_none() && crate::os::process_alive(stat.cpid);
         doubt && since.get_or_insert_with(Instant::now).elapsed() < DOUBT
     }
 

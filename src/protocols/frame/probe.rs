@@ -283,7 +283,12 @@ pub(super) fn check_parts(key: Key, control: &sysv::ShmStat, info: &Info) -> Res
 /// privilege) or its pid is outside our PID namespace do we fall back to its liveness
 /// semaphore, which the kernel zeroes when the receiver dies.
 pub(crate) fn serving(shmid: i32, stat: &sysv::ShmStat, sems: &SemSet) -> bool {
-    match crate::os::attached(stat.cpid, shmid) {
+    serving_by(crate::os::attached(stat.cpid, shmid), stat, sems)
+}
+
+/// As [`serving`], given what the creator's map said (`None`: it could not be read).
+pub(super) fn serving_by(attached: Option<bool>, stat: &sysv::ShmStat, sems: &SemSet) -> bool {
+    match attached {
         Some(attached) => attached,
         None => {
             let mark = match sems.value(sem::RECEIVER) {

@@ -36,7 +36,6 @@ impl ReceiverEnd {
     /// announced, once as information and once as the admission ticket that exactly one sender
     /// can take.
     pub(crate) fn open_gate(&self, session: u32) -> Result<(), FrameError> {
-        self.set_seg(None);
         for (n, v) in [
             (sem::REQ, 0),
             (sem::FULL, 0),
@@ -200,8 +199,13 @@ impl ReceiverEnd {
         let mut path = [0u8; PATH_LEN];
         peer.map.read(at.path_off(), &mut path);
         // A copy where `status` can read it: the sender's segment is the receiver's to read.
+        // Of the path region, its length and what it says is used (most requests: 4 bytes).
         self.write(SHOWN_REQUEST_OFF, &b);
-        self.write(SHOWN_PATH_OFF, &path);
+        let used = u32::from_ne_bytes([path[0], path[1], path[2], path[3]]) as usize;
+        self.write(
+            SHOWN_PATH_OFF,
+            &path[..used.saturating_add(4).min(PATH_LEN)],
+        );
         Ok(decode_request(&b, &path))
     }
 

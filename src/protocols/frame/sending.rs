@@ -10,9 +10,10 @@ use crate::mechanisms::runtime;
 use crate::sysv::{SemOp, WaitError};
 
 /// The sender's end of a channel: it attaches to a receiver's channel, and only it can take
-/// the sender's steps (take its turn, post requests and chunks, read answers).
+/// the sender's steps (take its turn, post requests and chunks, read answers). It holds its
+/// own segment for its whole life: every chunk goes through it, with no lock to take.
 #[derive(Debug)]
-pub(crate) struct SenderEnd(Channel);
+pub(crate) struct SenderEnd(Channel, Arc<Segment>);
 
 super::channel::end!(SenderEnd);
 
@@ -23,17 +24,17 @@ impl SenderEnd {
     /// # Errors
     /// No receiver, a foreign or corrupt channel, permission, another owner or name.
     pub(crate) fn open(addr: &Address, owner: u32) -> Result<SenderEnd, FrameError> {
-        Channel::open(addr, owner).map(SenderEnd)
+        Channel::open(addr, owner).map(|(ch, own)| SenderEnd(ch, own))
     }
 
     /// Sets how this end waits out a stopped receiver.
     pub(crate) fn with_stall_watch(self, w: StallWatch) -> SenderEnd {
-        SenderEnd(self.0.with_stall_watch(w))
+        SenderEnd(self.0.with_stall_watch(w), self.1)
     }
 
     /// Sets what stops this end's waits.
     pub(crate) fn with_cancel(self, c: runtime::Cancel) -> SenderEnd {
-        SenderEnd(self.0.with_cancel(c))
+        SenderEnd(self.0.with_cancel(c), self.1)
     }
 
     /// Takes the gate and marks ourselves alive in one atomic step, waiting up to `deadline`,
@@ -114,9 +115,8 @@ impl SenderEnd {
     }
 
     /// Our own segment (made when the channel was opened, kept to the end).
-    fn own(&self) -> Arc<Segment> {
-        self.seg()
-            .expect("a sender's channel holds its own segment from `open` on")
+    fn own(&self) -> &Segment {
+        &self.1
     }
 
     /// Writes a request into our segment, counts it and rings REQ.
@@ -124,28 +124,26 @@ impl SenderEnd {
     /// # Errors
     /// The channel was removed.
     pub(crate) fn send_request(&self, r: &Request) -> Result<(), FrameError> {
-        self.put_request(r);
+        self.put_request(Lane::of(r.file), r);
         self.wait(&[SemOp::give(sem::REQ)], None)
     }
 
-    fn put_request(&self, r: &Request) {
+    /// Writes a request (and its path, first: the request points at it) in lane `at` of our
+    /// segment, and counts it.
+    fn put_request(&self, at: Lane, r: &Request) {
         let own = self.own();
-        let at = Lane::of(r.file);
-        // The path first: the request that points at it is posted after.
         let path = encode_path(r);
         if !path.is_empty() {
             own.map.write(at.path_off(), &path);
         }
         own.map.write(at.request_off(), &encode_request(r));
-        let n = own.map.load_u32(REQUESTS_OFF);
-        own.map.store_u32(REQUESTS_OFF, n.wrapping_add(1));
+        own.count_u32(REQUESTS_OFF);
     }
 
     /// Says goodbye (in place of file `due`, the one that would have come next: every earlier
     /// one answered) and drops our liveness mark in the same atomic step, so the receiver can
     /// admit the next sender the moment it reads this.
     pub(crate) fn send_bye(&self, session: u32, due: u32) -> Result<(), FrameError> {
-        let own = self.own();
         let bye = Request {
             op: Op::Bye,
             sender_pid: crate::os::getpid(),
@@ -156,10 +154,7 @@ impl SenderEnd {
             session,
             file: 0,
         };
-        own.map
-            .write(Lane::of(due).request_off(), &encode_request(&bye));
-        let n = own.map.load_u32(REQUESTS_OFF);
-        own.map.store_u32(REQUESTS_OFF, n.wrapping_add(1));
+        self.put_request(Lane::of(due), &bye);
         self.wait(
             &[SemOp::take(sem::SENDER).undo(), SemOp::give(sem::REQ)],
             None,
@@ -288,8 +283,7 @@ impl SenderEnd {
         let own = self.own();
         own.map
             .write(SLOTS_OFF + slot * SLOT_DESC_LEN, &encode_desc(d));
-        let n = own.map.load_u64(POSTED_OFF);
-        own.map.store_u64(POSTED_OFF, n.wrapping_add(1));
+        own.count_u64(POSTED_OFF);
         self.wait(&[SemOp::give(sem::FULL)], None)
     }
 
