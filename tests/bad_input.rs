@@ -29,7 +29,7 @@ fn another_users_0600_channel_is_permission_denied_naming_owner_and_mode() {
     let f = env.file("a", 10);
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
     let o = as_nobody(&env, &["send", f.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
+    exits(&o, 77);
     let err = stderr(&o);
     assert!(
         err.contains("permission denied") && err.contains("root") && err.contains("--mode"),
@@ -55,7 +55,7 @@ fn a_0666_channel_serves_another_user_and_an_unreadable_file_is_refused() {
             ok.to_str().unwrap(),
         ],
     );
-    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    exits(&o, 66);
     says(&o, "secret: permission denied");
     assert_eq!(listing(&env.out()), ["file01.jpg"]);
 }
@@ -68,7 +68,7 @@ fn an_output_directory_that_cannot_be_created_is_refused() {
         let mut c = env.cmd(&["recv", "--dir"]);
         c.arg(&dir);
         let o = run_bounded(c, Duration::from_secs(10));
-        assert_eq!(o.status.code(), Some(73), "{}", stderr(&o));
+        exits(&o, 73);
         says(&o, "cannot create output directory");
     }
     assert!(
@@ -81,15 +81,24 @@ fn refuses_foreign(make: impl FnOnce(Key) -> Shm, expect: &str) {
     let env = Env::new();
     let shm = make(env.key);
     let o = run_bounded(env.cmd(&["recv", "--dir", "out"]), Duration::from_secs(10));
-    assert_eq!(o.status.code(), Some(76), "{}", stderr(&o));
+    exits(&o, 76);
     assert!(stderr(&o).contains(expect), "{}", stderr(&o));
     let f = env.file("a", 5);
     let o = env.send(&[f.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(76), "{}", stderr(&o));
+    exits(&o, 76);
     let o = run_bounded(env.cmd(&["clean", "--force"]), Duration::from_secs(10));
-    assert_eq!(o.status.code(), Some(76), "{}", stderr(&o));
+    exits(&o, 76);
     // Left alone: same id, still there, contents untouched.
     assert_eq!(Shm::open(env.key).unwrap().id(), shm.id());
+}
+
+/// A segment of `len` bytes at `k` with shmxfer's magic and protocol version `v`.
+fn header_of_version(k: Key, len: usize, v: u32) -> Shm {
+    let s = Shm::create(k, len, 0o600).unwrap();
+    let m = s.attach(true).unwrap();
+    m.write(0, b"SHMXFER\0").unwrap();
+    m.write(8, &v.to_ne_bytes()).unwrap();
+    s
 }
 
 #[test]
@@ -114,29 +123,14 @@ fn a_segment_without_the_magic_is_left_alone() {
 
 #[test]
 fn a_header_of_another_protocol_version_is_left_alone() {
-    refuses_foreign(
-        |k| {
-            let s = Shm::create(k, proto::CONTROL_LEN, 0o600).unwrap();
-            let m = s.attach(true).unwrap();
-            m.write(0, b"SHMXFER\0").unwrap();
-            m.write(8, &1u32.to_ne_bytes()).unwrap();
-            s
-        },
-        "version 1",
-    );
+    refuses_foreign(|k| header_of_version(k, proto::CONTROL_LEN, 1), "version 1");
 }
 
 #[test]
 fn a_version_4_channel_of_its_own_size_is_told_by_its_version() {
     // Version 4's control segment was 16384 bytes; what its user must hear is the version.
     refuses_foreign(
-        |k| {
-            let s = Shm::create(k, 16384, 0o600).unwrap();
-            let m = s.attach(true).unwrap();
-            m.write(0, b"SHMXFER\0").unwrap();
-            m.write(8, &4u32.to_ne_bytes()).unwrap();
-            s
-        },
+        |k| header_of_version(k, 16384, 4),
         "protocol version 4; this shmxfer speaks version 7",
     );
 }
@@ -145,13 +139,7 @@ fn a_version_4_channel_of_its_own_size_is_told_by_its_version() {
 fn a_version_6_channel_is_told_by_its_version() {
     // Version 6 had the layout of today's control segment, written by senders too.
     refuses_foreign(
-        |k| {
-            let s = Shm::create(k, proto::CONTROL_LEN, 0o600).unwrap();
-            let m = s.attach(true).unwrap();
-            m.write(0, b"SHMXFER\0").unwrap();
-            m.write(8, &6u32.to_ne_bytes()).unwrap();
-            s
-        },
+        |k| header_of_version(k, proto::CONTROL_LEN, 6),
         "protocol version 6; this shmxfer speaks version 7",
     );
 }
@@ -194,7 +182,7 @@ fn usage_errors_exit_64_with_a_message() {
     let mut c = Command::new(BIN);
     c.env("SHMXFER_KEY", "ban ana").args(["send", "x"]);
     let o = run_bounded(c, Duration::from_secs(10));
-    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    exits(&o, 64);
 }
 
 #[test]
@@ -297,7 +285,7 @@ fn a_refused_receiver_creates_no_directory_and_a_file_as_dir_is_named_so() {
         env.cmd(&["recv", "--dir", "never-made"]),
         Duration::from_secs(10),
     );
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    exits(&o, 75);
     assert!(!env.path("never-made").exists());
     let other = Env::new();
     std::fs::write(other.path("ok.txt"), b"").unwrap();
@@ -305,7 +293,7 @@ fn a_refused_receiver_creates_no_directory_and_a_file_as_dir_is_named_so() {
         other.cmd(&["recv", "--dir", "ok.txt"]),
         Duration::from_secs(10),
     );
-    assert_eq!(o.status.code(), Some(73), "{}", stderr(&o));
+    exits(&o, 73);
     assert!(stderr(&o).contains("not a directory"), "{}", stderr(&o));
 }
 
@@ -338,7 +326,7 @@ fn a_channel_its_living_creator_left_with_its_mark_up_is_a_gone_receiver_not_a_w
     let f = env.file("a", 100_000);
     let started = std::time::Instant::now();
     let o = env.send(&[f.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    exits(&o, 69);
     assert!(stderr(&o).contains("is gone"), "{}", stderr(&o));
     assert!(started.elapsed() < Duration::from_secs(10));
 }

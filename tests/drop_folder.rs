@@ -68,6 +68,11 @@ impl Spool {
         sh_as_nobody(script, &self.scratch);
     }
 
+    /// Whether `name` arrives within 10 s.
+    fn lands(&self, name: &str) -> bool {
+        wait_until(Duration::from_secs(10), || self.arrived(name).is_some())
+    }
+
     fn arrived(&self, name: &str) -> Option<Vec<u8>> {
         std::fs::read(self.env.out().join(name)).ok()
     }
@@ -172,9 +177,7 @@ fn a_symlink_moved_in_is_skipped_with_a_line_and_its_target_never_sent() {
         q(&s.drop),
         q(&s.drop)
     ));
-    assert!(wait_until(Duration::from_secs(10), || s
-        .arrived("ok.txt")
-        .is_some()));
+    assert!(s.lands("ok.txt"));
     assert!(w.said("l.txt: a symbolic link; not sent"), "{}", w.err());
     // Each committed file is told on stdout: the skipped one is not among them.
     assert!(wait_until(Duration::from_secs(5), || w
@@ -204,9 +207,7 @@ fn a_sent_list_planted_in_the_folder_is_neither_followed_nor_trusted() {
     ));
     let _r = s.env.recv(&["--keep-name", "-q"]);
     let w = s.watcher(&[]);
-    assert!(wait_until(Duration::from_secs(10), || s
-        .arrived("report.pdf")
-        .is_some()));
+    assert!(s.lands("report.pdf"));
     drop(w);
     assert!(
         !victim.exists(),
@@ -224,13 +225,7 @@ fn a_sent_list_planted_in_the_folder_is_neither_followed_nor_trusted() {
     let before = std::fs::read(s.drop.join(".shmxfer-sent")).unwrap();
     let _r = s.env.recv(&["--keep-name", "-q"]);
     let w = s.watcher(&[]);
-    assert!(
-        wait_until(Duration::from_secs(10), || s
-            .arrived("report.pdf")
-            .is_some()),
-        "{}",
-        w.err()
-    );
+    assert!(s.lands("report.pdf"), "{}", w.err());
     assert!(
         w.said(".shmxfer-sent: not a regular file of yours"),
         "{}",
@@ -257,9 +252,7 @@ fn a_fifo_for_the_list_or_for_a_queued_file_never_wedges_the_watcher() {
     ));
     r.signal("CONT");
     std::fs::write(s.drop.join("c.txt"), b"c").unwrap();
-    assert!(wait_until(Duration::from_secs(10), || s
-        .arrived("c.txt")
-        .is_some()));
+    assert!(s.lands("c.txt"));
     assert!(w.said("b.txt: a FIFO; not sent"), "{}", w.err());
     let (code, took, err) = w.interrupt();
     assert_eq!(code, Some(130), "{err}");
@@ -283,9 +276,7 @@ fn a_closed_file_swapped_for_a_link_while_the_watcher_is_busy_is_not_followed() 
     ));
     r.signal("CONT");
     assert!(w.said("b.txt: a symbolic link; not sent"), "{}", w.err());
-    assert!(wait_until(Duration::from_secs(10), || s
-        .arrived("a.txt")
-        .is_some()));
+    assert!(s.lands("a.txt"));
     drop(w);
     assert!(!s.leaked());
 }
@@ -344,9 +335,7 @@ fn a_file_with_a_second_name_is_refused_unless_allowed() {
     drop(w);
     assert!(s.arrived("linked.txt").is_none());
     let w = s.watcher(&["--allow-hardlinks"]);
-    assert!(wait_until(Duration::from_secs(10), || s
-        .arrived("linked.txt")
-        .is_some()));
+    assert!(s.lands("linked.txt"));
     drop(w);
 }
 
@@ -487,23 +476,17 @@ fn a_new_file_under_a_name_already_sent_is_sent_and_a_restart_resends_nothing() 
     let _r = s.env.recv(&["--keep-name", "-q"]);
     std::fs::write(s.drop.join("x.txt"), b"first").unwrap();
     let w = s.watcher(&[]);
-    assert!(wait_until(Duration::from_secs(10), || s
-        .arrived("x.txt")
-        .is_some()));
+    assert!(s.lands("x.txt"));
     std::fs::remove_file(s.drop.join("x.txt")).unwrap();
     std::fs::write(s.drop.join("x.txt"), b"again").unwrap();
-    assert!(wait_until(Duration::from_secs(10), || s
-        .arrived("x-1.txt")
-        .is_some()));
+    assert!(s.lands("x-1.txt"));
     // Stopped as a service is (SIGINT): every answer is recorded before it exits.
     assert_eq!(w.interrupt().0, Some(130));
     // Restarted: the version there now was sent; a renamed one is the same file.
     std::fs::rename(s.drop.join("x.txt"), s.drop.join("y.txt")).unwrap();
     let w = s.watcher(&[]);
     std::fs::write(s.drop.join("later.txt"), b"later").unwrap();
-    assert!(wait_until(Duration::from_secs(10), || s
-        .arrived("later.txt")
-        .is_some()));
+    assert!(s.lands("later.txt"));
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(w.interrupt().0, Some(130));
     assert_eq!(listing(&s.env.out()), ["later.txt", "x-1.txt", "x.txt"]);
@@ -531,9 +514,7 @@ fn a_sent_list_of_version_0_1_in_the_folder_seeds_the_first_run_when_it_is_the_w
     std::fs::write(s.drop.join("new.txt"), b"new").unwrap();
     let _r = s.env.recv(&["--keep-name", "-q"]);
     let w = s.watcher(&[]);
-    assert!(wait_until(Duration::from_secs(10), || s
-        .arrived("new.txt")
-        .is_some()));
+    assert!(s.lands("new.txt"));
     std::thread::sleep(Duration::from_millis(600));
     drop(w);
     assert!(
@@ -548,9 +529,7 @@ fn the_sent_list_lives_in_the_state_directory_and_one_others_may_write_is_refuse
     let _r = s.env.recv(&["--keep-name", "-q"]);
     std::fs::write(s.drop.join("a.txt"), b"a").unwrap();
     let w = s.watcher(&[]);
-    assert!(wait_until(Duration::from_secs(10), || s
-        .arrived("a.txt")
-        .is_some()));
+    assert!(s.lands("a.txt"));
     drop(w);
     let lists = listing(&s.env.path("state/shmxfer"));
     assert_eq!(lists.len(), 1, "{lists:?}");
@@ -569,7 +548,7 @@ fn the_sent_list_lives_in_the_state_directory_and_one_others_may_write_is_refuse
         state.to_str().unwrap(),
         s.drop.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(73), "{}", stderr(&o));
+    exits(&o, 73);
     says(&o, "may be written by others (mode 0666)");
     let link = s.env.path("link.sent");
     std::os::unix::fs::symlink(s.env.path("elsewhere"), &link).unwrap();
@@ -579,13 +558,13 @@ fn the_sent_list_lives_in_the_state_directory_and_one_others_may_write_is_refuse
         link.to_str().unwrap(),
         s.drop.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(73), "{}", stderr(&o));
+    exits(&o, 73);
     assert!(!s.env.path("elsewhere").exists());
     // A folder that does not exist is a missing input, as for `send`.
     let o = s
         .env
         .send(&["--watch", "--state", "x.sent", "/nonexistent/drop"]);
-    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    exits(&o, 66);
     says(&o, "/nonexistent/drop: no such directory");
 }
 
@@ -619,9 +598,7 @@ fn without_r_a_subdirectory_is_said_to_be_skipped_once() {
     // Hidden files are where rsync and editors write before they rename: never sent.
     std::fs::write(s.drop.join(".partial.txt"), b"h").unwrap();
     std::fs::write(s.drop.join("top.txt"), b"t").unwrap();
-    assert!(wait_until(Duration::from_secs(10), || s
-        .arrived("top.txt")
-        .is_some()));
+    assert!(s.lands("top.txt"));
     let (_, _, err) = w.interrupt();
     assert_eq!(err.matches("before: a directory").count(), 1, "{err}");
     assert!(s.arrived("inner.txt").is_none());

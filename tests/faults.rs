@@ -55,7 +55,7 @@ fn sender_dies_mid_transfer(sig: &str) {
     let noticed = t.elapsed();
     let f = env.file("next", 1000);
     let o = env.send(&[f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     eprintln!(
         "receiver recovered {noticed:?} after SIG{sig} to the sender; next send took {:?}",
         t.elapsed() - noticed
@@ -97,7 +97,7 @@ fn a_stop_reaches_a_sender_blocked_on_a_silent_pipe_at_once_and_is_reported() {
     let o = finish(child, HANG);
     drop(stdin);
     assert!(ended, "the receiver never got the channel back");
-    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    exits(&o, 130);
     // Settled by the main thread (it told the receiver), not by the 2 s watchdog, which says
     // "interrupted while reading".
     says(&o, "stream.bin: interrupted; it was not sent");
@@ -169,7 +169,7 @@ fn senders_fail_fast_when_the_receiver_is_killed_and_a_new_receiver_takes_over()
     // A new receiver takes the key over without `clean`.
     let r2 = env.recv(&[]);
     let o = env.send(&[f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     let out = r2.stop();
     says(&out, "taking the key over");
 }
@@ -195,7 +195,7 @@ fn after_the_receiver_dies_each_file_of_a_send_arrived_whole_or_is_named() {
     assert!(wait_until(HANG, || arrived() >= 10));
     r.signal("KILL");
     let o = finish(child, HANG);
-    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    exits(&o, 69);
     let err = stderr(&o);
     let named = |name: &str| err.lines().any(|l| l.contains(&format!("/{name}: ")));
     let mut more = 0;
@@ -250,7 +250,7 @@ fn racing_senders_each_file_arrives_once_and_whole() {
     }
     for c in children {
         let o = finish(c, Duration::from_secs(60));
-        assert!(o.status.success(), "{}", stderr(&o));
+        exits(&o, 0);
     }
     drop(r);
     let mut got: BTreeMap<String, usize> = BTreeMap::new();
@@ -285,7 +285,7 @@ fn removing_the_semaphores_under_an_idle_receiver_ends_it_with_an_error() {
         .status()
         .unwrap();
     let out = r.wait(HANG);
-    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    exits(&out, 69);
     assert!(stderr(&out).contains("removed"), "{}", stderr(&out));
     assert!(
         ipc::Shm::open(env.key).is_err(),
@@ -309,7 +309,7 @@ fn removing_only_the_segments_under_an_idle_receiver_ends_it_within_seconds() {
     println!("idle receiver noticed its segment gone in {took:?}");
     // It looks every second (docs/protocol.md, "No busy waiting").
     assert!(took < Duration::from_secs(5), "{took:?}");
-    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    exits(&out, 69);
     assert!(stderr(&out).contains("removed"), "{}", stderr(&out));
     assert!(ipc::SemSet::open(env.key).is_err(), "semaphores left");
     assert!(
@@ -339,9 +339,9 @@ fn removing_the_channel_mid_transfer_fails_both_sides_cleanly() {
         .unwrap();
     let o = finish(child, HANG);
     drop(stdin);
-    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    exits(&o, 69);
     let out = r.wait(HANG);
-    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    exits(&out, 69);
     assert!(no_partials(&env), "{:?}", listing(&env.out()));
 }
 
@@ -361,12 +361,12 @@ fn a_file_size_limit_fails_the_transfer_and_the_receiver_keeps_serving() {
     };
     let big = env.file("big", 3_000_000);
     let o = env.send(&["--wait", "10", big.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(74), "{}", stderr(&o));
+    exits(&o, 74);
     assert!(stderr(&o).contains("File too large"), "{}", stderr(&o));
     assert!(no_partials(&env));
     let small = env.file("small", 1000);
     let o = env.send(&[small.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert_eq!(listing(&env.out()), ["file01.jpg"]);
 }
 
@@ -392,7 +392,7 @@ fn file_changes_while_sent(change: impl FnOnce(&std::path::Path)) {
     change(&f);
     r.signal("CONT");
     let o = finish(child, Duration::from_secs(30));
-    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    exits(&o, 65);
     says(&o, "changed while it was read");
     assert!(wait_until(HANG, || channel_state(&env)
         .is_some_and(|c| c["state"] == "idle")));
@@ -432,14 +432,14 @@ fn sigterm_to_the_receiver_mid_transfer_discards_the_partial_and_tells_the_sende
     wait_busy(&env, 1 << 20);
     let t = Instant::now();
     let out = r.stop();
-    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    exits(&out, 130);
     let o = finish(child, HANG);
     let told = t.elapsed();
     eprintln!("sender told {told:?} after SIGTERM to the receiver");
     // The receiver removes its semaphores at once, which wakes the sender: seconds are a hang.
     assert!(told < Duration::from_secs(5), "{told:?}");
     drop(stdin);
-    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    exits(&o, 69);
     assert!(listing(&env.out()).is_empty(), "{:?}", listing(&env.out()));
     assert!(absent(env.key));
 }

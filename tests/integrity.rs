@@ -104,15 +104,7 @@ fn after_an_input_that_shrinks_mid_file_the_next_files_arrive_whole() {
     drop(r);
     let names = listing(&env.out());
     assert!(!names.iter().any(|n| n.starts_with("big")), "{names:?}");
-    assert_eq!(names.len(), 6, "{names:?}");
-    for n in &names {
-        let src = if n.starts_with("small") {
-            &small
-        } else {
-            &tiny
-        };
-        assert!(same(&env.out().join(n), src), "{n} differs");
-    }
+    three_rounds_of_two_landed(&env.out(), &names, &small, &tiny);
 }
 
 fn busy(env: &Env) -> bool {
@@ -135,7 +127,7 @@ fn after_the_senders_read_error_the_next_file_of_the_send_arrives_whole() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let o = finish(c.spawn().unwrap(), Duration::from_secs(30));
-    assert_eq!(o.status.code(), Some(74), "{}", stderr(&o));
+    exits(&o, 74);
     assert!(stderr(&o).contains("read failed"), "{}", stderr(&o));
     drop(r);
     assert_eq!(listing(&env.out()), ["a.bin", "b.bin"]);
@@ -186,15 +178,7 @@ fn after_a_full_disk_the_next_files_of_the_send_arrive_whole_once_there_is_room(
     }
     drop(r);
     let names = listing(&disk.0);
-    assert_eq!(names.len(), 6, "{names:?}");
-    for n in &names {
-        let src = if n.starts_with("small") {
-            &small
-        } else {
-            &tiny
-        };
-        assert!(same(&disk.0.join(n), src), "{n} differs");
-    }
+    three_rounds_of_two_landed(&disk.0, &names, &small, &tiny);
 }
 
 #[test]
@@ -213,7 +197,7 @@ fn removing_the_output_directory_mid_file_makes_it_again_and_loses_nothing() {
     // The file in flight is written to its unnamed temporary file, which survives the
     // directory; the receiver makes DIR again and names it there, then takes the next.
     let o = finish(child, Duration::from_secs(60));
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     drop(r);
     assert_eq!(listing(&env.out()), ["big.bin", "small.bin"]);
     assert!(same(&env.out().join("big.bin"), &big));
@@ -293,7 +277,7 @@ fn sigint_while_opening_a_fifo_never_commits_it_even_with_a_stuck_stderr() {
     // Nothing for b.fifo, and the channel is clean for the next sender.
     let c_txt = env.file("c.txt", 2000);
     let o = env.send(&["-m", c_txt.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     drop(r);
     drop(reader);
     assert_eq!(listing(&env.out()), ["a.txt", "c.txt"]);
@@ -399,7 +383,7 @@ fn names_with_tabs_newlines_and_escapes_cannot_forge_records_or_reach_the_termin
     for name in [forged, ansi] {
         std::fs::write(env.path(name), b"payload").unwrap();
         let o = env.send(&[env.path(name).to_str().unwrap()]);
-        assert!(o.status.success(), "{}", stderr(&o));
+        exits(&o, 0);
     }
     let out = r.stop();
     let text = stdout(&out);
@@ -434,7 +418,7 @@ fn a_name_shaped_like_a_temporary_file_is_committed_under_another_name_and_survi
     let f = env.path(".shmxfer-999999-0.part");
     std::fs::write(&f, b"real data").unwrap();
     let o = env.send(&[f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     drop(r);
     assert_eq!(listing(&env.out()), ["file01.jpg"]);
     // The next receiver on DIR cleans dead receivers' temporary files: not this one.
@@ -475,9 +459,9 @@ fn a_blank_segment_whose_creator_died_is_reclaimed_by_recv_and_clean() {
     blank_segment_with_dead_creator(env.key);
     let f = env.file("a.bin", 10);
     let o = env.send(&[f.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    exits(&o, 69);
     let o = run_bounded(env.cmd(&["clean", "--stale"]), Duration::from_secs(10));
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert!(
         stdout(&o).contains("removed shared memory"),
         "{}",
@@ -487,7 +471,7 @@ fn a_blank_segment_whose_creator_died_is_reclaimed_by_recv_and_clean() {
     blank_segment_with_dead_creator(env.key);
     let r = receiver_into(&env, &env.out(), &[]);
     let o = env.send(&[f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     drop(r);
     assert_eq!(listing(&env.out()), ["a.bin"]);
 }
@@ -522,7 +506,16 @@ fn a_receiver_that_leaves_after_its_last_commit_does_not_fail_the_sender() {
         let r = receiver_into(&env, &env.out(), &["--once"]);
         let f = env.file("one.bin", 1000);
         let o = env.send(&[f.to_str().unwrap()]);
-        assert!(o.status.success(), "{}", stderr(&o));
+        exits(&o, 0);
         let _ = r.wait(Duration::from_secs(10));
+    }
+}
+
+/// Three rounds each landed the small and the tiny file, whole, and nothing else.
+fn three_rounds_of_two_landed(dir: &Path, names: &[String], small: &Path, tiny: &Path) {
+    assert_eq!(names.len(), 6, "{names:?}");
+    for n in names {
+        let src = if n.starts_with("small") { small } else { tiny };
+        assert!(same(&dir.join(n), src), "{n} differs");
     }
 }

@@ -59,7 +59,7 @@ fn a_receiver_in_its_own_pid_namespace_is_shown_with_the_pid_the_host_knows() {
 
     let f = env.file("a.bin", 300_000);
     let o = env.send(&["-m", f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
 
     let mut c = Command::new(BIN);
     c.args(["status", "--json", "--key", &env.key_arg()]);
@@ -71,7 +71,7 @@ fn a_receiver_in_its_own_pid_namespace_is_shown_with_the_pid_the_host_knows() {
         env.cmd(&["recv", "--dir", "other"]),
         Duration::from_secs(10),
     );
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    exits(&o, 75);
     assert!(
         stderr(&o).contains(&format!("(pid {host_pid}, user root)")),
         "{}",
@@ -156,7 +156,7 @@ fn status_l_is_ipcs_l_b_line_for_line_with_the_namespaces_limits() {
         return;
     }
     assert!(!stdout(&o).contains("DIFF"), "{}", stdout(&o));
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
 }
 
 #[test]
@@ -199,7 +199,7 @@ for s, l in zip(small, large):
     }
     let out = stdout(&o);
     eprintln!("{out}");
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert!(out.contains("rows 4000"), "every segment is listed: {out}");
     for line in out.lines().filter(|l| l.starts_with("ratio")) {
         let r: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();

@@ -22,7 +22,7 @@ fn a_missing_input_is_named_with_exit_66_before_any_receiver_is_looked_for() {
     let _r = env.recv(&["--keep-name"]);
     let a = env.file("a.bin", 10);
     let o = env.send(&["no-such.jpg", a.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    exits(&o, 66);
     assert!(same(&a, &env.out().join("a.bin")));
 }
 
@@ -60,8 +60,7 @@ fn a_symlink_in_the_way_of_keep_path_is_named_not_reported_as_success() {
     std::fs::create_dir_all(env.out()).unwrap();
     std::os::unix::fs::symlink("/tmp", env.out().join("photos")).unwrap();
     let _r = env.recv(&["--keep-path"]);
-    let tree = env.path("photos");
-    std::fs::create_dir(&tree).unwrap();
+    let tree = env.folder("photos");
     std::fs::write(tree.join("a.jpg"), b"a").unwrap();
     let o = env.send(&["-r", tree.to_str().unwrap()]);
     let err = stderr(&o);
@@ -83,7 +82,7 @@ fn flags_are_refused_in_words_that_fit_them() {
     says(&o, "set-id or sticky bits");
     // A flag given twice is as given once (as in most Unix tools).
     let o = shmxfer(&["status", "-m", "-m", "--json", "--json"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    exits(&o, 0);
 }
 
 #[test]
@@ -94,7 +93,7 @@ fn with_json_the_commands_output_goes_to_stderr_and_stdout_stays_json() {
     let r = env.recv(&["--json", "--exec", "sh", "-c", &script, ";"]);
     let f = env.file("a.bin", 10);
     let o = env.send(&[f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     // The command has run (its last act): its line is on the receiver's stderr.
     assert!(wait_until(Duration::from_secs(10), || done.exists()));
     let out = r.stop();
@@ -130,23 +129,16 @@ fn status_lists_channels_by_key() {
     let _rs: Vec<Receiver> = envs.iter().rev().map(|e| e.recv(&[])).collect();
     let o = shmxfer(&["status", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let keys: Vec<u64> = v["channels"]
-        .as_array()
-        .unwrap()
+    let all = json_keys(&v, "channels");
+    let keys: Vec<u64> = all
         .iter()
-        .map(|c| c["key"].as_u64().unwrap())
+        .copied()
         .filter(|k| envs.iter().any(|e| u64::from(e.key.0) == *k))
         .collect();
     let mut sorted = keys.clone();
     sorted.sort();
     assert_eq!(keys.len(), 3, "{v}");
     assert_eq!(keys, sorted);
-    let all: Vec<u64> = v["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["key"].as_u64().unwrap())
-        .collect();
     assert!(all.windows(2).all(|w| w[0] <= w[1]), "{all:?}");
 }
 
@@ -168,17 +160,16 @@ fn the_crate_is_dual_licensed_with_both_texts_and_packages_without_warnings() {
 fn a_removed_output_directory_is_made_again_and_files_keep_landing() {
     let env = Env::new();
     let r = env.recv(&["--keep-name"]);
-    let a = env.file("a.bin", 1000);
-    let b = env.file("b.bin", 2000);
+    let [a, b] = [env.file("a.bin", 1000), env.file("b.bin", 2000)];
     assert!(env.send(&[a.to_str().unwrap()]).status.success());
     std::fs::remove_dir_all(env.out()).unwrap();
     // Idle when it went: the temporary file made ahead was in the removed directory.
     let o = env.send(&[b.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert!(same(&b, &env.out().join("b.bin")));
     std::fs::remove_dir_all(env.out()).unwrap();
     let o = env.send(&[a.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert!(same(&a, &env.out().join("a.bin")));
     let out = r.stop();
     says(&out, "was removed; made it again");
@@ -194,15 +185,13 @@ fn an_output_directory_that_cannot_be_made_again_ends_the_receiver_with_73() {
     std::fs::write(env.out(), b"in the way").unwrap();
     let _ = env.send(&[a.to_str().unwrap()]);
     let out = r.wait(Duration::from_secs(20));
-    assert_eq!(out.status.code(), Some(73), "{}", stderr(&out));
+    exits(&out, 73);
     says(&out, "cannot create output directory");
 }
 
 #[test]
 fn clean_by_name_removes_only_the_channel_of_that_name() {
-    let name = format!("t{}-clean", std::process::id());
-    let key = named_key(&name);
-    let _g = KeyGuard::new(key);
+    let (name, key, _g) = own_name("clean");
     let env = Env::new();
     // A receiver serving that key by number, killed: its channel is stale, and not NAME's.
     let mut c = bin(&["recv", "--key", &format!("{:#x}", key.0), "--dir"]);
@@ -212,11 +201,11 @@ fn clean_by_name_removes_only_the_channel_of_that_name() {
     let _ = child.kill();
     let _ = child.wait();
     let o = shmxfer(&["clean", "--key", &name]);
-    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    exits(&o, 69);
     assert!(stderr(&o).contains("serves no name"), "{}", stderr(&o));
     assert!(ipc::Shm::open(key).is_ok(), "nothing was removed");
     let o = shmxfer(&["clean", "--key", &format!("{:#x}", key.0)]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert!(ipc::Shm::open(key).is_err());
 }
 
@@ -239,7 +228,7 @@ fn a_channels_second_key_is_named_as_such_by_recv_and_send_at_once() {
     assert!(!err.contains("--wait"), "recv has no --wait: {err}");
     let t = std::time::Instant::now();
     let o = shmxfer(&["send", "--wait", "2", "--key", &plus, "/etc/hostname"]);
-    assert_eq!(o.status.code(), Some(76), "{}", stderr(&o));
+    exits(&o, 76);
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     // The key below: its content segment would be this channel's own key.
     let minus = format!("{:#x}", env.key.0 - 1);
@@ -265,8 +254,7 @@ fn a_channels_second_key_is_named_as_such_by_recv_and_send_at_once() {
 #[test]
 fn a_stop_ends_commands_that_ignore_sigterm_with_their_children_and_lists_those_not_run() {
     let env = Env::new();
-    let marks = env.path("marks");
-    std::fs::create_dir(&marks).unwrap();
+    let marks = env.folder("marks");
     let script = format!(
         "trap '' TERM; sleep 60 & echo $! > {}/child.$SHMXFER_SIZE; wait",
         marks.display()
@@ -274,7 +262,7 @@ fn a_stop_ends_commands_that_ignore_sigterm_with_their_children_and_lists_those_
     let r = env.recv(&["--keep-name", "--exec", "sh", "-c", &script, ";"]);
     let (a, b) = (env.file("a.bin", 1), env.file("b.bin", 2));
     let o = env.send(&[a.to_str().unwrap(), b.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert!(wait_until(Duration::from_secs(10), || marks
         .join("child.1")
         .exists()));
@@ -315,7 +303,7 @@ fn kept_names_reach_the_disk_without_control_characters() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let o = finish(c.spawn().unwrap(), Duration::from_secs(20));
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert_eq!(listing(&env.out()), ["evil_name_[31m_.txt"]);
 }
 

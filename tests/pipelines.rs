@@ -41,7 +41,7 @@ fn a_tree_sent_with_r_is_recreated_with_keep_path_and_reported_as_json() {
     let t = tree(&env);
     let r = env.recv(&["--keep-path", "--json", "-m"]);
     let o = env.send(&["-r", t.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     let err = stderr(&o);
     assert!(err.contains("link: a symbolic link"), "{err}");
     assert!(err.contains("fifo: not a regular file"), "{err}");
@@ -54,7 +54,7 @@ fn a_tree_sent_with_r_is_recreated_with_keep_path_and_reported_as_json() {
     assert!(!env.out().join("tree/link").exists());
     // -L follows the link: a file like any other.
     let o = env.send(&["-r", "-L", t.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert!(same(&env.out().join("tree/link"), &t.join("a.txt")));
     let out = r.stop();
     let lines = json_lines(&out.stdout);
@@ -83,13 +83,13 @@ fn without_keep_path_a_tree_lands_flat_under_counter_names() {
     let t = tree(&env);
     let _r = env.recv(&[]);
     let o = env.send(&["-r", t.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert_eq!(
         listing(&env.out()),
         ["file01.jpg", "file02.jpg", "file03.jpg", "file04.jpg"]
     );
     let o = env.send(&[t.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    exits(&o, 66);
     assert!(stderr(&o).contains("with -r"), "{}", stderr(&o));
 }
 
@@ -138,7 +138,7 @@ fn a_symlink_planted_in_the_output_tree_is_never_followed() {
     std::fs::write(t.join("x"), b"secret").unwrap();
     let _r = env.recv(&["--keep-path"]);
     let o = env.send(&["-r", t.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(74), "{}", stderr(&o));
+    exits(&o, 74);
     assert!(listing(&outside).is_empty(), "{:?}", listing(&outside));
 }
 
@@ -165,7 +165,7 @@ fn exec_runs_after_each_commit_and_a_failing_command_does_not_stop_the_receiver(
     let good = env.file("good one.txt", 10);
     let bad = env.file("bad.txt", 3);
     let o = env.send(&[bad.to_str().unwrap(), good.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     let t = Instant::now();
     while std::fs::read_to_string(&log).map_or(0, |l| l.lines().count()) < 2 {
         assert!(
@@ -205,7 +205,7 @@ fn jobs_run_commands_at_once_and_once_exits_nonzero_after_a_failed_command() {
     let r = env.recv(&["--jobs", "2", "--exec", "sh", "-c", &script]);
     let (a, b) = (env.file("a", 1), env.file("b", 2));
     let o = env.send(&[a.to_str().unwrap(), b.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     let t = Instant::now();
     while listing(&env.path("marks")).len() < 2 && t.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
@@ -221,9 +221,9 @@ fn jobs_run_commands_at_once_and_once_exits_nonzero_after_a_failed_command() {
     let up = wait_until(Duration::from_secs(10), || serving(env.key));
     assert!(up);
     let o = env.send(&[a.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     let out = finish(child, Duration::from_secs(20));
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    exits(&out, 1);
 }
 
 #[test]
@@ -232,7 +232,7 @@ fn a_stopping_receiver_waits_boundedly_for_a_hanging_command_and_says_so() {
     let r = env.recv(&["--exec", "sleep", "60"]);
     let f = env.file("a", 1);
     let o = env.send(&[f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert!(
         wait_until(Duration::from_secs(10), || has_child(r.pid(), "sleep")),
         "the command never started"
@@ -246,7 +246,7 @@ fn a_stopping_receiver_waits_boundedly_for_a_hanging_command_and_says_so() {
         "took {:?}",
         t.elapsed()
     );
-    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    exits(&out, 130);
     let err = stderr(&out);
     assert!(
         err.contains("waiting up to 5s for 1 running --exec"),
@@ -282,7 +282,7 @@ fn recv_tells_a_service_manager_it_is_ready_what_it_did_and_that_it_stops() {
     // Ready means a sender gets through at once.
     let f = env.file("a.bin", 10);
     let o = env.send(&[f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     let status = next();
     assert!(status.starts_with("STATUS=1 file committed;"), "{status}");
     r.signal("TERM");

@@ -137,9 +137,7 @@ fn another_user_cannot_write_the_bytes_a_sender_is_told_are_verified() {
         assert!(said.contains(part), "{part}: {said}");
     }
     r.signal("CONT");
-    let code = tx.exit_within(Duration::from_secs(20));
-    assert_eq!(code, Some(0), "{}", tx.stderr());
-    assert!(same(&input, &env.out().join("photo.jpg")));
+    lands_intact(&mut tx, &input, &env.out().join("photo.jpg"));
 }
 
 #[test]
@@ -206,7 +204,7 @@ fn a_scribbled_header_or_rendezvous_disables_nothing() {
     assert!(said.contains("control: denied"), "{said}");
     let t = Instant::now();
     let o = env.send(&["-m", "--wait", "5", input.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    exits(&o, 0);
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert!(same(&input, &env.out().join("a.bin")));
 }
@@ -220,7 +218,7 @@ fn a_zeroed_receiver_mark_does_not_turn_another_users_sender_away() {
     let _r = env.recv(&["--mode", "0666", "--keep-name"]);
     hostile(&env, &["setval", &sem::RECEIVER.to_string(), "0"]);
     let o = nobody_sends(&env, input.to_str().unwrap());
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    exits(&o, 0);
     assert!(same(&input, &env.out().join("a.bin")));
     // And the receiver raised its mark again.
     assert!(wait_until(Duration::from_secs(3), || sems(&env)
@@ -255,7 +253,7 @@ fn a_turn_stolen_at_the_rendezvous_is_never_verified_and_ends_with_the_thief() {
     let t = Instant::now();
     finish(thief, Duration::from_secs(10));
     let o = env.send(&["-m", "--wait", "5", input.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    exits(&o, 0);
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
 
@@ -273,7 +271,7 @@ fn a_sender_that_gave_up_on_a_stopped_receiver_never_has_its_file_committed() {
     assert!(err.contains("withdrawn"), "{err}");
     r.signal("CONT");
     let o = env.send(&["-m", "--wait", "5", input.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    exits(&o, 0);
     let out = r.stop();
     assert_eq!(listing(&env.out()), ["a.bin"], "{}", stderr(&out));
 }
@@ -333,9 +331,9 @@ fn the_senders_uid_reaches_json_and_exec_and_allow_user_refuses_other_users() {
         ";",
     ]);
     let o = env.send(&[input.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    exits(&o, 0);
     let o = nobody_sends(&env, input.to_str().unwrap());
-    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    exits(&o, 65);
     says(&o, "accepts no files from");
     let out = r.stop();
     let lines: Vec<serde_json::Value> = stdout(&out)
@@ -358,7 +356,7 @@ fn a_gate_surplus_left_by_another_user_wedges_nothing() {
     hostile(&env, &["gate", "1"]);
     for f in [&a, &b] {
         let o = env.send(&[f.to_str().unwrap()]);
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        exits(&o, 0);
     }
     assert!(same(&a, &env.out().join("a.bin")));
     assert!(same(&b, &env.out().join("b.bin")));
@@ -378,13 +376,7 @@ fn senders_let_through_a_forged_gate_never_share_a_session() {
         "--slots",
         "4",
     ]);
-    let inputs: Vec<Vec<std::path::PathBuf>> = (0..4)
-        .map(|s| {
-            (0..8)
-                .map(|f| env.file(&format!("s{s}f{f}"), 600_000 + s * 7_001 + f * 13))
-                .collect()
-        })
-        .collect();
+    let inputs = batches(&env, "s", 4, 8, 600_000);
     let forger = {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile_ipc.py");
         let mut c = Command::new("setpriv");
@@ -422,7 +414,7 @@ fn senders_let_through_a_forged_gate_never_share_a_session() {
     // Once the forging stops, the channel serves at once.
     let t = Instant::now();
     let o = env.send(&[inputs[0][0].to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    exits(&o, 0);
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
@@ -497,9 +489,7 @@ fn a_stopped_receiver_is_named_within_2s_and_waited_for_until_it_continues() {
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(tx.exit_within(Duration::ZERO), None, "{}", tx.stderr());
     r.signal("CONT");
-    let code = tx.exit_within(Duration::from_secs(20));
-    assert_eq!(code, Some(0), "{}", tx.stderr());
-    assert!(same(&input, &env.out().join("big.bin")));
+    lands_intact(&mut tx, &input, &env.out().join("big.bin"));
 }
 
 #[test]
@@ -645,7 +635,7 @@ fn a_receiver_mark_zeroed_by_another_user_is_raised_again_and_never_makes_it_rem
         &as_nobody(&status)
     ) == "idle"));
     let o = as_nobody(&["send", "--key", &key, "--owner", "root", "/etc/hostname"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    exits(&o, 0);
     assert_eq!(
         state_seen(&shmxfer(&status)),
         "idle",
@@ -733,9 +723,9 @@ fn allow_group_takes_files_only_from_members_of_the_group() {
     std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o644)).unwrap();
     let r = env.recv(&["--mode", "0666", "--allow-group", "root"]);
     let o = env.send(&[input.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    exits(&o, 0);
     let o = nobody_sends(&env, input.to_str().unwrap());
-    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    exits(&o, 65);
     let out = r.stop();
     assert_eq!(listing(&env.out()), ["file01.jpg"], "{}", stderr(&out));
 }
@@ -761,7 +751,7 @@ fn senders_of_one_user_racing_for_the_kept_segment_never_share_one() {
             .collect();
         for (f, child) in senders {
             let o = finish(child, Duration::from_secs(60));
-            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            exits(&o, 0);
             sent.push(f);
         }
     }
@@ -770,4 +760,11 @@ fn senders_of_one_user_racing_for_the_kept_segment_never_share_one() {
         assert!(same(f, &env.out().join(f.file_name().unwrap())), "{f:?}");
     }
     assert_eq!(listing(&env.out()).len(), sent.len());
+}
+
+/// The sender, once its receiver goes on, exits 0 and its file lands whole.
+fn lands_intact(tx: &mut Watched, input: &std::path::Path, landed: &std::path::Path) {
+    let code = tx.exit_within(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{}", tx.stderr());
+    assert!(same(input, landed));
 }

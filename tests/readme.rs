@@ -34,8 +34,7 @@ fn the_readme_exec_example_runs_as_written() {
         .expect("the --exec example")
         .to_string();
     // A stand-in for ImageMagick's convert: writes its last argument from its first.
-    let bin = env.path("bin");
-    std::fs::create_dir(&bin).unwrap();
+    let bin = env.folder("bin");
     std::fs::write(
         bin.join("convert"),
         "#!/bin/sh\nfor a; do last=$a; done\ncp \"$1\" \"$last\"\n",
@@ -61,7 +60,7 @@ fn the_readme_exec_example_runs_as_written() {
     };
     let f = env.file("photo.jpg", 5000);
     let o = env.send(&["--wait", "10", f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert!(wait_until(Duration::from_secs(10), || env
         .path("thumbs/photo.jpg")
         .exists()));

@@ -61,8 +61,7 @@ fn errors_that_reach_a_user_are_in_words_without_os_error_numbers() {
     let o = shmxfer(&["man", "--dir", "/proc/no/such"]);
     check(&o, 73, "No such file or directory");
     // A full disk: the sender is told in words why its file failed.
-    let mnt = env.path("small");
-    std::fs::create_dir(&mnt).unwrap();
+    let mnt = env.folder("small");
     let script = format!(
         "mount -t tmpfs -o size=256k tmpfs '{m}' && exec '{BIN}' recv --key {} -q --dir '{m}/out'",
         env.key_arg(),
@@ -92,8 +91,7 @@ fn recv_refuses_a_directory_it_cannot_write_before_it_says_ready() {
     use std::os::unix::net::UnixDatagram;
     let env = Env::new();
     std::fs::set_permissions(env.dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
-    let ro = env.path("ro");
-    std::fs::create_dir(&ro).unwrap();
+    let ro = env.folder("ro");
     std::fs::set_permissions(&ro, PermissionsExt::from_mode(0o555)).unwrap();
     let sock_path = env.path("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
@@ -141,7 +139,7 @@ fn recv_into_a_pipe_whose_reader_left_stops_between_files_with_141() {
         stderr(&o)
     );
     let done = r.wait(Duration::from_secs(10));
-    assert_eq!(done.status.code(), Some(141), "{}", stderr(&done));
+    exits(&done, 141);
     // Nothing torn: both files whole, no temporary file left.
     let names = listing(&env.out());
     assert_eq!(names, ["file01.jpg", "file02.jpg"]);
@@ -152,7 +150,7 @@ fn recv_into_a_pipe_whose_reader_left_stops_between_files_with_141() {
 fn status_of_a_key_that_holds_nothing_says_so_and_exits_1() {
     let name = format!("nothing{}", std::process::id());
     let o = shmxfer(&["status", "--key", &name]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    exits(&o, 1);
     says(&o, "no channel or IPC object at 0x");
     assert!(stderr(&o).contains(&format!("({name})")), "{}", stderr(&o));
     assert!(stdout(&o).is_empty(), "{}", stdout(&o));

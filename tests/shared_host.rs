@@ -39,7 +39,7 @@ fn serving(mut c: Command, key: Key) -> Receiver {
 
 fn status_json(key: &str) -> serde_json::Value {
     let o = shmxfer(&["status", "--json", "--key", key]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
@@ -64,7 +64,7 @@ fn files_go_to_another_users_receiver_only_when_that_user_is_named() {
     let f = env.file("secret.pdf", 5000);
     // Root is no exception: the file would be nobody's.
     let o = env.send(&[f.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
+    exits(&o, 77);
     let err = stderr(&o);
     assert!(
         err.contains("runs as nobody") && err.contains("--owner nobody"),
@@ -80,7 +80,7 @@ fn files_go_to_another_users_receiver_only_when_that_user_is_named() {
     let md = std::fs::metadata(env.out().join("file01.jpg")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&md), NOBODY);
     let o = env.send(&["--owner", "no-such-user-here", f.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    exits(&o, 64);
 }
 
 #[test]
@@ -107,12 +107,12 @@ fn each_user_has_a_default_channel_of_their_own() {
     let f = env.file("a.txt", 100);
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
     let o = shmxfer(&["send", f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     let o = run_bounded(
         nobody(env.dir.path(), &["send", f.to_str().unwrap()]),
         Duration::from_secs(20),
     );
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert_eq!(listing(&root_out), ["file01.jpg"]);
     assert_eq!(listing(&env.path("nobody-out")), ["file01.jpg"]);
     let j = status_json(&format!("{:#x}", nobody_key.0));
@@ -122,9 +122,7 @@ fn each_user_has_a_default_channel_of_their_own() {
 
 #[test]
 fn named_channels_meet_by_name_and_refuse_a_key_that_serves_another() {
-    let name = format!("t{}-named", std::process::id());
-    let key = named_key(&name);
-    let _g = KeyGuard::new(key);
+    let (name, key, _g) = own_name("named");
     let env = Env::new();
     let r = serving(
         bin(&["recv", "--key", &name, "--dir", env.out().to_str().unwrap()]),
@@ -132,7 +130,7 @@ fn named_channels_meet_by_name_and_refuse_a_key_that_serves_another() {
     );
     let f = env.file("photo.jpg", 3000);
     let o = shmxfer(&["send", "--key", &name, f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert_eq!(listing(&env.out()), ["file01.jpg"]);
     let j = status_json(&name);
     assert_eq!(j["channels"][0]["name"], name.as_str(), "{j}");
@@ -143,7 +141,7 @@ fn named_channels_meet_by_name_and_refuse_a_key_that_serves_another() {
         &format!("{:#x}", key.0),
         f.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     drop(r);
     // A receiver serving that key by number is not the channel of that name.
     let _r = serving(
@@ -157,10 +155,10 @@ fn named_channels_meet_by_name_and_refuse_a_key_that_serves_another() {
         key,
     );
     let o = shmxfer(&["send", "--key", &name, f.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    exits(&o, 69);
     assert!(stderr(&o).contains("serves no name"), "{}", stderr(&o));
     let o = shmxfer(&["recv", "--key", &name, "--dir", "x"]);
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    exits(&o, 75);
     assert!(stderr(&o).contains("shares its key"), "{}", stderr(&o));
 }
 
@@ -172,13 +170,13 @@ fn a_forged_liveness_mark_never_makes_a_live_receiver_look_dead() {
     // What anyone allowed to write the channel can do: zero the receiver's mark.
     sems.set(sem::RECEIVER, 0).unwrap();
     let o = shmxfer(&["clean", "--stale", "--key", &env.key_arg()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert!(Shm::open(env.key).is_ok() && SemSet::open(env.key).is_ok());
     let j = status_json(&env.key_arg());
     assert_eq!(j["channels"][0]["state"], "idle", "{j}");
     let f = env.file("a.bin", 200_000);
     let o = env.send(&["-m", f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert_eq!(listing(&env.out()), ["file01.jpg"]);
 }
 
@@ -195,17 +193,17 @@ fn a_forged_header_is_never_taken_for_a_dead_channel() {
     let o = shmxfer(&["clean", "--stale", "--key", &env.key_arg()]);
     let still = Shm::open(env.key).is_ok() && SemSet::open(env.key).is_ok();
     decoy.remove().unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert!(still, "clean --stale removed a live channel");
     let j = status_json(&env.key_arg());
     assert!(j["channels"].as_array().unwrap().is_empty(), "{j}");
     let f = env.file("a.bin", 1000);
     let o = env.send(&[f.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(76), "{}", stderr(&o));
+    exits(&o, 76);
     // Put back, the channel serves again: nothing was taken down.
     control.write(40, &real).unwrap();
     let o = env.send(&[f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
 }
 
 #[test]
@@ -221,7 +219,7 @@ fn a_channel_left_busy_by_a_forged_sender_recovers_within_two_seconds() {
     let t = Instant::now();
     let f = env.file("a.bin", 1000);
     let o = env.send(&["--wait", "10", f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert!(
         t.elapsed() < Duration::from_secs(3),
         "took {:?}",
@@ -232,9 +230,7 @@ fn a_channel_left_busy_by_a_forged_sender_recovers_within_two_seconds() {
 
 #[test]
 fn a_name_taken_by_another_user_is_named_with_its_owner_and_pid() {
-    let name = format!("t{}-taken", std::process::id());
-    let key = named_key(&name);
-    let _g = KeyGuard::new(key);
+    let (name, key, _g) = own_name("taken");
     let env = Env::new();
     let r = serving(
         nobody(env.dir.path(), &["recv", "--key", &name, "--dir", "out"]),

@@ -46,7 +46,7 @@ fn status_json(args: &[&str]) -> Value {
         },
         Duration::from_secs(20),
     );
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
@@ -170,7 +170,7 @@ fn a_busy_channel_shows_the_file_and_progress() {
     );
     drop(stdin);
     let o = finish(child, Duration::from_secs(20));
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
 }
 
 #[test]
@@ -188,16 +188,7 @@ fn a_killed_receivers_channel_is_stale_and_clean_removes_it() {
     assert!(stdout(&o).contains("would remove"), "{}", stdout(&o));
     assert!(ipc::Shm::open(env.key).is_ok(), "dry run removed something");
     let o = run_bounded(env.cmd(&["clean"]), Duration::from_secs(10));
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(
-        stdout(&o)
-            .lines()
-            .filter(|l| l.starts_with("removed"))
-            .count(),
-        3,
-        "{}",
-        stdout(&o)
-    );
+    removed(&o, 3);
     assert!(absent(env.key));
 }
 
@@ -213,7 +204,7 @@ fn clean_refuses_a_live_channel_unless_forced() {
     assert!(o.status.success());
     // The receiver notices its channel is gone and ends with an error, not a hang.
     let out = r.wait(Duration::from_secs(10));
-    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    exits(&out, 69);
 }
 
 #[test]
@@ -253,7 +244,7 @@ fn clean_leaves_a_foreign_segment_at_the_key_alone() {
     // Not blank: a blank one made by a live process is a receiver setting up (bad_input.rs).
     shm.attach(true).unwrap().write(0, b"another app").unwrap();
     let o = run_bounded(env.cmd(&["clean", "--force"]), Duration::from_secs(10));
-    assert_eq!(o.status.code(), Some(76), "{}", stderr(&o));
+    exits(&o, 76);
     assert!(shm.stat().is_ok());
 }
 
@@ -332,16 +323,8 @@ fn limits_times_and_pids_render_like_ipcs() {
 #[test]
 fn a_receiver_whose_stdout_reader_left_stops_quietly_between_files_with_141() {
     let env = Env::new();
-    let mut c = std::process::Command::new("bash");
-    c.arg("-c")
-        .arg(format!(
-            "{BIN} recv --key {} --dir out | head -n 1 >/dev/null; echo \"recv exited ${{PIPESTATUS[0]}}\" >&2",
-            env.key_arg()
-        ))
-        .current_dir(env.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let shell = c.spawn().unwrap();
+    let shell = env
+        .piped_recv("--dir out | head -n 1 >/dev/null; echo \"recv exited ${PIPESTATUS[0]}\" >&2");
     let f = env.file("a", 10);
     // `head` leaves after the first line; the receiver stops at the first line it cannot
     // write, after committing that file: later sends find no receiver.
@@ -465,7 +448,7 @@ fn status_i_shows_each_semaphore_as_ipcs_s_i_does() {
     let sems = ipc::SemSet::from_id(set.id);
     sems.set(1, 5).unwrap();
     let o = shmxfer(&["status", "-s", "-i", &set.id.to_string()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     let theirs = Command::new("ipcs")
         .args(["-s", "-i", &set.id.to_string()])
         .output()
@@ -475,7 +458,7 @@ fn status_i_shows_each_semaphore_as_ipcs_s_i_does() {
     assert_eq!(theirs[1][1], "5");
     // No such id: a clear error, exit 1.
     let o = shmxfer(&["status", "-i", "2147483647"]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    exits(&o, 1);
     says(&o, "no IPC object with id");
 }
 

@@ -44,15 +44,7 @@ fn recv_stops_on_one_signal_and_removes_its_channel() {
 fn recv_legacy_stops_on_one_signal_and_removes_its_objects() {
     for sig in ["INT", "TERM"] {
         let env = Env::new();
-        let size_key = format!("{:#x}", env.key.0 + 1);
-        let mut c = env.cmd(&["recv", "--legacy", "--size-key", &size_key, "--dir"]);
-        c.arg(env.out());
-        let child = spawn(c);
-        assert!(wait_until(Duration::from_secs(10), || ipc::SemSet::open(
-            shmxfer::Key(env.key.0 + 1)
-        )
-        .and_then(|s| s.value(0))
-        .is_ok_and(|v| v == 1)));
+        let (_, child) = legacy_consumer(&env);
         let (code, took, err) = stop(child, sig);
         assert_eq!(code, Some(130), "SIG{sig}: {err}");
         assert!(took < Duration::from_secs(2), "SIG{sig}: {took:?}");
@@ -63,15 +55,7 @@ fn recv_legacy_stops_on_one_signal_and_removes_its_objects() {
 #[test]
 fn send_legacy_waiting_on_a_stopped_consumer_stops_on_one_signal() {
     let env = Env::new();
-    let size_key = format!("{:#x}", env.key.0 + 1);
-    let mut c = env.cmd(&["recv", "--legacy", "--size-key", &size_key, "--dir"]);
-    c.arg(env.out());
-    let consumer = spawn(c);
-    assert!(wait_until(Duration::from_secs(10), || ipc::SemSet::open(
-        shmxfer::Key(env.key.0 + 1)
-    )
-    .and_then(|s| s.value(0))
-    .is_ok_and(|v| v == 1)));
+    let (size_key, consumer) = legacy_consumer(&env);
     signal(&consumer, "STOP");
     let f = env.file("a.bin", 1000);
     let mut c = env.cmd(&["send", "--legacy", "--size-key", &size_key]);
@@ -95,4 +79,19 @@ fn send_legacy_waiting_on_a_stopped_consumer_stops_on_one_signal() {
     assert_eq!(code, Some(130), "{err}");
     assert!(took < Duration::from_secs(2), "{took:?}");
     assert!(listing(&env.out()).is_empty());
+}
+
+/// A `recv --legacy` on the Env's key and the next as its size key, once it takes files (the
+/// size semaphore at 1), with that size key as an argument.
+fn legacy_consumer(env: &Env) -> (String, Child) {
+    let size_key = format!("{:#x}", env.key.0 + 1);
+    let mut c = env.cmd(&["recv", "--legacy", "--size-key", &size_key, "--dir"]);
+    c.arg(env.out());
+    let child = spawn(c);
+    assert!(wait_until(Duration::from_secs(10), || ipc::SemSet::open(
+        shmxfer::Key(env.key.0 + 1)
+    )
+    .and_then(|s| s.value(0))
+    .is_ok_and(|v| v == 1)));
+    (size_key, child)
 }

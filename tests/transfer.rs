@@ -87,7 +87,7 @@ fn stdin_of_unknown_length_is_sent_and_named() {
     });
     writer.join().unwrap();
     let o = finish(child, Duration::from_secs(30));
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     drop(r);
     assert_eq!(std::fs::read(env.out().join("dump.bin")).unwrap(), data);
 }
@@ -98,7 +98,7 @@ fn md5_on_the_sender_only_verifies_the_transfer() {
     let r = env.recv(&[]);
     let f = env.file("a", 200_000);
     let o = env.send(&["-m", f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     let out = r.stop();
     let digest = format!("{:x}", md5::compute(std::fs::read(&f).unwrap()));
     assert!(
@@ -114,7 +114,7 @@ fn md5_on_the_receiver_only_verifies_the_transfer() {
     let r = env.recv(&["-m"]);
     let f = env.file("a", 100);
     let o = env.send(&[f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     let out = r.stop();
     let digest = format!("{:x}", md5::compute(std::fs::read(&f).unwrap()));
     assert!(stdout(&out).contains(&digest), "{}", stdout(&out));
@@ -207,7 +207,7 @@ fn keep_name_uses_the_last_component_and_never_overwrites() {
     let mut c = env.cmd(&["send", "--name", "..", "-"]);
     c.stdin(Stdio::null());
     let o = run_bounded(c, Duration::from_secs(20));
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     drop(r);
     assert_eq!(std::fs::read(env.out().join("deep.txt")).unwrap(), b"deep");
     assert_eq!(
@@ -255,7 +255,7 @@ fn recv_stdout_writes_only_the_file_bytes_and_exits() {
     let reader = std::thread::spawn(move || child.wait_with_output().unwrap());
     let f = env.file("a", 1_500_000);
     let o = env.send(&["--wait", "10", f.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     let out = reader.join().unwrap();
     assert!(out.status.success());
     assert_eq!(out.stdout, std::fs::read(&f).unwrap());
@@ -268,7 +268,7 @@ fn once_exits_after_one_file() {
     let f = env.file("a", 5);
     assert!(env.send(&[f.to_str().unwrap()]).status.success());
     let out = r.wait(Duration::from_secs(10));
-    assert!(out.status.success(), "{}", stderr(&out));
+    exits(&out, 0);
     assert!(absent(env.key));
 }
 
@@ -276,17 +276,15 @@ fn once_exits_after_one_file() {
 fn several_files_go_in_order_and_a_bad_one_does_not_stop_the_rest() {
     let env = Env::new();
     let r = env.recv(&["--keep-name"]);
-    let a = env.file("a", 10);
-    let b = env.file("b", 20);
-    let dir = env.path("adir");
-    std::fs::create_dir(&dir).unwrap();
+    let [a, b] = [env.file("a", 10), env.file("b", 20)];
+    let dir = env.folder("adir");
     let o = env.send(&[
         a.to_str().unwrap(),
         "missing",
         dir.to_str().unwrap(),
         b.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    exits(&o, 66);
     let err = stderr(&o);
     assert!(err.contains("missing: no such file"), "{err}");
     assert!(err.contains("is a directory"), "{err}");
@@ -326,7 +324,7 @@ fn wait_gives_a_late_receiver_time_to_start() {
     );
     let r = env.recv(&[]);
     let o = finish(sender, Duration::from_secs(30));
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     drop(r);
     assert_eq!(listing(&env.out()), ["file01.jpg"]);
 }
@@ -338,7 +336,7 @@ fn wait_runs_out_with_no_receiver() {
     let t = std::time::Instant::now();
     let o = env.send(&["--wait", "0.5", f.to_str().unwrap()]);
     // As the exit-code table says: --wait ran out (75), and the message says it waited.
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    exits(&o, 75);
     says(&o, "timed out after 0.5s waiting for a receiver");
     assert!(t.elapsed() >= Duration::from_millis(450));
     // Without --wait, no receiver is 69 at once.
@@ -412,7 +410,7 @@ fn key_comes_from_the_environment_when_no_flag_is_given() {
     c.args(["send", f.to_str().unwrap()])
         .env("SHMXFER_KEY", env.key_arg());
     let o = run_bounded(c, Duration::from_secs(20));
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     drop(r);
 }
 
@@ -420,10 +418,9 @@ fn key_comes_from_the_environment_when_no_flag_is_given() {
 fn once_refuses_further_files_of_the_same_sender() {
     let env = Env::new();
     let r = env.recv(&["--once"]);
-    let a = env.file("a", 5);
-    let b = env.file("b", 5);
+    let [a, b] = [env.file("a", 5), env.file("b", 5)];
     let o = env.send(&[a.to_str().unwrap(), b.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    exits(&o, 69);
     assert!(stderr(&o).contains("one file only"), "{}", stderr(&o));
     assert!(r.wait(Duration::from_secs(10)).status.success());
     assert_eq!(listing(&env.out()), ["file01.jpg"]);
@@ -466,27 +463,19 @@ fn once_ends_well_when_a_sender_dies_while_its_refused_file_is_drained() {
     child.wait().unwrap();
     let o = r.wait(Duration::from_secs(10));
     drop(w);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert_eq!(listing(&env.out()), ["file01.jpg"]);
 }
 
 #[test]
 fn recv_stdout_into_a_closed_pipe_fails_the_transfer_and_leaves_nothing() {
     let env = Env::new();
-    let mut c = std::process::Command::new("bash");
-    c.arg("-c")
-        .arg(format!(
-            "{BIN} recv --key {} --stdout | head -c 10 >/dev/null; exit ${{PIPESTATUS[0]}}",
-            env.key_arg()
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let recv = c.spawn().unwrap();
+    let recv = env.piped_recv("--stdout | head -c 10 >/dev/null; exit ${PIPESTATUS[0]}");
     let f = env.file("a", 5_000_000);
     let o = env.send(&["--wait", "10", f.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(74), "{}", stderr(&o));
+    exits(&o, 74);
     let out = finish(recv, Duration::from_secs(10));
-    assert_eq!(out.status.code(), Some(74), "{}", stderr(&out));
+    exits(&out, 74);
     assert!(!stderr(&out).contains("panicked"));
     assert!(ipc::Shm::open(env.key).is_err());
 }
@@ -546,9 +535,9 @@ fn a_sender_started_with_its_receiver_waits_for_it() {
             .spawn()
             .unwrap();
         let o = env.send(&["--wait", "10", f.to_str().unwrap()]);
-        assert!(o.status.success(), "{}", stderr(&o));
+        exits(&o, 0);
         let r = finish(recv, Duration::from_secs(10));
-        assert!(r.status.success(), "{}", stderr(&r));
+        exits(&r, 0);
     }
     assert_eq!(listing(&env.out()).len(), 10);
     // The race above may or may not hit the window: here it is held open. A blank control
@@ -559,7 +548,7 @@ fn a_sender_started_with_its_receiver_waits_for_it() {
     let _rdv = ipc::Shm::create(shmxfer::Key(env.key.0 + 1), 4096, 0o600).unwrap();
     let t = std::time::Instant::now();
     let o = env.send(&[f.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    exits(&o, 75);
     says(&o, "still setting its channel up");
     assert!(
         t.elapsed() >= Duration::from_millis(1500),

@@ -53,8 +53,7 @@ fn stop_with_output(mut child: Child) -> (Option<i32>, Duration, String, String)
 #[test]
 fn a_drop_folder_sends_what_is_there_then_each_file_once_complete() {
     let env = Env::new();
-    let drop_dir = env.path("drop");
-    std::fs::create_dir(&drop_dir).unwrap();
+    let drop_dir = env.folder("drop");
     std::fs::write(drop_dir.join("before.txt"), b"there first").unwrap();
     // No receiver yet: the watcher says it waits, then sends once one is up.
     let w = watcher(&env, &drop_dir, &[]);
@@ -108,8 +107,7 @@ fn a_drop_folder_sends_what_is_there_then_each_file_once_complete() {
 #[test]
 fn a_burst_goes_through_one_process_and_a_restarted_receiver_loses_nothing() {
     let env = Env::new();
-    let drop_dir = env.path("drop");
-    std::fs::create_dir(&drop_dir).unwrap();
+    let drop_dir = env.folder("drop");
     let r = env.recv(&["--keep-name", "-q"]);
     let w = watcher(&env, &drop_dir, &[]);
     let _g = PidGuard(w.id() as i32);
@@ -147,8 +145,7 @@ fn a_burst_goes_through_one_process_and_a_restarted_receiver_loses_nothing() {
 #[test]
 fn remove_source_files_removes_only_what_was_committed_and_a_restart_resends_nothing() {
     let env = Env::new();
-    let drop_dir = env.path("drop");
-    std::fs::create_dir(&drop_dir).unwrap();
+    let drop_dir = env.folder("drop");
     std::fs::write(drop_dir.join("a.txt"), b"a").unwrap();
     let _r = env.recv(&["--keep-name", "-q", "--mode", "0666"]);
     // A file the receiver refuses stays where it was: unreadable to the sender.
@@ -215,8 +212,7 @@ fn remove_source_files_removes_only_what_was_committed_and_a_restart_resends_not
     assert!(!env.out().join("locked.txt").exists());
 
     // Without --remove-source-files, a restarted watcher sends nothing it sent before.
-    let drop2 = env.path("drop2");
-    std::fs::create_dir(&drop2).unwrap();
+    let drop2 = env.folder("drop2");
     std::fs::write(drop2.join("once.txt"), b"once").unwrap();
     let w = watcher(&env, &drop2, &[]);
     assert!(wait_until(Duration::from_secs(10), || arrived(

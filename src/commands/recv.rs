@@ -903,7 +903,7 @@ pub struct RecvArgs {
     /// Verify every file with MD5, whatever the sender asks
     #[arg(short = 'm', long = "md5-check")]
     pub md5: bool,
-    /// Speak the original system's protocol (keys 42/44)
+    /// Serve as the original system's C consumer (keys 42/44 unless --key/--size-key)
     #[arg(long)]
     pub legacy: bool,
     #[command(flatten)]

@@ -591,11 +591,9 @@ pub struct SendArgs {
     /// Verify every file with MD5
     #[arg(short = 'm', long = "md5-check")]
     pub md5: bool,
-    /// Speak the original system's protocol (keys 42/44)
+    /// Send as the original system's Python producer (keys 42/44 unless --key/--size-key)
     #[arg(long)]
     pub legacy: bool,
-    #[command(flatten)]
-    pub verbosity: Verbosity,
     /// Send every regular file under each directory FILE, sorted, each under its path
     /// relative to the directory's parent (from inside it for `.`); `recv --keep-path`
     /// recreates the tree. Symlinks and special files are skipped with a warning
@@ -632,6 +630,8 @@ pub struct SendArgs {
     /// Files to send; `-` is stdin
     #[arg(required = true, value_name = "FILE", value_hint = clap::ValueHint::AnyPath)]
     pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 }
 
 /// What the main thread is doing with the file in hand (as the sender's observer hears it), for a watcher thread or a stop handler

@@ -6,11 +6,12 @@ use std::fmt::Write as _;
 
 use clap::Args;
 
-use crate::commands::exit;
+use crate::commands::{exit, users};
 use crate::mechanisms::wire::Address;
+use crate::os;
 use crate::protocols::inventory::{
-    ChannelRow, ChannelState, InventoryError, LegacyRow, MsgRow, Parts, Role, SemRow, ShmRow,
-    Snapshot, semaphores, snapshot,
+    ChannelRow, ChannelState, InventoryError, LegacyRow, MsgRow, Object, Parts, Role, SemRow,
+    ShmRow, Snapshot, semaphores, snapshot,
 };
 use crate::sysv::Key;
 
@@ -179,6 +180,14 @@ struct Column<R> {
     cell: fn(&R, bool) -> String,
 }
 
+// By hand: a derive would ask `R: Copy`, and only the fn pointer is copied.
+impl<R> Clone for Column<R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<R> Copy for Column<R> {}
+
 const fn col<R>(name: &'static str, width: usize, cell: fn(&R, bool) -> String) -> Column<R> {
     Column { name, width, cell }
 }
@@ -186,7 +195,7 @@ const fn col<R>(name: &'static str, width: usize, cell: fn(&R, bool) -> String) 
 /// Writes one section as ipcs lays it out: a title, a header row, then one row per object,
 /// each column left-aligned. A column is as wide as its widest cell, so a long value never
 /// shifts the columns after it.
-fn section<R>(out: &mut String, title: &str, cols: &[&Column<R>], rows: &[R], human: bool) {
+fn section<R>(out: &mut String, title: &str, cols: &[Column<R>], rows: &[R], human: bool) {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| cols.iter().map(|c| (c.cell)(r, human)).collect())
@@ -237,64 +246,70 @@ fn mark(role: Option<Role>) -> String {
     }
 }
 
-/// The column groups of one kind: its default view, its identity (always shown when groups
-/// are asked for), and the groups `-t`, `-p`, `-c` add. ipcs shows only the last of those
-/// flags; here they combine, in that order.
+/// The column groups of one kind: the columns its default view adds to the identity (key,
+/// id, owner, perms), and the groups `-t`, `-p`, `-c` add to the short identity (id, owner).
+/// ipcs shows only the last of those flags; here they combine, in that order.
 struct Views<R: 'static> {
+    id: &'static str,
     default: &'static [Column<R>],
-    id: &'static [Column<R>],
     time: &'static [Column<R>],
     pid: &'static [Column<R>],
-    creator: &'static [Column<R>],
 }
 
-impl<R> Views<R> {
-    fn pick(&self, a: &StatusArgs) -> Vec<&Column<R>> {
-        if !(a.time || a.pid || a.creator) {
-            return self.default.iter().collect();
+/// A row of one of the three object sections.
+trait ObjectRow {
+    fn object(&self) -> &Object;
+}
+
+macro_rules! object_rows {
+    ($($r:ty),*) => {$(
+        impl ObjectRow for $r {
+            fn object(&self) -> &Object {
+                &self.object
+            }
         }
-        let groups = [
+    )*};
+}
+object_rows!(MsgRow, ShmRow, SemRow);
+
+impl<R: ObjectRow> Views<R> {
+    fn pick(&self, a: &StatusArgs) -> Vec<Column<R>> {
+        let id = col(self.id, 10, |r: &R, _| r.object().id.to_string());
+        let owner = col("owner", 10, |r: &R, _| r.object().owner.clone());
+        let perms = col("perms", 10, |r: &R, _| r.object().perms.clone());
+        if !(a.time || a.pid || a.creator) {
+            let key = col("key", 10, |r: &R, _| hex_key(r.object().key));
+            return [key, id, owner, perms]
+                .into_iter()
+                .chain(self.default.iter().copied())
+                .collect();
+        }
+        // The creator group, the same for every kind (as `ipcs -c`: names where NSS knows them).
+        let creator = [
+            perms,
+            col("cuid", 10, |r: &R, _| os::user_name(r.object().cuid)),
+            col("cgid", 10, |r: &R, _| users::group_name(r.object().cgid)),
+            col("uid", 10, |r: &R, _| os::user_name(r.object().uid)),
+            col("gid", 10, |r: &R, _| users::group_name(r.object().gid)),
+        ];
+        let groups: [(bool, &[Column<R>]); 3] = [
             (a.time, self.time),
             (a.pid, self.pid),
-            (a.creator, self.creator),
+            (a.creator, &creator),
         ];
         let extra = groups
             .iter()
             .filter(|(on, _)| *on)
-            .flat_map(|(_, g)| g.iter());
-        self.id.iter().chain(extra).collect()
+            .flat_map(|(_, g)| g.iter().copied());
+        [id, owner].into_iter().chain(extra).collect()
     }
 }
 
-/// The creator group, the same for every kind (as `ipcs -c`: names where NSS knows them).
-macro_rules! creator_cols {
-    ($r:ty) => {
-        &[
-            col("perms", 10, |r: &$r, _| r.object.perms.clone()),
-            col("cuid", 10, |r: &$r, _| crate::os::user_name(r.object.cuid)),
-            col("cgid", 10, |r: &$r, _| {
-                crate::commands::users::group_name(r.object.cgid)
-            }),
-            col("uid", 10, |r: &$r, _| crate::os::user_name(r.object.uid)),
-            col("gid", 10, |r: &$r, _| {
-                crate::commands::users::group_name(r.object.gid)
-            }),
-        ]
-    };
-}
-
 const MSG: Views<MsgRow> = Views {
+    id: "msqid",
     default: &[
-        col("key", 10, |r, _| hex_key(r.object.key)),
-        col("msqid", 10, |r, _| r.object.id.to_string()),
-        col("owner", 10, |r, _| r.object.owner.clone()),
-        col("perms", 10, |r, _| r.object.perms.clone()),
         col("used-bytes", 12, |r, h| size(r.used_bytes, h)),
         col("messages", 10, |r, _| r.messages.to_string()),
-    ],
-    id: &[
-        col("msqid", 10, |r, _| r.object.id.to_string()),
-        col("owner", 10, |r, _| r.object.owner.clone()),
     ],
     time: &[
         col("send", 20, |r, _| when(r.stime)),
@@ -305,22 +320,14 @@ const MSG: Views<MsgRow> = Views {
         col("lspid", 10, |r, _| r.lspid.to_string()),
         col("lrpid", 10, |r, _| r.lrpid.to_string()),
     ],
-    creator: creator_cols!(MsgRow),
 };
 const SHM: Views<ShmRow> = Views {
+    id: "shmid",
     default: &[
-        col("key", 10, |r, _| hex_key(r.object.key)),
-        col("shmid", 10, |r, _| r.object.id.to_string()),
-        col("owner", 10, |r, _| r.object.owner.clone()),
-        col("perms", 10, |r, _| r.object.perms.clone()),
         col("bytes", 10, |r, h| size(r.bytes, h)),
         col("nattch", 10, |r, _| r.nattch.to_string()),
         col("status", 12, |r, _| r.status.join(",")),
         col("what", 0, |r, _| mark(r.role)),
-    ],
-    id: &[
-        col("shmid", 10, |r, _| r.object.id.to_string()),
-        col("owner", 10, |r, _| r.object.owner.clone()),
     ],
     time: &[
         col("attached", 20, |r, _| when(r.atime)),
@@ -331,28 +338,26 @@ const SHM: Views<ShmRow> = Views {
         col("cpid", 10, |r, _| r.cpid.to_string()),
         col("lpid", 10, |r, _| r.lpid.to_string()),
     ],
-    creator: creator_cols!(ShmRow),
 };
 const SEM: Views<SemRow> = Views {
+    id: "semid",
     default: &[
-        col("key", 10, |r, _| hex_key(r.object.key)),
-        col("semid", 10, |r, _| r.object.id.to_string()),
-        col("owner", 10, |r, _| r.object.owner.clone()),
-        col("perms", 10, |r, _| r.object.perms.clone()),
         col("nsems", 10, |r, _| r.nsems.to_string()),
         col("what", 0, |r, _| mark(r.role)),
-    ],
-    id: &[
-        col("semid", 10, |r, _| r.object.id.to_string()),
-        col("owner", 10, |r, _| r.object.owner.clone()),
     ],
     time: &[
         col("last-op", 20, |r, _| when(r.otime)),
         col("last-changed", 20, |r, _| when(r.ctime)),
     ],
     pid: &[],
-    creator: creator_cols!(SemRow),
 };
+fn receiver(state: ChannelState, pid: i32) -> String {
+    match state {
+        ChannelState::Stale => format!("{pid} (dead)"),
+        _ => pid.to_string(),
+    }
+}
+
 const LEGACY: &[Column<LegacyRow>] = &[
     col("content key", 10, |c, _| hex_key(c.content_key)),
     col("size key", 10, |c, _| {
@@ -360,10 +365,7 @@ const LEGACY: &[Column<LegacyRow>] = &[
     }),
     col("owner", 10, |c, _| c.owner.clone()),
     col("state", 8, |c, _| c.state.to_string()),
-    col("receiver", 10, |c, _| match c.state {
-        ChannelState::Stale => format!("{} (dead)", c.receiver_pid),
-        _ => c.receiver_pid.to_string(),
-    }),
+    col("receiver", 10, |c, _| receiver(c.state, c.receiver_pid)),
 ];
 
 const CHANNELS: &[Column<ChannelRow>] = &[
@@ -375,10 +377,7 @@ const CHANNELS: &[Column<ChannelRow>] = &[
     }),
     col("owner", 10, |c, _| c.owner.clone()),
     col("state", 8, |c, _| c.state.to_string()),
-    col("receiver", 10, |c, _| match c.state {
-        ChannelState::Stale => format!("{} (dead)", c.receiver_pid),
-        _ => c.receiver_pid.to_string(),
-    }),
+    col("receiver", 10, |c, _| receiver(c.state, c.receiver_pid)),
     col("mode", 6, |c, _| c.mode.clone()),
     col("slots", 12, |c, h| match c.slot_count {
         // A channel we may not read: its layout is in its header.
@@ -426,12 +425,10 @@ fn render(out: &mut String, s: &Snapshot, a: &StatusArgs) {
         section(out, &titled("Semaphore Arrays"), &SEM.pick(a), sem, h);
     }
     if let Some(channels) = s.channels.as_ref().filter(|c| !c.is_empty()) {
-        let cols: Vec<&Column<ChannelRow>> = CHANNELS.iter().collect();
-        section(out, "shmxfer channels", &cols, channels, h);
+        section(out, "shmxfer channels", CHANNELS, channels, h);
     }
     if let Some(legacy) = s.legacy.as_ref().filter(|c| !c.is_empty()) {
-        let cols: Vec<&Column<LegacyRow>> = LEGACY.iter().collect();
-        section(out, "original system channels", &cols, legacy, h);
+        section(out, "original system channels", LEGACY, legacy, h);
     }
 }
 

@@ -118,6 +118,24 @@ impl Env {
     pub fn key_arg(&self) -> String {
         format!("{:#x}", self.key.0)
     }
+    /// `shmxfer recv --key KEY REST` in bash, in the scratch folder: REST carries the rest of
+    /// the pipeline. Its stderr is piped, its stdout goes nowhere.
+    pub fn piped_recv(&self, rest: &str) -> Child {
+        Command::new("bash")
+            .arg("-c")
+            .arg(format!("{BIN} recv --key {} {rest}", self.key_arg()))
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+    /// Makes the folder `name` in the scratch folder.
+    pub fn folder(&self, name: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::create_dir(&p).unwrap();
+        p
+    }
     /// Writes `len` bytes of a repeatable pattern to `name`.
     pub fn file(&self, name: &str, len: usize) -> PathBuf {
         let p = self.path(name);
@@ -190,6 +208,14 @@ pub fn absent(key: Key) -> bool {
 /// The key a channel name hashes to (docs/protocol.md, "Objects").
 pub fn named_key(name: &str) -> Key {
     name.parse::<shmxfer::Address>().unwrap().key
+}
+
+/// A channel name of this test process's own (`t<pid>-<what>`), its key, and the guard that
+/// removes what the test leaves at that key.
+pub fn own_name(what: &str) -> (String, Key, KeyGuard) {
+    let name = format!("t{}-{what}", std::process::id());
+    let key = named_key(&name);
+    (name, key, KeyGuard::new(key))
 }
 
 /// A user's default key (docs/protocol.md, "Objects").
@@ -393,6 +419,12 @@ pub fn sh_as_nobody(script: &str, dir: &Path) {
     assert!(o.status.success(), "as nobody: {script}: {}", stderr(&o));
 }
 
+/// Asserts that a command exited with `code`, showing its stderr if not.
+#[track_caller]
+pub fn exits(o: &Output, code: i32) {
+    assert_eq!(o.status.code(), Some(code), "{}", stderr(o));
+}
+
 /// Asserts that a command's stderr says `what`, showing all of it if not.
 #[track_caller]
 pub fn says(o: &Output, what: &str) {
@@ -418,4 +450,37 @@ pub fn spawn_fed(mut c: Command) -> (Child, std::process::ChildStdin) {
     let mut child = c.spawn().unwrap();
     let stdin = child.stdin.take().unwrap();
     (child, stdin)
+}
+
+/// `clean` succeeded and said "removed" of exactly `n` objects.
+#[track_caller]
+pub fn removed(o: &Output, n: usize) {
+    assert!(o.status.success(), "{}", stderr(o));
+    let said = stdout(o);
+    let lines = said.lines().filter(|l| l.starts_with("removed")).count();
+    assert_eq!(lines, n, "{said}");
+}
+
+/// The `"key"` of every object in `status --json`'s list `list` ("shm", "channels"…).
+pub fn json_keys(v: &serde_json::Value, list: &str) -> Vec<u64> {
+    let objects = v[list].as_array().map_or(&[][..], |a| a.as_slice());
+    objects.iter().filter_map(|o| o["key"].as_u64()).collect()
+}
+
+/// `batches` lists of `per` files each, named `{prefix}{b}_{i}`, each a size of its own
+/// from `base` up.
+pub fn batches(
+    env: &Env,
+    prefix: &str,
+    batches: usize,
+    per: usize,
+    base: usize,
+) -> Vec<Vec<PathBuf>> {
+    (0..batches)
+        .map(|b| {
+            (0..per)
+                .map(|i| env.file(&format!("{prefix}{b}_{i:02}"), base + b * 7_001 + i * 13))
+                .collect()
+        })
+        .collect()
 }
