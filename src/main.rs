@@ -15,7 +15,8 @@ mod os;
 #[allow(unsafe_code)]
 #[path = "os/cli.rs"]
 mod os_cli;
-#[allow(dead_code)]
+// The library's re-exports the binary does not use are checked in the library.
+#[allow(dead_code, unused_imports)]
 mod protocols;
 #[allow(unsafe_code, dead_code)]
 mod sysv;

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -191,10 +192,21 @@ fn legacy_send(ck: Key, sk: Key) -> Command {
     c
 }
 
-fn keys(env: &Env) -> (Key, Key, KeyGuard) {
+/// What a legacy test holds until its end: the turn among legacy tests, and the size key.
+struct Held(
+    #[allow(dead_code)] std::sync::MutexGuard<'static, ()>,
+    #[allow(dead_code)] KeyGuard,
+);
+
+/// A legacy test's channel: its content key (the Env's) and a size key of its own. The
+/// returned values drop in reverse, so the Env's objects go before the turn passes on.
+fn legacy_env() -> (Held, Env, Key, Key) {
+    let serial = serial();
+    let env = Env::new();
     // Env's own guard covers KEY and KEY+1; the size key gets a guard of its own.
     let sk = Key(env.key.0 + 2);
-    (env.key, sk, KeyGuard::new(sk))
+    let ck = env.key;
+    (Held(serial, KeyGuard::new(sk)), env, ck, sk)
 }
 
 fn legacy_recv(env: &Env, ck: Key, sk: Key, extra: &[&str]) -> Receiver {
@@ -225,10 +237,8 @@ fn legacy_recv(env: &Env, ck: Key, sk: Key, extra: &[&str]) -> Receiver {
 
 #[test]
 fn the_original_producer_feeds_recv_legacy_with_and_without_md5() {
-    let _serial = serial();
     for md5 in [false, true] {
-        let env = Env::new();
-        let (ck, sk, _g) = keys(&env);
+        let (_held, env, ck, sk) = legacy_env();
         let r = legacy_recv(&env, ck, sk, if md5 { &["-m"] } else { &[] });
         let sizes = [1usize, 1000, 65_537, 5_000_000];
         for (i, &n) in sizes.iter().enumerate() {
@@ -259,9 +269,7 @@ fn the_original_producer_feeds_recv_legacy_with_and_without_md5() {
 
 #[test]
 fn the_producers_quick_hash_take_back_never_wins_the_hand_over() {
-    let _serial = serial();
-    let env = Env::new();
-    let (ck, sk, _g) = keys(&env);
+    let (_held, env, ck, sk) = legacy_env();
     let _r = legacy_recv(&env, ck, sk, &["-m"]);
     let mut failed = 0;
     for i in 0..30 {
@@ -279,9 +287,7 @@ fn the_producers_quick_hash_take_back_never_wins_the_hand_over() {
 
 #[test]
 fn an_idle_legacy_receiver_uses_no_cpu() {
-    let _serial = serial();
-    let env = Env::new();
-    let (ck, sk, _g) = keys(&env);
+    let (_held, env, ck, sk) = legacy_env();
     let r = legacy_recv(&env, ck, sk, &[]);
     let ticks = || {
         let s = std::fs::read_to_string(format!("/proc/{}/stat", r.pid())).unwrap();
@@ -295,10 +301,8 @@ fn an_idle_legacy_receiver_uses_no_cpu() {
 
 #[test]
 fn send_legacy_feeds_the_original_consumer_with_and_without_md5() {
-    let _serial = serial();
     for md5 in [false, true] {
-        let env = Env::new();
-        let (ck, sk, _g) = keys(&env);
+        let (_held, env, ck, sk) = legacy_env();
         let sizes = [1usize, 1000, 65_537, 5_000_000];
         let (tx, rx) = std::sync::mpsc::channel();
         let consumer = std::thread::spawn(move || consumer(ck, sk, md5, 4, tx));
@@ -333,9 +337,7 @@ fn send_legacy_feeds_the_original_consumer_with_and_without_md5() {
 
 #[test]
 fn send_legacy_refuses_sizes_the_protocol_cannot_carry_touching_no_semaphore() {
-    let _serial = serial();
-    let env = Env::new();
-    let (ck, sk, _g) = keys(&env);
+    let (_held, env, ck, sk) = legacy_env();
     let (tx, rx) = std::sync::mpsc::channel();
     let (go_tx, go_rx) = std::sync::mpsc::channel();
     // Set up but not yet serving: nothing else touches the semaphores while we look.
@@ -361,7 +363,7 @@ fn send_legacy_refuses_sizes_the_protocol_cannot_carry_touching_no_semaphore() {
         let mut c = legacy_send(ck, sk);
         c.arg(f);
         let o = run_bounded(c, Duration::from_secs(10));
-        assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+        exits(&o, 66);
         says(&o, "1 to 5,000,000 bytes");
     }
     let after: Vec<_> = [ck, sk]
@@ -385,9 +387,7 @@ fn send_legacy_refuses_sizes_the_protocol_cannot_carry_touching_no_semaphore() {
 
 #[test]
 fn send_legacy_without_a_consumer_says_to_start_one() {
-    let _serial = serial();
-    let env = Env::new();
-    let (ck, sk, _g) = keys(&env);
+    let (_held, env, ck, sk) = legacy_env();
     let f = env.file("a", 10);
     let mut c = legacy_send(ck, sk);
     c.arg(&f);
@@ -411,9 +411,7 @@ fn stand_in_dying_producer() {
 
 #[test]
 fn a_producer_that_dies_holding_the_semaphores_does_not_wedge_recv_legacy() {
-    let _serial = serial();
-    let env = Env::new();
-    let (ck, sk, _g) = keys(&env);
+    let (_held, env, ck, sk) = legacy_env();
     let _r = legacy_recv(&env, ck, sk, &[]);
     let st = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "stand_in_dying_producer", "--nocapture"])
@@ -440,8 +438,7 @@ fn a_producer_that_dies_holding_the_semaphores_does_not_wedge_recv_legacy() {
 fn status_marks_the_original_systems_objects_and_clean_legacy_removes_them() {
     // On keys of its own (the original is configured by editing its keys; 42/44 may belong
     // to somebody else on this host): status knows the objects by their shape.
-    let env = Env::new();
-    let (ck, sk, _g) = keys(&env);
+    let (_held, env, ck, sk) = legacy_env();
     let (ck_arg, sk_arg) = (format!("{:#x}", ck.0), format!("{:#x}", sk.0));
     let legacy_args = ["--key", &ck_arg, "--size-key", &sk_arg];
     let mut c = Command::new(BIN);
@@ -474,12 +471,12 @@ fn status_marks_the_original_systems_objects_and_clean_legacy_removes_them() {
         shmxfer(&a)
     };
     let o = clean(&[]);
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    exits(&o, 75);
     let o = clean(&["--dry-run"]);
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    exits(&o, 75);
     says(&o, "a consumer is running");
     let o = clean(&["--dry-run", "--force"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     assert_eq!(
         stdout(&o).matches("would remove").count(),
         4,
@@ -491,23 +488,13 @@ fn status_marks_the_original_systems_objects_and_clean_legacy_removes_them() {
     r.signal("KILL");
     r.wait(Duration::from_secs(10));
     let o = clean(&[]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(
-        stdout(&o)
-            .lines()
-            .filter(|l| l.starts_with("removed"))
-            .count(),
-        4,
-        "{}",
-        stdout(&o)
-    );
+    removed(&o, 4);
     assert!(Shm::open(ck).is_err() && SemSet::open(sk).is_err());
 }
 
 #[test]
 fn recv_legacy_never_follows_a_symlink_planted_in_its_directory() {
-    let env = Env::new();
-    let (ck, sk, _g) = keys(&env);
+    let (_held, env, ck, sk) = legacy_env();
     std::fs::create_dir_all(env.out()).unwrap();
     let target = env.path("precious");
     std::fs::write(&target, b"must stay").unwrap();
@@ -583,10 +570,8 @@ fn count_holding(dir: &std::path::Path, want: &[u8]) -> usize {
 
 #[test]
 fn two_hundred_md5_hand_overs_in_a_row_are_never_lost_idle_or_under_load() {
-    let _serial = serial();
-    let env = Env::new();
-    let (ck, sk, _g) = keys(&env);
-    let r = legacy_recv(&env, ck, sk, &["-m", "-q"]);
+    let (_held, env, ck, sk) = legacy_env();
+    let r = legacy_recv(&env, ck, sk, &["-m"]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut failed = Vec::new();
     for i in 0..200usize {
@@ -605,10 +590,9 @@ fn two_hundred_md5_hand_overs_in_a_row_are_never_lost_idle_or_under_load() {
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert!(wait_until(Duration::from_secs(10), || listing(&env.out())
-        .len()
-        == 200));
-    drop(r);
+    let ok = wait_until(Duration::from_secs(10), || listing(&env.out()).len() == 200);
+    let out = r.stop();
+    assert!(ok, "{failed:?} {}", stderr(&out));
     assert!(
         failed.is_empty(),
         "{} of 200 hand-overs lost: {failed:?}",
@@ -618,9 +602,7 @@ fn two_hundred_md5_hand_overs_in_a_row_are_never_lost_idle_or_under_load() {
 
 #[test]
 fn producers_killed_anywhere_or_disagreeing_on_md5_never_stop_the_next_ones() {
-    let _serial = serial();
-    let env = Env::new();
-    let (ck, sk, _g) = keys(&env);
+    let (_held, env, ck, sk) = legacy_env();
     let r = legacy_recv(&env, ck, sk, &["-q"]);
     let binary = env.file("binary.bin", 300_000);
     let mut x: u64 = 0x9e37_79b9 ^ u64::from(std::process::id());
@@ -697,9 +679,7 @@ fn serving_consumer(
 
 #[test]
 fn send_legacy_killed_anywhere_never_leaves_a_torn_file_at_the_consumer() {
-    let _serial = serial();
-    let env = Env::new();
-    let (ck, sk, _g) = keys(&env);
+    let (_held, env, ck, sk) = legacy_env();
     let inputs: Vec<_> = (0..3)
         .map(|i| env.file(&format!("in{i}"), 3_000_000 + i * 1000))
         .collect();
@@ -744,9 +724,7 @@ fn send_legacy_killed_anywhere_never_leaves_a_torn_file_at_the_consumer() {
 
 #[test]
 fn an_md5_disagreement_names_both_digests_and_never_prints_the_peers_raw_bytes() {
-    let _serial = serial();
-    let env = Env::new();
-    let (ck, sk, _g) = keys(&env);
+    let (_held, env, ck, sk) = legacy_env();
     // A consumer without -m: the "reply" is the file's own first bytes.
     let (tx, rx) = std::sync::mpsc::channel();
     let consumer = std::thread::spawn(move || consumer(ck, sk, false, 1, tx));
@@ -759,7 +737,7 @@ fn an_md5_disagreement_names_both_digests_and_never_prints_the_peers_raw_bytes()
     c.arg("-m").arg(&f);
     let o = run_bounded(c, Duration::from_secs(20));
     consumer.join().unwrap();
-    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    exits(&o, 65);
     let err = stderr(&o);
     assert!(!err.contains('\x1b') && err.contains("\\033[2J"), "{err:?}");
     assert!(err.contains(&format!("{:x}", md5::compute(&data))), "{err}");
@@ -767,21 +745,13 @@ fn an_md5_disagreement_names_both_digests_and_never_prints_the_peers_raw_bytes()
 
 #[test]
 fn two_legacy_senders_at_once_lose_no_file() {
-    let _serial = serial();
-    let env = Env::new();
-    let (ck, sk, _g) = keys(&env);
+    let (_held, env, ck, sk) = legacy_env();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
     let s = stop.clone();
     let consumer = std::thread::spawn(move || serving_consumer(ck, sk, s, tx));
     rx.recv().unwrap();
-    let batches: Vec<Vec<std::path::PathBuf>> = (0..2)
-        .map(|b| {
-            (0..15)
-                .map(|i| env.file(&format!("b{b}_{i:02}"), 50_000 + b * 3_001 + i * 17))
-                .collect()
-        })
-        .collect();
+    let batches = batches(&env, "b", 2, 15, 50_000);
     let senders: Vec<_> = batches
         .iter()
         .map(|files| {
@@ -818,9 +788,7 @@ fn two_legacy_senders_at_once_lose_no_file() {
 
 #[test]
 fn recv_legacy_tells_files_as_json_runs_exec_and_refuses_what_it_cannot_do() {
-    let _serial = serial();
-    let env = Env::new();
-    let (ck, sk, _g) = keys(&env);
+    let (_held, env, ck, sk) = legacy_env();
     for flag in [
         &["--keep-path"][..],
         &["--keep-name"],
@@ -836,8 +804,7 @@ fn recv_legacy_tells_files_as_json_runs_exec_and_refuses_what_it_cannot_do() {
         let o = run_bounded(c, Duration::from_secs(10));
         assert_eq!(o.status.code(), Some(64), "{flag:?}: {}", stderr(&o));
     }
-    let marks = env.path("marks");
-    std::fs::create_dir(&marks).unwrap();
+    let marks = env.folder("marks");
     let r = legacy_recv(
         &env,
         ck,
@@ -858,7 +825,7 @@ fn recv_legacy_tells_files_as_json_runs_exec_and_refuses_what_it_cannot_do() {
     let mut c = legacy_send(ck, sk);
     c.arg("-m").arg(&f);
     let o = run_bounded(c, Duration::from_secs(20));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    exits(&o, 0);
     assert!(wait_until(Duration::from_secs(10), || marks
         .join("12345")
         .exists()));
@@ -883,9 +850,7 @@ fn recv_legacy_tells_files_as_json_runs_exec_and_refuses_what_it_cannot_do() {
 
 #[test]
 fn send_legacy_facing_a_dead_consumers_leftovers_says_the_consumer_is_gone() {
-    let _serial = serial();
-    let env = Env::new();
-    let (ck, sk, _g) = keys(&env);
+    let (_held, env, ck, sk) = legacy_env();
     let r = legacy_recv(&env, ck, sk, &[]);
     let pid = r.pid();
     r.signal("KILL");
@@ -903,9 +868,7 @@ fn send_legacy_facing_a_dead_consumers_leftovers_says_the_consumer_is_gone() {
 
 #[test]
 fn md5_producers_at_once_swap_replies_at_worst_and_none_waits_for_ever() {
-    let _serial = serial();
-    let env = Env::new();
-    let (ck, sk, _g) = keys(&env);
+    let (_held, env, ck, sk) = legacy_env();
     let _r = legacy_recv(&env, ck, sk, &["-m", "-q"]);
     let a = env.file("a.bin", 200_000);
     let b = env.file("b.bin", 300_000);
@@ -963,9 +926,7 @@ fn env_native_dry_run_code() -> Option<i32> {
 
 #[test]
 fn a_killed_recv_legacy_is_taken_over_by_the_next_and_a_stopped_one_is_not() {
-    let _serial = serial();
-    let env = Env::new();
-    let (ck, sk, _g) = keys(&env);
+    let (_held, env, ck, sk) = legacy_env();
     let r = legacy_recv(&env, ck, sk, &[]);
     // Stopped, it is still attached: the next one is refused and the first left alone.
     r.signal("STOP");
@@ -974,7 +935,7 @@ fn a_killed_recv_legacy_is_taken_over_by_the_next_and_a_stopped_one_is_not() {
         .args(["--size-key", &sk.0.to_string(), "--dir"])
         .arg(env.out());
     let o = run_bounded(c, Duration::from_secs(10));
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    exits(&o, 75);
     r.signal("CONT");
     // Killed, it leaves its objects: the next takes the keys over, says so, and serves.
     let pid = r.pid();
@@ -997,7 +958,7 @@ fn a_killed_recv_legacy_is_taken_over_by_the_next_and_a_stopped_one_is_not() {
     let mut c = legacy_send(ck, sk);
     c.arg(&f);
     let o = run_bounded(c, Duration::from_secs(20));
-    assert!(o.status.success(), "{}", stderr(&o));
+    exits(&o, 0);
     let out = r2.stop();
     let err = stderr(&out);
     assert!(
@@ -1019,9 +980,7 @@ impl Drop for Planted {
 #[test]
 fn a_turn_lock_that_is_a_link_a_fifo_or_another_users_is_refused_at_once_and_a_held_one_within_wait()
  {
-    let _serial = serial();
-    let env = Env::new();
-    let (ck, sk, _g) = keys(&env);
+    let (_held, env, ck, sk) = legacy_env();
     let _r = legacy_recv(&env, ck, sk, &[]);
     let lock = std::path::PathBuf::from(format!("/dev/shm/.shmxfer-legacy-{:08x}.lock", ck.0));
     let _planted = Planted(lock.clone());
@@ -1072,9 +1031,7 @@ fn a_turn_lock_that_is_a_link_a_fifo_or_another_users_is_refused_at_once_and_a_h
 
 #[test]
 fn status_shows_a_legacy_channels_consumer_its_state_and_both_halves_at_either_key() {
-    let _serial = serial();
-    let env = Env::new();
-    let (ck, sk, _g) = keys(&env);
+    let (_held, env, ck, sk) = legacy_env();
     let r = legacy_recv(&env, ck, sk, &[]);
     let json = |key: Key| -> serde_json::Value {
         let o = shmxfer(&["status", "--json", "--key", &key.0.to_string()]);
@@ -1088,12 +1045,7 @@ fn status_shows_a_legacy_channels_consumer_its_state_and_both_halves_at_either_k
         assert_eq!(row["receiver_pid"], r.pid(), "{j}");
         assert_eq!(row["state"], "idle", "{j}");
         // Both halves' objects, whichever key was asked for.
-        let keys: Vec<u64> = j["shm"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["key"].as_u64().unwrap())
-            .collect();
+        let keys = json_keys(&j, "shm");
         assert!(
             keys.contains(&u64::from(ck.0)) && keys.contains(&u64::from(sk.0)),
             "{j}"
@@ -1114,4 +1066,114 @@ fn status_shows_a_legacy_channels_consumer_its_state_and_both_halves_at_either_k
     let j = json(ck);
     assert_eq!(j["legacy"][0]["state"], "stale", "{j}");
     assert_eq!(j["legacy"][0]["receiver_pid"], pid, "{j}");
+}
+
+/// `n` stand-in producers with MD5 at once, each sending its share of 60 files and sending a
+/// file again until its producer exits 0, as the seed's users retry. Returns the first-try
+/// successes and all attempts.
+fn producers_at_once(env: &Env, ck: Key, sk: Key, n: usize) -> (usize, usize) {
+    let files: Vec<_> = (0..60)
+        .map(|i| env.file(&format!("p{n}_{i:02}"), 20_000 + i * 1_009))
+        .collect();
+    let shares: Vec<Vec<std::path::PathBuf>> = (0..n)
+        .map(|p| files.iter().skip(p).step_by(n).cloned().collect())
+        .collect();
+    let counts = std::thread::scope(|s| {
+        let runs: Vec<_> = shares
+            .iter()
+            .map(|share| {
+                s.spawn(move || {
+                    let (mut first, mut attempts) = (0, 0);
+                    for f in share {
+                        for attempt in 0.. {
+                            assert!(attempt < 40, "{}: 40 attempts failed", f.display());
+                            let mut p = spawn_producer(ck, sk, f, true);
+                            let ok = wait_until(Duration::from_secs(30), || {
+                                p.try_wait().ok().flatten().is_some()
+                            });
+                            let _ = p.kill();
+                            let code = p.wait().unwrap().code();
+                            assert!(
+                                ok,
+                                "{}: a producer hung ({})",
+                                f.display(),
+                                sem_state(ck, sk)
+                            );
+                            attempts += 1;
+                            if code == Some(0) {
+                                first += usize::from(attempt == 0);
+                                break;
+                            }
+                        }
+                    }
+                    (first, attempts)
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    // Every file committed exactly once: a file committed for a producer that then failed
+    // would be committed again by its retry.
+    for f in &files {
+        let want = std::fs::read(f).unwrap();
+        assert_eq!(count_holding(&env.out(), &want), 1, "{}", f.display());
+    }
+    assert_eq!(listing(&env.out()).len(), 60, "nothing else was committed");
+    counts
+        .iter()
+        .fold((0, 0), |(f, a), &(f2, a2)| (f + f2, a + a2))
+}
+
+#[test]
+fn md5_producers_at_once_have_each_file_committed_once_and_only_when_told_verified() {
+    for n in [2, 4] {
+        let (_held, env, ck, sk) = legacy_env();
+        let r = legacy_recv(&env, ck, sk, &["-m", "--json"]);
+        let (first, attempts) = producers_at_once(&env, ck, sk, n);
+        let out = r.stop();
+        // --json (and --exec) hear of kept files only.
+        assert_eq!(stdout(&out).lines().count(), 60, "{}", stdout(&out));
+        eprintln!(
+            "{n} producers: 60 files, {first} verified at the first try, {attempts} attempts"
+        );
+        let err = stderr(&out);
+        let dropped = err.matches("not kept").count();
+        assert_eq!(
+            dropped,
+            attempts - 60,
+            "a drop said per failed attempt: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_consumer_that_may_not_see_its_producers_threads_still_keeps_their_md5_files() {
+    // `recv --legacy -m` as nobody cannot read root's /proc/PID/task/*/syscall: it judges by
+    // the queue's count, and a lone producer's files are kept and verified as before.
+    let (_held, _env, ck, sk) = legacy_env();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .args(["recv", "--legacy", "-m", "-q", "--key", &ck.0.to_string()])
+        .args(["--size-key", &sk.0.to_string(), "--dir"])
+        .arg(dir.path())
+        .current_dir("/")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let r = Receiver {
+        child: Some(c.spawn().unwrap()),
+    };
+    assert!(wait_until(Duration::from_secs(10), || SemSet::open(sk)
+        .and_then(|s| s.value(0))
+        .is_ok_and(|v| v == 1)));
+    for i in 0..5u8 {
+        let data = pattern(10_000 + usize::from(i), i);
+        producer(ck, sk, &data, true).unwrap_or_else(|e| panic!("file {i}: {e}"));
+        assert_eq!(count_holding(dir.path(), &data), 1, "file {i}");
+    }
+    let out = r.stop();
+    assert!(!stderr(&out).contains("not kept"), "{}", stderr(&out));
 }

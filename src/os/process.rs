@@ -51,6 +51,61 @@ pub(crate) fn process_stopped(pid: i32) -> bool {
     matches!(process_state(pid), Some(b'T' | b't'))
 }
 
+/// Whether a thread of process `pid` sleeps on the System V semaphore set `semid` in
+/// `semop(2)` or `semtimedop(2)`, from `/proc/PID/task/TID/syscall`. The kernel shows a call's
+/// arguments only while the thread sleeps in it (a runnable one reads `running`), and a thread
+/// asleep in a semaphore call is queued on that set. False when gone; `None` when closed to us
+/// (another user's process, without privilege).
+pub(crate) fn asleep_on_semaphores(pid: i32, semid: i32) -> Option<bool> {
+    if pid <= 0 {
+        return Some(false);
+    }
+    let tasks = match std::fs::read_dir(format!("/proc/{pid}/task")) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(false),
+        Err(_) => return None,
+    };
+    let mut closed = false;
+    for t in tasks.flatten() {
+        match std::fs::read_to_string(t.path().join("syscall")) {
+            Ok(line) if semop_on(&line) == Some(semid) => return Some(true),
+            Ok(_) => {}
+            Err(e) => closed |= e.kind() == io::ErrorKind::PermissionDenied,
+        }
+    }
+    (!closed).then_some(false)
+}
+
+/// As [`asleep_on_semaphores`], taking what we may not see as not asleep.
+pub(crate) fn sleeping_on_semaphores(pid: i32, semid: i32) -> bool {
+    asleep_on_semaphores(pid, semid) == Some(true)
+}
+
+/// The processes (other than this one) with a thread asleep on the System V semaphore set
+/// `semid`, as [`sleeping_on_semaphores`] tells, among all we may look at.
+pub(crate) fn sleepers_on_semaphores(semid: i32) -> Vec<i32> {
+    let me = getpid();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me && sleeping_on_semaphores(pid, semid))
+        .collect()
+}
+
+/// The set a `/proc/…/syscall` line shows a semaphore call on.
+fn semop_on(line: &str) -> Option<i32> {
+    let mut fields = line.split_whitespace();
+    let nr: libc::c_long = fields.next()?.parse().ok()?;
+    if nr != libc::SYS_semop && nr != libc::SYS_semtimedop {
+        return None;
+    }
+    let semid = fields.next()?.strip_prefix("0x")?;
+    i32::try_from(u64::from_str_radix(semid, 16).ok()?).ok()
+}
+
 /// The state letter of process `pid` from `/proc/PID/stat` (`R`, `S`, `T`, `Z`…), if it can
 /// be read.
 fn process_state(pid: i32) -> Option<u8> {
