@@ -30,8 +30,10 @@ sed -i "s/_key = 42;/_key = $CK;/; s/_key = 44;/_key = $SK;/" "$W/producer-py/pr
 run() {
     local mode=$1 n=$2 d="$W/run" c
     rm -rf "$d"; mkdir -p "$d/in" "$d/output"; cd "$d"
+    head -c 90000 /dev/urandom | base64 -w0 > text
     for i in $(seq -w 1 60); do
-        head -c 90000 /dev/urandom | base64 -w0 | head -c $((20000 + 10#$i * 1009)) > "in/f$i"
+        # Each its own: a distinct prefix, then the shared text.
+        { printf '%s ' "$i"; head -c $((20000 + 10#$i * 1009)) text; } > "in/f$i"
     done
     if [[ $mode == orig ]]; then
         "$W/consumer-c/consumer" -m > consumer.log 2>&1 & c=$!

@@ -209,6 +209,17 @@ fn legacy_env() -> (Held, Env, Key, Key) {
     (Held(serial, KeyGuard::new(sk)), env, ck, sk)
 }
 
+/// Starts the consumer `c`, and returns once it serves: the size semaphore at `sk` released.
+fn serving_consumer_at(mut c: Command, sk: Key) -> Receiver {
+    let r = Receiver {
+        child: Some(c.spawn().unwrap()),
+    };
+    assert!(wait_until(Duration::from_secs(10), || SemSet::open(sk)
+        .and_then(|s| s.value(0))
+        .is_ok_and(|v| v == 1)));
+    r
+}
+
 fn legacy_recv(env: &Env, ck: Key, sk: Key, extra: &[&str]) -> Receiver {
     let mut c = Command::new(BIN);
     c.args([
@@ -225,14 +236,7 @@ fn legacy_recv(env: &Env, ck: Key, sk: Key, extra: &[&str]) -> Receiver {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(Stdio::null());
-    let r = Receiver {
-        child: Some(c.spawn().unwrap()),
-    };
-    assert!(wait_until(Duration::from_secs(10), || SemSet::open(sk)
-        .and_then(|s| s.value(0))
-        .unwrap_or(0)
-        == 1));
-    r
+    serving_consumer_at(c, sk)
 }
 
 #[test]
@@ -447,13 +451,7 @@ fn status_marks_the_original_systems_objects_and_clean_legacy_removes_them() {
         .args(legacy_args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let r = Receiver {
-        child: Some(c.spawn().unwrap()),
-    };
-    assert!(wait_until(Duration::from_secs(10), || SemSet::open(sk)
-        .and_then(|s| s.value(0))
-        .unwrap_or(0)
-        == 1));
+    let r = serving_consumer_at(c, sk);
     let o = shmxfer(&["status", "--key", &ck_arg]);
     assert!(
         stdout(&o).contains("original system (content)"),
@@ -1163,12 +1161,7 @@ fn a_consumer_that_may_not_see_its_producers_threads_still_keeps_their_md5_files
         .current_dir("/")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let r = Receiver {
-        child: Some(c.spawn().unwrap()),
-    };
-    assert!(wait_until(Duration::from_secs(10), || SemSet::open(sk)
-        .and_then(|s| s.value(0))
-        .is_ok_and(|v| v == 1)));
+    let r = serving_consumer_at(c, sk);
     for i in 0..5u8 {
         let data = pattern(10_000 + usize::from(i), i);
         producer(ck, sk, &data, true).unwrap_or_else(|e| panic!("file {i}: {e}"));
