@@ -29,22 +29,28 @@ pub(super) struct SizeTurn {
 impl SizeTurn {
     /// Queues our take, and returns once it is queued (or after 100 ms).
     pub(super) fn queue(&mut self, ch: &Legacy) {
-        if self.pending.is_some() || self.held {
+        // Free, nobody's turn to protect: taking it would only hold the next producer up.
+        if self.pending.is_some() || self.held || ch.size_sem.value(0).map_or(true, |v| v > 0) {
             return;
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let (size, content) = (ch.size_sem, ch.content_sem);
         // Not scoped: it may wait past this file. Removing the set (as every stop does)
         // ends its wait.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ended = done.clone();
         std::thread::spawn(move || {
             let r = size.op(&[SemOp::take(0)], None);
+            ended.store(true, std::sync::atomic::Ordering::Release);
             let _ = tx.send(r.map(|()| content.last_pid(0).unwrap_or(0)));
         });
         self.pending = Some(rx);
-        debug!(waiting = ?ch.size_sem.waiting(0), value = ?ch.size_sem.value(0), "queued for the size semaphore");
+        debug!(waiting = ?ch.size_sem.waiting(0), "queued for the size semaphore");
+        // Queued (asleep), or already through: either way behind the holder.
         let me = crate::os::getpid();
         let t = Instant::now();
         while !crate::os::sleeping_on_semaphores(me, size.id())
+            && !done.load(std::sync::atomic::Ordering::Acquire)
             && t.elapsed() < Duration::from_millis(100)
         {
             std::thread::sleep(Duration::from_micros(20));
