@@ -249,6 +249,8 @@ fn answer(
 ) -> Result<Step, LegacyError> {
     let mut bytes = vec![0u8; size];
     ch.content.read(0, &mut bytes);
+    // Hashed while its producer is still on its way back for the reply.
+    let digest = hex(&digest::md5(&bytes));
     let content = ch.content_sem.id();
     let w = match writer {
         Writer::Known(w) => Some(w),
@@ -277,7 +279,7 @@ fn answer(
             return Ok(Step::Go(holder));
         }
     }
-    reply(ch, turn, &bytes, writer, take, note)
+    reply(ch, turn, &bytes, &digest, writer, take, note)
 }
 
 /// The second hand-over of [`answer`]: the file is kept if its reply reaches its writer.
@@ -285,6 +287,7 @@ fn reply(
     ch: &Legacy,
     turn: &mut SizeTurn,
     bytes: &[u8],
+    digest: &str,
     writer: Writer,
     take: &mut dyn FnMut(&[u8]) -> Took,
     note: &mut dyn FnMut(String),
@@ -298,7 +301,7 @@ fn reply(
         }
     };
     let mut r = match took {
-        Took::Kept { .. } => hex(&digest::md5(bytes)).into_bytes(),
+        Took::Kept { .. } => digest.as_bytes().to_vec(),
         Took::Failed => NO_DIGEST[..32].to_vec(),
     };
     r.push(0);

@@ -353,7 +353,7 @@ impl Legacy {
         }
         let ahead = self.content_sem.waiting(0).map_or(-1, |n| n - 1);
         let sleepers = match identify && ahead == 1 && writer.is_none() {
-            true => Some(crate::os::sleepers_on_semaphores(sem.id())),
+            true => Some(self.sleepers_on_content()),
             false => None,
         };
         let sole = match sleepers.as_deref() {
@@ -367,6 +367,21 @@ impl Legacy {
             writer: writer.is_some(),
             // One is queued, and we see nobody asleep: another user's producer.
             unseen: sleepers.is_some_and(|s| s.is_empty()),
+        }
+    }
+
+    /// The producers asleep on the content semaphore. A producer attaches both segments as it
+    /// starts, so the last to attach one is the likely newcomer: if it sleeps there, and
+    /// only one does, it is that one. Else every process is looked at (a millisecond or two).
+    fn sleepers_on_content(&self) -> Vec<i32> {
+        let content = self.content_sem.id();
+        let likely = [&self.content_shm, &self.size_shm]
+            .into_iter()
+            .filter_map(|s| s.stat().ok().map(|st| st.lpid))
+            .find(|&pid| crate::os::sleeping_on_semaphores(pid, content));
+        match likely {
+            Some(pid) if self.content_sem.waiting(0).is_ok_and(|n| n == 2) => vec![pid],
+            _ => crate::os::sleepers_on_semaphores(content),
         }
     }
 
