@@ -1170,3 +1170,22 @@ fn a_consumer_that_may_not_see_its_producers_threads_still_keeps_their_md5_files
     let out = r.stop();
     assert!(!stderr(&out).contains("not kept"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_producer_without_md5_still_has_its_files_kept_by_an_md5_consumer() {
+    // It never comes back for a reply, so it cannot have read another's: kept, as the
+    // original consumer keeps it.
+    let (_held, env, ck, sk) = legacy_env();
+    let r = legacy_recv(&env, ck, sk, &["-m"]);
+    for i in 0..3u8 {
+        let data = pattern(30_000 + usize::from(i), i);
+        producer(ck, sk, &data, false).unwrap_or_else(|e| panic!("file {i}: {e}"));
+        assert!(
+            wait_until(Duration::from_secs(10), || count_holding(&env.out(), &data)
+                == 1),
+            "file {i}"
+        );
+    }
+    let out = r.stop();
+    assert!(!stderr(&out).contains("not kept"), "{}", stderr(&out));
+}

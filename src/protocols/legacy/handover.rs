@@ -202,8 +202,10 @@ impl Legacy {
     /// its reply only reads), and the kernel serves the content semaphore's queue in order.
     /// So it does if the writer is queued now, and no other producer holds the size semaphore
     /// (we may: `turn_held`), or its holder is not queued yet (it will queue behind). A writer
-    /// that does not queue within [`REPLY_QUEUE`] is not handed its digest: not kept (it may
-    /// have read the impossible one, or not check MD5 at all). The reason, naming the pids.
+    /// that ends, or does not queue within [`REPLY_QUEUE`], never read a reply (one that read
+    /// the impossible digest in the first hand-over was caught there): it is taken for one
+    /// that does not check MD5, and its file is kept, as the original consumer keeps it.
+    /// Otherwise the reason, naming the pids.
     pub(super) fn reply_reaches(&self, writer: Writer, turn_held: bool) -> Result<(), String> {
         let w = match writer {
             Writer::Known(w) => w,
@@ -240,15 +242,13 @@ impl Legacy {
             if queued {
                 return Ok(());
             }
-            if w > 0 && !crate::os::process_running(w) {
+            if self.cancel.is_cancelled() {
                 return Err(format!(
-                    "its producer (pid {w}) ended without coming for its MD5 reply (without -m, or after reading another's)"
+                    "stopped before its producer (pid {w}) came for its reply"
                 ));
             }
-            if since.elapsed() >= REPLY_QUEUE || self.cancel.is_cancelled() {
-                return Err(format!(
-                    "its producer (pid {w}) did not come for its MD5 reply"
-                ));
+            if (w > 0 && !crate::os::process_running(w)) || since.elapsed() >= REPLY_QUEUE {
+                return Ok(());
             }
             std::thread::sleep(backoff(round));
         }
