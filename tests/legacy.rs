@@ -1128,11 +1128,18 @@ fn producers_at_once(env: &Env, ck: Key, sk: Key, n: usize) -> (usize, usize) {
 fn md5_producers_at_once_have_each_file_committed_once_and_only_when_told_verified() {
     for n in [2, 4] {
         let (_held, env, ck, sk) = legacy_env();
-        let r = legacy_recv(&env, ck, sk, &["-m", "--json"]);
+        let log = env.path("exec.log");
+        let exec = ["--exec", "sh", "-c", "echo \"$SHMXFER_PATH\" >> \"$0\""];
+        let mut flags = vec!["-m", "--json"];
+        flags.extend(exec);
+        flags.extend([log.to_str().unwrap(), ";"]);
+        let r = legacy_recv(&env, ck, sk, &flags);
         let (first, attempts) = producers_at_once(&env, ck, sk, n);
         let out = r.stop();
-        // --json (and --exec) hear of kept files only.
+        // --json and --exec hear of kept files only.
         assert_eq!(stdout(&out).lines().count(), 60, "{}", stdout(&out));
+        let ran = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(ran.lines().count(), 60, "{ran}");
         eprintln!(
             "{n} producers: 60 files, {first} verified at the first try, {attempts} attempts"
         );

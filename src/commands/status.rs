@@ -565,17 +565,16 @@ fn detail(out: &mut String, id: i32, all: bool, a: &StatusArgs) -> Result<(), St
     }
 }
 
+/// The owner and creator line of `ipcs -i`: `uid=… gid=…` (as `ids` writes them), cuid, cgid.
+fn owners(o: &Object, ids: &dyn Fn(u32, u32) -> String) -> String {
+    format!("{}\t cuid={}\t cgid={}", ids(o.uid, o.gid), o.cuid, o.cgid)
+}
+
 /// One segment as `ipcs -m -i` shows it, and what it is to shmxfer.
 fn shm_detail(out: &mut String, r: &ShmRow, human: bool, ids: &dyn Fn(u32, u32) -> String) {
     let id = r.object.id;
     let _ = writeln!(out, "\nShared memory Segment shmid={id}");
-    let _ = writeln!(
-        out,
-        "{}\t cuid={}\t cgid={}",
-        ids(r.object.uid, r.object.gid),
-        r.object.cuid,
-        r.object.cgid
-    );
+    let _ = writeln!(out, "{}", owners(&r.object, ids));
     let _ = writeln!(
         out,
         "mode={}\t bytes={}\t nattch={}\t status={}",
@@ -598,14 +597,7 @@ fn shm_detail(out: &mut String, r: &ShmRow, human: bool, ids: &dyn Fn(u32, u32) 
 /// One message queue as `ipcs -q -i` shows it.
 fn msg_detail(out: &mut String, r: &MsgRow, ids: &dyn Fn(u32, u32) -> String) {
     let _ = writeln!(out, "\nMessage Queue msqid={}", r.object.id);
-    let _ = writeln!(
-        out,
-        "{}\t cuid={}\t cgid={}\t mode={}",
-        ids(r.object.uid, r.object.gid),
-        r.object.cuid,
-        r.object.cgid,
-        r.object.perms
-    );
+    let _ = writeln!(out, "{}\t mode={}", owners(&r.object, ids), r.object.perms);
     let _ = writeln!(
         out,
         "cbytes={}\t qnum={}\t lspid={}\t lrpid={}",
@@ -627,13 +619,7 @@ fn sem_detail(
 ) -> Result<(), StatusError> {
     let values = semaphores(r.object.id, r.nsems).map_err(|e| StatusError::Read(r.object.id, e))?;
     let _ = writeln!(out, "\nSemaphore Array semid={}", r.object.id);
-    let _ = writeln!(
-        out,
-        "{}\t cuid={}\t cgid={}",
-        ids(r.object.uid, r.object.gid),
-        r.object.cuid,
-        r.object.cgid
-    );
+    let _ = writeln!(out, "{}", owners(&r.object, ids));
     let _ = writeln!(
         out,
         "mode={}\t nsems={}\t what={}",

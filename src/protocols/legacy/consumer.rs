@@ -300,12 +300,10 @@ fn reply(
             Took::Failed
         }
     };
-    let mut r = match took {
-        Took::Kept { .. } => digest.as_bytes().to_vec(),
-        Took::Failed => NO_DIGEST[..32].to_vec(),
-    };
-    r.push(0);
-    ch.content.write(0, &r);
+    match took {
+        Took::Kept { .. } => ch.content.write(0, &[digest.as_bytes(), b"\0"].concat()),
+        Took::Failed => ch.content.write(0, &NO_DIGEST),
+    }
     if took == (Took::Kept { stop: true }) {
         return Ok(Step::Stop);
     }

@@ -27,34 +27,19 @@ pub(super) struct SizeTurn {
 }
 
 impl SizeTurn {
-    /// Queues our take, and returns once it is queued (or after 100 ms).
+    /// Queues our take, and returns once it is queued or through (or after 100 ms).
     pub(super) fn queue(&mut self, ch: &Legacy) {
         // Free, nobody's turn to protect: taking it would only hold the next producer up.
         if self.pending.is_some() || self.held || ch.size_sem.value(0).map_or(true, |v| v > 0) {
             return;
         }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (size, content) = (ch.size_sem, ch.content_sem);
-        // Not scoped: it may wait past this file. Removing the set (as every stop does)
-        // ends its wait.
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let ended = done.clone();
-        std::thread::spawn(move || {
-            let r = size.op(&[SemOp::take(0)], None);
-            ended.store(true, std::sync::atomic::Ordering::Release);
-            let _ = tx.send(r.map(|()| content.last_pid(0).unwrap_or(0)));
-        });
-        self.pending = Some(rx);
+        let content = ch.content_sem;
+        self.pending = Some(take_in_thread(
+            ch.size_sem,
+            Duration::from_millis(100),
+            move || content.last_pid(0).unwrap_or(0),
+        ));
         debug!(waiting = ?ch.size_sem.waiting(0), "queued for the size semaphore");
-        // Queued (asleep), or already through: either way behind the holder.
-        let me = crate::os::getpid();
-        let t = Instant::now();
-        while !crate::os::sleeping_on_semaphores(me, size.id())
-            && !done.load(std::sync::atomic::Ordering::Acquire)
-            && t.elapsed() < Duration::from_millis(100)
-        {
-            std::thread::sleep(Duration::from_micros(20));
-        }
     }
 
     /// Whether we hold the size semaphore, once our take's thread has said so.
@@ -174,6 +159,36 @@ pub(super) enum Pass {
     /// We wrote a file (and the reply): its producer takes the content back to read the reply,
     /// if it checks MD5.
     Reply,
+}
+
+/// Takes the semaphore of `set` in a thread of its own, which then runs `then` and sends its
+/// result; returns once the take is queued (a thread of ours asleep on the set) or through,
+/// or after `limit`. Whoever queues after that queues behind it. The thread is not scoped: a
+/// take may wait past the function that queued it, and removing the set (as every stop does)
+/// ends its wait.
+fn take_in_thread<T: Send + 'static>(
+    set: SemSet,
+    limit: Duration,
+    then: impl FnOnce() -> T + Send + 'static,
+) -> std::sync::mpsc::Receiver<Result<T, WaitError>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let through = done.clone();
+    std::thread::spawn(move || {
+        let r = set.op(&[SemOp::take(0)], None);
+        through.store(true, Ordering::Release);
+        let _ = tx.send(r.map(|()| then()));
+    });
+    let me = crate::os::getpid();
+    let t = Instant::now();
+    while !crate::os::sleeping_on_semaphores(me, set.id())
+        && !done.load(Ordering::Acquire)
+        && t.elapsed() < limit
+    {
+        std::thread::sleep(Duration::from_micros(20));
+    }
+    rx
 }
 
 /// How long to wait between looks at the queue while a hand-over is due: short at first (a
@@ -338,19 +353,8 @@ impl Legacy {
             }
             _ => None,
         };
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sem = self.content_sem;
-        // Not scoped: an early take waits past the function that queued it. Removing the
-        // set (as every stop does) ends its wait.
-        std::thread::spawn(move || {
-            let _ = tx.send(sem.op(&[SemOp::take(0)], None));
-        });
-        let t = Instant::now();
-        while !crate::os::sleeping_on_semaphores(me, sem.id())
-            && t.elapsed() < Duration::from_secs(1)
-        {
-            std::thread::sleep(Duration::from_micros(20));
-        }
+        // Ours cannot go through: we hold the semaphore.
+        let rx = take_in_thread(self.content_sem, Duration::from_secs(1), || ());
         let ahead = self.content_sem.waiting(0).map_or(-1, |n| n - 1);
         let sleepers = match identify && ahead == 1 && writer.is_none() {
             true => Some(self.sleepers_on_content()),
